@@ -1,0 +1,159 @@
+"""The project's checkpoint format (one safetensors file) and the converter from the authors'.
+
+A checkpoint holds the weights of ``kp_detector.*``, ``generator.*`` and optionally
+``discriminator.*`` plus, in its metadata, the model config (JSON) and provenance (JSON).
+Loading it executes no code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .config import ModelConfig
+from .errors import CheckpointError
+from .models import MonkeyNet, build_model
+
+FORMAT = "monkeyanim/1"
+AUTHOR_PARTS = ("kp_detector", "generator", "discriminator")
+MAX_KEYS_LISTED = 8
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` on a temp file beside ``path``, then rename it into place."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save_checkpoint(model: MonkeyNet, path: str | Path, provenance: dict | None = None,
+                    with_discriminator: bool = True) -> None:
+    """Write ``model`` as one safetensors file, atomically (no partial file on interruption)."""
+    state = model.state_dict()
+    if not with_discriminator:
+        state = {k: v for k, v in state.items() if not k.startswith("discriminator.")}
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    metadata = {"format": FORMAT, "config": model.config.to_json(),
+                "provenance": json.dumps(provenance if provenance is not None
+                                         else model.provenance, sort_keys=True)}
+    atomic_write(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+
+
+def read_metadata(path: str | Path) -> tuple[ModelConfig, dict[str, Any]]:
+    """The config and provenance stored in a checkpoint, without reading its weights."""
+    with _open(path) as handle:
+        return _parse_metadata(path, handle.metadata())
+
+
+def load_checkpoint(path: str | Path) -> MonkeyNet:
+    """Rebuild a model from a project checkpoint alone (strict: every key must match)."""
+    with _open(path) as handle:
+        config, provenance = _parse_metadata(path, handle.metadata())
+        state = {key: handle.get_tensor(key) for key in handle.keys()}
+    has_discriminator = any(k.startswith("discriminator.") for k in state)
+    model = build_model(config, with_discriminator=has_discriminator, provenance=provenance)
+    _load_strict(model, state, path)
+    return model.eval()
+
+
+def _open(path: str | Path):
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        return safe_open(str(path), framework="pt", device="cpu")
+    except Exception as exc:  # safetensors raises its own error types for every kind of damage
+        raise CheckpointError(f"{path} is not a readable safetensors checkpoint "
+                              f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+                              ) from None
+
+
+def _parse_metadata(path, metadata: dict[str, str] | None) -> tuple[ModelConfig, dict]:
+    metadata = metadata or {}
+    if metadata.get("format") != FORMAT or "config" not in metadata:
+        raise CheckpointError(f"{path} is a safetensors file but not a monkeyanim checkpoint "
+                              f"(no '{FORMAT}' metadata)")
+    try:
+        config = ModelConfig.from_dict(json.loads(metadata["config"]))
+        provenance = json.loads(metadata.get("provenance", "{}"))
+    except (ValueError, Exception) as exc:
+        raise CheckpointError(f"{path} has a corrupt config in its metadata: {exc}") from None
+    return config, provenance
+
+
+def _describe_keys(label: str, keys: list[str]) -> str:
+    shown = ", ".join(keys[:MAX_KEYS_LISTED])
+    more = f" (+{len(keys) - MAX_KEYS_LISTED} more)" if len(keys) > MAX_KEYS_LISTED else ""
+    return f"{label} {len(keys)}: {shown}{more}"
+
+
+def _load_strict(model: MonkeyNet, state: dict[str, torch.Tensor], source) -> None:
+    """load_state_dict(strict=True), reporting every mismatch in one readable line."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
+    problems = []
+    if missing:
+        problems.append(_describe_keys("missing", missing))
+    if unexpected:
+        problems.append(_describe_keys("unexpected", unexpected))
+    if wrong:
+        problems.append(_describe_keys("wrong shape", [
+            f"{k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}" for k in wrong]))
+    if problems:
+        raise CheckpointError(f"{source} does not match the config: " + "; ".join(problems))
+    model.load_state_dict(state, strict=True)
+
+
+def convert_authors_checkpoint(path: str | Path, config: ModelConfig,
+                               provenance: dict | None = None) -> MonkeyNet:
+    """Load an authors' ``.pth.tar`` (3D convs, kernel (1, k, k)) into the 2D model of ``config``."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        raw = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle, zip and torch errors alike mean "unreadable"
+        raise CheckpointError(f"cannot read {path} as an authors' checkpoint: "
+                              f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+                              ) from None
+    if not isinstance(raw, dict) or not {"kp_detector", "generator"} <= set(raw):
+        raise CheckpointError(f"{path} is not an authors' Monkey-Net checkpoint "
+                              "(expected 'kp_detector' and 'generator' entries)")
+    parts = [p for p in AUTHOR_PARTS if isinstance(raw.get(p), dict)]
+    model = build_model(config, with_discriminator="discriminator" in parts, provenance=provenance)
+    state = {}
+    for part in parts:
+        for key, value in raw[part].items():
+            state[f"{part}.{key.removeprefix('module.')}"] = _to_2d(value, f"{part}.{key}", path)
+    # Checkpoints from PyTorch 0.4.0 predate BatchNorm's step counter; it is unused in eval.
+    for key, value in model.state_dict().items():
+        if key.endswith("num_batches_tracked") and key not in state:
+            state[key] = torch.zeros_like(value)
+    _load_strict(model, state, path)
+    model.provenance.setdefault("converted_from", path.name)
+    model.provenance.setdefault("iterations", int(raw.get("it", 0) or 0))
+    return model.eval()
+
+
+def _to_2d(value: torch.Tensor, key: str, path: Path) -> torch.Tensor:
+    if value.ndim != 5:
+        return value
+    if value.shape[2] != 1:
+        raise CheckpointError(f"{path}: {key} has a temporal kernel {tuple(value.shape)}; only "
+                              "per-frame (1, k, k) convolutions are supported")
+    return value.squeeze(2)  # (O, I, 1, k, k) -> (O, I, k, k)

@@ -1,0 +1,172 @@
+"""Typed architecture settings, saved inside every checkpoint so a file rebuilds its model alone.
+
+Field names follow the authors' YAML keys (``model_params``) where one exists, so their configs
+map onto these dataclasses one to one (:func:`ModelConfig.from_authors`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+KpVariance = str | float  # 'matrix', 'single', or a fixed variance
+
+
+@dataclass
+class EmbeddingConfig:
+    """How keypoints become input channels (the authors' MovementEmbeddingModule)."""
+
+    use_heatmap: bool = True
+    use_deformed_source_image: bool = False
+    use_difference: bool = False
+    heatmap_type: str = "gaussian"  # 'gaussian' (driving only) or 'difference' (driving - source)
+    norm_const: float | str = "sum"  # divide heatmaps by a constant, or by their sum
+    scale_factor: float = 1.0
+
+
+@dataclass
+class KPDetectorConfig:
+    block_expansion: int = 32
+    max_features: int = 1024
+    num_blocks: int = 5
+    temperature: float = 0.1
+    scale_factor: float = 1.0
+    clip_variance: float | None = None
+
+
+@dataclass
+class DenseMotionConfig:
+    block_expansion: int = 32
+    max_features: int = 1024
+    num_blocks: int = 5
+    mask_embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
+    use_mask: bool = True
+    use_correction: bool = True
+    bg_init: float = 2.0
+    num_group_blocks: int = 0
+    scale_factor: float = 1.0
+
+
+@dataclass
+class GeneratorConfig:
+    block_expansion: int = 32
+    max_features: int = 1024
+    num_blocks: int = 5
+    num_refinement_blocks: int = 4
+    dense_motion: DenseMotionConfig | None = field(default_factory=DenseMotionConfig)
+    kp_embedding: EmbeddingConfig | None = field(default_factory=EmbeddingConfig)
+    interpolation_mode: str = "nearest"  # how flow and embeddings are resized: 'nearest' or 'trilinear'
+
+
+@dataclass
+class DiscriminatorConfig:
+    block_expansion: int = 64
+    max_features: int = 512
+    num_blocks: int = 4
+    scale_factor: float = 1.0
+    kp_embedding: EmbeddingConfig | None = None
+
+
+@dataclass
+class ModelConfig:
+    """The whole architecture plus the frame size it was trained at."""
+
+    num_kp: int = 10
+    kp_variance: KpVariance = "matrix"
+    num_channels: int = 3
+    frame_size: tuple[int, int] = (64, 64)  # (H, W) in pixels
+    kp_detector: KPDetectorConfig = field(default_factory=KPDetectorConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        try:
+            return _build(cls, data)
+        except (TypeError, ValueError, KeyError) as exc:
+            raise ConfigError(f"invalid model config: {exc}") from None
+
+    @classmethod
+    def from_authors(cls, config: dict[str, Any]) -> ModelConfig:
+        """Map an authors' config (with ``model_params`` and ``frame_shape``) onto a ModelConfig."""
+        try:
+            return _from_authors(config)
+        except (TypeError, ValueError, KeyError) as exc:
+            raise ConfigError(f"invalid authors' config: {exc}") from None
+
+
+def _build(cls: type, data: dict[str, Any]) -> Any:
+    """Rebuild a (nested) dataclass from plain dicts, rejecting unknown keys."""
+    if not isinstance(data, dict):
+        raise TypeError(f"{cls.__name__} expects a mapping, got {type(data).__name__}")
+    nested = {
+        "mask_embedding": EmbeddingConfig, "kp_embedding": EmbeddingConfig,
+        "dense_motion": DenseMotionConfig, "kp_detector": KPDetectorConfig,
+        "generator": GeneratorConfig, "discriminator": DiscriminatorConfig,
+    }
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise KeyError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+    kwargs = {}
+    for key, value in data.items():
+        if key in nested and value is not None and not dataclasses.is_dataclass(value):
+            value = _build(nested[key], value)
+        elif key == "frame_size":
+            value = tuple(int(v) for v in value)
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def _embedding(params: dict[str, Any] | None) -> EmbeddingConfig | None:
+    return None if params is None else _build(EmbeddingConfig, params)
+
+
+def _from_authors(config: dict[str, Any]) -> ModelConfig:
+    model = config.get("model_params", config)
+    common = model["common_params"]
+    gen = dict(model["generator_params"])
+    dense = gen.pop("dense_motion_params", None)
+    if dense is not None:
+        dense = dict(dense)
+        dense["mask_embedding"] = _embedding(dense.pop("mask_embedding_params"))
+        dense = _build(DenseMotionConfig, dense)
+    gen["dense_motion"] = dense
+    gen["kp_embedding"] = _embedding(gen.pop("kp_embedding_params", None))
+    disc = dict(model["discriminator_params"])
+    disc["kp_embedding"] = _embedding(disc.pop("kp_embedding_params", None))
+    frame_shape = config.get("frame_shape", [64, 64, 3])
+    return ModelConfig(
+        num_kp=common["num_kp"],
+        kp_variance=common.get("kp_variance", "matrix"),
+        num_channels=common.get("num_channels", 3),
+        frame_size=(int(frame_shape[0]), int(frame_shape[1])),
+        kp_detector=_build(KPDetectorConfig, model["kp_detector_params"]),
+        generator=_build(GeneratorConfig, gen),
+        discriminator=_build(DiscriminatorConfig, disc),
+    )
+
+
+def load_config_file(path: str | Path) -> ModelConfig:
+    """Read a JSON config: either a ModelConfig dict or an authors' config with ``model_params``."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"cannot read config {path}: {exc}") from None
+    if isinstance(data, dict) and ("model_params" in data or "common_params" in data):
+        return ModelConfig.from_authors(data)
+    return ModelConfig.from_dict(data)

@@ -1,0 +1,96 @@
+"""Generator: encode the source, warp its features with the dense flow, decode with keypoints."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import GeneratorConfig, KpVariance
+from .blocks import Decoder, Encoder, ResBlock2d, make_coordinate_grid, warp
+from .keypoints import Keypoints
+from .motion import DenseMotion, MovementEmbedding
+
+
+@dataclass
+class GeneratorOutput:
+    """frames: (B, C, H, W) in [0, 1]; deformed: the source warped by the flow, (B, C, H, W)."""
+
+    frames: torch.Tensor
+    deformed: torch.Tensor
+
+
+class Generator(nn.Module):
+    def __init__(self, config: GeneratorConfig, num_kp: int, num_channels: int,
+                 kp_variance: KpVariance):
+        super().__init__()
+        self.appearance_encoder = Encoder(config.block_expansion, in_features=num_channels,
+                                          max_features=config.max_features,
+                                          num_blocks=config.num_blocks)
+        self.kp_embedding_module = None
+        embedding_features = 0
+        if config.kp_embedding is not None:
+            self.kp_embedding_module = MovementEmbedding(config.kp_embedding, num_kp, num_channels,
+                                                         kp_variance)
+            embedding_features = self.kp_embedding_module.out_channels
+        self.dense_motion_module = None
+        if config.dense_motion is not None:
+            self.dense_motion_module = DenseMotion(config.dense_motion, num_kp, num_channels,
+                                                   kp_variance)
+        self.video_decoder = Decoder(config.block_expansion, in_features=num_channels,
+                                     out_features=num_channels, max_features=config.max_features,
+                                     num_blocks=config.num_blocks,
+                                     additional_features_for_block=embedding_features,
+                                     use_last_conv=False)
+        features = config.block_expansion + num_channels + embedding_features
+        self.refinement_module = nn.Sequential()
+        for i in range(config.num_refinement_blocks):
+            self.refinement_module.add_module(f"r{i}", ResBlock2d(features))
+        self.refinement_module.add_module("conv-last", nn.Conv2d(features, num_channels, 1))
+        # The authors' 'trilinear' on a depth of 1 frame is bilinear (align_corners=False).
+        self.resize_mode = "bilinear" if config.interpolation_mode == "trilinear" else "nearest"
+
+    def _resize(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        if tuple(x.shape[-2:]) == tuple(size):
+            return x
+        if self.resize_mode == "nearest":
+            return F.interpolate(x, size=size, mode="nearest")
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+    def encode(self, source: torch.Tensor) -> list[torch.Tensor]:
+        """The source's encoder features (skips), reusable for every driving frame."""
+        return self.appearance_encoder(source)
+
+    def flow(self, source: torch.Tensor, kp_driving: Keypoints,
+             kp_source: Keypoints) -> torch.Tensor:
+        """Sampling grid (B, h, w, 2) in [-1, 1] that warps the source towards the driving pose."""
+        if self.dense_motion_module is not None:
+            return self.dense_motion_module(source, kp_driving, kp_source)
+        height, width = source.shape[-2:]
+        grid = make_coordinate_grid(height, width, source)  # (H, W, 2)
+        return grid.expand(kp_driving.mean.shape[0], height, width, 2)  # (B, H, W, 2)
+
+    def _warp_features(self, feature: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+        flow = flow.permute(0, 3, 1, 2)  # (B, 2, h, w)
+        flow = self._resize(flow, feature.shape[-2:]).permute(0, 2, 3, 1)  # (B, h', w', 2)
+        return warp(feature, flow)
+
+    def forward(self, source: torch.Tensor, kp_source: Keypoints, kp_driving: Keypoints,
+                skips: list[torch.Tensor] | None = None) -> GeneratorOutput:
+        """source (B or 1, C, H, W) in [0, 1]; kp_source (B or 1, K, ...); kp_driving (B, K, ...).
+
+        ``skips`` are the source's encoder features when already computed (see ``encode``).
+        """
+        if skips is None:
+            skips = self.encode(source)
+        flow = self.flow(source, kp_driving, kp_source)
+        skips = [self._warp_features(skip, flow) for skip in skips]
+        deformed = skips[0]  # the first skip is the source itself
+        if self.kp_embedding_module is not None:
+            embedding = self.kp_embedding_module(source, kp_driving, kp_source)  # (B, E, h, w)
+            skips = [torch.cat([skip, self._resize(embedding, skip.shape[-2:])], dim=1)
+                     for skip in skips]  # (B, C_i + E, h_i, w_i)
+        out = self.refinement_module(self.video_decoder(skips))
+        return GeneratorOutput(frames=torch.sigmoid(out), deformed=deformed)

@@ -1,0 +1,72 @@
+"""The whole model: keypoint detector + generator (+ discriminator for training), built elsewhere."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from ..errors import InputError
+from .discriminator import Discriminator
+from .generator import Generator, GeneratorOutput
+from .keypoints import KPDetector, Keypoints
+
+
+class MonkeyNet(nn.Module):
+    """Monkey-Net handed its networks already built (see :func:`build_model`).
+
+    ``provenance`` describes where the weights come from (name, data, iterations, metrics).
+    """
+
+    def __init__(self, config: ModelConfig, kp_detector: KPDetector, generator: Generator,
+                 discriminator: Discriminator | None = None, provenance: dict | None = None):
+        super().__init__()
+        self.config = config
+        self.kp_detector = kp_detector
+        self.generator = generator
+        self.discriminator = discriminator
+        self.provenance = dict(provenance or {})
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def _check_frames(self, frames: torch.Tensor, what: str) -> torch.Tensor:
+        if frames.ndim != 4 or frames.shape[1] != self.config.num_channels:
+            raise InputError(f"{what} must be (T, {self.config.num_channels}, H, W), "
+                             f"got {tuple(frames.shape)}")
+        divisor = 2 ** max(self.config.generator.num_blocks, self.config.kp_detector.num_blocks)
+        height, width = frames.shape[-2:]
+        if height % divisor or width % divisor:
+            raise InputError(f"{what} size {height}x{width} must be a multiple of {divisor}; "
+                             f"this model was trained at {self.config.frame_size[0]}x"
+                             f"{self.config.frame_size[1]}")
+        return frames.to(self.device, torch.float32)
+
+    @torch.inference_mode()
+    def keypoints(self, frames: torch.Tensor) -> Keypoints:
+        """frames (T, C, H, W) float in [0, 1] -> Keypoints, mean (T, K, 2) in [-1, 1] x first,
+        covar (T, K, 2, 2)."""
+        return self.kp_detector(self._check_frames(frames, "frames"))
+
+    @torch.inference_mode()
+    def generate(self, source: torch.Tensor, kp_source: Keypoints,
+                 kp_driving: Keypoints) -> GeneratorOutput:
+        """Animate ``source`` (C, H, W) in [0, 1] from its keypoints (K, ...) or (1, K, ...) to
+        each driving pose (T, K, ...): frames (T, C, H, W) in [0, 1] and deformed (T, C, H, W)."""
+        if source.ndim == 3:
+            source = source.unsqueeze(0)  # (1, C, H, W)
+        source = self._check_frames(source, "source")
+        if kp_source.mean.ndim == 2:
+            kp_source = kp_source[None]  # (1, K, 2)
+        return self.generator(source, kp_source.to(self.device), kp_driving.to(self.device))
+
+
+def build_model(config: ModelConfig, with_discriminator: bool = True,
+                provenance: dict | None = None) -> MonkeyNet:
+    """Build every network of ``config`` with fresh weights."""
+    common = dict(num_kp=config.num_kp, num_channels=config.num_channels,
+                  kp_variance=config.kp_variance)
+    discriminator = Discriminator(config.discriminator, **common) if with_discriminator else None
+    return MonkeyNet(config, KPDetector(config.kp_detector, **common),
+                     Generator(config.generator, **common), discriminator, provenance)

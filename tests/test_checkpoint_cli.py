@@ -1,0 +1,121 @@
+"""The checkpoint format and the `convert` command, including every way it should refuse."""
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+
+import monkeyanim
+from monkeyanim.checkpoint import save_checkpoint
+from monkeyanim.errors import CheckpointError
+from monkeyanim.models import build_model
+from monkeyanim.presets import get_preset
+
+from conftest import assert_one_line_error, run_cli
+
+
+@pytest.fixture(scope="module")
+def authors_ckpt(fixture_dir):
+    return fixture_dir / "taichi-small.pth.tar"
+
+
+@pytest.fixture(scope="module")
+def small_config(fixture_dir, tmp_path_factory):
+    path = tmp_path_factory.mktemp("cfg") / "taichi-small.json"
+    path.write_text((fixture_dir / "taichi-small.model_params.json").read_text())
+    return path
+
+
+def test_checkpoint_is_self_describing_and_strict(tmp_path):
+    model = build_model(get_preset("shapes"), provenance={"name": "shapes", "iterations": 7,
+                                                         "metrics": {"l1": 0.01}})
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(model, path, with_discriminator=False)
+    with safe_open(str(path), "pt") as handle:
+        meta = handle.metadata()
+        assert not any(k.startswith("discriminator.") for k in handle.keys())
+    assert json.loads(meta["config"])["num_kp"] == 4
+    assert json.loads(meta["provenance"])["metrics"] == {"l1": 0.01}
+    loaded = monkeyanim.load_model(path)
+    assert loaded.discriminator is None and not loaded.training
+    assert loaded.provenance["iterations"] == 7
+    for key, value in loaded.state_dict().items():
+        assert torch.equal(value, model.state_dict()[key]), key
+    assert not list(tmp_path.glob(".*tmp"))  # the temp file was renamed away
+
+
+def test_corrupt_and_foreign_safetensors_are_refused(tmp_path):
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(build_model(get_preset("shapes")), path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="not a readable safetensors"):
+        monkeyanim.load_model(path)
+    from safetensors.torch import save_file
+    save_file({"x": torch.zeros(2)}, str(path))
+    with pytest.raises(CheckpointError, match="not a monkeyanim checkpoint"):
+        monkeyanim.load_model(path)
+
+
+def test_convert_refuses_to_overwrite_and_keeps_the_file(authors_ckpt, small_config, tmp_path):
+    out = tmp_path / "out.safetensors"
+    out.write_bytes(b"precious")
+    result = run_cli("convert", authors_ckpt, "--config", small_config, "-o", out)
+    assert_one_line_error(result, "already exists", "--overwrite")
+    assert out.read_bytes() == b"precious"
+    result = run_cli("convert", authors_ckpt, "--config", small_config, "-o", out, "--overwrite")
+    assert result.returncode == 0, result.stderr
+    assert monkeyanim.load_model(out).config.num_kp == 10
+
+
+@pytest.mark.parametrize("case", ["missing", "unknown-config", "mismatch", "corrupt", "not-dict",
+                                  "out-dir"])
+def test_convert_errors_are_one_line(case, authors_ckpt, small_config, tmp_path):
+    ckpt, config, out = authors_ckpt, str(small_config), tmp_path / "out.safetensors"
+    expect = []
+    if case == "missing":
+        ckpt, expect = tmp_path / "nope.pth.tar", ["not found", "nope.pth.tar"]
+    elif case == "unknown-config":
+        config, expect = "tachi", ["unknown config", "taichi", "moving-gif"]
+    elif case == "mismatch":
+        config, expect = "taichi", ["does not match", "wrong shape"]
+    elif case == "corrupt":
+        ckpt = tmp_path / "broken.pth.tar"
+        ckpt.write_bytes(authors_ckpt.read_bytes()[:5000])
+        expect = ["cannot read", "broken.pth.tar"]
+    elif case == "not-dict":
+        ckpt = tmp_path / "other.pth.tar"
+        torch.save({"state_dict": {}}, ckpt)
+        expect = ["not an authors' Monkey-Net checkpoint"]
+    elif case == "out-dir":
+        out, expect = tmp_path / "no" / "such" / "out.safetensors", ["does not exist"]
+    result = run_cli("convert", ckpt, "--config", config, "-o", out)
+    assert_one_line_error(result, *expect)
+    assert not out.exists()
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_missing_and_unexpected_keys_are_listed(authors_ckpt, small_config, tmp_path):
+    raw = torch.load(authors_ckpt, weights_only=True)
+    raw["generator"]["extra.weight"] = torch.zeros(1)
+    del raw["kp_detector"]["predictor.decoder.conv.bias"]
+    broken = tmp_path / "keys.pth.tar"
+    torch.save(raw, broken)
+    result = run_cli("convert", broken, "--config", small_config, "-o", tmp_path / "o.safetensors")
+    assert_one_line_error(result, "missing 1: kp_detector.predictor.decoder.conv.bias",
+                          "unexpected 1: generator.extra.weight")
+
+
+def test_load_model_errors(authors_ckpt, tmp_path):
+    with pytest.raises(monkeyanim.ConfigError, match="give its config"):
+        monkeyanim.load_model(authors_ckpt)
+    with pytest.raises(CheckpointError, match="unknown checkpoint 'no-such-model'"):
+        monkeyanim.load_model("no-such-model")
+
+
+def test_help_lists_the_commands():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for command in ("convert", "train", "animate", "reconstruct", "keypoints"):
+        assert command in result.stdout

@@ -1,0 +1,114 @@
+"""All eight of the authors' published configs: presets match them, and each builds with the
+authors' parameter layout so their released checkpoints convert."""
+
+import json
+
+import pytest
+import torch
+
+from monkeyanim.checkpoint import convert_authors_checkpoint
+from monkeyanim.config import ModelConfig, load_config_file
+from monkeyanim.errors import ConfigError
+from monkeyanim.models import build_model
+from monkeyanim.presets import AUTHOR_PRESETS, get_preset
+
+NAMES = ["taichi", "nemo", "bair", "moving-gif", "vox", "vox-full", "actions", "shapes"]
+
+
+@pytest.fixture(scope="module")
+def author_configs(fixture_dir):
+    return json.loads((fixture_dir / "author-configs.json").read_text())
+
+
+def test_there_are_exactly_the_eight_presets(author_configs):
+    assert sorted(AUTHOR_PRESETS) == sorted(NAMES) == sorted(author_configs)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_preset_equals_authors_config(name, author_configs):
+    assert ModelConfig.from_authors(author_configs[name]) == get_preset(name)
+
+
+def expected_shapes(params: dict) -> dict[str, tuple]:
+    """A few layer shapes derived by hand from the authors' architecture and their config."""
+    common, gen = params["common_params"], params["generator_params"]
+    dense, disc = gen["dense_motion_params"], params["discriminator_params"]
+    k, be, mf, nb = common["num_kp"], gen["block_expansion"], gen["max_features"], gen["num_blocks"]
+    mask = dense["mask_embedding_params"]
+    per_kp = 1 + 2 * mask.get("use_difference", False) + 3
+    dense_in = per_kp * (k + 1)
+    groups = dense.get("num_group_blocks", 0)
+    shapes = {
+        "generator.dense_motion_module.hourglass.encoder.down_blocks.0.conv.weight":
+            (min(dense["max_features"], dense["block_expansion"] * 2), dense_in, 3, 3),
+        "generator.dense_motion_module.hourglass.decoder.conv.weight":
+            (k + 3, dense["block_expansion"] + dense_in, 3, 3),
+        "generator.video_decoder.up_blocks.0.conv.weight":
+            (min(mf, be * 2 ** (nb - 1)), min(mf, be * 2 ** nb) + k, 3, 3),
+        f"generator.appearance_encoder.down_blocks.{nb - 1}.conv.weight":
+            (min(mf, be * 2 ** nb), min(mf, be * 2 ** (nb - 1)), 3, 3),
+        "generator.refinement_module.r3.conv2.weight": (be + 3 + k, be + 3 + k, 3, 3),
+        "generator.refinement_module.conv-last.weight": (3, be + 3 + k, 1, 1),
+        "kp_detector.predictor.decoder.conv.weight":
+            (k, params["kp_detector_params"]["block_expansion"] + 3, 3, 3),
+        "discriminator.down_blocks.0.conv.weight": (disc["block_expansion"] * 2, 3 + k, 4, 4),
+        "discriminator.conv.weight": (1, min(disc["max_features"],
+                                             disc["block_expansion"] * 2 ** disc["num_blocks"]), 1, 1),
+    }
+    if groups:
+        shapes[f"generator.dense_motion_module.group_blocks.{groups - 1}.conv.weight"] = (
+            dense_in, per_kp, 1, 1)
+    return shapes
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_preset_builds_with_authors_layout_and_converts(name, author_configs, tmp_path):
+    torch.manual_seed(0)
+    model = build_model(get_preset(name))
+    state = model.state_dict()
+    for key, shape in expected_shapes(author_configs[name]["model_params"]).items():
+        assert tuple(state[key].shape) == shape, key
+    groups = author_configs[name]["model_params"]["generator_params"]["dense_motion_params"].get(
+        "num_group_blocks", 0)
+    assert not any(k.startswith(f"generator.dense_motion_module.group_blocks.{groups}.")
+                   for k in state)
+    # Write the weights the way the authors' code stores them (Conv3d, depth 1) and convert back.
+    authors = {part: {} for part in ("kp_detector", "generator", "discriminator")}
+    for key, value in state.items():
+        part, rest = key.split(".", 1)
+        authors[part][rest] = value.unsqueeze(2) if value.ndim == 4 else value
+    path = tmp_path / f"{name}.pth.tar"
+    torch.save({**authors, "epoch": 3, "it": 1234}, path)
+    converted = convert_authors_checkpoint(path, get_preset(name))
+    assert converted.provenance["iterations"] == 1234
+    for key, value in converted.state_dict().items():
+        assert torch.equal(value, state[key]), key
+    # and it runs at its frame size (scale factors, trilinear flow resizing, 7-block generator)
+    height, width = converted.config.frame_size
+    frames = torch.rand(2, 3, height, width)
+    kp = converted.keypoints(frames)
+    assert kp.mean.shape == (2, converted.config.num_kp, 2) and kp.mean.abs().max() <= 1
+    out = converted.generate(frames[0], kp[:1], kp)
+    assert out.frames.shape == out.deformed.shape == (2, 3, height, width)
+    assert 0 <= out.frames.min() and out.frames.max() <= 1
+
+
+def test_config_file_accepts_authors_json_and_our_json(author_configs, tmp_path):
+    authors_file = tmp_path / "authors.json"
+    authors_file.write_text(json.dumps(author_configs["moving-gif"]))
+    ours_file = tmp_path / "ours.json"
+    ours_file.write_text(get_preset("moving-gif").to_json())
+    assert load_config_file(authors_file) == load_config_file(ours_file) == get_preset("moving-gif")
+    assert get_preset("moving-gif").frame_size == (128, 128)
+
+
+def test_bad_config_names_and_files(tmp_path):
+    with pytest.raises(ConfigError, match="taichi"):
+        get_preset("tachi")
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"num_kp": 10, "no_such_field": 1}')
+    with pytest.raises(ConfigError, match="no_such_field"):
+        load_config_file(bad)
+    bad.write_text("{not json")
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config_file(bad)
