@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 from .errors import InputError, MonkeyAnimError
 
@@ -19,9 +22,16 @@ console = Console(highlight=False, soft_wrap=True)
 
 # Options shared by several commands, defined once.
 OutputOpt = Annotated[Path, typer.Option("--output", "-o", help="Output path.")]
-OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]
 ConfigOpt = Annotated[str | None, typer.Option(
     "--config", help="Architecture of an authors' checkpoint: a preset name or a .json file.")]
+CheckpointOpt = Annotated[str | None, typer.Option(
+    "--checkpoint", "-c", help="Registry name, .safetensors file, or authors' .pth.tar.")]
+DeviceOpt = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", help="Frames per network call.")]
+PrecisionOpt = Annotated[str, typer.Option(help="fp32, bf16 (CPU/CUDA) or fp16 (CUDA).")]
+CropOpt = Annotated[str | None, typer.Option(
+    help="Box x,y,w,h in pixels of the input; default: the centred square.")]
 
 
 def check_output(path: Path, overwrite: bool) -> Path:
@@ -34,6 +44,47 @@ def check_output(path: Path, overwrite: bool) -> Path:
     if not os.access(folder, os.W_OK):
         raise InputError(f"output folder is not writable: {folder}")
     return path
+
+
+def _load(checkpoint: str | None, config: str | None, device: str):
+    import torch
+
+    from .hub import load_model
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise InputError(f"unknown device {device!r}; choose auto, cpu or cuda")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("--device cuda was asked for but no CUDA device is available")
+    if checkpoint is None:
+        raise InputError("no checkpoint given: pass --checkpoint NAME|PATH "
+                         "(no default checkpoint is bundled yet)")
+    return load_model(checkpoint, config=config, device=device)
+
+
+@contextmanager
+def _progress(label: str, total: int | None):
+    """A Rich progress bar with frames/s on a TTY; None (stay quiet) otherwise."""
+    if not err_console.is_terminal:
+        yield None
+        return
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("[cyan]{task.fields[rate]}"), TimeElapsedColumn(),
+                  console=err_console, transient=True) as bar:
+        task = bar.add_task(label, total=total, rate="")
+
+        def update(done: int) -> None:
+            speed = bar.tasks[0].speed
+            bar.update(task, completed=done, rate=f"{speed:.1f} frames/s" if speed else "")
+        yield update
+
+
+def _report(result) -> None:
+    extra = "".join(f", {k} {v:.4f}" if isinstance(v, float) else ""
+                    for k, v in result.extra.items())
+    console.print(f"wrote {result.output} ({result.frames} frames, {result.fps:.1f} frames/s"
+                  f"{extra})")
 
 
 @app.command()
@@ -49,8 +100,7 @@ def convert(checkpoint: Annotated[Path, typer.Argument(help="Authors' .pth.tar c
     from .hub import resolve_config
 
     check_output(output, overwrite)
-    model_config = resolve_config(config)
-    model = convert_authors_checkpoint(checkpoint, model_config)
+    model = convert_authors_checkpoint(checkpoint, resolve_config(config))
     model.provenance.update(name=name or checkpoint.name.split(".")[0],
                             source="authors' checkpoint", config=str(config))
     save_checkpoint(model, output)
@@ -59,14 +109,153 @@ def convert(checkpoint: Annotated[Path, typer.Argument(help="Authors' .pth.tar c
                   f"{model.config.frame_size[0]}x{model.config.frame_size[1]})")
 
 
-def _planned(command: str, issue: str) -> None:
-    raise MonkeyAnimError(f"'{command}' is not available yet ({issue})")
+def _inputs(path: Path, suffixes: set[str], what: str) -> list[Path]:
+    """A file, or every file with one of ``suffixes`` in a folder (sorted)."""
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in suffixes)
+        if not files:
+            raise InputError(f"folder {path} holds no {what}")
+        return files
+    if not path.exists():
+        raise InputError(f"{what.rstrip('s')} not found: {path}")
+    return [path]
+
+
+def _output_folder(output: Path) -> Path:
+    if output.exists() and not output.is_dir():
+        raise InputError(f"{output} must be a folder when the inputs are folders")
+    if not output.parent.is_dir():
+        raise InputError(f"output folder does not exist: {output.parent}")
+    output.mkdir(exist_ok=True)
+    if not os.access(output, os.W_OK):
+        raise InputError(f"output folder is not writable: {output}")
+    return output
+
+
+@app.command()
+def animate(source: Annotated[Path, typer.Argument(help="Image, or a folder of images.")],
+            driving: Annotated[Path, typer.Argument(help="Video, frame strip or folder of frames; "
+                                                         "or a folder of videos.")],
+            output: OutputOpt,
+            checkpoint: CheckpointOpt = None, config: ConfigOpt = None,
+            mode: Annotated[str, typer.Option(help="relative (paper Eq. 7) or absolute.")] = "relative",
+            adapt_scale: Annotated[bool, typer.Option(
+                help="Scale motion by the keypoint hulls' size ratio.")] = False,
+            find_best_frame: Annotated[bool, typer.Option(
+                help="Align to the driving frame whose pose is closest to the source.")] = False,
+            side_by_side: Annotated[bool, typer.Option(
+                help="Write driving | source | result.")] = False,
+            fps: Annotated[float | None, typer.Option(help="Output frame rate.")] = None,
+            size: Annotated[int | None, typer.Option(help="Output side in pixels.")] = None,
+            crop: CropOpt = None, device: DeviceOpt = "auto", batch_size: BatchOpt = 16,
+            precision: PrecisionOpt = "fp32", overwrite: OverwriteOpt = False) -> None:
+    """Animate SOURCE with the motion of DRIVING into OUTPUT (.mp4 or .gif)."""
+    from .jobs import AnimateSettings, animate_file
+    from .video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, parse_crop
+
+    if fps is not None and fps <= 0 or size is not None and size < 2:
+        raise InputError("--fps must be positive and --size at least 2")
+    settings = AnimateSettings(mode, adapt_scale, find_best_frame, side_by_side, fps, size,
+                               batch_size, precision, parse_crop(crop))
+    if not (source.is_dir() or driving.is_dir()):
+        check_output(output, overwrite)
+        _inputs(source, IMAGE_SUFFIXES | VIDEO_SUFFIXES, "source images")
+        model = _load(checkpoint, config, device)
+        with _progress(output.name, None) as progress:
+            _report(animate_file(model, source, driving, output, settings, progress))
+        return
+    sources = _inputs(source, IMAGE_SUFFIXES, "source images")
+    drivings = _inputs(driving, VIDEO_SUFFIXES | IMAGE_SUFFIXES, "driving videos")
+    folder = _output_folder(output)
+    model = _load(checkpoint, config, device)
+    pairs = [(s, d, folder / f"{s.stem}__{d.stem}.mp4") for s in sources for d in drivings]
+    _run_batch(pairs, lambda s, d, o, p: animate_file(model, s, d, o, settings, p), overwrite)
+
+
+def _run_batch(pairs, job, overwrite: bool) -> None:
+    """Run every pair; a failing pair is reported and the others go on; exit 1 if any failed."""
+    table = Table("source", "driving", "result")
+    failed = 0
+    for source, driving, out in pairs:
+        try:
+            check_output(out, overwrite)
+            with _progress(out.name, None) as progress:
+                result = job(source, driving, out, progress)
+            _report(result)
+            table.add_row(source.name, driving.name, f"ok, {result.frames} frames")
+        except MonkeyAnimError as exc:
+            failed += 1
+            err_console.print(f"[bold red]failed:[/] {source.name} + {driving.name}: {exc}")
+            table.add_row(source.name, driving.name, f"[red]failed: {exc}")
+    console.print(table)
+    console.print(f"{len(pairs) - failed} of {len(pairs)} succeeded")
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def reconstruct(video: Annotated[Path, typer.Argument(help="Video, or a folder of videos.")],
+                output: OutputOpt,
+                checkpoint: CheckpointOpt = None, config: ConfigOpt = None,
+                json_path: Annotated[Path | None, typer.Option(
+                    "--json", help="Write per-video and mean L1 here.")] = None,
+                crop: CropOpt = None, device: DeviceOpt = "auto", batch_size: BatchOpt = 16,
+                precision: PrecisionOpt = "fp32", overwrite: OverwriteOpt = False) -> None:
+    """Reconstruct videos from their first frame and each frame's keypoints; print L1."""
+    import json
+
+    from .checkpoint import atomic_write
+    from .jobs import reconstruct_file
+    from .video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, parse_crop
+
+    videos = _inputs(video, VIDEO_SUFFIXES | IMAGE_SUFFIXES, "videos")
+    if video.is_dir():
+        outputs = [_output_folder(output) / f"{v.stem}.mp4" for v in videos]
+    else:
+        outputs = [check_output(output, overwrite)]
+    if json_path is not None:
+        check_output(json_path, overwrite)
+    model = _load(checkpoint, config, device)
+    box = parse_crop(crop)
+    scores = {}
+    for source, out in zip(videos, outputs):
+        check_output(out, overwrite)
+        with _progress(out.name, None) as progress:
+            result = reconstruct_file(model, source, out, batch_size, precision, box, progress)
+        scores[source.name] = result.extra["l1"]
+        _report(result)
+    mean = sum(scores.values()) / len(scores)
+    console.print(f"mean L1 {mean:.4f} over {len(scores)} video(s)")
+    if json_path is not None:
+        text = json.dumps({"videos": scores, "mean_l1": mean}, indent=2)
+        atomic_write(json_path, lambda tmp: tmp.write_text(text))
+
+
+@app.command()
+def keypoints(video: Annotated[Path, typer.Argument(help="Video or image.")],
+              output: OutputOpt,
+              checkpoint: CheckpointOpt = None, config: ConfigOpt = None,
+              json_path: Annotated[Path | None, typer.Option(
+                  "--json", help="Write per-frame means and covariances here.")] = None,
+              crop: CropOpt = None, device: DeviceOpt = "auto", batch_size: BatchOpt = 16,
+              overwrite: OverwriteOpt = False) -> None:
+    """Draw the learned keypoints over a video (.mp4/.gif) or an image (.png)."""
+    from .jobs import keypoints_file
+    from .video import parse_crop
+
+    check_output(output, overwrite)
+    if json_path is not None:
+        check_output(json_path, overwrite)
+    model = _load(checkpoint, config, device)
+    with _progress(output.name, None) as progress:
+        _report(keypoints_file(model, video, output, json_path, batch_size, parse_crop(crop),
+                               progress))
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def train() -> None:
     """Train on a folder of videos (not available yet)."""
-    _planned("train", "see the training issue")
+    raise MonkeyAnimError("'train' is not available yet")
 
 
 def main() -> None:
@@ -79,5 +268,5 @@ def main() -> None:
         err_console.print(f"[bold red]error:[/] {exc}")
         sys.exit(1)
     except KeyboardInterrupt:
-        err_console.print("interrupted")
+        err_console.print("interrupted: no partial output was left")
         sys.exit(130)

@@ -1,10 +1,19 @@
-"""Animation and reconstruction on tensors (no file IO): keypoint transfer and batched generation."""
+"""Animation and reconstruction on tensors (no file IO): keypoint transfer and batched,
+streamed generation with everything that depends only on the source computed once."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterable, Iterator
+
+import cv2
+import numpy as np
 import torch
 
-from .models import Keypoints
+from .errors import InputError
+from .models import Keypoints, MonkeyNet
+
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 def relative_keypoints(kp_source: Keypoints, kp_driving: Keypoints,
@@ -19,10 +28,123 @@ def relative_keypoints(kp_source: Keypoints, kp_driving: Keypoints,
     return Keypoints(mean, kp_driving.covar)
 
 
-def absolute_keypoints(kp_driving: Keypoints) -> Keypoints:
-    """Absolute transfer: the driving keypoints unchanged."""
-    return kp_driving
+def hull_area(points: torch.Tensor) -> float:
+    """Area of the convex hull of (K, 2) points."""
+    hull = cv2.convexHull(points.detach().float().cpu().numpy().astype(np.float32))
+    return float(cv2.contourArea(hull))
 
 
-def stack(frames: list[torch.Tensor]) -> torch.Tensor:
-    return torch.stack(frames) if frames else torch.empty(0)
+def adapt_scale(kp_source: Keypoints, kp_driving_first: Keypoints) -> float:
+    """sqrt(area ratio) of the keypoints' convex hulls, source over first driving frame."""
+    driving = hull_area(kp_driving_first.mean.reshape(-1, 2))
+    if driving <= 0:
+        return 1.0
+    return float(np.sqrt(hull_area(kp_source.mean.reshape(-1, 2)) / driving))
+
+
+def normalized_pose(mean: torch.Tensor) -> torch.Tensor:
+    """Keypoints (..., K, 2) centred on their mean and divided by their spread."""
+    centred = mean - mean.mean(dim=-2, keepdim=True)
+    spread = centred.square().sum(dim=(-2, -1), keepdim=True).div(mean.shape[-2]).sqrt()
+    return centred / spread.clamp(min=1e-6)
+
+
+def best_frame(kp_source: Keypoints, kp_driving: Keypoints) -> int:
+    """Index of the driving frame whose pose (position and scale removed) is closest to the
+    source's: kp_driving (T, K, 2)."""
+    source = normalized_pose(kp_source.mean.reshape(1, -1, 2))  # (1, K, 2)
+    distance = (normalized_pose(kp_driving.mean) - source).square().sum(dim=(1, 2))  # (T,)
+    return int(distance.argmin())
+
+
+def to_tensor(frames: list[np.ndarray], device: torch.device | str = "cpu") -> torch.Tensor:
+    """T x (H, W, 3) uint8 -> (T, 3, H, W) float32 in [0, 1], channels_last."""
+    array = torch.from_numpy(np.stack(frames))  # (T, H, W, 3)
+    tensor = array.to(device).permute(0, 3, 1, 2).float().div_(255)  # (T, 3, H, W)
+    return tensor.contiguous(memory_format=torch.channels_last)
+
+
+def to_uint8(frames: torch.Tensor) -> np.ndarray:
+    """(T, 3, H, W) in [0, 1] -> (T, H, W, 3) uint8."""
+    array = frames.float().clamp(0, 1).mul(255).round().byte()
+    return array.permute(0, 2, 3, 1).contiguous().cpu().numpy()  # (T, H, W, 3)
+
+
+def precision_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """Autocast for bf16 (CPU or CUDA) and fp16 (CUDA only); fp32 runs as is."""
+    if precision not in PRECISIONS:
+        raise InputError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "fp16" and device.type != "cuda":
+        raise InputError("fp16 needs a CUDA device; use --precision bf16 on a CPU")
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+class Animator:
+    """Animates one source image; call it with batches of driving frames, in order.
+
+    The source's keypoints and encoder features are computed once. ``mode`` 'relative' moves
+    the source keypoints by the driving motion since ``kp_driving_first`` (default: the first
+    frame seen); 'absolute' uses the driving keypoints as they are.
+    """
+
+    def __init__(self, model: MonkeyNet, source: torch.Tensor, mode: str = "relative",
+                 scale_motion: bool = False, kp_driving_first: Keypoints | None = None,
+                 precision: str = "fp32"):
+        if mode not in ("relative", "absolute"):
+            raise InputError(f"unknown mode {mode!r}; choose relative or absolute")
+        self.model, self.mode, self.scale_motion = model, mode, scale_motion
+        self.context = precision_context(precision, model.device)
+        with torch.inference_mode(), self.context:
+            self.source = model.check_frames(source.unsqueeze(0), "source")  # (1, 3, H, W)
+            self.kp_source = self._float(model.kp_detector(self.source))
+            self.skips = model.generator.encode(self.source)
+        self.kp_first = kp_driving_first
+        self.scale: float | None = None
+
+    @staticmethod
+    def _float(kp: Keypoints) -> Keypoints:
+        """Keypoint statistics stay in float32 even under autocast: they feed exp()."""
+        return Keypoints(kp.mean.float(), None if kp.covar is None else kp.covar.float())
+
+    def transfer(self, kp_driving: Keypoints) -> Keypoints:
+        if self.mode == "absolute":
+            return kp_driving
+        if self.kp_first is None:
+            self.kp_first = kp_driving[:1]
+        if self.scale is None:
+            self.scale = adapt_scale(self.kp_source, self.kp_first) if self.scale_motion else 1.0
+        return relative_keypoints(self.kp_source, kp_driving, self.kp_first, self.scale)
+
+    def __call__(self, driving: torch.Tensor) -> torch.Tensor:
+        """driving (B, 3, H, W) in [0, 1] -> animated frames (B, 3, H, W) in [0, 1]."""
+        with torch.inference_mode(), self.context:
+            driving = self.model.check_frames(driving, "driving frames")
+            kp_driving = self._float(self.model.kp_detector(driving))
+            kp = self.transfer(kp_driving)
+            return self.model.generator(self.source, self.kp_source, kp, skips=self.skips).frames
+
+
+def driving_keypoints(model: MonkeyNet, batches: Iterable[torch.Tensor],
+                      precision: str = "fp32") -> Keypoints:
+    """Keypoints of every driving frame, batch by batch: (T, K, ...)."""
+    found = []
+    with torch.inference_mode(), precision_context(precision, model.device):
+        for batch in batches:
+            found.append(Animator._float(model.kp_detector(model.check_frames(batch, "frames"))))
+    if not found:
+        raise InputError("the driving video has no frames")
+    return Keypoints.cat(found)
+
+
+def reconstruct(model: MonkeyNet, batches: Iterable[torch.Tensor],
+                precision: str = "fp32") -> Iterator[torch.Tensor]:
+    """The paper's video reconstruction: the first frame animated to every frame's keypoints
+    (absolute). Yields (B, 3, H, W) predictions batch by batch."""
+    animator = None
+    for batch in batches:
+        if animator is None:
+            animator = Animator(model, batch[0], mode="absolute", precision=precision)
+        yield animator(batch)

@@ -31,7 +31,7 @@ class MonkeyNet(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def _check_frames(self, frames: torch.Tensor, what: str) -> torch.Tensor:
+    def check_frames(self, frames: torch.Tensor, what: str) -> torch.Tensor:
         if frames.ndim != 4 or frames.shape[1] != self.config.num_channels:
             raise InputError(f"{what} must be (T, {self.config.num_channels}, H, W), "
                              f"got {tuple(frames.shape)}")
@@ -47,7 +47,7 @@ class MonkeyNet(nn.Module):
     def keypoints(self, frames: torch.Tensor) -> Keypoints:
         """frames (T, C, H, W) float in [0, 1] -> Keypoints, mean (T, K, 2) in [-1, 1] x first,
         covar (T, K, 2, 2)."""
-        return self.kp_detector(self._check_frames(frames, "frames"))
+        return self.kp_detector(self.check_frames(frames, "frames"))
 
     @torch.inference_mode()
     def generate(self, source: torch.Tensor, kp_source: Keypoints,
@@ -56,7 +56,7 @@ class MonkeyNet(nn.Module):
         each driving pose (T, K, ...): frames (T, C, H, W) in [0, 1] and deformed (T, C, H, W)."""
         if source.ndim == 3:
             source = source.unsqueeze(0)  # (1, C, H, W)
-        source = self._check_frames(source, "source")
+        source = self.check_frames(source, "source")
         if kp_source.mean.ndim == 2:
             kp_source = kp_source[None]  # (1, K, 2)
         return self.generator(source, kp_source.to(self.device), kp_driving.to(self.device))

@@ -1,0 +1,362 @@
+"""Reading and writing images and videos through PyAV, streamed frame by frame.
+
+Frames are numpy arrays (H, W, 3) uint8 RGB. Every reader raises InputError on bad input; the
+writer writes to a temp file beside the output and renames it only when complete.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import tempfile
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+from .errors import InputError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+VIDEO_SUFFIXES = {".mp4", ".mov", ".webm", ".mkv", ".avi", ".gif", ".m4v"}
+DEFAULT_FPS = Fraction(25)  # for frame strips and folders of frames, which carry no rate
+MP4_AUDIO_COPY = {"aac", "mp3", "alac", "opus", "ac3", "eac3", "flac"}
+X264_OPTIONS = {"crf": "18", "preset": "veryfast"}
+QUEUE_FRAMES = 64  # frames buffered between decoding / encoding threads and the model
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """A still image (png, jpg, webp, ...; grayscale and RGBA converted) as (H, W, 3) uint8."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"image not found: {path}")
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise InputError(f"{path} is not an image")
+            for frame in container.decode(video=0):
+                return frame.to_ndarray(format="rgb24")
+    except av.FFmpegError as exc:
+        raise InputError(f"cannot read image {path}: {_first_line(exc)}") from None
+    raise InputError(f"{path} holds no image")
+
+
+@dataclass
+class VideoReader:
+    """A source of frames: a video file, an authors' frame strip, a folder of frames or an image.
+
+    ``frames()`` may be called more than once; each call decodes again from the start.
+    """
+
+    path: Path
+    fps: Fraction
+    num_frames: int | None  # from the container; None when unknown
+    has_audio: bool = False
+    kind: str = "video"  # 'video', 'strip', 'folder' or 'image'
+
+    def frames(self) -> Iterator[np.ndarray]:
+        if self.kind == "video":
+            yield from _decode_video(self.path)
+        elif self.kind == "folder":
+            for file in _frame_files(self.path):
+                yield read_image(file)
+        else:
+            image = read_image(self.path)
+            yield from (split_strip(image) if self.kind == "strip" else [image])
+
+
+def split_strip(image: np.ndarray) -> list[np.ndarray]:
+    """The authors' strips stack square frames left to right: (H, T*H, 3) -> T x (H, H, 3)."""
+    height = image.shape[0]
+    return [image[:, i:i + height] for i in range(0, image.shape[1] - height + 1, height)]
+
+
+def is_strip(image: np.ndarray) -> bool:
+    height, width = image.shape[:2]
+    return width >= 2 * height and width % height == 0
+
+
+def _frame_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def open_video(path: str | Path) -> VideoReader:
+    """Open a driving input; checks it exists and holds at least one decodable frame."""
+    path = Path(path)
+    if path.is_dir():
+        files = _frame_files(path)
+        if not files:
+            raise InputError(f"folder {path} holds no image frames")
+        return VideoReader(path, DEFAULT_FPS, len(files), kind="folder")
+    if not path.is_file():
+        raise InputError(f"video not found: {path}")
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        image = read_image(path)
+        if is_strip(image):
+            return VideoReader(path, DEFAULT_FPS, image.shape[1] // image.shape[0], kind="strip")
+        return VideoReader(path, DEFAULT_FPS, 1, kind="image")
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise InputError(f"{path} has no video stream")
+            stream = container.streams.video[0]
+            fps = stream.average_rate or stream.guessed_rate or DEFAULT_FPS
+            reader = VideoReader(path, Fraction(fps), stream.frames or None,
+                                 has_audio=bool(container.streams.audio))
+    except av.FFmpegError as exc:
+        raise InputError(f"cannot read video {path}: {_first_line(exc)}") from None
+    if next(reader.frames(), None) is None:
+        raise InputError(f"video {path} has no frames")
+    return reader
+
+
+def _decode_video(path: Path) -> Iterator[np.ndarray]:
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            for frame in container.decode(stream):
+                yield frame.to_ndarray(format="rgb24")
+    except av.FFmpegError as exc:
+        raise InputError(f"cannot decode video {path}: {_first_line(exc)}") from None
+
+
+def read_source(path: str | Path) -> np.ndarray:
+    """The source image: an image file, or the first frame of a video."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"source {path} is a folder, expected an image")
+    if not path.is_file():
+        raise InputError(f"source not found: {path}")
+    if path.suffix.lower() in VIDEO_SUFFIXES:
+        return next(open_video(path).frames())
+    return read_image(path)
+
+
+def parse_crop(text: str | None) -> tuple[int, int, int, int] | None:
+    """'x,y,w,h' in pixels -> a box; None or 'none' -> None."""
+    if text is None or text.lower() in ("none", "center", "centre"):
+        return None
+    try:
+        x, y, w, h = (int(v) for v in text.split(","))
+    except ValueError:
+        raise InputError(f"--crop expects x,y,w,h in pixels, got {text!r}") from None
+    if w <= 0 or h <= 0 or x < 0 or y < 0:
+        raise InputError(f"--crop box {text!r} must have x, y >= 0 and w, h > 0")
+    return x, y, w, h
+
+
+def fit_frame(frame: np.ndarray, size: tuple[int, int],
+              crop: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """Cut ``crop`` (default: the centred square) and resize to ``size`` (H, W): (H, W, 3)."""
+    height, width = frame.shape[:2]
+    if crop is None:
+        side = min(height, width)
+        x, y, w, h = (width - side) // 2, (height - side) // 2, side, side
+    else:
+        x, y, w, h = crop
+        if x + w > width or y + h > height:
+            raise InputError(f"crop box {crop} lies outside the {width}x{height} frame")
+    frame = frame[y:y + h, x:x + w]
+    if frame.shape[:2] == tuple(size):
+        return np.ascontiguousarray(frame)
+    shrinking = h > size[0] or w > size[1]
+    return cv2.resize(frame, (size[1], size[0]),
+                      interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
+
+
+def prefetch(items: Iterable, depth: int = QUEUE_FRAMES) -> Iterator:
+    """Run ``items`` in a background thread, ``depth`` items ahead; errors re-raised here."""
+    box: queue.Queue = queue.Queue(maxsize=depth)
+    done, stop = object(), threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                box.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work():
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(done)
+        except BaseException as exc:  # handed to the consumer
+            put(exc)
+
+    threading.Thread(target=work, daemon=True).start()
+    try:
+        while (item := box.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
+class VideoWriter:
+    """Encode frames to mp4 (H.264, yuv420p) or gif, chosen by the output's suffix.
+
+    Frames are encoded in a background thread. The file appears at ``path`` only after
+    ``close()`` succeeds; on error or interruption the temp file is removed and an existing
+    file at ``path`` is left untouched. ``audio_from``: copy that video's audio (mp4 only),
+    trimmed to the video's duration.
+    """
+
+    def __init__(self, path: str | Path, fps: Fraction | float,
+                 audio_from: str | Path | None = None):
+        self.path = Path(path)
+        self.suffix = self.path.suffix.lower()
+        if self.suffix not in (".mp4", ".gif"):
+            raise InputError(f"output {self.path} must end in .mp4 or .gif")
+        self.fps = Fraction(fps).limit_denominator(100_000)
+        self.audio_from = Path(audio_from) if audio_from and self.suffix == ".mp4" else None
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=self.suffix,
+                                   dir=self.path.parent)
+        os.close(fd)
+        self._tmp = Path(tmp)
+        self._container = av.open(str(self._tmp), mode="w",
+                                  format="mp4" if self.suffix == ".mp4" else "gif")
+        self._stream = None
+        self._audio: _AudioCopy | None = None
+        self._count = 0
+        self._queue: queue.Queue = queue.Queue(maxsize=QUEUE_FRAMES)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._encode_all, daemon=True)
+        self._thread.start()
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    @property
+    def frames_written(self) -> int:
+        return self._count
+
+    def write(self, frame: np.ndarray) -> None:
+        """Queue one (H, W, 3) uint8 RGB frame."""
+        if self._error is not None:
+            raise self._error
+        self._queue.put(frame)
+
+    def _open_stream(self, height: int, width: int):
+        if self.suffix == ".gif":
+            stream = self._container.add_stream("gif", rate=self.fps)
+            stream.pix_fmt = "rgb8"
+        else:
+            stream = self._container.add_stream("libx264", rate=self.fps, options=X264_OPTIONS)
+            stream.pix_fmt = "yuv420p"
+        stream.width, stream.height = width, height
+        if self.audio_from is not None:
+            # every stream must exist before the first packet is written (the mp4 header)
+            self._audio = _AudioCopy(self.audio_from, self._container)
+        return stream
+
+    def _encode_all(self) -> None:
+        try:
+            while (frame := self._queue.get()) is not None:
+                if self._error is None:
+                    self._encode(frame)
+        except BaseException as exc:
+            self._error = exc
+            while self._queue.get() is not None:  # drain so writers never block
+                pass
+
+    def _encode(self, frame: np.ndarray) -> None:
+        if self.suffix == ".mp4" and (frame.shape[0] % 2 or frame.shape[1] % 2):
+            # yuv420p needs even sizes: repeat the last row / column
+            frame = np.pad(frame, ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0)),
+                           mode="edge")
+        if self._stream is None:
+            self._stream = self._open_stream(*frame.shape[:2])
+        video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+        video_frame.pts = self._count
+        video_frame.time_base = 1 / self.fps
+        self._container.mux(self._stream.encode(video_frame))
+        self._count += 1
+
+    def close(self) -> None:
+        """Finish encoding, copy audio, and move the file into place."""
+        self._queue.put(None)
+        self._thread.join()
+        try:
+            if self._error is not None:
+                raise self._error
+            if self._count == 0:
+                raise InputError(f"no frames to write to {self.path}")
+            self._container.mux(self._stream.encode(None))
+            if self._audio is not None:
+                self._audio.copy(self._count / self.fps)
+            self._container.close()
+            os.replace(self._tmp, self.path)
+        finally:
+            self._discard()
+
+    def abort(self) -> None:
+        """Stop and remove the temp file; ``path`` is left as it was."""
+        self._error = self._error or InputError("aborted")
+        self._queue.put(None)
+        self._thread.join()
+        self._discard()
+
+    def _discard(self) -> None:
+        if self._audio is not None:
+            self._audio.input.close()
+        try:
+            self._container.close()
+        except Exception:  # the container may be half-written; it is deleted anyway
+            pass
+        self._tmp.unlink(missing_ok=True)
+
+
+class _AudioCopy:
+    """Remux (or, for codecs mp4 cannot hold, transcode to AAC) a video's first audio stream."""
+
+    def __init__(self, source: Path, output):
+        self.input = av.open(str(source))
+        self.output = output
+        self.audio = self.input.streams.audio[0] if self.input.streams.audio else None
+        self.stream = None
+        if self.audio is None:
+            return
+        self.remux = self.audio.codec_context.name in MP4_AUDIO_COPY
+        self.stream = (output.add_stream_from_template(self.audio) if self.remux
+                       else output.add_stream("aac", rate=self.audio.rate))
+
+    def copy(self, duration: Fraction) -> None:
+        """Write the audio up to ``duration`` seconds, so both streams end together."""
+        if self.audio is None:
+            return
+        if self.remux:
+            for packet in self.input.demux(self.audio):
+                if packet.dts is None or packet.pts is None:
+                    continue
+                if packet.pts * packet.time_base >= duration:
+                    break
+                packet.stream = self.stream
+                self.output.mux(packet)
+            return
+        for frame in self.input.decode(self.audio):
+            if frame.time is not None and frame.time >= duration:
+                break
+            frame.pts = None
+            self.output.mux(self.stream.encode(frame))
+        self.output.mux(self.stream.encode(None))
