@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .errors import InputError, MonkeyAnimError
+from .errors import InputError, Interrupted, MonkeyAnimError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Animate a still image with the motion of a driving video (Monkey-Net).")
@@ -157,7 +158,10 @@ def animate(source: Annotated[Path, typer.Argument(help="Image, or a folder of i
         raise InputError("--fps must be positive and --size at least 2")
     settings = AnimateSettings(mode, adapt_scale, find_best_frame, side_by_side, fps, size,
                                batch_size, precision, parse_crop(crop))
-    if not (source.is_dir() or driving.is_dir()):
+    # a folder of images is one driving video (its frames); a folder of videos is a batch
+    batch_driving = driving.is_dir() and any(p.suffix.lower() in VIDEO_SUFFIXES
+                                             for p in driving.iterdir())
+    if not (source.is_dir() or batch_driving):
         check_output(output, overwrite)
         _inputs(source, IMAGE_SUFFIXES | VIDEO_SUFFIXES, "source images")
         model = _load(checkpoint, config, device)
@@ -165,7 +169,7 @@ def animate(source: Annotated[Path, typer.Argument(help="Image, or a folder of i
             _report(animate_file(model, source, driving, output, settings, progress))
         return
     sources = _inputs(source, IMAGE_SUFFIXES, "source images")
-    drivings = _inputs(driving, VIDEO_SUFFIXES | IMAGE_SUFFIXES, "driving videos")
+    drivings = _inputs(driving, VIDEO_SUFFIXES, "driving videos") if batch_driving else [driving]
     folder = _output_folder(output)
     model = _load(checkpoint, config, device)
     pairs = [(s, d, folder / f"{s.stem}__{d.stem}.mp4") for s in sources for d in drivings]
@@ -183,6 +187,8 @@ def _run_batch(pairs, job, overwrite: bool) -> None:
                 result = job(source, driving, out, progress)
             _report(result)
             table.add_row(source.name, driving.name, f"ok, {result.frames} frames")
+        except Interrupted:
+            raise
         except MonkeyAnimError as exc:
             failed += 1
             err_console.print(f"[bold red]failed:[/] {source.name} + {driving.name}: {exc}")
@@ -252,21 +258,101 @@ def keypoints(video: Annotated[Path, typer.Argument(help="Video or image.")],
                                progress))
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def train() -> None:
-    """Train on a folder of videos (not available yet)."""
-    raise MonkeyAnimError("'train' is not available yet")
+@app.command()
+def train(data_dir: Annotated[Path, typer.Argument(help="Folder with train/ (and test/) videos.")],
+          output: Annotated[Path, typer.Option("--output", "-o", help="Run folder.")],
+          config: Annotated[str | None, typer.Option(
+              help="Preset (shapes, actions, taichi, nemo, bair, moving-gif, vox) or .yaml.")] = None,
+          iterations: Annotated[int | None, typer.Option(help="Total iterations.")] = None,
+          batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
+          device: DeviceOpt = "auto", precision: PrecisionOpt = "fp32",
+          resume: Annotated[bool, typer.Option(help="Continue the run in --output.")] = False,
+          checkpoint_every: Annotated[int | None, typer.Option()] = None,
+          sample_every: Annotated[int | None, typer.Option()] = None,
+          workers: Annotated[int | None, typer.Option(help="Data loader processes.")] = None,
+          seed: Annotated[int | None, typer.Option()] = None) -> None:
+    """Train Monkey-Net on your own videos (torchrun --nproc_per_node N -m monkeyanim train ...)."""
+    import dataclasses
+    import json
+
+    from .config import ModelConfig
+    from .train import CONFIG_FILE, Trainer, finish
+    from .trainconfig import TrainConfig, _merge, load_train_config
+
+    if resume and (output / CONFIG_FILE).is_file():
+        saved = json.loads((output / CONFIG_FILE).read_text())
+        model_cfg = ModelConfig.from_dict(saved["model"])
+        train_cfg = _merge(TrainConfig(), saved["train"], "train.")
+    else:
+        model_cfg, train_cfg = load_train_config(config)
+    overrides = {k: v for k, v in dict(iterations=iterations, batch_size=batch_size,
+                                       checkpoint_every=checkpoint_every, sample_every=sample_every,
+                                       num_workers=workers, seed=seed).items() if v is not None}
+    train_cfg = dataclasses.replace(train_cfg, **overrides)
+    if device == "auto":
+        import torch
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if output.exists() and not output.is_dir() or not output.parent.is_dir():
+        raise InputError(f"run folder cannot be created at {output}")
+    trainer = Trainer(data_dir, output, model_cfg, train_cfg, device, precision, resume)
+    if trainer.rank == 0:
+        _announce(trainer)
+    with _training_view(trainer) as on_step:
+        trainer.run(on_step)
+    finish(trainer)
+    if trainer.rank == 0:
+        console.print(f"done: {trainer.iteration} iterations in {trainer.elapsed:.0f} s, "
+                      f"model at {output / 'model.safetensors'}")
+
+
+def _announce(trainer) -> None:
+    data = trainer.dataset
+    if data.skipped:
+        err_console.print(f"warning: skipped {data.skipped} video(s) shorter than 2 frames")
+    if data.unreadable:
+        err_console.print(f"warning: skipped {len(data.unreadable)} unreadable file(s), "
+                          f"first: {data.unreadable[0]}")
+    console.print(f"training on {len(data.videos)} videos, {trainer.world} process(es), "
+                  f"iterations {trainer.iteration} -> {trainer.total}, lr drops at "
+                  f"{trainer.milestones or 'never'}")
+
+
+@contextmanager
+def _training_view(trainer):
+    """A live table of losses and it/s on a TTY; a plain line every log_every iterations."""
+    every = trainer.cfg.log_every
+
+    def line(step) -> str:
+        losses = " ".join(f"{k} {v:.4f}" for k, v in step.losses.items())
+        return (f"it {step.iteration}/{step.total} {losses} "
+                f"{1 / max(step.seconds_per_iteration, 1e-9):.2f} it/s")
+    if trainer.rank != 0:
+        yield None
+        return
+    if not console.is_terminal:
+        yield lambda step: (step.iteration % every == 0 or step.iteration == step.total) \
+            and console.print(line(step))
+        return
+    from rich.live import Live
+
+    with Live(console=console, refresh_per_second=4) as live:
+        yield lambda step: live.update(line(step))
+
+
+def _interrupt(signum, frame) -> None:
+    raise Interrupted("interrupted: unfinished outputs were removed")
 
 
 def main() -> None:
-    """Entry point: library errors become one readable line and exit code 1."""
+    """Entry point: library errors become one readable line and exit code 1 (130 on Ctrl-C)."""
+    # Typer turns KeyboardInterrupt into a silent exit; our own exception keeps the message.
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _interrupt)
     try:
         app()
     except MonkeyAnimError as exc:
         if os.environ.get("MONKEYANIM_DEBUG") == "1":
             raise
-        err_console.print(f"[bold red]error:[/] {exc}")
-        sys.exit(1)
-    except KeyboardInterrupt:
-        err_console.print("interrupted: no partial output was left")
-        sys.exit(130)
+        err_console.print(str(exc) if isinstance(exc, Interrupted)
+                          else f"[bold red]error:[/] {exc}")
+        sys.exit(130 if isinstance(exc, Interrupted) else 1)

@@ -15,3 +15,7 @@ class CheckpointError(MonkeyAnimError):
 
 class InputError(MonkeyAnimError):
     """A user input (image, video, folder, option value) that cannot be used."""
+
+
+class Interrupted(MonkeyAnimError):
+    """Ctrl-C: raised from the SIGINT handler so outputs in progress are discarded."""

@@ -16,6 +16,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import av.filter
 import cv2
 import numpy as np
 
@@ -107,7 +108,7 @@ def open_video(path: str | Path) -> VideoReader:
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
-                raise InputError(f"{path} has no video stream")
+                raise InputError(f"video {path} has no frames (no video stream)")
             stream = container.streams.video[0]
             fps = stream.average_rate or stream.guessed_rate or DEFAULT_FPS
             reader = VideoReader(path, Fraction(fps), stream.frames or None,
@@ -232,6 +233,7 @@ class VideoWriter:
                                   format="mp4" if self.suffix == ".mp4" else "gif")
         self._stream = None
         self._audio: _AudioCopy | None = None
+        self._palette: _GifPalette | None = None
         self._count = 0
         self._queue: queue.Queue = queue.Queue(maxsize=QUEUE_FRAMES)
         self._error: BaseException | None = None
@@ -260,7 +262,8 @@ class VideoWriter:
     def _open_stream(self, height: int, width: int):
         if self.suffix == ".gif":
             stream = self._container.add_stream("gif", rate=self.fps)
-            stream.pix_fmt = "rgb8"
+            stream.pix_fmt = "pal8"
+            self._palette = _GifPalette(height, width, self.fps)
         else:
             stream = self._container.add_stream("libx264", rate=self.fps, options=X264_OPTIONS)
             stream.pix_fmt = "yuv420p"
@@ -290,7 +293,8 @@ class VideoWriter:
         video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
         video_frame.pts = self._count
         video_frame.time_base = 1 / self.fps
-        self._container.mux(self._stream.encode(video_frame))
+        for ready in self._palette.convert(video_frame) if self._palette else [video_frame]:
+            self._container.mux(self._stream.encode(ready))
         self._count += 1
 
     def close(self) -> None:
@@ -325,6 +329,38 @@ class VideoWriter:
         except Exception:  # the container may be half-written; it is deleted anyway
             pass
         self._tmp.unlink(missing_ok=True)
+
+
+class _GifPalette:
+    """FFmpeg's palettegen + paletteuse: a palette of 256 colours chosen for each frame
+    (the fixed 3-3-2 bit palette bands faces and gradients badly)."""
+
+    def __init__(self, height: int, width: int, fps: Fraction):
+        graph = av.filter.Graph()
+        source = graph.add_buffer(width=width, height=height, format="rgb24",
+                                  time_base=1 / fps)
+        split = graph.add("split")
+        palette = graph.add("palettegen", "stats_mode=single:reserve_transparent=0")
+        use = graph.add("paletteuse", "new=1:dither=sierra2_4a")
+        sink = graph.add("buffersink")
+        source.link_to(split)
+        split.link_to(use, 0, 0)
+        split.link_to(palette, 1, 0)
+        palette.link_to(use, 0, 1)
+        use.link_to(sink)
+        graph.configure()
+        self.graph = graph
+
+    def convert(self, frame: av.VideoFrame) -> list[av.VideoFrame]:
+        self.graph.push(frame)
+        ready = []
+        while True:
+            try:
+                out = self.graph.pull()
+            except (av.BlockingIOError, av.EOFError):
+                return ready
+            out.pts, out.time_base = frame.pts, frame.time_base
+            ready.append(out)
 
 
 class _AudioCopy:

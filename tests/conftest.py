@@ -37,3 +37,84 @@ def assert_one_line_error(result, *fragments: str) -> None:
     assert len(lines) == 1, result.stderr
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
+
+
+FACE_WITH_AUDIO = "real3d-may.mp4"  # 512x512, 25 fps, 125 frames, AAC audio
+
+
+@pytest.fixture(scope="session")
+def small_model(fixture_dir, tmp_path_factory) -> Path:
+    """The authors' parity checkpoint (random weights, 64x64, 10 keypoints) in our format."""
+    from monkeyanim.checkpoint import convert_authors_checkpoint, save_checkpoint
+    from monkeyanim.config import load_config_file
+
+    folder = tmp_path_factory.mktemp("model")
+    config = folder / "taichi-small.json"
+    config.write_text((fixture_dir / "taichi-small.model_params.json").read_text())
+    model = convert_authors_checkpoint(fixture_dir / "taichi-small.pth.tar", load_config_file(config))
+    path = folder / "small.safetensors"
+    save_checkpoint(model, path, provenance={"name": "taichi-small"})
+    return path
+
+
+@pytest.fixture(scope="session")
+def face_video(datasets_dir) -> Path:
+    return datasets_dir / "faces" / FACE_WITH_AUDIO
+
+
+@pytest.fixture(scope="session")
+def face_frames(face_video):
+    """The first 40 frames of a real talking-face video, (H, W, 3) uint8, 512x512."""
+    from monkeyanim.video import open_video
+
+    frames = []
+    for frame in open_video(face_video).frames():
+        frames.append(frame)
+        if len(frames) == 40:
+            break
+    return frames
+
+
+def write_video(path: Path, frames, fps=25, codec: str | None = None, pts=None) -> Path:
+    """Encode real frames with PyAV into any container (codec chosen per container)."""
+    import av
+    import numpy as np
+    from fractions import Fraction
+
+    suffix = path.suffix.lower()
+    codec = codec or {".mp4": "libx264", ".mov": "libx264", ".mkv": "libx264", ".webm": "libvpx-vp9",
+                      ".avi": "mpeg4", ".gif": "gif"}[suffix]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=Fraction(fps))
+        stream.height, stream.width = frames[0].shape[:2] if frames else (64, 64)
+        stream.pix_fmt = {"gif": "rgb8", "png": "rgb24", "ffv1": "yuv444p"}.get(codec, "yuv420p")
+        if pts is not None:
+            stream.time_base = Fraction(1, 1000)
+        if not frames:
+            container.start_encoding()  # a valid file with a video stream and no frames
+        for i, frame in enumerate(frames):
+            video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            if pts is not None:
+                video_frame.pts, video_frame.time_base = pts[i], Fraction(1, 1000)
+            container.mux(stream.encode(video_frame))
+        container.mux(stream.encode(None))
+    return path
+
+
+def probe(path: Path) -> dict:
+    """Decode a written file for real: frame count, size, rates and durations."""
+    import av
+
+    with av.open(str(path)) as container:
+        video = container.streams.video[0]
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+        info = {"frames": len(frames), "height": frames[0].shape[0] if frames else 0,
+                "width": frames[0].shape[1] if frames else 0, "fps": float(video.average_rate),
+                "codec": video.codec_context.name, "first": frames[0] if frames else None,
+                "video_seconds": float(video.duration * video.time_base) if video.duration else None,
+                "audio_codec": None}
+        if container.streams.audio:
+            audio = container.streams.audio[0]
+            info["audio_codec"] = audio.codec_context.name
+            info["audio_seconds"] = float(audio.duration * audio.time_base)
+    return info

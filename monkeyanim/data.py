@@ -1,0 +1,130 @@
+"""Training data: pairs of frames of one video, from any folder of videos `animate` reads."""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .errors import InputError
+from .video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, fit_frame, open_video, read_image, split_strip
+
+
+@dataclass
+class Augmentation:
+    """The authors' train-time augmentation, applied identically to both frames of a pair."""
+
+    horizontal_flip: bool = True
+    time_flip: bool = True
+    resize_ratio: tuple[float, float] | None = None  # random zoom, then crop back to size
+    hue: float = 0.0  # colour jitter: hue shift up to +-hue/2 of the colour wheel
+    rotation_degrees: float = 0.0
+
+
+def list_videos(folder: Path) -> list[Path]:
+    """Videos, frame strips and frame folders directly inside ``folder``."""
+    if not folder.is_dir():
+        raise InputError(f"data folder not found: {folder}")
+    items = sorted(p for p in folder.iterdir()
+                   if p.is_dir() or p.suffix.lower() in VIDEO_SUFFIXES | IMAGE_SUFFIXES)
+    if not items:
+        raise InputError(f"{folder} holds no videos, frame strips or frame folders")
+    return items
+
+
+class PairDataset(Dataset):
+    """Each item: two random frames of one video, (2, 3, H, W) float in [0, 1] (source, driving).
+
+    Frame strips are read per item (cheap); other videos are decoded once, fitted to ``size``
+    (centre square) and kept in memory. Videos shorter than 2 frames are skipped and counted
+    in ``skipped``.
+    """
+
+    def __init__(self, folder: Path, size: tuple[int, int], augmentation: Augmentation | None = None,
+                 num_repeats: int = 1, seed: int = 0):
+        self.size = size
+        self.augmentation = augmentation or Augmentation(False, False)
+        self.num_repeats = num_repeats
+        self.cache: dict[int, np.ndarray] = {}
+        self.videos: list[Path] = []
+        self.skipped = 0
+        self.unreadable: list[str] = []
+        for path in list_videos(Path(folder)):
+            try:
+                reader = open_video(path)
+            except InputError as exc:
+                self.unreadable.append(f"{path.name}: {exc}")
+                continue
+            if reader.kind in ("video", "folder"):
+                # decoded once here, so that forked loader workers share the frames
+                self.cache[len(self.videos)] = np.stack(
+                    [fit_frame(f, size) for f in reader.frames()])
+                count = len(self.cache[len(self.videos)])
+            else:
+                count = reader.num_frames or 1
+            if count < 2:
+                self.cache.pop(len(self.videos), None)
+                self.skipped += 1
+                continue
+            self.videos.append(path)
+        if not self.videos:
+            raise InputError(f"{folder} holds no readable video with 2 frames or more")
+        self.rng = random.Random(seed)
+
+    def __len__(self) -> int:
+        return len(self.videos) * self.num_repeats
+
+    def frames(self, index: int) -> np.ndarray:
+        """All frames of video ``index``: (T, H, W, 3) uint8."""
+        if index in self.cache:
+            return self.cache[index]
+        image = read_image(self.videos[index])  # a frame strip (or a single image)
+        return np.stack([fit_frame(f, self.size) for f in split_strip(image)])
+
+    def __getitem__(self, item: int) -> torch.Tensor:
+        frames = self.frames(item % len(self.videos))
+        if len(frames) < 2:
+            frames = np.concatenate([frames, frames])
+        rng = np.random.default_rng(torch.randint(0, 2 ** 31, ()).item())
+        pair = frames[np.sort(rng.choice(len(frames), 2, replace=False))]  # (2, H, W, 3)
+        pair = augment(pair, self.augmentation, rng)
+        return torch.from_numpy(pair).permute(0, 3, 1, 2).float().div(255)  # (2, 3, H, W)
+
+
+def augment(pair: np.ndarray, aug: Augmentation, rng: np.random.Generator) -> np.ndarray:
+    """The same random flip / zoom / rotation / hue shift for both frames (2, H, W, 3) uint8."""
+    if aug.time_flip and rng.random() < 0.5:
+        pair = pair[::-1]
+    if aug.horizontal_flip and rng.random() < 0.5:
+        pair = pair[:, :, ::-1]
+    height, width = pair.shape[1:3]
+    zoom = rng.uniform(*aug.resize_ratio) if aug.resize_ratio else 1.0
+    angle = rng.uniform(-aug.rotation_degrees, aug.rotation_degrees) if aug.rotation_degrees else 0
+    if zoom != 1.0 or angle:
+        matrix = cv2.getRotationMatrix2D((width / 2, height / 2), angle, zoom)
+        shift = rng.uniform(-1, 1, 2) * max(0.0, zoom - 1) * np.array([width, height]) / 2
+        matrix[:, 2] += shift
+        pair = np.stack([cv2.warpAffine(np.ascontiguousarray(f), matrix, (width, height),
+                                        borderMode=cv2.BORDER_REFLECT) for f in pair])
+    if aug.hue:
+        shift = int(round(rng.uniform(-aug.hue, aug.hue) / 2 * 180))  # OpenCV hue is 0..179
+        hsv = np.stack([cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2HSV) for f in pair])
+        hsv[..., 0] = ((hsv[..., 0].astype(np.int32) + shift) % 180).astype(np.uint8)
+        pair = np.stack([cv2.cvtColor(f, cv2.COLOR_HSV2RGB) for f in hsv])
+    return np.ascontiguousarray(pair)
+
+
+def seed_worker(worker_id: int) -> None:
+    seed = torch.initial_seed() % 2 ** 32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def iterations_per_epoch(dataset_len: int, batch_size: int) -> int:
+    return max(1, math.floor(dataset_len / batch_size))

@@ -1,0 +1,260 @@
+"""Self-supervised training (the paper's procedure): reconstruct one frame of a video from
+another, with an LSGAN and discriminator feature matching. Single process or DDP (torchrun)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Sampler
+
+from .checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from .config import ModelConfig
+from .data import PairDataset, iterations_per_epoch, seed_worker
+from .errors import InputError
+from .losses import DeformedReconstruction, DiscriminatorGAN, FeatureMatching, GeneratorGAN
+from .models import MonkeyNet, build_model
+from .pipeline import precision_context, to_uint8
+from .trainconfig import TrainConfig
+
+MODEL_FILE, STATE_FILE, LOG_FILE, CONFIG_FILE = ("model.safetensors", "state.pt", "log.jsonl",
+                                                 "config.json")
+NETWORKS = ("kp_detector", "generator", "discriminator")
+
+
+@dataclass
+class Step:
+    iteration: int
+    total: int
+    losses: dict[str, float]
+    seconds_per_iteration: float
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size), initialising the process group under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+class Trainer:
+    """Owns the model, optimizers, schedulers and run directory of one training run."""
+
+    def __init__(self, data_dir: Path, run_dir: Path, model_config: ModelConfig,
+                 train_config: TrainConfig, device: str = "cpu", precision: str = "fp32",
+                 resume: bool = False):
+        self.rank, self.world = _distributed()
+        self.run_dir, self.cfg, self.precision = Path(run_dir), train_config, precision
+        if self.world > 1 and device.startswith("cuda"):
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+            torch.cuda.set_device(device)
+        self.device = torch.device(device)
+        torch.manual_seed(train_config.seed)
+        self.dataset = PairDataset(Path(data_dir) / "train", model_config.frame_size,
+                                   train_config.augmentation, train_config.num_repeats,
+                                   train_config.seed)
+        per_epoch = iterations_per_epoch(len(self.dataset) // self.world, train_config.batch_size)
+        self.total, self.milestones = train_config.schedule(per_epoch)
+        self.model = build_model(model_config, provenance={"data": str(data_dir)}).to(self.device)
+        self.model = self.model.to(memory_format=torch.channels_last)
+        self.optimizers = {name: torch.optim.Adam(getattr(self.model, name).parameters(),
+                                                  lr=train_config.lr, betas=train_config.adam_betas)
+                           for name in NETWORKS}
+        self.schedulers = {name: torch.optim.lr_scheduler.MultiStepLR(opt, self.milestones, 0.1)
+                           for name, opt in self.optimizers.items()}
+        self.iteration = 0
+        if resume:
+            self._resume()
+        elif self.rank == 0:
+            self._start_run_dir(model_config)
+        self.nets = self._wrap()
+        self.feature_matching = FeatureMatching(train_config.feature_matching)
+        self.generator_gan = GeneratorGAN(train_config.generator_gan)
+        self.discriminator_gan = DiscriminatorGAN(train_config.discriminator_gan)
+        self.deformed = DeformedReconstruction(train_config.reconstruction_deformed)
+
+    def _start_run_dir(self, model_config: ModelConfig) -> None:
+        if (self.run_dir / STATE_FILE).exists():
+            raise InputError(f"{self.run_dir} already holds a run: use --resume to continue it")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if not os.access(self.run_dir, os.W_OK):
+            raise InputError(f"run folder is not writable: {self.run_dir}")
+        document = {"model": model_config.to_dict(), "train": dataclasses.asdict(self.cfg)}
+        atomic_write(self.run_dir / CONFIG_FILE,
+                     lambda tmp: tmp.write_text(json.dumps(document, indent=2)))
+
+    def _wrap(self) -> dict[str, torch.nn.Module]:
+        nets = {name: getattr(self.model, name) for name in NETWORKS}
+        if self.world == 1:
+            return nets
+        if self.device.type == "cuda":
+            nets = {k: torch.nn.SyncBatchNorm.convert_sync_batchnorm(v) for k, v in nets.items()}
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return {k: DistributedDataParallel(v, device_ids=ids) for k, v in nets.items()}
+
+    def loader(self) -> DataLoader:
+        """An endless loader: epochs follow each other without restarting workers."""
+        sampler = EndlessSampler(len(self.dataset), self.rank, self.world,
+                                 self.cfg.seed + self.iteration)
+        return DataLoader(self.dataset, batch_size=self.cfg.batch_size, sampler=sampler,
+                          num_workers=self.cfg.num_workers, worker_init_fn=seed_worker)
+
+    def step(self, pair: torch.Tensor) -> dict[str, float]:
+        """One generator + keypoint-detector update, then one discriminator update.
+
+        pair: (B, 2, 3, H, W) in [0, 1]; frame 0 is the source, frame 1 the target.
+        """
+        pair = pair.to(self.device)
+        batch = pair.shape[0]
+        frames = pair.flatten(0, 1).contiguous(memory_format=torch.channels_last)  # (2B, 3, H, W)
+        source, target = frames[0::2], frames[1::2]  # (B, 3, H, W) each
+        with precision_context(self.precision, self.device):
+            kp = self.nets["kp_detector"](torch.cat([source, target]))  # (2B, K, ...)
+            kp = dataclasses.replace(kp, mean=kp.mean.float(),
+                                     covar=None if kp.covar is None else kp.covar.float())
+            kp_source, kp_target = kp[:batch], kp[batch:]
+            gen_kp = (kp_source.detach(), kp_target.detach()) if self.cfg.detach_kp_generator \
+                else (kp_source, kp_target)
+            out = self.nets["generator"](source, *gen_kp)
+            # real and fake in one discriminator call (instance norm is per sample)
+            maps = self.nets["discriminator"](torch.cat([out.frames, target]),
+                                              _twice(kp_target), _twice(kp_source))
+            fake_maps = [m[:batch].float() for m in maps]
+            real_maps = [m[batch:].float() for m in maps]
+            losses = {"feature_matching": self.feature_matching(real_maps, fake_maps),
+                      "gen_gan": self.generator_gan(fake_maps[-1])}
+            if self.cfg.reconstruction_deformed:
+                losses["rec_deformed"] = self.deformed(target, out.deformed.float())
+        sum(losses.values()).backward(retain_graph=not self.cfg.detach_kp_discriminator)
+        self._apply("generator", "kp_detector" if self.cfg.detach_kp_discriminator else None)
+        self.optimizers["discriminator"].zero_grad(set_to_none=True)
+        with precision_context(self.precision, self.device):
+            disc_kp = (kp_target.detach(), kp_source.detach()) if self.cfg.detach_kp_discriminator \
+                else (kp_target, kp_source)
+            maps = self.nets["discriminator"](torch.cat([out.frames.detach(), target]),
+                                              _twice(disc_kp[0]), _twice(disc_kp[1]))
+            scores = maps[-1].float()
+            losses["disc_gan"] = self.discriminator_gan(scores[batch:], scores[:batch])
+        losses["disc_gan"].backward()
+        self._apply("discriminator", None if self.cfg.detach_kp_discriminator else "kp_detector")
+        self.last = (source, target, out)
+        return {k: float(v.detach()) for k, v in losses.items()}
+
+    def _apply(self, *names: str | None) -> None:
+        for name in filter(None, names):
+            self.optimizers[name].step()
+            self.optimizers[name].zero_grad(set_to_none=True)
+
+    def run(self, on_step: Callable[[Step], None] | None = None) -> None:
+        """Train until the total iteration count, checkpointing along the way and at the end."""
+        self.model.train()
+        start = time.perf_counter()
+        batches = iter(self.loader())
+        while self.iteration < self.total:
+            tick = time.perf_counter()
+            losses = self.step(next(batches))
+            for scheduler in self.schedulers.values():
+                scheduler.step()
+            self.iteration += 1
+            self._log(losses, time.perf_counter() - tick, on_step)
+            if self.iteration % self.cfg.checkpoint_every == 0 or self.iteration == self.total:
+                self.save()
+            if self.iteration % self.cfg.sample_every == 0 or self.iteration == self.total:
+                self.save_sample()
+        self.elapsed = time.perf_counter() - start
+
+    def _log(self, losses: dict[str, float], seconds: float, on_step) -> None:
+        if self.rank != 0:
+            return
+        if self.iteration % self.cfg.log_every == 0 or self.iteration == self.total:
+            record = {"iteration": self.iteration, "seconds": round(seconds, 4),
+                      "lr": self.schedulers["generator"].get_last_lr()[0], **losses}
+            with open(self.run_dir / LOG_FILE, "a") as log:
+                log.write(json.dumps(record) + "\n")
+        if on_step:
+            on_step(Step(self.iteration, self.total, losses, seconds))
+
+    def save(self) -> None:
+        """Model (project format) then training state, each written atomically; rank 0 only."""
+        if self.rank != 0:
+            return
+        self.model.provenance.update(iterations=self.iteration, config_file=CONFIG_FILE)
+        save_checkpoint(self.model, self.run_dir / MODEL_FILE)
+        state = {"iteration": self.iteration,
+                 "optimizers": {k: v.state_dict() for k, v in self.optimizers.items()},
+                 "schedulers": {k: v.state_dict() for k, v in self.schedulers.items()},
+                 "torch_rng": torch.get_rng_state(), "python_rng": list(random.getstate()[1]),
+                 "total": self.total}
+        atomic_write(self.run_dir / STATE_FILE, lambda tmp: torch.save(state, tmp))
+
+    def _resume(self) -> None:
+        model_path, state_path = self.run_dir / MODEL_FILE, self.run_dir / STATE_FILE
+        if not state_path.is_file() or not model_path.is_file():
+            raise InputError(f"nothing to resume in {self.run_dir} (no {STATE_FILE})")
+        saved = load_checkpoint(model_path)
+        self.model.load_state_dict(saved.state_dict(), strict=True)
+        self.model.provenance = saved.provenance
+        state = torch.load(state_path, map_location=self.device, weights_only=True)
+        for name in NETWORKS:
+            self.optimizers[name].load_state_dict(state["optimizers"][name])
+            self.schedulers[name].load_state_dict(state["schedulers"][name])
+        self.iteration = int(state["iteration"])
+        torch.set_rng_state(state["torch_rng"])
+        random.setstate((3, tuple(state["python_rng"]), None))
+        if self.iteration != saved.provenance.get("iterations"):
+            raise InputError(f"{model_path} and {state_path} disagree on the iteration; "
+                             "the run folder is inconsistent")
+
+    def save_sample(self) -> None:
+        """source | target | prediction | deformed source, for the first few pairs, as PNG."""
+        if self.rank != 0:
+            return
+        source, target, out = self.last
+        rows = [np.concatenate(list(to_uint8(t[:4].detach())), axis=0)
+                for t in (source, target, out.frames, out.deformed)]
+        image = np.concatenate(rows, axis=1)
+        folder = self.run_dir / "samples"
+        folder.mkdir(exist_ok=True)
+        path = folder / f"{self.iteration:07d}.png"
+        encoded = cv2.imencode(".png", np.ascontiguousarray(image[..., ::-1]))[1].tobytes()
+        atomic_write(path, lambda tmp: tmp.write_bytes(encoded))
+
+
+class EndlessSampler(Sampler):
+    """A fresh random permutation every epoch, forever; with DDP each rank takes every
+    world-th index of the same permutation."""
+
+    def __init__(self, size: int, rank: int, world: int, seed: int):
+        self.size, self.rank, self.world, self.seed = size, rank, world, seed
+
+    def __iter__(self):
+        epoch = 0
+        while True:
+            order = torch.randperm(self.size, generator=torch.Generator().manual_seed(
+                self.seed + epoch))
+            yield from order[self.rank::self.world].tolist()
+            epoch += 1
+
+
+def _twice(kp):
+    """Keypoints for the [fake; real] batch: both halves use the same keypoints."""
+    from .models import Keypoints
+    return Keypoints.cat([kp, kp])
+
+
+def finish(trainer: Trainer) -> None:
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

@@ -1,0 +1,115 @@
+"""Training hyper-parameters: the authors' presets, overridable from YAML or the command line."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import ModelConfig
+from .data import Augmentation
+from .errors import ConfigError
+from .presets import AUTHOR_PRESETS, get_preset
+
+
+@dataclass
+class TrainConfig:
+    """The authors' train_params, with epochs turned into iterations at run time."""
+
+    num_epochs: int = 100
+    epoch_milestones: list[int] = field(default_factory=list)  # lr / 10 at each
+    iterations: int | None = None  # overrides num_epochs (milestones scale with it)
+    batch_size: int = 16
+    lr: float = 2e-4
+    adam_betas: tuple[float, float] = (0.5, 0.999)
+    feature_matching: list[float] = field(default_factory=lambda: [10, 10, 10, 10, 1])
+    reconstruction_deformed: float = 0.0
+    generator_gan: float = 1.0
+    discriminator_gan: float = 1.0
+    detach_kp_generator: bool = False
+    detach_kp_discriminator: bool = True
+    num_repeats: int = 1
+    augmentation: Augmentation = field(default_factory=Augmentation)
+    checkpoint_every: int = 500
+    sample_every: int = 500
+    log_every: int = 10
+    seed: int = 0
+    num_workers: int = 1
+
+    def schedule(self, iterations_per_epoch: int) -> tuple[int, list[int]]:
+        """Total iterations and the iterations at which the learning rate drops."""
+        total = self.iterations or self.num_epochs * iterations_per_epoch
+        milestones = [round(m / self.num_epochs * total) for m in self.epoch_milestones]
+        return total, [m for m in milestones if 0 < m < total]
+
+
+_AUG = {
+    "shapes": Augmentation(True, True),
+    "actions": Augmentation(True, True, (0.9, 1.1), 0.5, 10),
+    "moving-gif": Augmentation(True, True, (0.9, 1.1), 0.5),
+}
+_TRAIN = {  # name: (epochs, milestones, batch size, deformed-reconstruction weight)
+    "shapes": (8, [4], 16, 0), "actions": (4500, [3000], 32, 0), "taichi": (750, [500], 32, 0),
+    "nemo": (750, [500], 32, 0), "bair": (15, [10], 32, 10), "moving-gif": (750, [500], 64, 0),
+    "vox": (20, [], 20, 0), "vox-full": (20, [], 20, 0),
+}
+TRAIN_PRESETS = [name for name in AUTHOR_PRESETS if name in _TRAIN]
+
+
+def train_preset(name: str) -> tuple[ModelConfig, TrainConfig]:
+    model = get_preset(name)
+    epochs, milestones, batch, deformed = _TRAIN[name]
+    train = TrainConfig(num_epochs=epochs, epoch_milestones=milestones, batch_size=batch,
+                        reconstruction_deformed=deformed,
+                        augmentation=_AUG.get(name, Augmentation(True, True)))
+    return model, train
+
+
+def _merge(obj: Any, overrides: dict[str, Any], where: str) -> Any:
+    """A copy of dataclass ``obj`` with ``overrides`` applied recursively."""
+    names = {f.name: f for f in dataclasses.fields(obj)}
+    changes = {}
+    for key, value in overrides.items():
+        if key not in names:
+            raise ConfigError(f"unknown setting {where}{key}; known: {', '.join(sorted(names))}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current) and isinstance(value, dict):
+            value = _merge(current, value, f"{where}{key}.")
+        elif isinstance(current, tuple) and isinstance(value, list):
+            value = tuple(value)
+        changes[key] = value
+    return dataclasses.replace(obj, **changes)
+
+
+def load_train_config(spec: str | None) -> tuple[ModelConfig, TrainConfig]:
+    """A preset name, or a YAML file with ``preset``, ``model`` and ``train`` sections."""
+    if spec is None:
+        spec = "shapes"
+    if spec in _TRAIN:
+        return train_preset(spec)
+    path = Path(spec)
+    if path.suffix.lower() not in (".yaml", ".yml", ".json"):
+        raise ConfigError(f"unknown config {spec!r}; choose a preset "
+                          f"({', '.join(TRAIN_PRESETS)}) or a .yaml file")
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict) or set(data) - {"preset", "model", "train"}:
+        raise ConfigError(f"{path} must be a mapping with keys preset, model, train")
+    base = data.get("preset", "shapes")
+    if base not in _TRAIN:
+        raise ConfigError(f"{path}: unknown preset {base!r}; choose one of {', '.join(TRAIN_PRESETS)}")
+    model, train = train_preset(base)
+    try:
+        model = _merge(model, data.get("model") or {}, "model.")
+        train = _merge(train, data.get("train") or {}, "train.")
+        model = ModelConfig.from_dict(model.to_dict())  # validates nested types
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return model, train

@@ -1,0 +1,235 @@
+"""`monkeyanim animate` end to end on real videos, real PyAV, and the real console script."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import monkeyanim
+from monkeyanim.jobs import frame_batches
+from monkeyanim.pipeline import Animator, best_frame, relative_keypoints, to_tensor
+from monkeyanim.video import fit_frame, open_video
+
+from conftest import assert_one_line_error, probe, run_cli, write_video
+
+
+@pytest.fixture(scope="module")
+def source_png(face_frames, tmp_path_factory):
+    path = tmp_path_factory.mktemp("src") / "portrait.png"
+    cv2.imwrite(str(path), cv2.cvtColor(face_frames[30], cv2.COLOR_RGB2BGR))
+    return path
+
+
+@pytest.fixture(scope="module")
+def short_mp4(face_frames, tmp_path_factory):
+    return write_video(tmp_path_factory.mktemp("drv") / "talk.mp4", face_frames[:24], fps=25)
+
+
+def test_animate_mp4_keeps_rate_length_and_audio(small_model, source_png, face_video, tmp_path):
+    out = tmp_path / "out.mp4"
+    result = run_cli("animate", source_png, face_video, "-o", out, "-c", small_model)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("\n") == 1 and "125 frames" in result.stdout  # one summary line
+    info = probe(out)
+    assert (info["frames"], info["height"], info["width"], info["fps"]) == (125, 64, 64, 25.0)
+    assert info["codec"] == "h264" and info["audio_codec"] == "aac"
+    assert abs(info["audio_seconds"] - info["video_seconds"]) < 0.05
+    assert not list(tmp_path.glob(".*"))  # no temp file left
+
+
+def test_gif_fps_size_and_side_by_side(small_model, source_png, short_mp4, tmp_path):
+    out = tmp_path / "out.gif"
+    result = run_cli("animate", source_png, short_mp4, "-o", out, "-c", small_model, "--fps", "10",
+                     "--size", "96", "--side-by-side")
+    assert result.returncode == 0, result.stderr
+    info = probe(out)
+    assert (info["frames"], info["height"], info["width"]) == (24, 96, 288)
+    assert info["fps"] == 10.0
+    # the middle panel is the (still) source
+    source = fit_frame(cv2.imread(str(source_png))[..., ::-1], (96, 96))
+    assert np.abs(info["first"][:, 96:192].astype(int) - source).mean() < 12
+
+
+def test_streamed_batches_equal_direct_generation(small_model, face_frames):
+    """Cached source features + batching give the frames of the plain API (fp32, 1e-5)."""
+    model = monkeyanim.load_model(small_model)
+    frames = [fit_frame(f, (64, 64)) for f in face_frames[:13]]
+    source = to_tensor([frames[5]])[0]
+    animator = Animator(model, source, mode="relative")
+    streamed = torch.cat([animator(to_tensor(frames[i:i + 4])) for i in range(0, 13, 4)])
+    drive = to_tensor(frames)
+    kp_driving, kp_source = model.keypoints(drive), model.keypoints(source[None])
+    direct = model.generate(source, kp_source, relative_keypoints(kp_source, kp_driving,
+                                                                  kp_driving[:1])).frames
+    assert (streamed - direct).abs().max().item() <= 1e-5
+    absolute = Animator(model, source, mode="absolute")
+    assert torch.equal(absolute.transfer(kp_driving).mean, kp_driving.mean)
+    # (random weights barely move keypoints, so the frames differ only slightly)
+    assert (absolute(drive) - direct).abs().max().item() > 1e-4
+
+
+def test_best_frame_finds_the_source_pose(small_model, face_frames):
+    model = monkeyanim.load_model(small_model)
+    frames = to_tensor([fit_frame(f, (64, 64)) for f in face_frames[:20]])
+    kp = model.keypoints(frames)
+    assert best_frame(kp[11:12], kp) == 11
+
+
+def test_find_best_frame_and_adapt_scale_run(small_model, source_png, short_mp4, tmp_path):
+    out = tmp_path / "best.mp4"
+    result = run_cli("animate", source_png, short_mp4, "-o", out, "-c", small_model,
+                     "--find-best-frame", "--adapt-scale", "--batch-size", "5")
+    assert result.returncode == 0, result.stderr
+    assert probe(out)["frames"] == 24
+
+
+@pytest.mark.parametrize("kind", [".mov", ".webm", ".mkv", ".avi", ".gif", "strip", "folder",
+                                  "odd-size", "vfr", "one-frame"])
+def test_driving_formats(kind, small_model, source_png, face_frames, tmp_path):
+    frames = [cv2.resize(f, (96, 96)) for f in face_frames[:8]]
+    if kind.startswith("."):
+        driving = write_video(tmp_path / f"d{kind}", frames, fps=12)
+    elif kind == "strip":
+        driving = tmp_path / "strip.png"
+        cv2.imwrite(str(driving), cv2.cvtColor(np.concatenate(frames, axis=1), cv2.COLOR_RGB2BGR))
+    elif kind == "folder":
+        driving = tmp_path / "frames"
+        driving.mkdir()
+        for i, frame in enumerate(frames):
+            cv2.imwrite(str(driving / f"{i:04d}.jpg"), frame[..., ::-1])
+    elif kind == "odd-size":
+        driving = write_video(tmp_path / "odd.mkv", [f[:77, :95] for f in face_frames[:8]], codec="ffv1")
+    elif kind == "vfr":
+        driving = write_video(tmp_path / "vfr.mkv", frames, pts=[0, 40, 60, 140, 150, 230, 300, 310])
+    else:
+        driving = write_video(tmp_path / "one.mp4", frames[:1])
+    expected = 1 if kind == "one-frame" else 8
+    out = tmp_path / "out.mp4"
+    result = run_cli("animate", source_png, driving, "-o", out, "-c", small_model)
+    assert result.returncode == 0, result.stderr
+    assert probe(out)["frames"] == expected
+
+
+@pytest.mark.parametrize("kind", ["jpg", "webp", "gray", "rgba", "odd"])
+def test_source_formats(kind, small_model, face_frames, short_mp4, tmp_path):
+    image = face_frames[3][..., ::-1]
+    if kind == "gray":
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    elif kind == "rgba":
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2BGRA)
+    elif kind == "odd":
+        image = image[:301, :233]
+    source = tmp_path / f"s.{'png' if kind in ('gray', 'rgba', 'odd') else kind}"
+    cv2.imwrite(str(source), image)
+    out = tmp_path / "out.mp4"
+    result = run_cli("animate", source, short_mp4, "-o", out, "-c", small_model)
+    assert result.returncode == 0, result.stderr
+    assert probe(out)["frames"] == 24
+
+
+def test_bad_inputs_give_one_line_errors(small_model, source_png, short_mp4, tmp_path):
+    out = tmp_path / "out.mp4"
+    cases = []
+    cases.append(((tmp_path / "nope.png", short_mp4), "not found"))
+    cases.append(((source_png, tmp_path / "nope.mp4"), "video not found"))
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(5000))
+    cases.append(((source_png, corrupt), "cannot read video"))
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(short_mp4.read_bytes()[:3000])
+    cases.append(((source_png, truncated), "video"))
+    empty = tmp_path / "empty.mp4"
+    write_video(empty, [])
+    cases.append(((source_png, empty), "no frames"))
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    cases.append(((text, short_mp4), "cannot read image"))
+    for (source, driving), fragment in cases:
+        result = run_cli("animate", source, driving, "-o", out, "-c", small_model)
+        assert_one_line_error(result, fragment)
+        assert not out.exists()
+    assert not list(tmp_path.glob(".out*"))
+
+
+def test_existing_output_and_unwritable_folder(small_model, source_png, short_mp4, tmp_path):
+    out = tmp_path / "out.mp4"
+    out.write_bytes(b"keep me")
+    result = run_cli("animate", source_png, short_mp4, "-o", out, "-c", small_model)
+    assert_one_line_error(result, "already exists", "--overwrite")
+    assert out.read_bytes() == b"keep me"
+    result = run_cli("animate", source_png, short_mp4, "-o", out, "-c", small_model, "--overwrite")
+    assert result.returncode == 0 and probe(out)["frames"] == 24
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = run_cli("animate", source_png, short_mp4, "-o", blocker / "out.mp4", "-c", small_model)
+    assert_one_line_error(result, "does not exist")
+    if os.geteuid() != 0:  # root may write anywhere, so only a normal user can see this one
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o555)
+        result = run_cli("animate", source_png, short_mp4, "-o", locked / "o.mp4", "-c", small_model)
+        assert_one_line_error(result, "not writable")
+    result = run_cli("animate", source_png, short_mp4, "-o", tmp_path / "o.avi", "-c", small_model)
+    assert_one_line_error(result, ".mp4 or .gif")
+    result = run_cli("animate", source_png, short_mp4, "-o", tmp_path / "o.mp4", "-c", "nope")
+    assert_one_line_error(result, "unknown checkpoint")
+
+
+def test_ctrl_c_leaves_nothing(small_model, source_png, face_frames, tmp_path):
+    long_video = write_video(tmp_path / "long.mp4", face_frames * 20)  # 800 frames
+    out = tmp_path / "out.mp4"
+    out_existing = tmp_path / "kept.mp4"
+    out_existing.write_bytes(b"old")
+    for target, flags in ((out, []), (out_existing, ["--overwrite"])):
+        process = subprocess.Popen(
+            [sys.executable, "-m", "monkeyanim", "animate", str(source_png), str(long_video),
+             "-o", str(target), "-c", str(small_model), "--batch-size", "2", *flags],
+            stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        deadline = time.time() + 60
+        while not list(tmp_path.glob(f".{target.name}.*")) and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+        assert process.returncode == 130, stderr
+        assert "Traceback" not in stderr and "interrupted" in stderr
+        assert not list(tmp_path.glob(f".{target.name}.*"))
+    assert not out.exists()
+    assert out_existing.read_bytes() == b"old"
+
+
+def test_batch_folders(small_model, face_frames, short_mp4, tmp_path):
+    sources, drivings, out = tmp_path / "sources", tmp_path / "drivings", tmp_path / "results"
+    sources.mkdir(), drivings.mkdir()
+    for i in (0, 20):
+        cv2.imwrite(str(sources / f"face{i}.png"), face_frames[i][..., ::-1])
+    (drivings / "talk.mp4").write_bytes(short_mp4.read_bytes())
+    (drivings / "broken.mp4").write_bytes(b"garbage" * 100)
+    result = run_cli("animate", sources, drivings, "-o", out, "-c", small_model)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "2 of 4 succeeded" in result.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["face0__talk.mp4", "face20__talk.mp4"]
+    assert result.stderr.count("failed:") == 2
+
+
+def test_frame_batches_stream(face_video):
+    reader = open_video(face_video)
+    sizes = [len(frames) for frames, _ in frame_batches(reader, (64, 64), 16)]
+    assert sizes == [16] * 7 + [13]
+
+
+def test_bf16_close_to_fp32(small_model, face_frames):
+    """bf16 autocast on CPU: mean abs difference to fp32 at most 0.02, max 0.25 (pixels in
+    [0, 1]); bf16 keeps 8 bits of mantissa, so a few pixels move visibly, most do not."""
+    model = monkeyanim.load_model(small_model)
+    frames = to_tensor([fit_frame(f, (64, 64)) for f in face_frames[:8]])
+    fp32 = Animator(model, frames[0])(frames)
+    bf16 = Animator(model, frames[0], precision="bf16")(frames).float()
+    diff = (fp32 - bf16).abs()
+    assert diff.mean().item() <= 0.02 and diff.max().item() <= 0.25
