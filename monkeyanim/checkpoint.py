@@ -8,8 +8,6 @@ Loading it executes no code.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,24 +17,12 @@ from safetensors.torch import save_file
 
 from .config import ModelConfig
 from .errors import CheckpointError
+from .files import atomic_write
 from .models import MonkeyNet, build_model
 
 FORMAT = "monkeyanim/1"
 AUTHOR_PARTS = ("kp_detector", "generator", "discriminator")
 MAX_KEYS_LISTED = 8
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` on a temp file beside ``path``, then rename it into place."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def save_checkpoint(model: MonkeyNet, path: str | Path, provenance: dict | None = None,

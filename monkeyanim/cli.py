@@ -148,7 +148,7 @@ def animate(source: Annotated[Path, typer.Argument(help="Image, or a folder of i
                 help="Write driving | source | result.")] = False,
             fps: Annotated[float | None, typer.Option(help="Output frame rate.")] = None,
             size: Annotated[int | None, typer.Option(help="Output side in pixels.")] = None,
-            crop: CropOpt = None, device: DeviceOpt = "auto", batch_size: BatchOpt = 16,
+            crop: CropOpt = None, device: DeviceOpt = "auto", batch_size: BatchOpt = 8,
             precision: PrecisionOpt = "fp32", overwrite: OverwriteOpt = False) -> None:
     """Animate SOURCE with the motion of DRIVING into OUTPUT (.mp4 or .gif)."""
     from .jobs import AnimateSettings, animate_file
@@ -205,12 +205,12 @@ def reconstruct(video: Annotated[Path, typer.Argument(help="Video, or a folder o
                 checkpoint: CheckpointOpt = None, config: ConfigOpt = None,
                 json_path: Annotated[Path | None, typer.Option(
                     "--json", help="Write per-video and mean L1 here.")] = None,
-                crop: CropOpt = None, device: DeviceOpt = "auto", batch_size: BatchOpt = 16,
+                crop: CropOpt = None, device: DeviceOpt = "auto", batch_size: BatchOpt = 8,
                 precision: PrecisionOpt = "fp32", overwrite: OverwriteOpt = False) -> None:
     """Reconstruct videos from their first frame and each frame's keypoints; print L1."""
     import json
 
-    from .checkpoint import atomic_write
+    from .files import atomic_write
     from .jobs import reconstruct_file
     from .video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, parse_crop
 
@@ -243,7 +243,7 @@ def keypoints(video: Annotated[Path, typer.Argument(help="Video or image.")],
               checkpoint: CheckpointOpt = None, config: ConfigOpt = None,
               json_path: Annotated[Path | None, typer.Option(
                   "--json", help="Write per-frame means and covariances here.")] = None,
-              crop: CropOpt = None, device: DeviceOpt = "auto", batch_size: BatchOpt = 16,
+              crop: CropOpt = None, device: DeviceOpt = "auto", batch_size: BatchOpt = 8,
               overwrite: OverwriteOpt = False) -> None:
     """Draw the learned keypoints over a video (.mp4/.gif) or an image (.png)."""
     from .jobs import keypoints_file

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 from .checkpoint import convert_authors_checkpoint, load_checkpoint
@@ -23,12 +25,35 @@ class RegistryEntry:
     description: str
 
 
-# Bundled checkpoints are added here once trained (issue: bundled checkpoints).
+# Checkpoints shipped in checkpoints/ (installed as the package monkeyanim.checkpoints);
+# checkpoints/README.md holds each one's model card.
 _MODELS: dict[str, RegistryEntry] = {}
+HASH_CHUNK_BYTES = 1 << 20
 
 
 def available_models() -> list[str]:
     return sorted(_MODELS)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(HASH_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def bundled_path(name: str) -> Path:
+    """Where a registered checkpoint is installed, verified against its sha256."""
+    entry = _MODELS[name]
+    path = Path(str(resources.files("monkeyanim.checkpoints") / entry.file))
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {name!r} is registered but {entry.file} is not "
+                              "installed; reinstall monkeyanim")
+    if sha256_file(path) != entry.sha256:
+        raise CheckpointError(f"{path} does not match the sha256 registered for {name!r}; "
+                              "the file is corrupt or was replaced")
+    return path
 
 
 def resolve_config(config: str | Path | ModelConfig) -> ModelConfig:
@@ -57,7 +82,7 @@ def load_model(path_or_name: str | Path, config: str | Path | ModelConfig | None
                               f"({', '.join(sorted(AUTHOR_PRESETS))}, or a .json file)")
         model = convert_authors_checkpoint(path, resolve_config(config))
     elif name in _MODELS:
-        raise CheckpointError(f"checkpoint {name!r} is registered but not installed")
+        model = load_checkpoint(bundled_path(name))
     else:
         valid = ", ".join(available_models()) or "none bundled yet"
         raise CheckpointError(f"unknown checkpoint {name!r}: not a .safetensors or .pth.tar "

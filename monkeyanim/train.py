@@ -19,7 +19,8 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 
-from .checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint
+from .files import atomic_write
 from .config import ModelConfig
 from .data import PairDataset, iterations_per_epoch, seed_worker
 from .errors import InputError
@@ -61,6 +62,10 @@ class Trainer:
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
             torch.cuda.set_device(device)
         self.device = torch.device(device)
+        if resume and not (self.run_dir / STATE_FILE).is_file():
+            raise InputError(f"nothing to resume in {self.run_dir} (no {STATE_FILE})")
+        if not resume and (self.run_dir / STATE_FILE).exists():
+            raise InputError(f"{self.run_dir} already holds a run: use --resume to continue it")
         torch.manual_seed(train_config.seed)
         self.dataset = PairDataset(Path(data_dir) / "train", model_config.frame_size,
                                    train_config.augmentation, train_config.num_repeats,
@@ -86,8 +91,6 @@ class Trainer:
         self.deformed = DeformedReconstruction(train_config.reconstruction_deformed)
 
     def _start_run_dir(self, model_config: ModelConfig) -> None:
-        if (self.run_dir / STATE_FILE).exists():
-            raise InputError(f"{self.run_dir} already holds a run: use --resume to continue it")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if not os.access(self.run_dir, os.W_OK):
             raise InputError(f"run folder is not writable: {self.run_dir}")
@@ -170,6 +173,7 @@ class Trainer:
             self.iteration += 1
             self._log(losses, time.perf_counter() - tick, on_step)
             if self.iteration % self.cfg.checkpoint_every == 0 or self.iteration == self.total:
+                self._sync_buffers()
                 self.save()
             if self.iteration % self.cfg.sample_every == 0 or self.iteration == self.total:
                 self.save_sample()
@@ -185,6 +189,16 @@ class Trainer:
                 log.write(json.dumps(record) + "\n")
         if on_step:
             on_step(Step(self.iteration, self.total, losses, seconds))
+
+    def _sync_buffers(self) -> None:
+        """Average BatchNorm running statistics over ranks, so every rank holds the same
+        model (SyncBatchNorm, which would keep them equal, needs CUDA)."""
+        if self.world == 1:
+            return
+        for buffer in self.model.buffers():
+            if buffer.is_floating_point():
+                dist.all_reduce(buffer, op=dist.ReduceOp.SUM)
+                buffer.div_(self.world)
 
     def save(self) -> None:
         """Model (project format) then training state, each written atomically; rank 0 only."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import queue
-import tempfile
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import cv2
 import numpy as np
 
 from .errors import InputError
+from .files import publish, temp_beside
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".mov", ".webm", ".mkv", ".avi", ".gif", ".m4v"}
@@ -225,10 +225,7 @@ class VideoWriter:
             raise InputError(f"output {self.path} must end in .mp4 or .gif")
         self.fps = Fraction(fps).limit_denominator(100_000)
         self.audio_from = Path(audio_from) if audio_from and self.suffix == ".mp4" else None
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=self.suffix,
-                                   dir=self.path.parent)
-        os.close(fd)
-        self._tmp = Path(tmp)
+        self._tmp = temp_beside(self.path, self.suffix)
         self._container = av.open(str(self._tmp), mode="w",
                                   format="mp4" if self.suffix == ".mp4" else "gif")
         self._stream = None
@@ -310,7 +307,7 @@ class VideoWriter:
             if self._audio is not None:
                 self._audio.copy(self._count / self.fps)
             self._container.close()
-            os.replace(self._tmp, self.path)
+            publish(self._tmp, self.path)
         finally:
             self._discard()
 

@@ -1,0 +1,132 @@
+"""Speed and memory of `animate` against the authors' frame-by-frame loop.
+
+Prints a table; compare runs as ratios (absolute numbers depend on the machine).
+    python benchmarks/animate.py [--frames 64] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from monkeyanim.checkpoint import save_checkpoint
+from monkeyanim.models import build_model
+from monkeyanim.pipeline import Animator, relative_keypoints
+from monkeyanim.presets import get_preset
+
+SEED = 0
+
+
+def moving_frames(count: int, size: int) -> torch.Tensor:
+    """A rendered clip: a textured disc moving over a gradient, (T, 3, S, S) in [0, 1]."""
+    y, x = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
+    frames = []
+    for t in range(count):
+        cx, cy = 0.5 * np.cos(t / 7), 0.4 * np.sin(t / 5)
+        disc = (((x - cx) ** 2 + (y - cy) ** 2) < 0.12).float()
+        frames.append(torch.stack([0.3 + 0.3 * x + 0.6 * disc, 0.5 + 0.2 * y,
+                                   0.4 + 0.5 * disc * torch.sin(8 * x)]).clamp(0, 1))
+    return torch.stack(frames)
+
+
+def model_at(size: int):
+    torch.manual_seed(SEED)
+    config = dataclasses.replace(get_preset("taichi"), frame_size=(size, size))
+    return build_model(config, with_discriminator=False).eval()
+
+
+@torch.no_grad()
+def naive(model, source: torch.Tensor, driving: torch.Tensor) -> torch.Tensor:
+    """The authors' way: every frame alone, the source re-encoded every time."""
+    outputs, first = [], model.kp_detector(driving[:1])
+    for frame in driving:
+        kp_source = model.kp_detector(source[None])
+        kp = relative_keypoints(kp_source, model.kp_detector(frame[None]), first)
+        outputs.append(model.generator(source[None], kp_source, kp).frames)
+    return torch.cat(outputs)
+
+
+def ours(model, source, driving, batch: int, precision: str = "fp32") -> torch.Tensor:
+    model = model.to(memory_format=torch.channels_last)
+    animator = Animator(model, source, precision=precision)
+    return torch.cat([animator(driving[i:i + batch]) for i in range(0, len(driving), batch)])
+
+
+def timed(fn):
+    start = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - start
+
+
+def speed_rows(frames: int, batch: int) -> list[tuple]:
+    rows = []
+    for size in (64, 256):
+        count = frames if size == 64 else max(8, frames // 4)
+        model, clip = model_at(size), moving_frames(count + 1, size)
+        source, driving = clip[0], clip[1:]
+        reference, t_naive = timed(lambda: naive(model, source, driving))
+        fast, t_ours = timed(lambda: ours(model, source, driving, batch))
+        diff = (fast - reference).abs().max().item()
+        rows.append((f"{size}x{size}", "fp32", count / t_naive, count / t_ours,
+                     t_naive / t_ours, diff))
+        bf16, t_bf16 = timed(lambda: ours(model, source, driving, batch, "bf16"))
+        rows.append((f"{size}x{size}", "bf16", count / t_naive, count / t_bf16,
+                     t_naive / t_bf16, (bf16.float() - reference).abs().max().item()))
+    return rows
+
+
+def peak_rss_mb(frames: int, workdir: Path, checkpoint: Path) -> float:
+    """Peak RSS of a real `monkeyanim animate` run over a rendered video of ``frames``."""
+    from monkeyanim.video import VideoWriter
+    video = workdir / f"drive{frames}.mp4"
+    clip = (moving_frames(frames, 64).permute(0, 2, 3, 1) * 255).byte().numpy()
+    with VideoWriter(video, 25) as writer:
+        for frame in clip:
+            writer.write(frame)
+    source = workdir / "source.png"
+    import cv2
+    cv2.imwrite(str(source), clip[0][..., ::-1])
+    # VmHWM belongs to the process's own memory map; ru_maxrss would inherit this parent's peak
+    code = ("import sys, atexit; from monkeyanim.cli import main; sys.argv = sys.argv[1:]; "
+            "atexit.register(lambda: print('RSS', [l.split()[1] for l in open('/proc/self/status')"
+            " if l.startswith('VmHWM')][0], file=sys.stderr)); main()")
+    result = subprocess.run([sys.executable, "-c", code, "monkeyanim", "animate", str(source),
+                             str(video), "-o", str(workdir / f"out{frames}.mp4"), "-c",
+                             str(checkpoint), "--overwrite"], capture_output=True, text=True)
+    line = [l for l in result.stderr.splitlines() if l.startswith("RSS")]
+    if result.returncode != 0 or not line:
+        raise SystemExit(result.stderr)
+    return int(line[0].split()[1]) / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--frames", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 2)))
+    parser.add_argument("--long", type=int, default=5000)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {args.threads} thread(s), taichi widths, batch {args.batch}")
+    print(f"{'size':>8} {'prec':>5} {'naive f/s':>10} {'ours f/s':>9} {'speed-up':>9} {'max diff':>9}")
+    for size, prec, slow, fast, ratio, diff in speed_rows(args.frames, args.batch):
+        print(f"{size:>8} {prec:>5} {slow:10.1f} {fast:9.1f} {ratio:8.2f}x {diff:9.1e}")
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = Path(tmp) / "taichi64.safetensors"
+        save_checkpoint(model_at(64), checkpoint)
+        short, long = peak_rss_mb(100, Path(tmp), checkpoint), peak_rss_mb(args.long, Path(tmp), checkpoint)
+    print(f"peak RSS: {short:.0f} MB at 100 frames, {long:.0f} MB at {args.long} frames "
+          f"(ratio {long / short:.2f})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Bundled checkpoints (safetensors files), installed as monkeyanim.checkpoints."""

@@ -1,0 +1,176 @@
+"""`monkeyanim train` on a slice of the authors' shapes: learning, resuming, DDP, bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import monkeyanim
+from monkeyanim.data import PairDataset
+
+from conftest import assert_one_line_error, run_cli
+
+TINY = """
+preset: shapes
+model:
+  kp_detector: {block_expansion: 8, max_features: 32}
+  generator:
+    block_expansion: 8
+    max_features: 32
+    dense_motion: {block_expansion: 8, max_features: 32}
+  discriminator: {block_expansion: 8, max_features: 32}
+train: {batch_size: 8, checkpoint_every: 10, sample_every: 10, log_every: 1, num_workers: 0,
+        iterations: 40}
+"""
+
+
+@pytest.fixture(scope="module")
+def shapes_slice(datasets_dir, tmp_path_factory):
+    """32 training and 8 test videos of the authors' shapes (frame strips), linked."""
+    root = tmp_path_factory.mktemp("shapes")
+    for split, count in (("train", 32), ("test", 8)):
+        (root / split).mkdir()
+        for path in sorted((datasets_dir / "shapes" / split).iterdir())[:count]:
+            (root / split / path.name).symlink_to(path)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_config(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
+    path.write_text(TINY)
+    return path
+
+
+def reconstruction_l1(model_path, data) -> float:
+    """Mean L1 of reconstructing frame 16 of each test video from frame 0 (pixels in [0, 1])."""
+    model = monkeyanim.load_model(model_path)
+    test = PairDataset(data / "test", model.config.frame_size)
+    errors = []
+    for index in range(len(test.videos)):
+        frames = torch.from_numpy(test.frames(index)[[0, 16]]).permute(0, 3, 1, 2).float() / 255
+        kp = model.keypoints(frames)
+        predicted = model.generate(frames[0], kp[:1], kp[1:]).frames
+        errors.append((predicted - frames[1:]).abs().mean().item())
+    return sum(errors) / len(errors)
+
+
+def read_log(run):
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+def test_training_lowers_reconstruction_loss(shapes_slice, tiny_config, tmp_path):
+    run = tmp_path / "run"
+    result = run_cli("train", shapes_slice, "-o", run, "--config", tiny_config, "--iterations", "10",
+                     "--seed", "1", env={"OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr
+    early = reconstruction_l1(run / "model.safetensors", shapes_slice)
+    result = run_cli("train", shapes_slice, "-o", run, "--resume", "--iterations", "60",
+                     env={"OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr
+    late = reconstruction_l1(run / "model.safetensors", shapes_slice)
+    assert late < early * 0.95, (early, late)
+    log = read_log(run)
+    assert [r["iteration"] for r in log] == list(range(1, 61))
+    first, last = log[:5], log[-5:]
+    mean = lambda rows: sum(r["feature_matching"] for r in rows) / len(rows)
+    assert mean(last) < mean(first)
+    assert (run / "samples" / "0000060.png").is_file()
+    model = monkeyanim.load_model(run / "model.safetensors")
+    assert model.provenance["iterations"] == 60 and model.discriminator is not None
+
+
+def test_resume_after_interruption(shapes_slice, tiny_config, tmp_path):
+    run = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "monkeyanim", "train", str(shapes_slice), "-o", str(run),
+         "--config", str(tiny_config), "--iterations", "1000", "--checkpoint-every", "5"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run / "state.pt").exists():
+        time.sleep(0.2)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130 and "Traceback" not in stderr, stderr
+    saved = torch.load(run / "state.pt", weights_only=True)["iteration"]
+    assert saved >= 5 and saved % 5 == 0
+    assert monkeyanim.load_model(run / "model.safetensors").provenance["iterations"] == saved
+    result = run_cli("train", shapes_slice, "-o", run, "--resume", "--iterations", str(saved + 3),
+                     env={"OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr
+    assert f"iterations {saved} -> {saved + 3}" in result.stdout
+    iterations = [r["iteration"] for r in read_log(run)]
+    assert iterations[-3:] == [saved + 1, saved + 2, saved + 3]
+    # starting over in a used run folder is refused rather than overwriting it
+    result = run_cli("train", shapes_slice, "-o", run, "--config", tiny_config)
+    assert_one_line_error(result, "--resume")
+
+
+def test_ddp_two_processes_end_identical(shapes_slice, tiny_config, tmp_path):
+    run = tmp_path / "ddp"
+    config = tmp_path / "ddp.yaml"
+    config.write_text(TINY.replace("iterations: 40", "iterations: 4"))
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "--master_port", "29517", "tests/ddp_worker.py", str(shapes_slice), str(run), str(config)],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert result.returncode == 0, result.stderr[-3000:]
+    rank0, rank1 = (torch.load(run / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    fresh = monkeyanim.build_model(monkeyanim.load_model(run / "model.safetensors").config)
+    moved = 0
+    for key, value in rank0.items():
+        assert torch.equal(value, rank1[key]), key
+        moved += not torch.equal(value, fresh.state_dict()[key])
+    assert moved > 0  # they trained, not just started equal
+    assert [r["iteration"] for r in read_log(run)] == [1, 2, 3, 4]  # rank 0 alone logs
+
+
+def test_short_videos_are_skipped_with_a_warning(shapes_slice, face_frames, tiny_config, tmp_path):
+    from conftest import write_video
+    data = tmp_path / "data"
+    (data / "train").mkdir(parents=True)
+    for name in sorted(p.name for p in (shapes_slice / "train").iterdir())[:8]:
+        (data / "train" / name).symlink_to(shapes_slice / "train" / name)
+    write_video(data / "train" / "still.mp4", face_frames[:1])
+    write_video(data / "train" / "still2.mp4", face_frames[1:2])
+    (data / "train" / "junk.mp4").write_bytes(b"nothing")
+    result = run_cli("train", data, "-o", tmp_path / "run", "--config", tiny_config,
+                     "--iterations", "1")
+    assert result.returncode == 0, result.stderr
+    assert "skipped 2 video(s) shorter than 2 frames" in result.stderr
+    assert "skipped 1 unreadable file(s)" in result.stderr
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "unreadable", "run-dir", "config", "resume"])
+def test_bad_input(case, tiny_config, tmp_path):
+    data, run, config = tmp_path / "data", tmp_path / "run", str(tiny_config)
+    expect = []
+    if case == "missing":
+        expect = ["not found"]
+    elif case == "empty":
+        (data / "train").mkdir(parents=True)
+        expect = ["holds no videos"]
+    elif case == "unreadable":
+        (data / "train").mkdir(parents=True)
+        (data / "train" / "a.mp4").write_bytes(b"junk")
+        expect = ["no readable video"]
+    elif case == "run-dir":
+        (data / "train").mkdir(parents=True)
+        run = tmp_path / "file"
+        run.write_text("x")
+        expect = ["run folder"]
+    elif case == "config":
+        config, expect = "nope", ["unknown config", "shapes"]
+    else:
+        (data / "train").mkdir(parents=True)
+        expect = ["nothing to resume"]
+    args = ["train", data, "-o", run, "--config", config] + (["--resume"] if case == "resume" else [])
+    assert_one_line_error(run_cli(*args), *expect)
