@@ -59,8 +59,9 @@ def _load(checkpoint: str | None, config: str | None, device: str):
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError("--device cuda was asked for but no CUDA device is available")
     if checkpoint is None:
-        raise InputError("no checkpoint given: pass --checkpoint NAME|PATH "
-                         "(no default checkpoint is bundled yet)")
+        from .hub import DEFAULT_MODEL
+        checkpoint = DEFAULT_MODEL
+        err_console.print(f"using the default checkpoint '{checkpoint}' (--checkpoint to choose)")
     return load_model(checkpoint, config=config, device=device)
 
 
@@ -108,6 +109,26 @@ def convert(checkpoint: Annotated[Path, typer.Argument(help="Authors' .pth.tar c
     parameters = sum(p.numel() for p in model.parameters())
     console.print(f"wrote {output} ({parameters:,} parameters, frame size "
                   f"{model.config.frame_size[0]}x{model.config.frame_size[1]})")
+
+
+@app.command()
+def checkpoints() -> None:
+    """List the bundled checkpoints."""
+    from .checkpoint import read_metadata
+    from .hub import DEFAULT_MODEL, _MODELS, bundled_path
+
+    table = Table("name", "size", "frame", "iterations", "L1 (baseline)", "data", "file")
+    for name, entry in sorted(_MODELS.items()):
+        path = bundled_path(name)
+        config, provenance = read_metadata(path)
+        metrics = provenance.get("metrics", {})
+        l1 = (f"{metrics['reconstruction_l1']} ({metrics.get('static_baseline_l1', '?')})"
+              if "reconstruction_l1" in metrics else "-")
+        table.add_row(name + (" (default)" if name == DEFAULT_MODEL else ""),
+                      f"{path.stat().st_size / 1e6:.1f} MB",
+                      f"{config.frame_size[0]}x{config.frame_size[1]}",
+                      str(provenance.get("iterations", "?")), l1, entry.description, str(path))
+    console.print(table)
 
 
 def _inputs(path: Path, suffixes: set[str], what: str) -> list[Path]:

@@ -27,7 +27,13 @@ class RegistryEntry:
 
 # Checkpoints shipped in checkpoints/ (installed as the package monkeyanim.checkpoints);
 # checkpoints/README.md holds each one's model card.
-_MODELS: dict[str, RegistryEntry] = {}
+_MODELS: dict[str, RegistryEntry] = {
+    "shapes": RegistryEntry(
+        file="shapes.safetensors",
+        sha256="af7d84fdfe5ed74996437a1198c497d6f1aea903e0d3e9e157bcab6dee375dd3",
+        description="the authors' synthetic shapes (one flat shape moving on black), 64x64"),
+}
+DEFAULT_MODEL = "shapes"  # until a faces checkpoint is trained (see checkpoints/README.md)
 HASH_CHUNK_BYTES = 1 << 20
 
 
