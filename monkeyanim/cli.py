@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -85,8 +86,8 @@ def _progress(label: str, total: int | None):
 def _report(result) -> None:
     extra = "".join(f", {k} {v:.4f}" if isinstance(v, float) else ""
                     for k, v in result.extra.items())
-    console.print(f"wrote {result.output} ({result.frames} frames, {result.fps:.1f} frames/s"
-                  f"{extra})")
+    console.print(escape(f"wrote {result.output} ({result.frames} frames, "
+                         f"{result.fps:.1f} frames/s{extra})"))
 
 
 @app.command()
@@ -207,13 +208,13 @@ def _run_batch(pairs, job, overwrite: bool) -> None:
             with _progress(out.name, None) as progress:
                 result = job(source, driving, out, progress)
             _report(result)
-            table.add_row(source.name, driving.name, f"ok, {result.frames} frames")
+            table.add_row(escape(source.name), escape(driving.name), f"ok, {result.frames} frames")
         except Interrupted:
             raise
         except MonkeyAnimError as exc:
             failed += 1
-            err_console.print(f"[bold red]failed:[/] {source.name} + {driving.name}: {exc}")
-            table.add_row(source.name, driving.name, f"[red]failed: {exc}")
+            err_console.print(f"[bold red]failed:[/] {escape(f'{source.name} + {driving.name}: {exc}')}")
+            table.add_row(escape(source.name), escape(driving.name), f"[red]failed: {escape(str(exc))}")
     console.print(table)
     console.print(f"{len(pairs) - failed} of {len(pairs)} succeeded")
     if failed:
@@ -374,6 +375,6 @@ def main() -> None:
     except MonkeyAnimError as exc:
         if os.environ.get("MONKEYANIM_DEBUG") == "1":
             raise
-        err_console.print(str(exc) if isinstance(exc, Interrupted)
-                          else f"[bold red]error:[/] {exc}")
+        err_console.print(escape(str(exc)) if isinstance(exc, Interrupted)
+                          else f"[bold red]error:[/] {escape(str(exc))}")
         sys.exit(130 if isinstance(exc, Interrupted) else 1)

@@ -62,6 +62,53 @@ def bundled_path(name: str) -> Path:
     return path
 
 
+HF_PREFIX = "hf://"
+DEFAULT_HUB_FILE = "model.safetensors"
+
+
+def parse_hub_spec(spec: str) -> tuple[str, str, str | None]:
+    """'hf://owner/repo[/path/file][@revision]' -> (repo_id, filename, revision)."""
+    body = spec.removeprefix(HF_PREFIX)
+    body, _, revision = body.partition("@")
+    parts = [p for p in body.split("/") if p]
+    if len(parts) < 2:
+        raise CheckpointError(f"{spec!r} is not hf://owner/repo[/file][@revision]")
+    filename = "/".join(parts[2:]) or DEFAULT_HUB_FILE
+    return f"{parts[0]}/{parts[1]}", filename, revision or None
+
+
+def download_from_hub(spec: str) -> Path:
+    """Fetch a checkpoint with huggingface_hub into its standard cache (HF_HOME, HF_ENDPOINT,
+    HF_TOKEN and HF_HUB_OFFLINE apply) and verify it when its file name is registered."""
+    repo_id, filename, revision = parse_hub_spec(spec)
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (EntryNotFoundError, HfHubHTTPError,
+                                        LocalEntryNotFoundError, RepositoryNotFoundError,
+                                        RevisionNotFoundError)
+
+    where = f"{repo_id}@{revision}" if revision else repo_id
+    try:
+        path = Path(hf_hub_download(repo_id, filename, revision=revision))
+    except LocalEntryNotFoundError:  # before its parent EntryNotFoundError
+        raise CheckpointError(f"cannot reach the Hub and {filename} from {where} is not in the "
+                              "local cache") from None
+    except EntryNotFoundError:
+        raise CheckpointError(f"{filename} not found in Hub repo {where}") from None
+    except RevisionNotFoundError:
+        raise CheckpointError(f"revision {revision!r} not found in Hub repo {repo_id}") from None
+    except RepositoryNotFoundError:
+        raise CheckpointError(f"Hub repo {repo_id} not found (or private: set HF_TOKEN)") from None
+    except (HfHubHTTPError, OSError, ValueError) as exc:
+        raise CheckpointError(f"download of {spec} failed: "
+                              f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+                              ) from None
+    for name, entry in _MODELS.items():
+        if entry.file == Path(filename).name and sha256_file(path) != entry.sha256:
+            raise CheckpointError(f"{spec} does not match the sha256 registered for {name!r}; "
+                                  "the download is corrupt or the file was replaced")
+    return path
+
+
 def resolve_config(config: str | Path | ModelConfig) -> ModelConfig:
     """A preset name (one of the authors' eight), a JSON file, or a ModelConfig."""
     if isinstance(config, ModelConfig):
@@ -77,8 +124,11 @@ def resolve_config(config: str | Path | ModelConfig) -> ModelConfig:
 def load_model(path_or_name: str | Path, config: str | Path | ModelConfig | None = None,
                device: str | None = None) -> MonkeyNet:
     """Load a model in eval mode from a project ``.safetensors`` file, an authors' checkpoint
-    (``.pth.tar``, with ``config``: preset name or JSON file), or a registry name."""
+    (``.pth.tar``, with ``config``: preset name or JSON file), a registry name, or
+    ``hf://owner/repo[/file][@revision]`` on the Hugging Face Hub."""
     name = str(path_or_name)
+    if name.startswith(HF_PREFIX):
+        name = str(download_from_hub(name))
     path = Path(name)
     if name.endswith(".safetensors"):
         model = load_checkpoint(path)

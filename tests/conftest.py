@@ -118,3 +118,10 @@ def probe(path: Path) -> dict:
             info["audio_codec"] = audio.codec_context.name
             info["audio_seconds"] = float(audio.duration * audio.time_base)
     return info
+
+
+def sigint_default() -> None:
+    """preexec_fn: give the child the default SIGINT disposition, so Ctrl-C tests also work
+    when the test run itself was started in the background (where SIGINT is ignored)."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -16,7 +16,7 @@ from monkeyanim.jobs import frame_batches
 from monkeyanim.pipeline import Animator, best_frame, relative_keypoints, to_tensor
 from monkeyanim.video import fit_frame, open_video
 
-from conftest import assert_one_line_error, probe, run_cli, write_video
+from conftest import sigint_default, assert_one_line_error, probe, run_cli, write_video
 
 
 @pytest.fixture(scope="module")
@@ -189,7 +189,7 @@ def test_ctrl_c_leaves_nothing(small_model, source_png, face_frames, tmp_path):
         process = subprocess.Popen(
             [sys.executable, "-m", "monkeyanim", "animate", str(source_png), str(long_video),
              "-o", str(target), "-c", str(small_model), "--batch-size", "2", *flags],
-            stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, preexec_fn=sigint_default)
         deadline = time.time() + 60
         while not list(tmp_path.glob(f".{target.name}.*")) and time.time() < deadline:
             time.sleep(0.05)
@@ -232,4 +232,31 @@ def test_bf16_close_to_fp32(small_model, face_frames):
     fp32 = Animator(model, frames[0])(frames)
     bf16 = Animator(model, frames[0], precision="bf16")(frames).float()
     diff = (fp32 - bf16).abs()
+    assert diff.mean().item() <= 0.02 and diff.max().item() <= 0.25
+
+
+def test_crop_box(small_model, source_png, short_mp4, tmp_path):
+    out = tmp_path / "crop.mp4"
+    result = run_cli("animate", source_png, short_mp4, "-o", out, "-c", small_model,
+                     "--crop", "100,50,300,300")
+    assert result.returncode == 0, result.stderr
+    assert probe(out)["frames"] == 24
+    result = run_cli("animate", source_png, short_mp4, "-o", out, "-c", small_model,
+                     "--crop", "400,400,300,300", "--overwrite")
+    assert_one_line_error(result, "outside the 512x512 frame")
+    result = run_cli("animate", source_png, short_mp4, "-o", out, "-c", small_model, "--crop", "1,2")
+    assert_one_line_error(result, "x,y,w,h")
+    frame = np.arange(40 * 60 * 3, dtype=np.uint8).reshape(40, 60, 3)
+    assert np.array_equal(fit_frame(frame, (10, 20), (5, 4, 20, 10)), frame[4:14, 5:25])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_cuda_half_precision_close_to_fp32(precision, small_model, face_frames):
+    """On CUDA: mean abs difference to fp32 at most 0.02, max 0.25 (pixels in [0, 1])."""
+    model = monkeyanim.load_model(small_model, device="cuda")
+    frames = to_tensor([fit_frame(f, (64, 64)) for f in face_frames[:8]], "cuda")
+    fp32 = Animator(model, frames[0])(frames)
+    half = Animator(model, frames[0], precision=precision)(frames).float()
+    diff = (fp32 - half).abs()
     assert diff.mean().item() <= 0.02 and diff.max().item() <= 0.25

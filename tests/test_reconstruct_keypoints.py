@@ -83,8 +83,8 @@ def test_keypoints_on_image(small_model, face_frames, tmp_path):
 def test_errors(small_model, clips, tmp_path):
     result = run_cli("reconstruct", tmp_path / "none.mp4", "-o", tmp_path / "o.mp4", "-c", small_model)
     assert_one_line_error(result, "not found")
-    result = run_cli("keypoints", clips / "a.mp4", "-o", tmp_path / "o.mp4")
-    assert_one_line_error(result, "--checkpoint")
+    result = run_cli("keypoints", clips / "a.mp4", "-o", tmp_path / "o.mp4", "-c", "nope.safetensors")
+    assert_one_line_error(result, "checkpoint not found", "nope.safetensors")
     (tmp_path / "o.mp4").write_bytes(b"x")
     result = run_cli("keypoints", clips / "a.mp4", "-o", tmp_path / "o.mp4", "-c", small_model)
     assert_one_line_error(result, "already exists")

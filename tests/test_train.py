@@ -13,7 +13,7 @@ import torch
 import monkeyanim
 from monkeyanim.data import PairDataset
 
-from conftest import assert_one_line_error, run_cli
+from conftest import sigint_default, assert_one_line_error, run_cli
 
 TINY = """
 preset: shapes
@@ -90,7 +90,7 @@ def test_resume_after_interruption(shapes_slice, tiny_config, tmp_path):
     process = subprocess.Popen(
         [sys.executable, "-m", "monkeyanim", "train", str(shapes_slice), "-o", str(run),
          "--config", str(tiny_config), "--iterations", "1000", "--checkpoint-every", "5"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=sigint_default,
         env={**os.environ, "OMP_NUM_THREADS": "1"})
     deadline = time.time() + 120
     while time.time() < deadline and not (run / "state.pt").exists():
@@ -134,7 +134,7 @@ def test_ddp_two_processes_end_identical(shapes_slice, tiny_config, tmp_path):
 
 
 def test_short_videos_are_skipped_with_a_warning(shapes_slice, face_frames, tiny_config, tmp_path):
-    from conftest import write_video
+    from conftest import sigint_default, write_video
     data = tmp_path / "data"
     (data / "train").mkdir(parents=True)
     for name in sorted(p.name for p in (shapes_slice / "train").iterdir())[:8]:

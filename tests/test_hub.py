@@ -1,0 +1,113 @@
+"""hf:// checkpoints, for real, against a local HTTP server answering the Hub's endpoints."""
+
+import hashlib
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from conftest import ROOT, assert_one_line_error, probe, run_cli
+
+COMMIT = "a" * 40
+
+
+class FakeHub:
+    """Serves files at /{owner}/{repo}/resolve/{revision}/{filename}, with the headers the
+    huggingface_hub client reads (X-Repo-Commit, ETag, Content-Length, X-Error-Code)."""
+
+    def __init__(self, files: dict[str, bytes]):
+        self.files, self.requests = files, []
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _answer(self, body: bool):
+                hub.requests.append((self.command, self.path))
+                parts = self.path.split("?")[0].strip("/").split("/")
+                if len(parts) < 5 or parts[2] != "resolve":
+                    return self._error(404, "RepoNotFound")
+                key = "/".join(parts[:2] + parts[4:])
+                if key not in hub.files:
+                    return self._error(404, "EntryNotFound")
+                data = hub.files[key]
+                self.send_response(200)
+                self.send_header("X-Repo-Commit", COMMIT)
+                self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if body:
+                    self.wfile.write(data)
+
+            def _error(self, code: int, error: str):
+                self.send_response(code)
+                self.send_header("X-Error-Code", error)
+                self.send_header("X-Error-Message", f"{error} for {self.path}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def do_HEAD(self):
+                self._answer(body=False)
+
+            def do_GET(self):
+                self._answer(body=True)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture()
+def hub_env(small_model, tmp_path):
+    shapes = (ROOT / "checkpoints" / "shapes.safetensors").read_bytes()
+    corrupted = bytearray(shapes)
+    corrupted[-100] ^= 0xFF  # still parses as safetensors, but is not the registered file
+    good = small_model.read_bytes()
+    hub = FakeHub({"owner/models/model.safetensors": good,
+                   "owner/models/shapes.safetensors": bytes(corrupted),
+                   "owner/models/broken.safetensors": good[:1000]})
+    env = {"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_DISABLE_TELEMETRY": "1",
+           "HF_HUB_ETAG_TIMEOUT": "5", "HF_HUB_DOWNLOAD_TIMEOUT": "5"}
+    yield hub, env
+    hub.stop()
+
+
+def animate(spec, out, env):
+    return run_cli("animate", ROOT / "examples/shapes/source.png", ROOT / "examples/shapes/driving.mp4",
+                   "-o", out, "-c", spec, "--overwrite", env=env)
+
+
+def test_download_then_cache_with_server_stopped(hub_env, tmp_path):
+    hub, env = hub_env
+    result = animate("hf://owner/models", tmp_path / "a.mp4", env)
+    assert result.returncode == 0, result.stderr
+    assert probe(tmp_path / "a.mp4")["frames"] == 32
+    assert ("GET", "/owner/models/resolve/main/model.safetensors") in hub.requests
+    cached = list((tmp_path / "hf").rglob("model.safetensors"))
+    assert cached, "the file went to huggingface_hub's standard cache"
+    hub.stop()
+    result = animate("hf://owner/models", tmp_path / "b.mp4", env)
+    assert result.returncode == 0, result.stderr
+    result = animate("hf://owner/models@main", tmp_path / "c.mp4", {**env, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr
+
+
+def test_hub_errors_are_one_line(hub_env, tmp_path):
+    hub, env = hub_env
+    out = tmp_path / "o.mp4"
+    assert_one_line_error(animate("hf://owner/models/missing.safetensors", out, env),
+                          "missing.safetensors not found in Hub repo owner/models")
+    assert_one_line_error(animate("hf://owner/models/shapes.safetensors", out, env),
+                          "does not match the sha256 registered for 'shapes'")
+    assert_one_line_error(animate("hf://owner/models/broken.safetensors", out, env),
+                          "not a readable safetensors")
+    assert_one_line_error(animate("hf://owner/models/other.safetensors", out,
+                                  {**env, "HF_HUB_OFFLINE": "1"}), "not in the local cache")
+    assert_one_line_error(animate("hf://owner", out, env), "hf://owner/repo")
+    assert not out.exists()
