@@ -33,7 +33,8 @@ DeviceOpt = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", help="Frames per network call.")]
 PrecisionOpt = Annotated[str, typer.Option(help="fp32, bf16 (CPU/CUDA) or fp16 (CUDA).")]
 CropOpt = Annotated[str | None, typer.Option(
-    help="Box x,y,w,h in pixels of the input; default: the centred square.")]
+    help="auto (find the face), none (centred square) or a box x,y,w,h in pixels; "
+         "default: auto for face checkpoints, none otherwise.")]
 
 
 def check_output(path: Path, overwrite: bool) -> Path:
@@ -84,8 +85,8 @@ def _progress(label: str, total: int | None):
 
 
 def _report(result) -> None:
-    extra = "".join(f", {k} {v:.4f}" if isinstance(v, float) else ""
-                    for k, v in result.extra.items())
+    extra = "".join(f", {k} {v:.4f}" if isinstance(v, float) else
+                    f", {k} {v}" if isinstance(v, str) else "" for k, v in result.extra.items())
     console.print(escape(f"wrote {result.output} ({result.frames} frames, "
                          f"{result.fps:.1f} frames/s{extra})"))
 
@@ -170,7 +171,10 @@ def animate(source: Annotated[Path, typer.Argument(help="Image, or a folder of i
                 help="Write driving | source | result.")] = False,
             fps: Annotated[float | None, typer.Option(help="Output frame rate.")] = None,
             size: Annotated[int | None, typer.Option(help="Output side in pixels.")] = None,
-            crop: CropOpt = None, device: DeviceOpt = "auto", batch_size: BatchOpt = 8,
+            crop: CropOpt = None,
+            paste_back: Annotated[bool, typer.Option(
+                help="Blend the result into the full-size source image.")] = False,
+            device: DeviceOpt = "auto", batch_size: BatchOpt = 8,
             precision: PrecisionOpt = "fp32", overwrite: OverwriteOpt = False) -> None:
     """Animate SOURCE with the motion of DRIVING into OUTPUT (.mp4 or .gif)."""
     from .jobs import AnimateSettings, animate_file
@@ -178,8 +182,11 @@ def animate(source: Annotated[Path, typer.Argument(help="Image, or a folder of i
 
     if fps is not None and fps <= 0 or size is not None and size < 2:
         raise InputError("--fps must be positive and --size at least 2")
+    if paste_back and (side_by_side or size):
+        raise InputError("--paste-back writes at the source's resolution: drop --side-by-side "
+                         "and --size")
     settings = AnimateSettings(mode, adapt_scale, find_best_frame, side_by_side, fps, size,
-                               batch_size, precision, parse_crop(crop))
+                               batch_size, precision, parse_crop(crop), paste_back)
     # a folder of images is one driving video (its frames); a folder of videos is a batch
     batch_driving = driving.is_dir() and any(p.suffix.lower() in VIDEO_SUFFIXES
                                              for p in driving.iterdir())
@@ -278,6 +285,34 @@ def keypoints(video: Annotated[Path, typer.Argument(help="Video or image.")],
     with _progress(output.name, None) as progress:
         _report(keypoints_file(model, video, output, json_path, batch_size, parse_crop(crop),
                                progress))
+
+
+@app.command()
+def crop(video: Annotated[Path, typer.Argument(help="Video, or a folder of videos.")],
+         output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the clips.")],
+         size: Annotated[int, typer.Option(help="Clip side in pixels.")] = 256,
+         min_frames: Annotated[int, typer.Option(help="Shortest clip kept.")] = 32,
+         overwrite: OverwriteOpt = False) -> None:
+    """Cut square face clips (at shot changes and track breaks) ready for `train`, plus
+    clips.csv saying what was cut from where."""
+    from .croptool import crop_video, write_csv
+    from .faces import get_detector
+    from .video import VIDEO_SUFFIXES
+
+    videos = _inputs(video, VIDEO_SUFFIXES, "videos")
+    folder = _output_folder(output)
+    if size < 16 or min_frames < 2:
+        raise InputError("--size must be at least 16 and --min-frames at least 2")
+    detector = get_detector()
+    rows = []
+    for path in videos:
+        found = crop_video(path, folder, detector, size, min_frames, overwrite)
+        console.print(escape(f"{path.name}: {len(found)} clip(s), "
+                             f"{sum(r['end_frame'] - r['start_frame'] + 1 for r in found)} frames"))
+        rows.extend(found)
+    write_csv(folder / "clips.csv", rows)
+    console.print(escape(f"wrote {len(rows)} clip(s) and {folder / 'clips.csv'} "
+                         f"(faces found with {detector.name})"))
 
 
 @app.command()

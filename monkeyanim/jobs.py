@@ -17,6 +17,7 @@ import torch
 
 from .files import atomic_write
 from .errors import InputError
+from .faces import Box, crop_box, get_detector, largest, track_faces
 from .models import Keypoints, MonkeyNet
 from .pipeline import Animator, best_frame, driving_keypoints, reconstruct, to_tensor, to_uint8
 from .video import VideoReader, VideoWriter, fit_frame, open_video, prefetch, read_image, read_source
@@ -35,7 +36,8 @@ class AnimateSettings:
     size: int | None = None  # output side in pixels; default: the model's frame size
     batch_size: int = 16
     precision: str = "fp32"
-    crop: tuple[int, int, int, int] | None = None  # applies to the source and the driving video
+    crop: str | tuple[int, int, int, int] | None = None  # see parse_crop; source and driving
+    paste_back: bool = False  # blend the result into the full-size source image
 
 
 @dataclass
@@ -50,13 +52,45 @@ class JobResult:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
 
+def crop_mode(spec, model: MonkeyNet):
+    """'auto', None (centred square) or a box; not given: 'auto' for face checkpoints."""
+    if spec is None:
+        return "auto" if model.provenance.get("face_model") else None
+    return None if spec == "none" else spec
+
+
+def video_crops(reader: VideoReader, mode) -> tuple[Callable[[int], Box | None], str | None]:
+    """The crop box of each frame index, and the face detector used (if any)."""
+    if mode != "auto":
+        return (lambda index: mode), None
+    detector = get_detector()
+    try:
+        track, _ = track_faces(reader.frames(), detector)
+    except InputError:
+        raise InputError(f"no face found in {reader.path.name} ({detector.name}); use --crop "
+                         "none or x,y,w,h") from None
+    return track.__getitem__, detector.name
+
+
+def source_crop(image: np.ndarray, mode, path: Path) -> tuple[Box | None, str | None]:
+    if mode != "auto":
+        return mode, None
+    detector = get_detector()
+    face = largest(detector(image))
+    if face is None:
+        raise InputError(f"no face found in {path.name} ({detector.name}); use --crop none "
+                         "or x,y,w,h")
+    return crop_box(face, *image.shape[:2]), detector.name
+
+
 def frame_batches(reader: VideoReader, size: tuple[int, int], batch_size: int,
-                  crop=None, device="cpu") -> Iterator[tuple[list[np.ndarray], torch.Tensor]]:
+                  crop_at: Callable[[int], Box | None] = lambda index: None,
+                  device="cpu") -> Iterator[tuple[list[np.ndarray], torch.Tensor]]:
     """Decoded (in a background thread), fitted frames in batches: (list of (H, W, 3) uint8,
-    tensor (B, 3, H, W))."""
+    tensor (B, 3, H, W)). ``crop_at(index)`` gives each frame's box (None: centred square)."""
     if batch_size < 1:
         raise InputError("--batch-size must be at least 1")
-    fitted = (fit_frame(frame, size, crop) for frame in reader.frames())
+    fitted = (fit_frame(frame, size, crop_at(i)) for i, frame in enumerate(reader.frames()))
     batch: list[np.ndarray] = []
     for frame in prefetch(fitted):
         batch.append(frame)
@@ -78,9 +112,14 @@ def animate_file(model: MonkeyNet, source: Path, driving: Path, output: Path,
     """Animate ``source`` with ``driving``'s motion into ``output`` (mp4 or gif)."""
     start = time.perf_counter()
     size = model.config.frame_size
-    source_frame = fit_frame(read_source(source), size, settings.crop)
+    mode = crop_mode(settings.crop, model)
+    source_image = read_source(source)
+    box, detector = source_crop(source_image, mode, source)
+    source_frame = fit_frame(source_image, size, box)
     reader = open_video(driving)
-    batches = lambda: frame_batches(reader, size, settings.batch_size, settings.crop, model.device)
+    crop_at, _ = video_crops(reader, mode)
+    batches = lambda: frame_batches(reader, size, settings.batch_size, crop_at, model.device)
+    paste = PasteBack(source_image, box) if settings.paste_back else None
     source_tensor = to_tensor([source_frame], model.device)[0]
     animator = Animator(model, source_tensor, settings.mode, settings.adapt_scale,
                         precision=settings.precision)
@@ -97,7 +136,9 @@ def animate_file(model: MonkeyNet, source: Path, driving: Path, output: Path,
                      audio_from=reader.path if keep_audio else None) as writer:
         for frames, batch in batches():
             result = _resize_all(to_uint8(animator(batch)), settings.size)
-            if settings.side_by_side:
+            if paste is not None:
+                result = [paste(frame) for frame in result]
+            elif settings.side_by_side:
                 drive = _resize_all(np.stack(frames), settings.size)
                 still = _resize_all(source_frame[None], settings.size)[0]
                 result = [np.concatenate([d, still, r], axis=1) for d, r in zip(drive, result)]
@@ -107,7 +148,33 @@ def animate_file(model: MonkeyNet, source: Path, driving: Path, output: Path,
             if progress:
                 progress(done)
     return JobResult(output, done, time.perf_counter() - start,
-                     {"best_frame": best, "audio": keep_audio})
+                     {"best_frame": best, "audio": keep_audio, "detector": detector})
+
+
+class PasteBack:
+    """Blend animated crops into the full-size source: (S, S, 3) -> the source's (H, W, 3)."""
+
+    FEATHER = 0.08  # share of the box side over which the crop fades into the source
+
+    def __init__(self, image: np.ndarray, box: Box | None):
+        height, width = image.shape[:2]
+        if box is None:
+            side = min(height, width)
+            box = ((width - side) // 2, (height - side) // 2, side, side)
+        self.image, self.box = image.astype(np.float32), box
+        x, y, w, h = box
+        mask = np.zeros((h, w), np.float32)
+        edge = max(1, int(self.FEATHER * min(w, h)))
+        mask[edge:-edge, edge:-edge] = 1
+        mask = cv2.GaussianBlur(mask, (0, 0), edge / 2)
+        self.mask = mask[..., None]  # (h, w, 1) in [0, 1]
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        x, y, w, h = self.box
+        patch = cv2.resize(frame, (w, h), interpolation=cv2.INTER_CUBIC).astype(np.float32)
+        out = self.image.copy()
+        out[y:y + h, x:x + w] = self.mask * patch + (1 - self.mask) * out[y:y + h, x:x + w]
+        return out.round().clip(0, 255).astype(np.uint8)
 
 
 def reconstruct_file(model: MonkeyNet, video: Path, output: Path | None, batch_size: int = 16,
@@ -117,7 +184,8 @@ def reconstruct_file(model: MonkeyNet, video: Path, output: Path | None, batch_s
     pixel in [0, 1], averaged over frames."""
     start = time.perf_counter()
     reader = open_video(video)
-    batches = frame_batches(reader, model.config.frame_size, batch_size, crop, model.device)
+    crop_at, detector = video_crops(reader, crop_mode(crop, model))
+    batches = frame_batches(reader, model.config.frame_size, batch_size, crop_at, model.device)
     real_batches: list[torch.Tensor] = []
 
     def remember():
@@ -143,7 +211,8 @@ def reconstruct_file(model: MonkeyNet, video: Path, output: Path | None, batch_s
         raise
     if writer is not None:
         writer.close()
-    return JobResult(output, done, time.perf_counter() - start, {"l1": total / done})
+    return JobResult(output, done, time.perf_counter() - start,
+                     {"l1": total / done, "detector": detector})
 
 
 def _colours(count: int) -> list[tuple[int, int, int]]:
@@ -181,10 +250,11 @@ def keypoints_file(model: MonkeyNet, video: Path, output: Path, json_path: Path 
     start = time.perf_counter()
     reader = open_video(video)
     as_image = output.suffix.lower() in (".png", ".jpg", ".jpeg")
+    crop_at, detector = video_crops(reader, crop_mode(crop, model))
     tracks, done = [], 0
     writer = None if as_image else VideoWriter(output, reader.fps)
     try:
-        for frames, batch in frame_batches(reader, model.config.frame_size, batch_size, crop,
+        for frames, batch in frame_batches(reader, model.config.frame_size, batch_size, crop_at,
                                            model.device):
             kp = model.keypoints(batch)
             for i, frame in enumerate(frames):
@@ -212,7 +282,7 @@ def keypoints_file(model: MonkeyNet, video: Path, output: Path, json_path: Path 
                     "coordinates": "mean in [-1, 1], x first; covar in the same units",
                     "frames": tracks}
         atomic_write(json_path, lambda tmp: tmp.write_text(json.dumps(document)))
-    return JobResult(output, done, time.perf_counter() - start)
+    return JobResult(output, done, time.perf_counter() - start, {"detector": detector})
 
 
 def _write_image(path: Path, frame: np.ndarray) -> None:

@@ -143,14 +143,15 @@ def read_source(path: str | Path) -> np.ndarray:
     return read_image(path)
 
 
-def parse_crop(text: str | None) -> tuple[int, int, int, int] | None:
-    """'x,y,w,h' in pixels -> a box; None or 'none' -> None."""
-    if text is None or text.lower() in ("none", "center", "centre"):
-        return None
+def parse_crop(text: str | None) -> str | tuple[int, int, int, int] | None:
+    """--crop: 'auto' (face), 'none' (centred square), 'x,y,w,h' in pixels, or None (not
+    given: the checkpoint decides)."""
+    if text is None or text.lower() in ("auto", "none"):
+        return text.lower() if text else None
     try:
         x, y, w, h = (int(v) for v in text.split(","))
     except ValueError:
-        raise InputError(f"--crop expects x,y,w,h in pixels, got {text!r}") from None
+        raise InputError(f"--crop expects auto, none or x,y,w,h in pixels, got {text!r}") from None
     if w <= 0 or h <= 0 or x < 0 or y < 0:
         raise InputError(f"--crop box {text!r} must have x, y >= 0 and w, h > 0")
     return x, y, w, h

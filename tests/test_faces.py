@@ -1,0 +1,118 @@
+"""Face crops on real faces from ../shared (offline: OpenCV's bundled cascade)."""
+
+import csv
+
+import cv2
+import numpy as np
+import pytest
+
+from monkeyanim.checkpoint import save_checkpoint
+from monkeyanim.faces import HaarDetector, get_detector, largest, track_faces
+from monkeyanim.video import open_video
+import monkeyanim
+
+from conftest import ROOT, assert_one_line_error, probe, run_cli, write_video
+
+MEAD = "mead-M003_level_1_disgusted_015.mp4"  # 1920x1080, a small face in a big frame
+
+
+def first_frames(path, count):
+    frames = []
+    for frame in open_video(path).frames():
+        frames.append(frame)
+        if len(frames) == count:
+            break
+    return frames
+
+
+@pytest.fixture(scope="module")
+def mead_png(datasets_dir, tmp_path_factory):
+    path = tmp_path_factory.mktemp("mead") / "mead.png"
+    cv2.imwrite(str(path), first_frames(datasets_dir / "faces" / MEAD, 1)[0][..., ::-1])
+    return path
+
+
+@pytest.fixture(scope="module")
+def face_checkpoint(small_model, tmp_path_factory):
+    """The small model re-saved with metadata saying it is a face model."""
+    model = monkeyanim.load_model(small_model)
+    path = tmp_path_factory.mktemp("face") / "face.safetensors"
+    save_checkpoint(model, path, provenance={"name": "small-face", "face_model": True})
+    return path
+
+
+@pytest.mark.parametrize("name", [MEAD, "real3d-may.mp4", "lia-vox3.mov", "retalking-2.mp4",
+                                  "liveportrait-d13.mp4"])
+def test_detector_finds_the_face(name, datasets_dir):
+    detector = get_detector()
+    assert detector.name == "opencv-haar"  # face-alignment's weights are not on this machine
+    for frame in first_frames(datasets_dir / "faces" / name, 30)[::10]:
+        faces = sorted(detector(frame), key=lambda b: -b[2])
+        assert faces, name
+        x, y, w, h = faces[0]  # the largest is the face; stray hits are far smaller
+        assert 0.05 * max(frame.shape) < w < 0.9 * min(frame.shape[:2])
+        assert all(other[2] < 0.5 * w for other in faces[1:]), (name, faces)
+
+
+def test_track_is_smooth(datasets_dir):
+    frames = first_frames(datasets_dir / "faces" / "lia-vox3.mov", 80)
+    track, count = track_faces(frames, HaarDetector())
+    assert count == 80
+    steps = np.abs(np.diff(track.boxes, axis=0)).max()
+    assert steps <= 3.0  # pixels per frame: the crop glides, it does not jump
+    assert len(set(track.boxes[:, 2])) == 1  # one size for the whole video
+
+
+def test_auto_crop_and_paste_back(small_model, mead_png, face_video, tmp_path):
+    out = tmp_path / "pasted.mp4"
+    result = run_cli("animate", mead_png, face_video, "-o", out, "-c", small_model,
+                     "--crop", "auto", "--paste-back")
+    assert result.returncode == 0, result.stderr
+    assert "detector opencv-haar" in result.stdout
+    info = probe(out)
+    assert (info["height"], info["width"]) == (1080, 1920)
+    source = cv2.imread(str(mead_png))[..., ::-1].astype(int)
+    face = largest(HaarDetector()(source.astype(np.uint8)))
+    far = np.abs(info["first"][:, :300] - source[:, :300]).mean()  # left edge: untouched
+    near = np.abs(info["first"][face[1]:face[1] + face[3], face[0]:face[0] + face[2]]
+                  - source[face[1]:face[1] + face[3], face[0]:face[0] + face[2]]).mean()
+    assert far < 3 and near > 3 * far
+
+
+def test_auto_is_the_default_for_face_models(face_checkpoint, mead_png, face_video, tmp_path):
+    result = run_cli("animate", mead_png, face_video, "-o", tmp_path / "a.mp4", "-c",
+                     face_checkpoint)
+    assert result.returncode == 0, result.stderr
+    assert "detector opencv-haar" in result.stdout
+    result = run_cli("animate", mead_png, face_video, "-o", tmp_path / "b.mp4", "-c",
+                     face_checkpoint, "--crop", "none")
+    assert result.returncode == 0 and "detector" not in result.stdout
+
+
+def test_no_face_is_one_line(small_model, face_video, tmp_path):
+    result = run_cli("animate", ROOT / "examples/shapes/source.png", face_video, "-o",
+                     tmp_path / "o.mp4", "-c", small_model, "--crop", "auto")
+    assert_one_line_error(result, "no face found in source.png")
+    result = run_cli("animate", ROOT / "examples/shapes/source.png", face_video, "-o",
+                     tmp_path / "o.mp4", "-c", small_model, "--paste-back", "--size", "128")
+    assert_one_line_error(result, "--paste-back")
+
+
+def test_crop_tool_cuts_at_shot_changes(datasets_dir, tmp_path):
+    shot_a = first_frames(datasets_dir / "faces" / "real3d-may.mp4", 45)
+    shot_b = [cv2.resize(f, (512, 512)) for f in first_frames(datasets_dir / "faces" / "lia-vox3.mov", 40)]
+    junk = [np.zeros((512, 512, 3), np.uint8)] * 10  # no face at all
+    video = write_video(tmp_path / "edit.mp4", shot_a + shot_b + junk)
+    out = tmp_path / "clips"
+    result = run_cli("crop", video, "-o", out, "--size", "128", "--min-frames", "32")
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader((out / "clips.csv").open()))
+    assert [r["clip"] for r in rows] == ["edit_000.mp4", "edit_001.mp4"]
+    assert (int(rows[0]["start_frame"]), int(rows[0]["end_frame"])) == (0, 44)
+    assert int(rows[1]["start_frame"]) == 45 and 80 <= int(rows[1]["end_frame"]) <= 84
+    for row in rows:
+        info = probe(out / row["clip"])
+        assert (info["width"], info["height"]) == (128, 128)
+        assert info["frames"] == int(row["end_frame"]) - int(row["start_frame"]) + 1
+    again = run_cli("crop", video, "-o", out)
+    assert_one_line_error(again, "already exists")
