@@ -32,6 +32,7 @@ CheckpointOpt = Annotated[str | None, typer.Option(
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", help="Frames per network call.")]
 PrecisionOpt = Annotated[str, typer.Option(help="fp32, bf16 (CPU/CUDA) or fp16 (CUDA).")]
+JsonOpt = Annotated[Path | None, typer.Option("--json", help="Also write the numbers as JSON here.")]
 CropOpt = Annotated[str | None, typer.Option(
     help="auto (find the face), none (centred square) or a box x,y,w,h in pixels; "
          "default: auto for face checkpoints, none otherwise.")]
@@ -220,8 +221,10 @@ def _run_batch(pairs, job, overwrite: bool) -> None:
             raise
         except MonkeyAnimError as exc:
             failed += 1
-            err_console.print(f"[bold red]failed:[/] {escape(f'{source.name} + {driving.name}: {exc}')}")
-            table.add_row(escape(source.name), escape(driving.name), f"[red]failed: {escape(str(exc))}")
+            message = escape(f"{source.name} + {driving.name}: {exc}")
+            err_console.print(f"[bold red]failed:[/] {message}")
+            table.add_row(escape(source.name), escape(driving.name),
+                          f"[red]failed: {escape(str(exc))}")
     console.print(table)
     console.print(f"{len(pairs) - failed} of {len(pairs)} succeeded")
     if failed:
@@ -232,8 +235,7 @@ def _run_batch(pairs, job, overwrite: bool) -> None:
 def reconstruct(video: Annotated[Path, typer.Argument(help="Video, or a folder of videos.")],
                 output: OutputOpt,
                 checkpoint: CheckpointOpt = None, config: ConfigOpt = None,
-                json_path: Annotated[Path | None, typer.Option(
-                    "--json", help="Write per-video and mean L1 here.")] = None,
+                json_path: JsonOpt = None,
                 crop: CropOpt = None, device: DeviceOpt = "auto", batch_size: BatchOpt = 8,
                 precision: PrecisionOpt = "fp32", overwrite: OverwriteOpt = False) -> None:
     """Reconstruct videos from their first frame and each frame's keypoints; print L1."""
@@ -270,8 +272,7 @@ def reconstruct(video: Annotated[Path, typer.Argument(help="Video, or a folder o
 def keypoints(video: Annotated[Path, typer.Argument(help="Video or image.")],
               output: OutputOpt,
               checkpoint: CheckpointOpt = None, config: ConfigOpt = None,
-              json_path: Annotated[Path | None, typer.Option(
-                  "--json", help="Write per-frame means and covariances here.")] = None,
+              json_path: JsonOpt = None,
               crop: CropOpt = None, device: DeviceOpt = "auto", batch_size: BatchOpt = 8,
               overwrite: OverwriteOpt = False) -> None:
     """Draw the learned keypoints over a video (.mp4/.gif) or an image (.png)."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import nullcontext
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -194,8 +195,7 @@ def reconstruct_file(model: MonkeyNet, video: Path, output: Path | None, batch_s
             yield batch
 
     total, done = 0.0, 0
-    writer = VideoWriter(output, reader.fps) if output is not None else None
-    try:
+    with VideoWriter(output, reader.fps) if output is not None else nullcontext() as writer:
         for predicted in reconstruct(model, remember(), precision):
             real = real_batches.pop(0)
             total += (predicted.float() - real).abs().mean(dim=(1, 2, 3)).sum().item()
@@ -205,12 +205,6 @@ def reconstruct_file(model: MonkeyNet, video: Path, output: Path | None, batch_s
                     writer.write(frame)
             if progress:
                 progress(done)
-    except BaseException:
-        if writer is not None:
-            writer.abort()
-        raise
-    if writer is not None:
-        writer.close()
     return JobResult(output, done, time.perf_counter() - start,
                      {"l1": total / done, "detector": detector})
 
@@ -252,8 +246,7 @@ def keypoints_file(model: MonkeyNet, video: Path, output: Path, json_path: Path 
     as_image = output.suffix.lower() in (".png", ".jpg", ".jpeg")
     crop_at, detector = video_crops(reader, crop_mode(crop, model))
     tracks, done = [], 0
-    writer = None if as_image else VideoWriter(output, reader.fps)
-    try:
+    with nullcontext() if as_image else VideoWriter(output, reader.fps) as writer:
         for frames, batch in frame_batches(reader, model.config.frame_size, batch_size, crop_at,
                                            model.device):
             kp = model.keypoints(batch)
@@ -270,12 +263,6 @@ def keypoints_file(model: MonkeyNet, video: Path, output: Path, json_path: Path 
                 progress(done)
             if as_image:
                 break
-    except BaseException:
-        if writer is not None:
-            writer.abort()
-        raise
-    if writer is not None:
-        writer.close()
     if json_path is not None:
         document = {"video": str(video), "fps": float(reader.fps), "num_kp": model.config.num_kp,
                     "frame_size": list(model.config.frame_size),
