@@ -114,12 +114,15 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 2)))
     parser.add_argument("--long", type=int, default=5000)
+    parser.add_argument("--memory-only", action="store_true", help="skip the speed table")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s), taichi widths, batch {args.batch}")
-    print(f"{'size':>8} {'prec':>5} {'naive f/s':>10} {'ours f/s':>9} {'speed-up':>9} {'max diff':>9}")
-    for size, prec, slow, fast, ratio, diff in speed_rows(args.frames, args.batch):
-        print(f"{size:>8} {prec:>5} {slow:10.1f} {fast:9.1f} {ratio:8.2f}x {diff:9.1e}")
+    if not args.memory_only:
+        print(f"{'size':>8} {'prec':>5} {'naive f/s':>10} {'ours f/s':>9} {'speed-up':>9} "
+              f"{'max diff':>9}")
+        for size, prec, slow, fast, ratio, diff in speed_rows(args.frames, args.batch):
+            print(f"{size:>8} {prec:>5} {slow:10.1f} {fast:9.1f} {ratio:8.2f}x {diff:9.1e}")
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = Path(tmp) / "taichi64.safetensors"
         save_checkpoint(model_at(64), checkpoint)

@@ -10,7 +10,7 @@ import argparse
 import dataclasses
 import os
 import tempfile
-import time
+
 from pathlib import Path
 
 import torch

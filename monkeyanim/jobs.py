@@ -21,7 +21,7 @@ from .errors import InputError
 from .faces import Box, crop_box, get_detector, largest, track_faces
 from .models import Keypoints, MonkeyNet
 from .pipeline import Animator, best_frame, driving_keypoints, reconstruct, to_tensor, to_uint8
-from .video import VideoReader, VideoWriter, fit_frame, open_video, prefetch, read_image, read_source
+from .video import VideoReader, VideoWriter, fit_frame, open_video, prefetch, read_source
 
 Progress = Callable[[int], None]
 DRAW_MIN_SIZE_PX = 256  # keypoint overlays are drawn at least this large to stay readable
@@ -182,7 +182,8 @@ def reconstruct_file(model: MonkeyNet, video: Path, output: Path | None, batch_s
                      precision: str = "fp32", crop=None,
                      progress: Progress | None = None) -> JobResult:
     """The paper's reconstruction of ``video``; extra['l1'] is the mean absolute error per
-    pixel in [0, 1], averaged over frames."""
+    pixel in [0, 1], averaged over frames; extra['static_l1'] the same for the first frame
+    repeated (the static-source baseline)."""
     start = time.perf_counter()
     reader = open_video(video)
     crop_at, detector = video_crops(reader, crop_mode(crop, model))
@@ -194,11 +195,13 @@ def reconstruct_file(model: MonkeyNet, video: Path, output: Path | None, batch_s
             real_batches.append(batch)
             yield batch
 
-    total, done = 0.0, 0
+    total, static, done, first = 0.0, 0.0, 0, None
     with VideoWriter(output, reader.fps) if output is not None else nullcontext() as writer:
         for predicted in reconstruct(model, remember(), precision):
             real = real_batches.pop(0)
+            first = real[:1] if first is None else first
             total += (predicted.float() - real).abs().mean(dim=(1, 2, 3)).sum().item()
+            static += (first - real).abs().mean(dim=(1, 2, 3)).sum().item()
             done += len(real)
             if writer is not None:
                 for frame in to_uint8(predicted):
@@ -206,7 +209,7 @@ def reconstruct_file(model: MonkeyNet, video: Path, output: Path | None, batch_s
             if progress:
                 progress(done)
     return JobResult(output, done, time.perf_counter() - start,
-                     {"l1": total / done, "detector": detector})
+                     {"l1": total / done, "static_l1": static / done, "detector": detector})
 
 
 def _colours(count: int) -> list[tuple[int, int, int]]:
@@ -280,3 +283,19 @@ def _write_image(path: Path, frame: np.ndarray) -> None:
         tmp.write_bytes(data.tobytes())
     atomic_write(path, write)
 
+
+
+def predict_file(model: MonkeyNet, predictor, source: Path, output: Path, frames: int,
+                 fps: float, crop=None) -> JobResult:
+    """Image-to-video: the source's keypoints rolled out by ``predictor``, then generated."""
+    start = time.perf_counter()
+    image = read_source(source)
+    box, detector = source_crop(image, crop_mode(crop, model), source)
+    still = to_tensor([fit_frame(image, model.config.frame_size, box)], model.device)
+    kp_source = model.keypoints(still)
+    kp = predictor.to(model.device).rollout(kp_source[0], frames)  # (frames, K, ...)
+    with VideoWriter(output, fps) as writer:
+        for begin in range(0, frames, 16):
+            for frame in to_uint8(model.generate(still[0], kp_source, kp[begin:begin + 16]).frames):
+                writer.write(frame)
+    return JobResult(output, frames, time.perf_counter() - start, {"detector": detector})

@@ -25,7 +25,7 @@ from .config import ModelConfig
 from .data import PairDataset, iterations_per_epoch, seed_worker
 from .errors import InputError
 from .losses import DeformedReconstruction, DiscriminatorGAN, FeatureMatching, GeneratorGAN
-from .models import MonkeyNet, build_model
+from .models import Keypoints, build_model
 from .pipeline import precision_context, to_uint8
 from .trainconfig import TrainConfig
 
@@ -264,7 +264,6 @@ class EndlessSampler(Sampler):
 
 def _twice(kp):
     """Keypoints for the [fake; real] batch: both halves use the same keypoints."""
-    from .models import Keypoints
     return Keypoints.cat([kp, kp])
 
 

@@ -6,7 +6,6 @@ writer writes to a temp file beside the output and renames it only when complete
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 from collections.abc import Iterable, Iterator

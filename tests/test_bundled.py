@@ -13,7 +13,7 @@ import monkeyanim
 from monkeyanim import hub
 from monkeyanim.data import PairDataset
 
-from conftest import ROOT, assert_one_line_error, probe, run_cli
+from conftest import ROOT, assert_one_line_error, run_cli
 
 SHAPES_BAR_L1 = 0.012  # half the static-source baseline of the shapes test split (0.024)
 

@@ -13,7 +13,7 @@ import torch
 import monkeyanim
 from monkeyanim.data import PairDataset
 
-from conftest import sigint_default, assert_one_line_error, run_cli
+from conftest import assert_one_line_error, run_cli, sigint_default
 
 TINY = """
 preset: shapes
@@ -134,7 +134,7 @@ def test_ddp_two_processes_end_identical(shapes_slice, tiny_config, tmp_path):
 
 
 def test_short_videos_are_skipped_with_a_warning(shapes_slice, face_frames, tiny_config, tmp_path):
-    from conftest import sigint_default, write_video
+    from conftest import write_video
     data = tmp_path / "data"
     (data / "train").mkdir(parents=True)
     for name in sorted(p.name for p in (shapes_slice / "train").iterdir())[:8]:

@@ -1,0 +1,205 @@
+"""Commands for preparing data, training and evaluating (registered on cli.app)."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from .cli import (BatchOpt, CheckpointOpt, ConfigOpt, CropOpt, DeviceOpt, JsonOpt, OutputOpt,
+                  OverwriteOpt, PrecisionOpt, _inputs, _load, _output_folder, _report, app,
+                  check_output, console, err_console)
+from .errors import InputError
+
+
+@app.command()
+def crop(video: Annotated[Path, typer.Argument(help="Video, or a folder of videos.")],
+         output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the clips.")],
+         size: Annotated[int, typer.Option(help="Clip side in pixels.")] = 256,
+         min_frames: Annotated[int, typer.Option(help="Shortest clip kept.")] = 32,
+         overwrite: OverwriteOpt = False) -> None:
+    """Cut square face clips (at shot changes and track breaks) ready for `train`, plus
+    clips.csv saying what was cut from where."""
+    from .croptool import crop_video, write_csv
+    from .faces import get_detector
+    from .video import VIDEO_SUFFIXES
+
+    videos = _inputs(video, VIDEO_SUFFIXES, "videos")
+    folder = _output_folder(output)
+    if size < 16 or min_frames < 2:
+        raise InputError("--size must be at least 16 and --min-frames at least 2")
+    detector = get_detector()
+    rows = []
+    for path in videos:
+        found = crop_video(path, folder, detector, size, min_frames, overwrite)
+        console.print(escape(f"{path.name}: {len(found)} clip(s), "
+                             f"{sum(r['end_frame'] - r['start_frame'] + 1 for r in found)} frames"))
+        rows.extend(found)
+    write_csv(folder / "clips.csv", rows)
+    console.print(escape(f"wrote {len(rows)} clip(s) and {folder / 'clips.csv'} "
+                         f"(faces found with {detector.name})"))
+
+
+@app.command()
+def train(data_dir: Annotated[Path, typer.Argument(help="Folder with train/ (and test/) videos.")],
+          output: Annotated[Path, typer.Option("--output", "-o", help="Run folder.")],
+          config: Annotated[str | None, typer.Option(
+              help="Preset (shapes, actions, taichi, nemo, bair, moving-gif, vox) or .yaml.")] = None,
+          iterations: Annotated[int | None, typer.Option(help="Total iterations.")] = None,
+          batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
+          device: DeviceOpt = "auto", precision: PrecisionOpt = "fp32",
+          resume: Annotated[bool, typer.Option(help="Continue the run in --output.")] = False,
+          checkpoint_every: Annotated[int | None, typer.Option()] = None,
+          sample_every: Annotated[int | None, typer.Option()] = None,
+          workers: Annotated[int | None, typer.Option(help="Data loader processes.")] = None,
+          seed: Annotated[int | None, typer.Option()] = None) -> None:
+    """Train Monkey-Net on your own videos (torchrun --nproc_per_node N -m monkeyanim train ...)."""
+    import dataclasses
+    import json
+
+    from .config import ModelConfig
+    from .train import CONFIG_FILE, Trainer, finish
+    from .trainconfig import TrainConfig, _merge, load_train_config
+
+    if resume and (output / CONFIG_FILE).is_file():
+        saved = json.loads((output / CONFIG_FILE).read_text())
+        model_cfg = ModelConfig.from_dict(saved["model"])
+        train_cfg = _merge(TrainConfig(), saved["train"], "train.")
+    else:
+        model_cfg, train_cfg = load_train_config(config)
+    overrides = {k: v for k, v in dict(iterations=iterations, batch_size=batch_size,
+                                       checkpoint_every=checkpoint_every, sample_every=sample_every,
+                                       num_workers=workers, seed=seed).items() if v is not None}
+    train_cfg = dataclasses.replace(train_cfg, **overrides)
+    if device == "auto":
+        import torch
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if output.exists() and not output.is_dir() or not output.parent.is_dir():
+        raise InputError(f"run folder cannot be created at {output}")
+    trainer = Trainer(data_dir, output, model_cfg, train_cfg, device, precision, resume)
+    if trainer.rank == 0:
+        _announce(trainer)
+    with _training_view(trainer) as on_step:
+        trainer.run(on_step)
+    finish(trainer)
+    if trainer.rank == 0:
+        console.print(f"done: {trainer.iteration} iterations in {trainer.elapsed:.0f} s, "
+                      f"model at {output / 'model.safetensors'}")
+
+
+@app.command()
+def evaluate(data_dir: Annotated[Path, typer.Argument(help="Folder with test/ (or videos).")],
+             checkpoint: CheckpointOpt = None, config: ConfigOpt = None,
+             json_path: JsonOpt = None, crop: CropOpt = None, device: DeviceOpt = "auto",
+             batch_size: BatchOpt = 8,
+             limit: Annotated[int | None, typer.Option(help="Only the first N videos.")] = None,
+             overwrite: OverwriteOpt = False) -> None:
+    """Video reconstruction metrics (paper section 4.2) against the static-source baseline."""
+    import json
+
+    from .evaluation import evaluate as run
+    from .files import atomic_write
+    from .video import parse_crop
+
+    if json_path is not None:
+        check_output(json_path, overwrite)
+    model = _load(checkpoint, config, device)
+    report = run(model, data_dir, limit, batch_size, parse_crop(crop),
+                 None if console.is_terminal else
+                 lambda name, v: console.print(escape(f"{name}: L1 {v['l1']:.4f}")))
+    table = Table("metric", "model", "static source", "note", title=escape(report["data"]))
+    table.add_row("L1", f"{report['l1']:.4f}", f"{report['static_l1']:.4f}",
+                  f"{len(report['videos'])} videos")
+    for metric, reason in report["unavailable"].items():
+        table.add_row(metric.upper(), "unavailable", "", escape(reason))
+    console.print(table)
+    if json_path is not None:
+        text = json.dumps(report, indent=2)
+        atomic_write(json_path, lambda tmp: tmp.write_text(text))
+
+
+@app.command("train-predictor")
+def train_predictor(data_dir: Annotated[Path, typer.Argument(help="Folder with train/ videos.")],
+                    output: OutputOpt, checkpoint: CheckpointOpt = None,
+                    config: ConfigOpt = None, device: DeviceOpt = "auto",
+                    epochs: Annotated[int, typer.Option(help="Passes over the videos.")] = 1000,
+                    frames: Annotated[int, typer.Option(help="Sequence length.")] = 32,
+                    hidden: Annotated[int, typer.Option(help="GRU units (paper: 1024).")] = 1024,
+                    batch_size: Annotated[int, typer.Option("--batch-size")] = 256,
+                    overwrite: OverwriteOpt = False) -> None:
+    """Train the image-to-video GRU on keypoints of DATA_DIR/train's videos."""
+    from .models.predictor import PredictorConfig
+    from .prediction import extract_keypoints, save_predictor, train_predictor as fit
+
+    check_output(output, overwrite)
+    model = _load(checkpoint, config, device)
+    folder = data_dir / "train" if (data_dir / "train").is_dir() else data_dir
+    tracks, short = extract_keypoints(model, folder, frames)
+    if short:
+        err_console.print(f"warning: skipped {short} video(s) shorter than {frames} frames")
+    settings = PredictorConfig(num_kp=model.config.num_kp, kp_variance=str(model.config.kp_variance),
+                               num_features=hidden, num_frames=frames)
+    every = max(1, epochs // 20)
+    predictor = fit(tracks, settings, epochs, batch_size, on_epoch=lambda epoch, loss: (
+        epoch % every == 0 or epoch == epochs) and console.print(f"epoch {epoch}/{epochs} L1 {loss:.5f}"))
+    save_predictor(predictor, output, {"videos": len(tracks), "epochs": epochs,
+                                       "checkpoint": model.provenance.get("name", "")})
+    console.print(escape(f"wrote {output} (trained on {len(tracks)} videos)"))
+
+
+@app.command()
+def predict(source: Annotated[Path, typer.Argument(help="Still image to bring to life.")],
+            output: OutputOpt, predictor: Annotated[Path, typer.Option(help="From train-predictor.")],
+            checkpoint: CheckpointOpt = None, config: ConfigOpt = None,
+            frames: Annotated[int, typer.Option(help="Frames to generate.")] = 32,
+            fps: Annotated[float, typer.Option()] = 25.0, crop: CropOpt = None,
+            device: DeviceOpt = "auto", overwrite: OverwriteOpt = False) -> None:
+    """Image-to-video: predict a keypoint sequence from SOURCE and generate its frames."""
+    from .jobs import predict_file
+    from .prediction import load_predictor
+    from .video import parse_crop
+
+    check_output(output, overwrite)
+    if frames < 1 or fps <= 0:
+        raise InputError("--frames and --fps must be positive")
+    net = load_predictor(predictor)
+    model = _load(checkpoint, config, device)
+    _report(predict_file(model, net, source, output, frames, fps, parse_crop(crop)))
+
+
+def _announce(trainer) -> None:
+    data = trainer.dataset
+    if data.skipped:
+        err_console.print(f"warning: skipped {data.skipped} video(s) shorter than 2 frames")
+    if data.unreadable:
+        err_console.print(f"warning: skipped {len(data.unreadable)} unreadable file(s), "
+                          f"first: {data.unreadable[0]}")
+    console.print(f"training on {len(data.videos)} videos, {trainer.world} process(es), "
+                  f"iterations {trainer.iteration} -> {trainer.total}, lr drops at "
+                  f"{trainer.milestones or 'never'}")
+
+
+@contextmanager
+def _training_view(trainer):
+    """A live table of losses and it/s on a TTY; a plain line every log_every iterations."""
+    every = trainer.cfg.log_every
+
+    def line(step) -> str:
+        losses = " ".join(f"{k} {v:.4f}" for k, v in step.losses.items())
+        return (f"it {step.iteration}/{step.total} {losses} "
+                f"{1 / max(step.seconds_per_iteration, 1e-9):.2f} it/s")
+    if trainer.rank != 0:
+        yield None
+        return
+    if not console.is_terminal:
+        yield lambda step: (step.iteration % every == 0 or step.iteration == step.total) \
+            and console.print(line(step))
+        return
+    from rich.live import Live
+
+    with Live(console=console, refresh_per_second=4) as live:
+        yield lambda step: live.update(line(step))

@@ -1,0 +1,112 @@
+"""Training and using the keypoint-sequence predictor (image-to-video)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .data import list_videos
+from .errors import CheckpointError, InputError
+from .files import atomic_write
+from .jobs import frame_batches
+from .models import Keypoints, MonkeyNet
+from .models.predictor import KPPredictor, PredictorConfig
+from .video import open_video
+
+FORMAT = "monkeyanim-predictor/1"
+
+
+def extract_keypoints(model: MonkeyNet, folder: Path, min_frames: int,
+                      batch_size: int = 32) -> tuple[list[Keypoints], int]:
+    """Keypoints (T, K, ...) of every video in ``folder`` with at least ``min_frames`` frames;
+    also returns how many videos were too short."""
+    tracks, short = [], 0
+    for path in list_videos(folder):
+        try:
+            reader = open_video(path)
+        except InputError:
+            short += 1
+            continue
+        found = [model.keypoints(batch) for _, batch in
+                 frame_batches(reader, model.config.frame_size, batch_size, device=model.device)]
+        kp = Keypoints.cat(found)
+        if len(kp) < min_frames:
+            short += 1
+            continue
+        tracks.append(kp.to("cpu"))
+    if not tracks:
+        raise InputError(f"no video in {folder} has {min_frames} frames or more")
+    return tracks, short
+
+
+def train_predictor(tracks: list[Keypoints], config: PredictorConfig, epochs: int,
+                    batch_size: int = 256, lr: float = 1e-3, seed: int = 0,
+                    on_epoch: Callable[[int, float], None] | None = None) -> KPPredictor:
+    """The authors' recipe: random windows of ``num_frames`` consecutive frames, frames after
+    the first ``init_frames`` zeroed at the input, L1 on the predicted part, Adam with the
+    learning rate cut when the loss plateaus."""
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    predictor = KPPredictor(config)
+    optimizer = torch.optim.Adam(predictor.parameters(), lr=lr)
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, patience=50)
+    frames, given = config.num_frames, config.init_frames
+    for epoch in range(epochs):
+        order = torch.randperm(len(tracks), generator=generator).tolist()
+        losses = []
+        for start in range(0, len(order), batch_size):
+            windows = []
+            for index in order[start:start + batch_size]:
+                kp = tracks[index]
+                first = int(torch.randint(0, len(kp) - frames + 1, (), generator=generator))
+                windows.append(kp[first:first + frames])
+            target = Keypoints(torch.stack([w.mean for w in windows]),
+                               None if windows[0].covar is None
+                               else torch.stack([w.covar for w in windows]))  # (B, T, K, ...)
+            given_only = Keypoints(target.mean.clone(), None if target.covar is None
+                                   else target.covar.clone())
+            given_only.mean[:, given:] = 0
+            if given_only.covar is not None:
+                given_only.covar[:, given:] = 0
+            predicted = predictor(given_only)
+            loss = (predicted.mean[:, given:] - target.mean[:, given:]).abs().mean()
+            if target.covar is not None:
+                loss = loss + (predicted.covar[:, given:] - target.covar[:, given:]).abs().mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        mean_loss = sum(losses) / len(losses)
+        plateau.step(mean_loss)
+        if on_epoch:
+            on_epoch(epoch + 1, mean_loss)
+    return predictor.eval()
+
+
+def save_predictor(predictor: KPPredictor, path: Path, provenance: dict) -> None:
+    tensors = {k: v.detach().cpu().contiguous() for k, v in predictor.state_dict().items()}
+    metadata = {"format": FORMAT, "config": json.dumps(dataclasses.asdict(predictor.config)),
+                "provenance": json.dumps(provenance)}
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+
+
+def load_predictor(path: Path) -> KPPredictor:
+    if not Path(path).is_file():
+        raise CheckpointError(f"predictor not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            state = {k: handle.get_tensor(k) for k in handle.keys()}
+    except Exception as exc:  # any damage to the file
+        raise CheckpointError(f"{path} is not a readable predictor ({exc})") from None
+    if metadata.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a monkeyanim predictor (no '{FORMAT}' metadata)")
+    predictor = KPPredictor(PredictorConfig(**json.loads(metadata["config"])))
+    predictor.load_state_dict(state, strict=True)
+    return predictor.eval()

@@ -1,0 +1,69 @@
+"""evaluate, train-predictor and predict on the authors' shapes with the bundled checkpoint."""
+
+import json
+
+import pytest
+import torch
+
+import monkeyanim
+from monkeyanim.models.predictor import PredictorConfig
+from monkeyanim.prediction import extract_keypoints, load_predictor, train_predictor
+
+from conftest import ROOT, assert_one_line_error, probe, run_cli
+
+
+@pytest.fixture(scope="module")
+def shapes_split(datasets_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("shapes")
+    for split, step in (("train", 100), ("test", 400)):
+        (root / split).mkdir()
+        for path in sorted((datasets_dir / "shapes" / split).iterdir())[::step]:
+            (root / split / path.name).symlink_to(path)
+    return root
+
+
+def test_evaluate_reports_l1_baseline_and_unavailable_metrics(shapes_split, tmp_path):
+    report_path = tmp_path / "eval.json"
+    result = run_cli("evaluate", shapes_split, "-c", "shapes", "--json", report_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(report_path.read_text())
+    assert len(report["videos"]) == 4 and report["data"].endswith("test")
+    assert report["l1"] < 0.5 * report["static_l1"]
+    assert 0.015 < report["static_l1"] < 0.04  # the shapes baseline is about 0.024
+    for metric in ("akd", "mkr", "aed"):
+        assert report["unavailable"][metric]  # a reason, never a number
+    assert "unavailable" in result.stdout and "L1" in result.stdout
+
+
+def test_predictor_learns_and_rolls_out(shapes_split):
+    model = monkeyanim.load_model("shapes")
+    tracks, short = extract_keypoints(model, shapes_split / "train", 32)
+    assert len(tracks) == 64 and short == 0
+    config = PredictorConfig(num_kp=4, num_features=64, num_frames=32)
+    losses = []
+    predictor = train_predictor(tracks, config, epochs=30, batch_size=32,
+                                on_epoch=lambda epoch, loss: losses.append(loss))
+    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
+    kp = predictor.rollout(tracks[0][0], 32)
+    assert kp.mean.shape == (32, 4, 2) and torch.equal(kp.mean[0], tracks[0].mean[0])
+    assert kp.mean.abs().max() <= 1 and torch.equal(kp.covar[5], tracks[0].covar[0])
+
+
+def test_cli_train_predictor_and_predict(shapes_split, tmp_path):
+    predictor = tmp_path / "predictor.safetensors"
+    result = run_cli("train-predictor", shapes_split, "-c", "shapes", "-o", predictor,
+                     "--epochs", "3", "--hidden", "32", "--frames", "16")
+    assert result.returncode == 0, result.stderr
+    assert load_predictor(predictor).config.num_frames == 16
+    out = tmp_path / "predicted.mp4"
+    result = run_cli("predict", ROOT / "examples/shapes/source.png", "-c", "shapes",
+                     "--predictor", predictor, "-o", out, "--frames", "20", "--fps", "10")
+    assert result.returncode == 0, result.stderr
+    info = probe(out)
+    assert info["frames"] == 20 and info["fps"] == 10
+    result = run_cli("predict", ROOT / "examples/shapes/source.png", "-c", "shapes",
+                     "--predictor", ROOT / "examples/shapes/source.png", "-o", tmp_path / "x.mp4")
+    assert_one_line_error(result, "not a readable predictor")
+    result = run_cli("train-predictor", shapes_split, "-c", "shapes", "-o", tmp_path / "p2",
+                     "--frames", "64")
+    assert_one_line_error(result, "64 frames or more")
