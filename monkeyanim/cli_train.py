@@ -114,6 +114,11 @@ def evaluate(data_dir: Annotated[Path, typer.Argument(help="Folder with test/ (o
     table = Table("metric", "model", "static source", "note", title=escape(report["data"]))
     table.add_row("L1", f"{report['l1']:.4f}", f"{report['static_l1']:.4f}",
                   f"{len(report['videos'])} videos")
+    units = {"akd": "pixels", "mkr": "share of frames", "aed": "identity distance"}
+    for metric in ("akd", "mkr", "aed"):
+        if metric in report:
+            table.add_row(metric.upper(), f"{report[metric]:.4f}", "",
+                          f"{units[metric]} ({report['detector']})")
     for metric, reason in report["unavailable"].items():
         table.add_row(metric.upper(), "unavailable", "", escape(reason))
     console.print(table)

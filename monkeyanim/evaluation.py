@@ -11,12 +11,10 @@ import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 
+from . import facemetrics
 from .data import list_videos
-from .faces import sfd_weights_path
 from .jobs import reconstruct_file
 from .models import MonkeyNet
-
-FAN_WEIGHTS = "2DFAN4-cd938726ad.zip"  # face-alignment's landmark model
 
 
 def _installed(module: str) -> bool:
@@ -24,19 +22,11 @@ def _installed(module: str) -> bool:
 
 
 def external_metrics(model: MonkeyNet) -> dict[str, str]:
-    """Why each external-detector metric is (un)available for this model's kind of data."""
+    """Why each external-detector metric is unavailable for this model's kind of data
+    (empty when all can be measured)."""
     if model.provenance.get("face_model"):
-        landmarks = sfd_weights_path().parent / FAN_WEIGHTS
-        if not _installed("face_alignment"):
-            reason = "needs face landmarks: install monkeyanim[face] (face-alignment)"
-        elif not landmarks.is_file() or not sfd_weights_path().is_file():
-            reason = f"face-alignment weights are not in {landmarks.parent} (no download here)"
-        else:
-            reason = "face-alignment landmarks are available but not wired into evaluate yet"
-        aed = ("needs an identity embedding: dlib-bin + face-recognition-models are not installed"
-               if not _installed("face_recognition") else
-               "face_recognition is installed but not wired into evaluate yet")
-        return {"akd": reason, "mkr": reason, "aed": aed}
+        reason = facemetrics.unavailable_reason()
+        return {} if reason is None else {"akd": reason, "mkr": reason, "aed": reason}
     pose = ("needs body keypoints: mediapipe (0.10.14) is not installed"
             if not _installed("mediapipe") else
             "mediapipe is installed but not wired into evaluate yet")
@@ -51,14 +41,24 @@ def evaluate(model: MonkeyNet, data_dir: Path, limit: int | None = None, batch_s
     baseline, and the external metrics' status."""
     folder = data_dir / "test" if (data_dir / "test").is_dir() else data_dir
     videos = list_videos(folder)[:limit] if limit else list_videos(folder)
-    per_video = {}
+    unavailable = external_metrics(model)
+    faces = facemetrics.DlibFaces() if model.provenance.get("face_model") and not unavailable \
+        else None
+    scores, per_video = facemetrics.FaceScores(), {}
+    inspect = None if faces is None else lambda real, made: [
+        scores.add(faces(a), faces(b)) for a, b in zip(real, made)]
     for video in videos:
-        result = reconstruct_file(model, video, None, batch_size, crop=crop)
+        result = reconstruct_file(model, video, None, batch_size, crop=crop, inspect=inspect)
         per_video[video.name] = {"frames": result.frames, "l1": result.extra["l1"],
                                  "static_l1": result.extra["static_l1"]}
         if on_video:
             on_video(video.name, per_video[video.name])
     mean = lambda key: sum(v[key] for v in per_video.values()) / len(per_video)
-    return {"data": str(folder), "videos": per_video, "l1": mean("l1"),
-            "static_l1": mean("static_l1"),
-            "unavailable": external_metrics(model)}
+    report = {"data": str(folder), "videos": per_video, "l1": mean("l1"),
+              "static_l1": mean("static_l1"), "unavailable": unavailable}
+    if faces is not None:
+        measured = scores.result()
+        report.update({k: v for k, v in measured.items() if not isinstance(v, str)})
+        unavailable.update({k: v for k, v in measured.items() if isinstance(v, str)})
+        report["detector"] = faces.name
+    return report

@@ -180,10 +180,12 @@ class PasteBack:
 
 def reconstruct_file(model: MonkeyNet, video: Path, output: Path | None, batch_size: int = 16,
                      precision: str = "fp32", crop=None,
-                     progress: Progress | None = None) -> JobResult:
+                     progress: Progress | None = None,
+                     inspect: Callable[[np.ndarray, np.ndarray], None] | None = None) -> JobResult:
     """The paper's reconstruction of ``video``; extra['l1'] is the mean absolute error per
     pixel in [0, 1], averaged over frames; extra['static_l1'] the same for the first frame
-    repeated (the static-source baseline)."""
+    repeated (the static-source baseline). ``inspect`` sees every batch of real and generated
+    frames."""
     start = time.perf_counter()
     reader = open_video(video)
     crop_at, detector = video_crops(reader, crop_mode(crop, model))
@@ -203,6 +205,8 @@ def reconstruct_file(model: MonkeyNet, video: Path, output: Path | None, batch_s
             total += (predicted.float() - real).abs().mean(dim=(1, 2, 3)).sum().item()
             static += (first - real).abs().mean(dim=(1, 2, 3)).sum().item()
             done += len(real)
+            if inspect is not None:  # real and generated frames, (B, H, W, 3) uint8 each
+                inspect(to_uint8(real), to_uint8(predicted))
             if writer is not None:
                 for frame in to_uint8(predicted):
                     writer.write(frame)
