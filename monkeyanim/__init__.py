@@ -9,4 +9,5 @@ from .models import Keypoints, MonkeyNet, build_model
 __version__ = "0.1.0"
 
 __all__ = ["CheckpointError", "ConfigError", "InputError", "Keypoints", "ModelConfig",
-           "MonkeyAnimError", "MonkeyNet", "available_models", "build_model", "load_model", "save_checkpoint"]
+           "MonkeyAnimError", "MonkeyNet", "available_models", "build_model", "load_model",
+           "save_checkpoint"]

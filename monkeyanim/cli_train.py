@@ -146,11 +146,15 @@ def train_predictor(data_dir: Annotated[Path, typer.Argument(help="Folder with t
     tracks, short = extract_keypoints(model, folder, frames)
     if short:
         err_console.print(f"warning: skipped {short} video(s) shorter than {frames} frames")
-    settings = PredictorConfig(num_kp=model.config.num_kp, kp_variance=str(model.config.kp_variance),
+    settings = PredictorConfig(num_kp=model.config.num_kp,
+                               kp_variance=str(model.config.kp_variance),
                                num_features=hidden, num_frames=frames)
     every = max(1, epochs // 20)
-    predictor = fit(tracks, settings, epochs, batch_size, on_epoch=lambda epoch, loss: (
-        epoch % every == 0 or epoch == epochs) and console.print(f"epoch {epoch}/{epochs} L1 {loss:.5f}"))
+
+    def report(epoch: int, loss: float) -> None:
+        if epoch % every == 0 or epoch == epochs:
+            console.print(f"epoch {epoch}/{epochs} L1 {loss:.5f}")
+    predictor = fit(tracks, settings, epochs, batch_size, on_epoch=report)
     save_predictor(predictor, output, {"videos": len(tracks), "epochs": epochs,
                                        "checkpoint": model.provenance.get("name", "")})
     console.print(escape(f"wrote {output} (trained on {len(tracks)} videos)"))
