@@ -26,12 +26,19 @@ MAX_KEYS_LISTED = 8
 
 
 def save_checkpoint(model: MonkeyNet, path: str | Path, provenance: dict | None = None,
-                    with_discriminator: bool = True) -> None:
-    """Write ``model`` as one safetensors file, atomically (no partial file on interruption)."""
+                    with_discriminator: bool = True, half: bool = False) -> None:
+    """Write ``model`` as one safetensors file, atomically (no partial file on interruption).
+
+    ``half`` stores floating-point weights as float16, which halves the file (the bundled
+    checkpoints use it to stay small); loading casts them back to the model's float32.
+    """
     state = model.state_dict()
     if not with_discriminator:
         state = {k: v for k, v in state.items() if not k.startswith("discriminator.")}
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    tensors = {k: v.detach().to("cpu") for k, v in state.items()}
+    if half:
+        tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
+    tensors = {k: v.contiguous() for k, v in tensors.items()}
     metadata = {"format": FORMAT, "config": model.config.to_json(),
                 "provenance": json.dumps(provenance if provenance is not None
                                          else model.provenance, sort_keys=True)}

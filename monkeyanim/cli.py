@@ -163,7 +163,8 @@ def animate(source: Annotated[Path, typer.Argument(help="Image, or a folder of i
                                                          "or a folder of videos.")],
             output: OutputOpt,
             checkpoint: CheckpointOpt = None, config: ConfigOpt = None,
-            mode: Annotated[str, typer.Option(help="relative (paper Eq. 7) or absolute.")] = "relative",
+            mode: Annotated[str | None, typer.Option(
+                help="relative (paper Eq. 7) or absolute; default: the checkpoint's.")] = None,
             adapt_scale: Annotated[bool, typer.Option(
                 help="Scale motion by the keypoint hulls' size ratio.")] = False,
             find_best_frame: Annotated[bool, typer.Option(

@@ -28,6 +28,10 @@ class RegistryEntry:
 # Checkpoints shipped in checkpoints/ (installed as the package monkeyanim.checkpoints);
 # checkpoints/README.md holds each one's model card.
 _MODELS: dict[str, RegistryEntry] = {
+    "actions": RegistryEntry(
+        file="actions.safetensors",
+        sha256="e4dd0af25ccc3fc4ded1f2f2037b9935c78b7d91c655dee672f52a1519df7d10",
+        description="the authors' actions: whole people acting in place before a wall, 64x64"),
     "shapes": RegistryEntry(
         file="shapes.safetensors",
         sha256="af7d84fdfe5ed74996437a1198c497d6f1aea903e0d3e9e157bcab6dee375dd3",

@@ -29,7 +29,7 @@ DRAW_MIN_SIZE_PX = 256  # keypoint overlays are drawn at least this large to sta
 
 @dataclass
 class AnimateSettings:
-    mode: str = "relative"
+    mode: str | None = None  # relative or absolute; None: the checkpoint's default_mode
     adapt_scale: bool = False
     find_best_frame: bool = False
     side_by_side: bool = False
@@ -51,6 +51,12 @@ class JobResult:
     @property
     def fps(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+def default_mode(model: MonkeyNet) -> str:
+    """The keypoint transfer a checkpoint was evaluated with ('absolute' for MGif, as in the
+    paper), recorded in its metadata; 'relative' otherwise."""
+    return model.provenance.get("default_mode", "relative")
 
 
 def crop_mode(spec, model: MonkeyNet):
@@ -122,10 +128,11 @@ def animate_file(model: MonkeyNet, source: Path, driving: Path, output: Path,
     batches = lambda: frame_batches(reader, size, settings.batch_size, crop_at, model.device)
     paste = PasteBack(source_image, box) if settings.paste_back else None
     source_tensor = to_tensor([source_frame], model.device)[0]
-    animator = Animator(model, source_tensor, settings.mode, settings.adapt_scale,
+    transfer = settings.mode or default_mode(model)
+    animator = Animator(model, source_tensor, transfer, settings.adapt_scale,
                         precision=settings.precision)
     best = None
-    if settings.find_best_frame and settings.mode == "relative":
+    if settings.find_best_frame and transfer == "relative":
         # A first pass finds keypoints only; animating every frame relative to the best one
         # is the same as animating forward and backward from it.
         kp_all = driving_keypoints(model, (b for _, b in batches()), settings.precision)

@@ -260,3 +260,19 @@ def test_cuda_half_precision_close_to_fp32(precision, small_model, face_frames):
     half = Animator(model, frames[0], precision=precision)(frames).float()
     diff = (fp32 - half).abs()
     assert diff.mean().item() <= 0.02 and diff.max().item() <= 0.25
+
+
+def test_transfer_mode_defaults_to_the_checkpoints(small_model, source_png, short_mp4, tmp_path):
+    """A checkpoint whose metadata says default_mode 'absolute' (MGif, as in the paper) is
+    animated in absolute mode unless --mode says otherwise."""
+    from monkeyanim.jobs import AnimateSettings, animate_file
+
+    model = monkeyanim.load_model(small_model)
+    model.provenance["default_mode"] = "absolute"
+    decoded = {}
+    for name, mode in (("default", None), ("absolute", "absolute"), ("relative", "relative")):
+        out = tmp_path / f"{name}.mp4"
+        animate_file(model, source_png, short_mp4, out, AnimateSettings(mode=mode))
+        decoded[name] = np.stack(list(open_video(out).frames())).astype(int)
+    assert np.array_equal(decoded["default"], decoded["absolute"])
+    assert np.abs(decoded["default"] - decoded["relative"]).mean() > 0.3  # 0 if the same

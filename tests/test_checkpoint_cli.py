@@ -45,6 +45,19 @@ def test_checkpoint_is_self_describing_and_strict(tmp_path):
     assert not list(tmp_path.glob(".*tmp"))  # the temp file was renamed away
 
 
+def test_half_storage_halves_the_file_and_loads_as_float32(tmp_path):
+    model = build_model(get_preset("shapes"))
+    full, half = tmp_path / "full.safetensors", tmp_path / "half.safetensors"
+    save_checkpoint(model, full, with_discriminator=False)
+    save_checkpoint(model, half, with_discriminator=False, half=True)
+    assert half.stat().st_size < 0.55 * full.stat().st_size
+    loaded = monkeyanim.load_model(half)
+    for key, value in loaded.state_dict().items():
+        original = model.state_dict()[key]
+        assert value.dtype == original.dtype, key  # counters stay integers, weights float32
+        assert torch.allclose(value, original, rtol=1e-3, atol=1e-4), key
+
+
 def test_corrupt_and_foreign_safetensors_are_refused(tmp_path):
     path = tmp_path / "m.safetensors"
     save_checkpoint(build_model(get_preset("shapes")), path)
