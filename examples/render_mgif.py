@@ -36,7 +36,8 @@ def draw(animal: Animal, phase: float) -> np.ndarray:
     for hip, sign in ((cx - ax + 8, 1), (cx + ax - 8, -1)):  # hind and front legs
         for offset in (-1, 1):
             angle = 0.45 * swing * sign * offset
-            foot = (int(hip + animal.leg_px * np.sin(angle)), int(cy + animal.leg_px * np.cos(angle)))
+            foot = (int(hip + animal.leg_px * np.sin(angle)),
+                    int(cy + animal.leg_px * np.cos(angle)))
             cv2.line(frame, (hip, cy), foot, animal.colour, 7, cv2.LINE_AA)
     tail = (cx - ax - 14, cy - 14 + int(8 * swing))
     cv2.line(frame, (cx - ax + 2, cy - 4), tail, animal.colour, 4, cv2.LINE_AA)

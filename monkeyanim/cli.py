@@ -120,17 +120,25 @@ def checkpoints() -> None:
     from .checkpoint import read_metadata
     from .hub import DEFAULT_MODEL, _MODELS, bundled_path
 
-    table = Table("name", "size", "frame", "iterations", "L1 (baseline)", "data", "file")
+    header = ("name", "size", "frame", "iterations", "L1 (baseline)", "data", "file")
+    rows = []
     for name, entry in sorted(_MODELS.items()):
         path = bundled_path(name)
         config, provenance = read_metadata(path)
         metrics = provenance.get("metrics", {})
         l1 = (f"{metrics['reconstruction_l1']} ({metrics.get('static_baseline_l1', '?')})"
               if "reconstruction_l1" in metrics else "-")
-        table.add_row(name + (" (default)" if name == DEFAULT_MODEL else ""),
-                      f"{path.stat().st_size / 1e6:.1f} MB",
-                      f"{config.frame_size[0]}x{config.frame_size[1]}",
-                      str(provenance.get("iterations", "?")), l1, entry.description, str(path))
+        rows.append((name + (" (default)" if name == DEFAULT_MODEL else ""),
+                     f"{path.stat().st_size / 1e6:.1f} MB",
+                     f"{config.frame_size[0]}x{config.frame_size[1]}",
+                     str(provenance.get("iterations", "?")), l1, entry.description, str(path)))
+    if not console.is_terminal:  # one tab-separated line each: readable and parseable
+        for row in (header, *rows):
+            print("\t".join(row))
+        return
+    table = Table(*header)
+    for row in rows:
+        table.add_row(*map(escape, row))
     console.print(table)
 
 

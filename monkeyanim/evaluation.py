@@ -1,8 +1,8 @@
 """The paper's video-reconstruction metrics over a test split (section 4.2).
 
-L1 is computed here. AKD / MKR (keypoints of an external detector in real vs generated frames)
-and AED (distance of identity embeddings) need external models; each is reported as
-unavailable, with the reason, when its detector cannot run offline on this install.
+L1 is computed here. AKD / MKR (keypoints of an external detector in real vs generated frames),
+AED (distance of identity embeddings) and FID (Inception features) need external models; each
+is reported as unavailable, with the reason, when its model cannot run offline on this install.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 
-from . import facemetrics
+from . import facemetrics, fid
 from .data import list_videos
 from .jobs import reconstruct_file
 from .models import MonkeyNet
@@ -36,19 +36,29 @@ def external_metrics(model: MonkeyNet) -> dict[str, str]:
 
 
 def evaluate(model: MonkeyNet, data_dir: Path, limit: int | None = None, batch_size: int = 8,
-             crop=None, on_video: Callable[[str, dict], None] | None = None) -> dict:
+             crop=None, on_video: Callable[[str, dict], None] | None = None,
+             fid_weights: Path | None = None) -> dict:
     """Reconstruct every test video; returns per-video and mean L1 next to the static-source
-    baseline, and the external metrics' status."""
+    baseline, the external metrics that could be measured, and why the others could not."""
     folder = data_dir / "test" if (data_dir / "test").is_dir() else data_dir
     videos = list_videos(folder)[:limit] if limit else list_videos(folder)
     unavailable = external_metrics(model)
     faces = facemetrics.DlibFaces() if model.provenance.get("face_model") and not unavailable \
         else None
-    scores, per_video = facemetrics.FaceScores(), {}
-    inspect = None if faces is None else lambda real, made: [
-        scores.add(faces(a), faces(b)) for a, b in zip(real, made)]
+    scores, meter, per_video = facemetrics.FaceScores(), _fid_meter(model, fid_weights), {}
+    if meter is None:
+        unavailable["fid"] = fid.find_weights(fid_weights)
+
+    def inspect(real, made) -> None:  # (B, H, W, 3) uint8 each
+        if faces is not None:
+            for a, b in zip(real, made):
+                scores.add(faces(a), faces(b))
+        if meter is not None:
+            meter.add(real, made)
+
     for video in videos:
-        result = reconstruct_file(model, video, None, batch_size, crop=crop, inspect=inspect)
+        result = reconstruct_file(model, video, None, batch_size, crop=crop,
+                                  inspect=inspect if faces or meter else None)
         per_video[video.name] = {"frames": result.frames, "l1": result.extra["l1"],
                                  "static_l1": result.extra["static_l1"]}
         if on_video:
@@ -56,9 +66,17 @@ def evaluate(model: MonkeyNet, data_dir: Path, limit: int | None = None, batch_s
     mean = lambda key: sum(v[key] for v in per_video.values()) / len(per_video)
     report = {"data": str(folder), "videos": per_video, "l1": mean("l1"),
               "static_l1": mean("static_l1"), "unavailable": unavailable}
+    measured = scores.result() if faces is not None else {}
+    if meter is not None:
+        measured["fid"] = meter.result()
+    report.update({k: v for k, v in measured.items() if not isinstance(v, str)})
+    unavailable.update({k: v for k, v in measured.items() if isinstance(v, str)})
     if faces is not None:
-        measured = scores.result()
-        report.update({k: v for k, v in measured.items() if not isinstance(v, str)})
-        unavailable.update({k: v for k, v in measured.items() if isinstance(v, str)})
         report["detector"] = faces.name
     return report
+
+
+def _fid_meter(model: MonkeyNet, weights: Path | None) -> fid.FIDMeter | None:
+    found = fid.find_weights(weights)
+    return fid.FIDMeter(fid.InceptionFeatures(found, model.device)) if isinstance(found, Path) \
+        else None

@@ -38,8 +38,10 @@ def test_unknown_name_lists_the_valid_ones(tmp_path):
 def test_checkpoints_command_lists_them():
     result = run_cli("checkpoints")
     assert result.returncode == 0, result.stderr
-    for name, size in (("shapes", "12.6 MB"), ("actions", "9.2 MB")):
-        assert name in result.stdout and size in result.stdout
+    rows = {line.split("\t")[0]: line.split("\t") for line in result.stdout.splitlines()}
+    assert rows["shapes (default)"][1:3] == ["12.6 MB", "64x64"]  # no TTY: tab-separated
+    assert rows["actions"][1:5] == ["9.2 MB", "64x64", "10250", "0.0126 (0.0308)"]
+    assert Path(rows["actions"][6]).is_file()
 
 
 def mean_reconstruction_l1(name: str, folder: Path, every: int) -> float:
