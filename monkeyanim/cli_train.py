@@ -56,7 +56,10 @@ def train(data_dir: Annotated[Path, typer.Argument(help="Folder with train/ (and
           checkpoint_every: Annotated[int | None, typer.Option()] = None,
           sample_every: Annotated[int | None, typer.Option()] = None,
           workers: Annotated[int | None, typer.Option(help="Data loader processes.")] = None,
-          seed: Annotated[int | None, typer.Option()] = None) -> None:
+          seed: Annotated[int | None, typer.Option()] = None,
+          init: Annotated[str | None, typer.Option(
+              help="Fine-tune from this checkpoint (name, file or hf://); its architecture "
+                   "replaces the config's.")] = None) -> None:
     """Train Monkey-Net on your own videos (torchrun --nproc_per_node N -m monkeyanim train ...)."""
     import dataclasses
     import json
@@ -65,12 +68,16 @@ def train(data_dir: Annotated[Path, typer.Argument(help="Folder with train/ (and
     from .train import CONFIG_FILE, Trainer, finish
     from .trainconfig import TrainConfig, _merge, load_train_config
 
+    if init is not None and resume:
+        raise InputError("--init starts a new run; --resume continues one: use one of them")
+    start = _load(init, None, "cpu") if init is not None else None
     if resume and (output / CONFIG_FILE).is_file():
         saved = json.loads((output / CONFIG_FILE).read_text())
         model_cfg = ModelConfig.from_dict(saved["model"])
         train_cfg = _merge(TrainConfig(), saved["train"], "train.")
     else:
         model_cfg, train_cfg = load_train_config(config)
+        model_cfg = start.config if start is not None else model_cfg
     overrides = {k: v for k, v in dict(iterations=iterations, batch_size=batch_size,
                                        checkpoint_every=checkpoint_every, sample_every=sample_every,
                                        num_workers=workers, seed=seed).items() if v is not None}
@@ -80,7 +87,7 @@ def train(data_dir: Annotated[Path, typer.Argument(help="Folder with train/ (and
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if output.exists() and not output.is_dir() or not output.parent.is_dir():
         raise InputError(f"run folder cannot be created at {output}")
-    trainer = Trainer(data_dir, output, model_cfg, train_cfg, device, precision, resume)
+    trainer = Trainer(data_dir, output, model_cfg, train_cfg, device, precision, resume, start)
     if trainer.rank == 0:
         _announce(trainer)
     with _training_view(trainer) as on_step:

@@ -23,9 +23,9 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .files import atomic_write
 from .config import ModelConfig
 from .data import PairDataset, iterations_per_epoch, seed_worker
-from .errors import InputError
+from .errors import CheckpointError, InputError
 from .losses import DeformedReconstruction, DiscriminatorGAN, FeatureMatching, GeneratorGAN
-from .models import Keypoints, build_model
+from .models import Keypoints, MonkeyNet, build_model
 from .pipeline import precision_context, to_uint8
 from .trainconfig import TrainConfig
 
@@ -55,7 +55,7 @@ class Trainer:
 
     def __init__(self, data_dir: Path, run_dir: Path, model_config: ModelConfig,
                  train_config: TrainConfig, device: str = "cpu", precision: str = "fp32",
-                 resume: bool = False):
+                 resume: bool = False, init: MonkeyNet | None = None):
         self.rank, self.world = _distributed()
         self.run_dir, self.cfg, self.precision = Path(run_dir), train_config, precision
         if self.world > 1 and device.startswith("cuda"):
@@ -72,7 +72,10 @@ class Trainer:
                                    train_config.seed)
         per_epoch = iterations_per_epoch(len(self.dataset) // self.world, train_config.batch_size)
         self.total, self.milestones = train_config.schedule(per_epoch)
-        self.model = build_model(model_config, provenance={"data": str(data_dir)}).to(self.device)
+        self.model = build_model(model_config, provenance={"data": str(data_dir)})
+        if init is not None:
+            load_initial_weights(self.model, init)
+        self.model = self.model.to(self.device)
         self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizers = {name: torch.optim.Adam(getattr(self.model, name).parameters(),
                                                   lr=train_config.lr, betas=train_config.adam_betas)
@@ -265,6 +268,19 @@ class EndlessSampler(Sampler):
 def _twice(kp):
     """Keypoints for the [fake; real] batch: both halves use the same keypoints."""
     return Keypoints.cat([kp, kp])
+
+
+def load_initial_weights(model: MonkeyNet, start: MonkeyNet) -> None:
+    """Fine-tune from ``start`` (same architecture): every weight it has is copied; a checkpoint
+    shipped without its discriminator leaves that one freshly initialised."""
+    if start.config != model.config:
+        raise CheckpointError("the --init checkpoint's architecture differs from the run's")
+    result = model.load_state_dict(start.state_dict(), strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith("discriminator.")]
+    if missing or result.unexpected_keys:
+        raise CheckpointError(f"the --init checkpoint does not fit: missing {missing[:4]}, "
+                              f"unexpected {result.unexpected_keys[:4]}")
+    model.provenance["initialised_from"] = start.provenance.get("name", "a checkpoint")
 
 
 def finish(trainer: Trainer) -> None:

@@ -174,3 +174,27 @@ def test_bad_input(case, tiny_config, tmp_path):
         expect = ["nothing to resume"]
     args = ["train", data, "-o", run, "--config", config] + (["--resume"] if case == "resume" else [])
     assert_one_line_error(run_cli(*args), *expect)
+
+
+def test_init_fine_tunes_a_bundled_checkpoint(shapes_slice, tmp_path):
+    """--init shapes: the run takes the checkpoint's architecture and weights (a fresh
+    discriminator, since the bundled file has none) and moves on from there."""
+    run = tmp_path / "run"
+    result = run_cli("train", shapes_slice, "-o", run, "--config", "shapes", "--init", "shapes",
+                     "--iterations", "2", "--batch-size", "4", env={"OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr
+    start, tuned = monkeyanim.load_model("shapes"), monkeyanim.load_model(run / "model.safetensors")
+    assert tuned.provenance["initialised_from"] == "shapes" and tuned.discriminator is not None
+    fresh = monkeyanim.models.build_model(start.config)
+    weights = dict(start.named_parameters())
+    drift = lambda model: max((p - weights[k]).abs().max().item()
+                              for k, p in model.named_parameters() if k in weights)
+    assert drift(tuned) < 0.01 < drift(fresh)  # two Adam steps (lr 2e-4) away, not a new model
+
+
+@pytest.mark.parametrize("case", ["with-resume", "unknown"])
+def test_init_errors(case, shapes_slice, tmp_path):
+    extra = ["--resume"] if case == "with-resume" else []
+    name = "shapes" if case == "with-resume" else "nope"
+    result = run_cli("train", shapes_slice, "-o", tmp_path / "run", "--init", name, *extra)
+    assert_one_line_error(result, *(["--init", "--resume"] if extra else ["unknown checkpoint"]))
