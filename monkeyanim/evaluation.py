@@ -46,8 +46,8 @@ def evaluate(model: MonkeyNet, data_dir: Path, limit: int | None = None, batch_s
     faces = facemetrics.DlibFaces() if model.provenance.get("face_model") and not unavailable \
         else None
     scores, meter, per_video = facemetrics.FaceScores(), _fid_meter(model, fid_weights), {}
-    if meter is None:
-        unavailable["fid"] = fid.find_weights(fid_weights)
+    if isinstance(meter, str):
+        unavailable["fid"], meter = meter, None
 
     def inspect(real, made) -> None:  # (B, H, W, 3) uint8 each
         if faces is not None:
@@ -76,7 +76,8 @@ def evaluate(model: MonkeyNet, data_dir: Path, limit: int | None = None, batch_s
     return report
 
 
-def _fid_meter(model: MonkeyNet, weights: Path | None) -> fid.FIDMeter | None:
+def _fid_meter(model: MonkeyNet, weights: Path | None) -> fid.FIDMeter | str:
+    """A meter over the given Inception weights, or the reason FID is not measured."""
     found = fid.find_weights(weights)
     return fid.FIDMeter(fid.InceptionFeatures(found, model.device)) if isinstance(found, Path) \
-        else None
+        else found
