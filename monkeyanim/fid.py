@@ -101,9 +101,20 @@ class FIDMeter:
 
     def add(self, real: np.ndarray, generated: np.ndarray) -> None:
         """Batches of frames, (B, H, W, 3) uint8 each."""
-        for frames, store in ((real, self.real), (generated, self.generated)):
-            tensor = torch.from_numpy(np.ascontiguousarray(frames))
-            store.append(self.features(tensor.permute(0, 3, 1, 2).float() / 255))  # (B, 3, H, W)
+        self.add_real(real)
+        self.add_generated(generated)
+
+    def add_real(self, frames: np.ndarray) -> None:
+        """(B, H, W, 3) uint8."""
+        self.real.append(self._features(frames))
+
+    def add_generated(self, frames: np.ndarray) -> None:
+        """(B, H, W, 3) uint8."""
+        self.generated.append(self._features(frames))
+
+    def _features(self, frames: np.ndarray) -> np.ndarray:
+        tensor = torch.from_numpy(np.ascontiguousarray(frames))
+        return self.features(tensor.permute(0, 3, 1, 2).float() / 255)  # (B, 3, H, W) in
 
     def result(self) -> float | str:
         """FID, or the reason it cannot be given."""

@@ -297,8 +297,10 @@ def _write_image(path: Path, frame: np.ndarray) -> None:
 
 
 def predict_file(model: MonkeyNet, predictor, source: Path, output: Path, frames: int,
-                 fps: float, crop=None) -> JobResult:
-    """Image-to-video: the source's keypoints rolled out by ``predictor``, then generated."""
+                 fps: float, crop=None,
+                 inspect: Callable[[np.ndarray], None] | None = None) -> JobResult:
+    """Image-to-video: the source's keypoints rolled out by ``predictor``, then generated.
+    ``inspect`` sees every batch of generated frames, (B, H, W, 3) uint8."""
     start = time.perf_counter()
     image = read_source(source)
     box, detector = source_crop(image, crop_mode(crop, model), source)
@@ -307,6 +309,9 @@ def predict_file(model: MonkeyNet, predictor, source: Path, output: Path, frames
     kp = predictor.to(model.device).rollout(kp_source[0], frames)  # (frames, K, ...)
     with VideoWriter(output, fps) as writer:
         for begin in range(0, frames, 16):
-            for frame in to_uint8(model.generate(still[0], kp_source, kp[begin:begin + 16]).frames):
+            made = to_uint8(model.generate(still[0], kp_source, kp[begin:begin + 16]).frames)
+            if inspect is not None:
+                inspect(made)
+            for frame in made:
                 writer.write(frame)
     return JobResult(output, frames, time.perf_counter() - start, {"detector": detector})

