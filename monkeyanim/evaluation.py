@@ -7,13 +7,12 @@ is reported as unavailable, with the reason, when its model cannot run offline o
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from . import facemetrics, fid
+from . import bodymetrics, facemetrics, fid
 from .data import list_videos
 from .errors import InputError
 from .jobs import crop_mode, frame_batches, reconstruct_file, video_crops
@@ -23,22 +22,27 @@ from .video import open_video
 REFERENCE_FRAMES = 2048  # real frames read for a prediction's FID, spread over the videos
 
 
-def _installed(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
+BODY_AED = ("the paper defines AED with a re-identification network for bodies; none ships "
+            "offline")
+NO_DETECTOR = ("no keypoint detector for this kind of data (checkpoints say face_model or "
+               "body_model in their metadata)")
 
 
-def external_metrics(model: MonkeyNet) -> dict[str, str]:
-    """Why each external-detector metric is unavailable for this model's kind of data
-    (empty when all can be measured)."""
+def external_metrics(model: MonkeyNet) -> tuple[object | None, object | None, dict[str, str]]:
+    """The external detector and its running scores for this model's kind of data (faces:
+    dlib landmarks; bodies: mediapipe pose), and why each metric that cannot be measured is
+    unavailable. Detector and scores are None when nothing can be measured."""
     if model.provenance.get("face_model"):
         reason = facemetrics.unavailable_reason()
-        return {} if reason is None else {"akd": reason, "mkr": reason, "aed": reason}
-    pose = ("needs body keypoints: mediapipe (0.10.14) is not installed"
-            if not _installed("mediapipe") else
-            "mediapipe is installed but not wired into evaluate yet")
-    return {"akd": pose, "mkr": pose,
-            "aed": "the paper defines AED with a re-identification network for bodies; none "
-                   "ships offline"}
+        if reason is not None:
+            return None, None, {"akd": reason, "mkr": reason, "aed": reason}
+        return facemetrics.DlibFaces(), facemetrics.FaceScores(), {}
+    if model.provenance.get("body_model"):
+        reason = bodymetrics.unavailable_reason()
+        if reason is not None:
+            return None, None, {"akd": reason, "mkr": reason, "aed": BODY_AED}
+        return bodymetrics.MediapipeBody(), bodymetrics.BodyScores(), {"aed": BODY_AED}
+    return None, None, {"akd": NO_DETECTOR, "mkr": NO_DETECTOR, "aed": NO_DETECTOR}
 
 
 def evaluate(model: MonkeyNet, data_dir: Path, limit: int | None = None, batch_size: int = 8,
@@ -48,23 +52,21 @@ def evaluate(model: MonkeyNet, data_dir: Path, limit: int | None = None, batch_s
     baseline, the external metrics that could be measured, and why the others could not."""
     folder = data_dir / "test" if (data_dir / "test").is_dir() else data_dir
     videos = list_videos(folder)[:limit] if limit else list_videos(folder)
-    unavailable = external_metrics(model)
-    faces = facemetrics.DlibFaces() if model.provenance.get("face_model") and not unavailable \
-        else None
-    scores, meter, per_video = facemetrics.FaceScores(), _fid_meter(model, fid_weights), {}
+    detector, scores, unavailable = external_metrics(model)
+    meter, per_video = _fid_meter(model, fid_weights), {}
     if isinstance(meter, str):
         unavailable["fid"], meter = meter, None
 
     def inspect(real, made) -> None:  # (B, H, W, 3) uint8 each
-        if faces is not None:
+        if detector is not None:
             for a, b in zip(real, made):
-                scores.add(faces(a), faces(b))
+                scores.add(detector(a), detector(b))
         if meter is not None:
             meter.add(real, made)
 
     for video in videos:
         result = reconstruct_file(model, video, None, batch_size, crop=crop,
-                                  inspect=inspect if faces or meter else None)
+                                  inspect=inspect if detector or meter else None)
         per_video[video.name] = {"frames": result.frames, "l1": result.extra["l1"],
                                  "static_l1": result.extra["static_l1"]}
         if on_video:
@@ -72,13 +74,13 @@ def evaluate(model: MonkeyNet, data_dir: Path, limit: int | None = None, batch_s
     mean = lambda key: sum(v[key] for v in per_video.values()) / len(per_video)
     report = {"data": str(folder), "videos": per_video, "l1": mean("l1"),
               "static_l1": mean("static_l1"), "unavailable": unavailable}
-    measured = scores.result() if faces is not None else {}
+    measured = scores.result() if scores is not None else {}
     if meter is not None:
         measured["fid"] = meter.result()
     report.update({k: v for k, v in measured.items() if not isinstance(v, str)})
     unavailable.update({k: v for k, v in measured.items() if isinstance(v, str)})
-    if faces is not None:
-        report["detector"] = faces.name
+    if detector is not None:
+        report["detector"] = detector.name
     return report
 
 

@@ -30,7 +30,7 @@ class RegistryEntry:
 _MODELS: dict[str, RegistryEntry] = {
     "actions": RegistryEntry(
         file="actions.safetensors",
-        sha256="e4dd0af25ccc3fc4ded1f2f2037b9935c78b7d91c655dee672f52a1519df7d10",
+        sha256="60e53c5a858e3e3230381822e10e71e4c14cdb6e3df381166e0f33d62c6a24f3",
         description="the authors' actions: whole people acting in place before a wall, 64x64"),
     "shapes": RegistryEntry(
         file="shapes.safetensors",

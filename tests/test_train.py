@@ -181,10 +181,12 @@ def test_init_fine_tunes_a_bundled_checkpoint(shapes_slice, tmp_path):
     discriminator, since the bundled file has none) and moves on from there."""
     run = tmp_path / "run"
     result = run_cli("train", shapes_slice, "-o", run, "--config", "shapes", "--init", "shapes",
-                     "--iterations", "2", "--batch-size", "4", env={"OMP_NUM_THREADS": "1"})
+                     "--iterations", "2", "--batch-size", "4", "--subject", "body",
+                     env={"OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr
     start, tuned = monkeyanim.load_model("shapes"), monkeyanim.load_model(run / "model.safetensors")
     assert tuned.provenance["initialised_from"] == "shapes" and tuned.discriminator is not None
+    assert tuned.provenance["body_model"] and "face_model" not in tuned.provenance
     fresh = monkeyanim.models.build_model(start.config)
     weights = dict(start.named_parameters())
     drift = lambda model: max((p - weights[k]).abs().max().item()
@@ -192,8 +194,11 @@ def test_init_fine_tunes_a_bundled_checkpoint(shapes_slice, tmp_path):
     assert drift(tuned) < 0.01 < drift(fresh)  # two Adam steps (lr 2e-4) away, not a new model
 
 
-@pytest.mark.parametrize("case", ["with-resume", "unknown"])
+@pytest.mark.parametrize("case", ["with-resume", "unknown", "subject"])
 def test_init_errors(case, shapes_slice, tmp_path):
+    if case == "subject":
+        result = run_cli("train", shapes_slice, "-o", tmp_path / "run", "--subject", "hands")
+        return assert_one_line_error(result, "--subject must be face or body")
     extra = ["--resume"] if case == "with-resume" else []
     name = "shapes" if case == "with-resume" else "nope"
     result = run_cli("train", shapes_slice, "-o", tmp_path / "run", "--init", name, *extra)
