@@ -1,8 +1,14 @@
-"""Face boxes for cropping: detectors (face-alignment when its weights are local, else OpenCV's
-bundled Haar cascade), square crop boxes with margin, and boxes smoothed over a video."""
+"""Face boxes for cropping: detectors (the most accurate one installed that runs offline),
+square crop boxes with margin, and boxes smoothed over a video.
+
+Detectors differ in where they put the box (dlib's is tighter than the Haar cascade's, say),
+so each one's boxes are mapped onto the Haar cascade's framing: the crop margins were tuned on
+it and the faces checkpoint's training clips were cut with it. `benchmarks/face_detectors.py`
+measures accuracy, speed and these mappings on ../shared/datasets/faces."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -18,12 +24,56 @@ MIN_FACE_FRACTION = 0.05  # smallest face side searched, as a share of the frame
 FACE_MARGIN = 0.8  # the crop's side is the face's side times (1 + margin)
 FACE_SHIFT_UP = 0.1  # centre the crop a little above the detected box (forehead and hair)
 SFD_WEIGHTS = "s3fd-619a316812.pth"  # face-alignment's face detector, in $TORCH_HOME/hub/checkpoints
-HAAR_CASCADE = "haarcascade_frontalface_alt2.xml"  # 104/104 frames found on ../shared faces
+HAAR_CASCADE = "haarcascade_frontalface_alt2.xml"
 
 Box = tuple[int, int, int, int]  # x, y, w, h in pixels
+# Onto the Haar cascade's framing (median over the faces both find in ../shared/datasets/faces,
+# measured by benchmarks/face_detectors.py): side ratio, and centre shift in units of own side
+HAAR_SCALE_DLIB, HAAR_SHIFT_Y_DLIB = 1.119, -0.103
+HAAR_SCALE_MEDIAPIPE, HAAR_SHIFT_Y_MEDIAPIPE = 1.032, -0.084
+MEDIAPIPE_MIN_SCORE = 0.5
+DLIB_UPSAMPLE = 1  # dlib's HOG window is 80 px: upsample once to find smaller faces
 
 
-class HaarDetector:
+@dataclass(frozen=True)
+class Framing:
+    """Maps a detector's box onto the Haar cascade's: side times ``scale``, centre moved by
+    (``shift_x``, ``shift_y``) of the detector's side."""
+
+    scale: float = 1.0
+    shift_x: float = 0.0
+    shift_y: float = 0.0
+
+    def apply(self, box: Box) -> Box:
+        x, y, w, h = box
+        side = (w + h) / 2 * self.scale
+        cx, cy = x + w / 2 + self.shift_x * w, y + h / 2 + self.shift_y * h
+        return (int(round(cx - side / 2)), int(round(cy - side / 2)), int(round(side)),
+                int(round(side)))
+
+
+class Detector:
+    """Face boxes in an RGB uint8 frame (H, W, 3), in the Haar cascade's framing."""
+
+    name = "detector"
+    framing = Framing()
+
+    def raw(self, frame: np.ndarray) -> list[Box]:
+        raise NotImplementedError
+
+    def __call__(self, frame: np.ndarray) -> list[Box]:
+        return [self.framing.apply(box) for box in self.raw(frame)]
+
+
+def _shrink(frame: np.ndarray) -> tuple[np.ndarray, float]:
+    """The frame at most DETECT_MAX_SIDE_PX on its longer side, and the scale applied."""
+    scale = min(1.0, DETECT_MAX_SIDE_PX / max(frame.shape[:2]))
+    if scale == 1:
+        return np.ascontiguousarray(frame), 1.0
+    return cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA), scale
+
+
+class HaarDetector(Detector):
     """OpenCV's frontal-face Haar cascade, shipped inside opencv-python: works offline."""
 
     name = "opencv-haar"
@@ -36,19 +86,55 @@ class HaarDetector:
                              "install opencv-python<5)")
         self.cascade = cv2.CascadeClassifier(str(path))
 
-    def __call__(self, frame: np.ndarray) -> list[Box]:
-        gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
-        scale = min(1.0, DETECT_MAX_SIDE_PX / max(gray.shape))
-        if scale < 1:
-            gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    def raw(self, frame: np.ndarray) -> list[Box]:
+        small, scale = _shrink(frame)
+        gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
         side = max(20, int(MIN_FACE_FRACTION * max(gray.shape)))
         found = self.cascade.detectMultiScale(cv2.equalizeHist(gray), scaleFactor=1.1,
                                               minNeighbors=5, minSize=(side, side))
         return [tuple(int(round(v / scale)) for v in box) for box in found]
 
 
-class FaceAlignmentDetector:
-    """face-alignment's SFD detector; used only when its weights are already on disk."""
+class MediapipeFaceDetector(Detector):
+    """mediapipe 0.10.14's BlazeFace full-range model (a .tflite inside its wheel)."""
+
+    name = "mediapipe-blazeface"
+    framing = Framing(HAAR_SCALE_MEDIAPIPE, 0.0, HAAR_SHIFT_Y_MEDIAPIPE)
+
+    def __init__(self):
+        import mediapipe as mp
+
+        self.net = mp.solutions.face_detection.FaceDetection(
+            model_selection=1, min_detection_confidence=MEDIAPIPE_MIN_SCORE)
+
+    def raw(self, frame: np.ndarray) -> list[Box]:
+        height, width = frame.shape[:2]
+        found = self.net.process(np.ascontiguousarray(frame)).detections or []
+        boxes = [d.location_data.relative_bounding_box for d in found]  # relative to the frame
+        return [(int(b.xmin * width), int(b.ymin * height), int(b.width * width),
+                 int(b.height * height)) for b in boxes]
+
+
+class DlibHogDetector(Detector):
+    """dlib's HOG + linear SVM frontal-face detector, built into dlib (dlib-bin): no model file."""
+
+    name = "dlib-hog"
+    framing = Framing(HAAR_SCALE_DLIB, 0.0, HAAR_SHIFT_Y_DLIB)
+
+    def __init__(self):
+        import dlib
+
+        self.detect = dlib.get_frontal_face_detector()
+
+    def raw(self, frame: np.ndarray) -> list[Box]:
+        small, scale = _shrink(frame)
+        return [tuple(int(round(v / scale)) for v in (r.left(), r.top(), r.width(), r.height()))
+                for r in self.detect(small, DLIB_UPSAMPLE)]
+
+
+class FaceAlignmentDetector(Detector):
+    """face-alignment's SFD detector; used only when its weights are already on disk. Its
+    framing against the Haar cascade is unmeasured (the weights cannot be downloaded here)."""
 
     name = "face-alignment-sfd"
 
@@ -58,7 +144,7 @@ class FaceAlignmentDetector:
 
         self.detector = FaceDetector(device="cpu", path_to_detector=str(sfd_weights_path()))
 
-    def __call__(self, frame: np.ndarray) -> list[Box]:
+    def raw(self, frame: np.ndarray) -> list[Box]:
         found = self.detector.detect_from_image(frame[..., ::-1].copy())  # it expects BGR
         return [(int(x0), int(y0), int(x1 - x0), int(y1 - y0))
                 for x0, y0, x1, y1, score in found if score > 0.5]
@@ -69,14 +155,24 @@ def sfd_weights_path() -> Path:
     return torch_home / "hub" / "checkpoints" / SFD_WEIGHTS
 
 
-def get_detector():
-    """The most accurate detector usable offline: face-alignment's SFD when installed with its
-    weights present locally (it is never asked to download), else OpenCV's Haar cascade."""
+def get_detector() -> Detector:
+    """The most accurate detector that is installed and runs offline, in this order:
+    face-alignment's SFD (only when its weights are already on disk: it is never asked to
+    download), mediapipe's BlazeFace, dlib's HOG, OpenCV's Haar cascade (always there).
+    On 116 frames of ../shared/datasets/faces the last three find all 115 faces they agree on;
+    with the picture shrunk to 35% of its frame (small faces) 116, 115 and 93 of 116, at 13, 96
+    and 23 ms a frame (benchmarks/face_detectors.py)."""
     if sfd_weights_path().is_file():
         try:
             return FaceAlignmentDetector()
         except Exception:  # extra not installed or incompatible: fall back, never fail here
             pass
+    for module, make in (("mediapipe", MediapipeFaceDetector), ("dlib", DlibHogDetector)):
+        if importlib.util.find_spec(module) is not None:
+            try:
+                return make()
+            except Exception:  # a broken install: the next detector will do
+                pass
     return HaarDetector()
 
 
