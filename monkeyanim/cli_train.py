@@ -135,10 +135,13 @@ def evaluate(data_dir: Annotated[Path, typer.Argument(help="Folder with test/ (o
     table = Table("metric", "model", "static source", "note", title=escape(report["data"]))
     table.add_row("L1", f"{report['l1']:.4f}", f"{report['static_l1']:.4f}",
                   f"{len(report['videos'])} videos")
-    units = {"akd": "pixels", "mkr": "share of frames", "aed": "identity distance"}
+    units = {"akd": "pixels", "mkr": "share of frames" if model.provenance.get("face_model")
+             else "share of landmarks", "aed": "identity distance"}
     for metric in ("akd", "mkr", "aed"):
         if metric in report:
-            table.add_row(metric.upper(), f"{report[metric]:.4f}", "",
+            static = report.get(f"static_{metric}")
+            table.add_row(metric.upper(), f"{report[metric]:.4f}",
+                          "" if static is None else f"{static:.4f}",
                           f"{units[metric]} ({report['detector']})")
     if "fid" in report:
         table.add_row("FID", f"{report['fid']:.2f}", "", "Inception pool features, all frames")

@@ -45,6 +45,36 @@ def external_metrics(model: MonkeyNet) -> tuple[object | None, object | None, di
     return None, None, {"akd": NO_DETECTOR, "mkr": NO_DETECTOR, "aed": NO_DETECTOR}
 
 
+class _Watcher:
+    """Shows each batch of real and generated frames to the external detector (next to the
+    static-source baseline: the video's first frame repeated) and to the FID meter."""
+
+    def __init__(self, detector, scores, meter: fid.FIDMeter | None):
+        self.detector, self.scores, self.meter = detector, scores, meter
+        self.static = type(scores)() if scores is not None else None
+        self.first = None  # the detector's view of the current video's first frame
+
+    def __call__(self, real: np.ndarray, made: np.ndarray) -> None:  # (B, H, W, 3) uint8 each
+        if self.detector is not None:
+            self.first = self.detector(real[0]) if self.first is None else self.first
+            for a, b in zip(real, made):
+                seen = self.detector(a)
+                self.scores.add(seen, self.detector(b))
+                self.static.add(seen, self.first)
+        if self.meter is not None:
+            self.meter.add(real, made)
+
+    def results(self) -> dict[str, float | str]:
+        """Each metric's value, or why it could not be given; static_* for the baseline."""
+        measured = self.scores.result() if self.scores is not None else {}
+        if self.static is not None:
+            measured.update({f"static_{k}": v for k, v in self.static.result().items()
+                             if not isinstance(v, str)})
+        if self.meter is not None:
+            measured["fid"] = self.meter.result()
+        return measured
+
+
 def evaluate(model: MonkeyNet, data_dir: Path, limit: int | None = None, batch_size: int = 8,
              crop=None, on_video: Callable[[str, dict], None] | None = None,
              fid_weights: Path | None = None) -> dict:
@@ -53,20 +83,14 @@ def evaluate(model: MonkeyNet, data_dir: Path, limit: int | None = None, batch_s
     folder = data_dir / "test" if (data_dir / "test").is_dir() else data_dir
     videos = list_videos(folder)[:limit] if limit else list_videos(folder)
     detector, scores, unavailable = external_metrics(model)
-    meter, per_video = _fid_meter(model, fid_weights), {}
+    meter = _fid_meter(model, fid_weights)
     if isinstance(meter, str):
         unavailable["fid"], meter = meter, None
-
-    def inspect(real, made) -> None:  # (B, H, W, 3) uint8 each
-        if detector is not None:
-            for a, b in zip(real, made):
-                scores.add(detector(a), detector(b))
-        if meter is not None:
-            meter.add(real, made)
-
+    watcher, per_video = _Watcher(detector, scores, meter), {}
     for video in videos:
+        watcher.first = None
         result = reconstruct_file(model, video, None, batch_size, crop=crop,
-                                  inspect=inspect if detector or meter else None)
+                                  inspect=watcher if detector or meter else None)
         per_video[video.name] = {"frames": result.frames, "l1": result.extra["l1"],
                                  "static_l1": result.extra["static_l1"]}
         if on_video:
@@ -74,9 +98,7 @@ def evaluate(model: MonkeyNet, data_dir: Path, limit: int | None = None, batch_s
     mean = lambda key: sum(v[key] for v in per_video.values()) / len(per_video)
     report = {"data": str(folder), "videos": per_video, "l1": mean("l1"),
               "static_l1": mean("static_l1"), "unavailable": unavailable}
-    measured = scores.result() if scores is not None else {}
-    if meter is not None:
-        measured["fid"] = meter.result()
+    measured = watcher.results()
     report.update({k: v for k, v in measured.items() if not isinstance(v, str)})
     unavailable.update({k: v for k, v in measured.items() if isinstance(v, str)})
     if detector is not None:

@@ -92,3 +92,4 @@ def test_evaluate_measures_body_models(small_model, datasets_dir, tmp_path):
     report = json.loads((tmp_path / "e.json").read_text())
     assert report["detector"] == "mediapipe-pose-33" and 0 <= report["mkr"] <= 1
     assert "aed" in report["unavailable"]
+    assert 0 < report["static_akd"] and report["static_mkr"] < 0.5  # the first frame repeated

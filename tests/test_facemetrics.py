@@ -76,4 +76,6 @@ def test_evaluate_measures_face_models(small_model, face_frames, tmp_path):
     report = json.loads((tmp_path / "e.json").read_text())
     assert report["detector"] == "dlib-68"
     assert 0 <= report["mkr"] <= 1  # random weights: faces mostly lost in the output
+    # the static-source baseline: the first frame (a real face) against every real frame
+    assert report["static_mkr"] == 0 and 0 < report["static_akd"] < 20
     assert set(report) & {"akd", "aed"} or set(report["unavailable"]) >= {"akd", "aed"}
