@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from .native import muted_stderr
+
 POSE_SIDE_PX = 256  # frames are enlarged to this before the pose model (trained on larger people)
 # grey border added on each side, as a share of the longer side: people who fill the frame
 # (Tai-Chi, actions) are found in 41 of 41 sampled Tai-Chi frames with it, 34 without
@@ -32,11 +34,12 @@ class MediapipeBody:
     name = "mediapipe-pose-33"
 
     def __init__(self):
-        import mediapipe as mp
+        with muted_stderr():
+            import mediapipe as mp
 
-        # static_image_mode: every frame alone (real and generated frames alternate here)
-        self.net = mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1,
-                                          min_detection_confidence=0.5)
+            # static_image_mode: every frame alone (real and generated frames alternate here)
+            self.net = mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1,
+                                              min_detection_confidence=0.5)
 
     def __call__(self, frame: np.ndarray) -> np.ndarray | None:
         """(H, W, 3) uint8 RGB -> (33, 3) float64: x, y in pixels of ``frame``, visibility in
@@ -46,7 +49,8 @@ class MediapipeBody:
         scale = POSE_SIDE_PX / max(padded.shape[:2])
         image = cv2.resize(padded, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC) \
             if scale > 1 else padded
-        found = self.net.process(image).pose_landmarks
+        with muted_stderr():
+            found = self.net.process(image).pose_landmarks
         if found is None:
             return None
         height, width = padded.shape[:2]  # landmarks are relative to the padded frame

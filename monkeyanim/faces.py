@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from .errors import InputError
+from .native import muted_stderr
 
 DETECT_MAX_SIDE_PX = 640  # frames are shrunk to this before detection (speed)
 MIN_FACE_FRACTION = 0.05  # smallest face side searched, as a share of the frame's longer side
@@ -102,14 +103,16 @@ class MediapipeFaceDetector(Detector):
     framing = Framing(HAAR_SCALE_MEDIAPIPE, 0.0, HAAR_SHIFT_Y_MEDIAPIPE)
 
     def __init__(self):
-        import mediapipe as mp
+        with muted_stderr():
+            import mediapipe as mp
 
-        self.net = mp.solutions.face_detection.FaceDetection(
-            model_selection=1, min_detection_confidence=MEDIAPIPE_MIN_SCORE)
+            self.net = mp.solutions.face_detection.FaceDetection(
+                model_selection=1, min_detection_confidence=MEDIAPIPE_MIN_SCORE)
 
     def raw(self, frame: np.ndarray) -> list[Box]:
         height, width = frame.shape[:2]
-        found = self.net.process(np.ascontiguousarray(frame)).detections or []
+        with muted_stderr():
+            found = self.net.process(np.ascontiguousarray(frame)).detections or []
         boxes = [d.location_data.relative_bounding_box for d in found]  # relative to the frame
         return [(int(b.xmin * width), int(b.ymin * height), int(b.width * width),
                  int(b.height * height)) for b in boxes]

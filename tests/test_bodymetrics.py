@@ -4,6 +4,9 @@ contrib wheel that would replace opencv-python's cv2)."""
 
 import importlib.util
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -93,3 +96,13 @@ def test_evaluate_measures_body_models(small_model, datasets_dir, tmp_path):
     assert report["detector"] == "mediapipe-pose-33" and 0 <= report["mkr"] <= 1
     assert "aed" in report["unavailable"]
     assert 0 < report["static_akd"] and report["static_mkr"] < 0.5  # the first frame repeated
+
+
+def test_native_chatter_is_muted_around_mediapipe_calls():
+    code = ("import os\nfrom monkeyanim.native import muted_stderr\nwith muted_stderr():\n"
+            "    os.write(2, b'chatter ')\nos.write(2, b'kept')")
+    quiet = subprocess.run([sys.executable, "-c", code], capture_output=True)
+    assert quiet.stderr == b"kept"
+    loud = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                          env={**os.environ, "MONKEYANIM_DEBUG": "1"})
+    assert loud.stderr == b"chatter kept"
