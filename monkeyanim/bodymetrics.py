@@ -40,6 +40,7 @@ class MediapipeBody:
             # static_image_mode: every frame alone (real and generated frames alternate here)
             self.net = mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1,
                                               min_detection_confidence=0.5)
+            self.net.process(np.zeros((POSE_SIDE_PX, POSE_SIDE_PX, 3), np.uint8))  # start it
 
     def __call__(self, frame: np.ndarray) -> np.ndarray | None:
         """(H, W, 3) uint8 RGB -> (33, 3) float64: x, y in pixels of ``frame``, visibility in

@@ -33,6 +33,7 @@ Box = tuple[int, int, int, int]  # x, y, w, h in pixels
 HAAR_SCALE_DLIB, HAAR_SHIFT_Y_DLIB = 1.119, -0.103
 HAAR_SCALE_MEDIAPIPE, HAAR_SHIFT_Y_MEDIAPIPE = 1.032, -0.084
 MEDIAPIPE_MIN_SCORE = 0.5
+WARM_UP_PX = 64  # side of the blank frame that starts mediapipe's graph
 DLIB_UPSAMPLE = 1  # dlib's HOG window is 80 px: upsample once to find smaller faces
 
 
@@ -108,6 +109,9 @@ class MediapipeFaceDetector(Detector):
 
             self.net = mp.solutions.face_detection.FaceDetection(
                 model_selection=1, min_detection_confidence=MEDIAPIPE_MIN_SCORE)
+            # its graph starts (and logs) on first use, possibly from another thread: do
+            # that here, while muted
+            self.net.process(np.zeros((WARM_UP_PX, WARM_UP_PX, 3), np.uint8))
 
     def raw(self, frame: np.ndarray) -> list[Box]:
         height, width = frame.shape[:2]

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 def muted_stderr() -> Iterator[None]:
     """File descriptor 2 points at /dev/null inside the block (Python warnings are held back
     too); errors still arrive as Python exceptions. MONKEYANIM_DEBUG=1 leaves it alone."""
-    if os.environ.get("MONKEYANIM_DEBUG"):
+    if os.environ.get("MONKEYANIM_DEBUG") == "1":
         yield
         return
     sys.stderr.flush()

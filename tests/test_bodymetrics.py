@@ -101,7 +101,8 @@ def test_evaluate_measures_body_models(small_model, datasets_dir, tmp_path):
 def test_native_chatter_is_muted_around_mediapipe_calls():
     code = ("import os\nfrom monkeyanim.native import muted_stderr\nwith muted_stderr():\n"
             "    os.write(2, b'chatter ')\nos.write(2, b'kept')")
-    quiet = subprocess.run([sys.executable, "-c", code], capture_output=True)
+    quiet = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                           env={**os.environ, "MONKEYANIM_DEBUG": "0"})
     assert quiet.stderr == b"kept"
     loud = subprocess.run([sys.executable, "-c", code], capture_output=True,
                           env={**os.environ, "MONKEYANIM_DEBUG": "1"})
