@@ -1,0 +1,68 @@
+"""training/: the configs of the runs that span sessions, and the GPU machine's recipe
+(data as small H.264 files, monkeyanim's CLI with OpenCV standing in for PyAV)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from monkeyanim.models import build_model
+from monkeyanim.trainconfig import load_train_config
+from monkeyanim.video import fit_frame, open_video
+
+from test_train import TINY
+
+TRAINING = Path(__file__).resolve().parents[1] / "training"
+
+
+@pytest.mark.parametrize("name", ["mgif64", "faces128", "taichi64"])
+def test_configs_build_a_model_at_their_frame_size(name):
+    model_config, train_config = load_train_config(str(TRAINING / f"{name}.yaml"))
+    model = build_model(model_config, with_discriminator=True).eval()
+    size = model_config.frame_size
+    frames = torch.rand(2, 3, *size)
+    with torch.no_grad():
+        kp = model.kp_detector(frames)
+        out = model.generator(frames, kp, kp).frames
+    assert out.shape == (2, 3, *size)
+    assert train_config.checkpoint_every <= 250  # a lost machine costs little
+
+
+def opencv_frames(path):
+    capture, frames = cv2.VideoCapture(str(path)), []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            return np.stack(frames)
+        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+
+
+def test_gpu_recipe_trains_from_prepared_videos_without_pyav(datasets_dir, tmp_path):
+    source = tmp_path / "strips"
+    source.mkdir()
+    strips = sorted((datasets_dir / "shapes" / "train").iterdir())[:6]
+    for path in strips:
+        (source / path.name).symlink_to(path)
+    data = tmp_path / "data"
+    subprocess.run([sys.executable, str(TRAINING / "gpu.py"), "prep", str(source), str(data),
+                    "--size", "64", "--test", strips[0].stem], check=True)
+    assert [p.stem for p in (data / "test").iterdir()] == [strips[0].stem]
+    assert len(list((data / "train").glob("*.mp4"))) == 5
+    original = np.stack([fit_frame(f, (64, 64)) for f in open_video(strips[1]).frames()])
+    encoded = opencv_frames(data / "train" / f"{strips[1].stem}.mp4")
+    assert encoded.shape == original.shape
+    assert np.abs(encoded.astype(float) - original).mean() / 255 < 0.01  # near lossless
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY)
+    # the harness replaces PyAV by an empty module: any use of it would fail the run
+    result = subprocess.run([sys.executable, str(TRAINING / "gpu.py"), "run", "train",
+                             str(data), "-o", str(tmp_path / "run"), "--config", str(config),
+                             "--iterations", "2"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "training on 5 videos" in result.stdout + result.stderr
+    assert (tmp_path / "run" / "model.safetensors").is_file()

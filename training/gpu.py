@@ -1,0 +1,126 @@
+"""Train on the lent GPU machine, which has torch and OpenCV but no PyAV and no network.
+
+Only 64 MiB of ignored files travel to it, so the data goes as small H.264 files made here:
+
+    python training/gpu.py prep ../shared/datasets/mgif .gpu/data/mgif64 --size 64
+    python training/gpu.py prep ../shared/datasets/taichi .gpu/data/taichi --size 64 --top-half \
+        --test copart-0.,copart-5.,copart-9.
+
+and there ``run`` starts monkeyanim's own CLI with video reading done by OpenCV:
+
+    python training/gpu.py run train .gpu/data/mgif64 -o runs/mgif64 --config ... --device cuda
+
+Nothing here is part of the package: the CLI needs PyAV everywhere else.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+from fractions import Fraction
+from pathlib import Path
+
+# Near-lossless, and 4:4:4 so that colours are not halved: the model trains on these pixels.
+PREP_CRF = 14
+PREP_PIXEL_FORMAT = "yuv444p"
+PREP_FPS = 25
+
+
+def prep(source_dir: Path, target_dir: Path, size: int, top_half: bool,
+         test: list[str] | None = None) -> None:
+    """Every video of source_dir/{train,test} (any format monkeyanim reads) as an mp4 of
+    size x size frames (centre square, or the top square with ``top_half``). With ``test``
+    (name prefixes), the videos of source_dir itself are split: those prefixes go to test/."""
+    from monkeyanim.data import list_videos
+
+    if test is None:
+        jobs = [(path, split) for split in ("train", "test") if (source_dir / split).is_dir()
+                for path in list_videos(source_dir / split)]
+    else:
+        jobs = [(path, "test" if path.name.startswith(tuple(test)) else "train")
+                for path in list_videos(source_dir) if not path.is_dir()]
+    for path, split in jobs:
+        (target_dir / split).mkdir(parents=True, exist_ok=True)
+        _encode(path, target_dir / split / f"{path.stem}.mp4", size, top_half)
+
+
+def _encode(path: Path, target: Path, size: int, top_half: bool) -> None:
+    import av
+
+    from monkeyanim.video import fit_frame, open_video
+
+    with av.open(str(target), "w") as out:
+        stream = out.add_stream("libx264", rate=PREP_FPS, options={"crf": str(PREP_CRF)})
+        stream.width = stream.height = size
+        stream.pix_fmt = PREP_PIXEL_FORMAT
+        for frame in open_video(path).frames():
+            if top_half:
+                frame = frame[:frame.shape[1]]  # the upper (W, W) square
+            image = av.VideoFrame.from_ndarray(fit_frame(frame, (size, size)), "rgb24")
+            out.mux(stream.encode(image))
+        out.mux(stream.encode())
+
+
+def _opencv_video() -> None:
+    """Stand in for PyAV: monkeyanim.video reads images and videos with OpenCV instead."""
+    import cv2
+
+    fake = types.ModuleType("av")
+    fake.FFmpegError, fake.BlockingIOError, fake.EOFError = OSError, BlockingIOError, EOFError
+    fake.filter = types.ModuleType("av.filter")
+    sys.modules.update({"av": fake, "av.filter": fake.filter})
+    from monkeyanim import video
+    from monkeyanim.errors import InputError
+
+    def read_image(path):
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise InputError(f"cannot read image {path}")
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)  # (H, W, 3)
+
+    def decode(path):
+        capture = cv2.VideoCapture(str(path))
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)  # (H, W, 3)
+        capture.release()
+
+    original_open = video.open_video
+
+    def open_video(path):
+        path = Path(path)
+        if path.is_dir() or path.suffix.lower() in video.IMAGE_SUFFIXES:
+            return original_open(path)  # frames through the read_image above
+        if not path.is_file():
+            raise InputError(f"video not found: {path}")
+        count = int(cv2.VideoCapture(str(path)).get(cv2.CAP_PROP_FRAME_COUNT))
+        return video.VideoReader(path, Fraction(PREP_FPS), count or None)
+
+    video.read_image, video._decode_video, video.open_video = read_image, decode, open_video
+
+
+def main() -> None:
+    if len(sys.argv) < 2 or sys.argv[1] not in ("prep", "run"):
+        raise SystemExit(__doc__)
+    if sys.argv[1] == "prep":
+        import argparse
+        parser = argparse.ArgumentParser(prog="gpu.py prep")
+        parser.add_argument("source", type=Path)
+        parser.add_argument("target", type=Path)
+        parser.add_argument("--size", type=int, required=True)
+        parser.add_argument("--top-half", action="store_true")
+        parser.add_argument("--test", help="comma-separated name prefixes held out for test/")
+        args = parser.parse_args(sys.argv[2:])
+        prep(args.source, args.target, args.size, args.top_half,
+             args.test.split(",") if args.test else None)
+        return
+    _opencv_video()
+    from monkeyanim.cli import main as cli_main
+    sys.argv = ["monkeyanim", *sys.argv[2:]]
+    cli_main()
+
+
+if __name__ == "__main__":
+    main()
