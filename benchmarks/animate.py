@@ -1,7 +1,8 @@
 """Speed and memory of `animate` against the authors' frame-by-frame loop.
 
 Prints a table; compare runs as ratios (absolute numbers depend on the machine).
-    python benchmarks/animate.py [--frames 64] [--threads 2] [--device cuda] [--memory-only]
+    python benchmarks/animate.py [--frames 64] [--threads 2] [--batch 32] [--device cuda]
+        [--precisions fp32,bf16] [--memory-only]
 On CUDA the table adds fp16; peak RSS is measured on the CPU only.
 """
 
@@ -74,14 +75,14 @@ def timed(fn, device: str):
     return result, time.perf_counter() - start
 
 
-def speed_rows(frames: int, batch: int, device: str) -> list[tuple]:
+def speed_rows(frames: int, batch: int, device: str, precisions: list[str]) -> list[tuple]:
     rows = []
     for size in (64, 256):
         count = frames if size == 64 else max(8, frames // 4)
         model, clip = model_at(size, device), moving_frames(count + 1, size).to(device)
         source, driving = clip[0], clip[1:]
         reference, t_naive = timed(lambda: naive(model, source, driving), device)
-        for precision in ("fp32", "bf16") + (("fp16",) if device == "cuda" else ()):
+        for precision in precisions:
             made, seconds = timed(lambda: ours(model, source, driving, batch, precision), device)
             rows.append((f"{size}x{size}", precision, count / t_naive, count / seconds,
                          t_naive / seconds, (made.float() - reference).abs().max().item()))
@@ -120,7 +121,10 @@ def main() -> None:
     parser.add_argument("--long", type=int, default=5000)
     parser.add_argument("--memory-only", action="store_true", help="skip the speed table")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--precisions", help="comma-separated; default fp32,bf16 (+fp16 on CUDA)")
     args = parser.parse_args()
+    precisions = (args.precisions.split(",") if args.precisions else
+                  ["fp32", "bf16"] + (["fp16"] if args.device == "cuda" else []))
     torch.set_num_threads(args.threads)
     where = torch.cuda.get_device_name() if args.device == "cuda" else f"{args.threads} thread(s)"
     print(f"torch {torch.__version__}, {where}, taichi widths, batch {args.batch}")
@@ -128,7 +132,7 @@ def main() -> None:
         print(f"{'size':>8} {'prec':>5} {'naive f/s':>10} {'ours f/s':>9} {'speed-up':>9} "
               f"{'max diff':>9}")
         for size, prec, slow, fast, ratio, diff in speed_rows(args.frames, args.batch,
-                                                              args.device):
+                                                              args.device, precisions):
             print(f"{size:>8} {prec:>5} {slow:10.1f} {fast:9.1f} {ratio:8.2f}x {diff:9.1e}")
     if args.device != "cpu":
         return
