@@ -74,6 +74,27 @@ def test_streamed_batches_equal_direct_generation(small_model, face_frames):
     assert (absolute(drive) - direct).abs().max().item() > 1e-4
 
 
+def test_every_convolution_gets_channels_last_input(small_model, face_frames):
+    """A layout switch before a conv costs a copy of its input; load_model's weights and the
+    pipeline's frames are channels_last, and no conv of animate sees anything else."""
+    model = monkeyanim.load_model(small_model)
+    frames = to_tensor([fit_frame(f, (64, 64)) for f in face_frames[:4]])
+    animator = Animator(model, frames[0])
+    seen = []
+
+    def record(module, inputs):
+        x = inputs[0]
+        if x.shape[1] > 1 and x.shape[-1] * x.shape[-2] > 1:  # both layouts at once otherwise
+            seen.append(x.is_contiguous(memory_format=torch.channels_last))
+
+    hooks = [m.register_forward_pre_hook(record) for m in model.modules()
+             if isinstance(m, torch.nn.Conv2d)]
+    animator(frames)
+    for hook in hooks:
+        hook.remove()
+    assert len(seen) > 30 and all(seen), f"{seen.count(False)} of {len(seen)} NCHW"
+
+
 def test_best_frame_finds_the_source_pose(small_model, face_frames):
     model = monkeyanim.load_model(small_model)
     frames = to_tensor([fit_frame(f, (64, 64)) for f in face_frames[:20]])

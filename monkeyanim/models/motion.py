@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import DenseMotionConfig, EmbeddingConfig, KpVariance
-from .blocks import Hourglass, SameBlock2d, downscale, make_coordinate_grid, warp
+from .blocks import (Hourglass, SameBlock2d, downscale, layout_for, make_coordinate_grid,
+                     warp)
 from .keypoints import Keypoints, keypoints_to_heatmap
 
 
@@ -112,6 +113,7 @@ class DenseMotion(nn.Module):
         """source (B or 1, C, H, W) -> sampling grid (B, h, w, 2), h = H * scale_factor."""
         source = downscale(source, self.scale_factor)
         prediction = self.mask_embedding(source, kp_driving, kp_source)  # (B, C', h, w)
+        prediction = layout_for(prediction, self.hourglass.encoder.down_blocks[0].conv)
         for block in self.group_blocks:
             # The authors apply leaky_relu(0.2) here; after the block's ReLU it is the identity.
             prediction = block(prediction)
