@@ -16,6 +16,11 @@ from .errors import InputError
 from .video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, fit_frame, open_video, read_image, split_strip
 
 
+# Frame strips are PNG/JPEG images decoded whole for every pair: MGif's, up to 300 frames
+# wide, took a third of a training iteration on two cores. Cached up to this much memory.
+STRIP_CACHE_BYTES = 1 << 30
+
+
 @dataclass
 class Augmentation:
     """The authors' train-time augmentation, applied identically to both frames of a pair."""
@@ -41,14 +46,16 @@ def list_videos(folder: Path) -> list[Path]:
 class PairDataset(Dataset):
     """Each item: two random frames of one video, (2, 3, H, W) float in [0, 1] (source, driving).
 
-    Frame strips are read per item (cheap); other videos are decoded once, fitted to ``size``
-    (centre square) and kept in memory. Videos shorter than 2 frames are skipped and counted
-    in ``skipped``.
+    Videos are decoded once, fitted to ``size`` (centre square) and kept in memory. So are
+    frame strips while they fit in ``strip_cache_bytes``; the rest are read again per item
+    (the authors' shapes: 2.5 GB at 64 px). Videos shorter than 2 frames are skipped and
+    counted in ``skipped``.
     """
 
     def __init__(self, folder: Path, size: tuple[int, int], augmentation: Augmentation | None = None,
-                 num_repeats: int = 1, seed: int = 0):
+                 num_repeats: int = 1, seed: int = 0, strip_cache_bytes: int = STRIP_CACHE_BYTES):
         self.size = size
+        self.strip_budget = strip_cache_bytes
         self.augmentation = augmentation or Augmentation(False, False)
         self.num_repeats = num_repeats
         self.cache: dict[int, np.ndarray] = {}
@@ -61,13 +68,12 @@ class PairDataset(Dataset):
             except InputError as exc:
                 self.unreadable.append(f"{path.name}: {exc}")
                 continue
-            if reader.kind in ("video", "folder"):
+            count = reader.num_frames or 1
+            if reader.kind in ("video", "folder") or self._strip_fits(count):
                 # decoded once here, so that forked loader workers share the frames
                 self.cache[len(self.videos)] = np.stack(
-                    [fit_frame(f, size) for f in reader.frames()])
+                    [fit_frame(f, size) for f in reader.frames()])  # (T, H, W, 3)
                 count = len(self.cache[len(self.videos)])
-            else:
-                count = reader.num_frames or 1
             if count < 2:
                 self.cache.pop(len(self.videos), None)
                 self.skipped += 1
@@ -76,6 +82,14 @@ class PairDataset(Dataset):
         if not self.videos:
             raise InputError(f"{folder} holds no readable video with 2 frames or more")
         self.rng = random.Random(seed)
+
+    def _strip_fits(self, count: int) -> bool:
+        """Whether a strip of ``count`` frames still fits the cache; if so, it is reserved."""
+        size = count * self.size[0] * self.size[1] * 3
+        if size > self.strip_budget:
+            return False
+        self.strip_budget -= size
+        return True
 
     def __len__(self) -> int:
         return len(self.videos) * self.num_repeats

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -203,3 +204,18 @@ def test_init_errors(case, shapes_slice, tmp_path):
     name = "shapes" if case == "with-resume" else "nope"
     result = run_cli("train", shapes_slice, "-o", tmp_path / "run", "--init", name, *extra)
     assert_one_line_error(result, *(["--init", "--resume"] if extra else ["unknown checkpoint"]))
+
+
+def test_frame_strips_are_cached_within_their_budget(datasets_dir, tmp_path):
+    """MGif strips are decoded once at start while they fit; past the budget, per item."""
+    strips = sorted((datasets_dir / "mgif" / "test").iterdir())[:4]
+    for path in strips:
+        (tmp_path / path.name).symlink_to(path)
+    cached = PairDataset(tmp_path, (64, 64))
+    assert sorted(cached.cache) == [0, 1, 2, 3]
+    first = len(cached.frames(0)) * 64 * 64 * 3
+    partly = PairDataset(tmp_path, (64, 64), strip_cache_bytes=first)
+    assert sorted(partly.cache) == [0]
+    for index in range(4):
+        assert cached.frames(index).shape[1:] == (64, 64, 3)
+        assert np.array_equal(cached.frames(index), partly.frames(index))
