@@ -9,7 +9,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
@@ -62,6 +62,8 @@ class VideoReader:
     num_frames: int | None  # from the container; None when unknown
     has_audio: bool = False
     kind: str = "video"  # 'video', 'strip', 'folder' or 'image'
+    # a strip or image, decoded once by open_video (which had to, to tell them apart)
+    image: np.ndarray | None = field(default=None, repr=False)
 
     def frames(self) -> Iterator[np.ndarray]:
         if self.kind == "video":
@@ -70,7 +72,7 @@ class VideoReader:
             for file in _frame_files(self.path):
                 yield read_image(file)
         else:
-            image = read_image(self.path)
+            image = self.image if self.image is not None else read_image(self.path)
             yield from (split_strip(image) if self.kind == "strip" else [image])
 
 
@@ -102,8 +104,9 @@ def open_video(path: str | Path) -> VideoReader:
     if path.suffix.lower() in IMAGE_SUFFIXES:
         image = read_image(path)
         if is_strip(image):
-            return VideoReader(path, DEFAULT_FPS, image.shape[1] // image.shape[0], kind="strip")
-        return VideoReader(path, DEFAULT_FPS, 1, kind="image")
+            return VideoReader(path, DEFAULT_FPS, image.shape[1] // image.shape[0], kind="strip",
+                               image=image)
+        return VideoReader(path, DEFAULT_FPS, 1, kind="image", image=image)
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
