@@ -151,5 +151,4 @@ def load_model(path_or_name: str | Path, config: str | Path | ModelConfig | None
         raise CheckpointError(f"unknown checkpoint {name!r}: not a .safetensors or .pth.tar "
                               f"file, nor a registered name ({valid})")
     # about 17% faster inference on CPU than NCHW weights fed channels_last frames
-    model = model.to(memory_format=torch.channels_last)
-    return model.to(device) if device else model
+    return model.to(device=device, memory_format=torch.channels_last)
