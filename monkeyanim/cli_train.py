@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
@@ -13,7 +15,7 @@ from rich.table import Table
 from .cli import (BatchOpt, CheckpointOpt, ConfigOpt, CropOpt, DeviceOpt, JsonOpt, OutputOpt,
                   OverwriteOpt, PrecisionOpt, _inputs, _load, _output_folder, _report, app,
                   check_output, console, err_console)
-from .errors import InputError
+from .errors import InputError, Interrupted
 
 SUBJECTS = {None: None, "face": "face_model", "body": "body_model"}  # --subject: metadata key
 FidWeightsOpt = Annotated[Path | None, typer.Option(
@@ -67,24 +69,25 @@ def train(data_dir: Annotated[Path, typer.Argument(help="Folder with train/ (and
                    "replaces the config's.")] = None,
           subject: Annotated[str | None, typer.Option(
               help="face or body: recorded in the checkpoint, so that animate crops faces by "
-                   "default and evaluate picks the keypoint detector for AKD/MKR.")] = None) -> None:
+                   "default and evaluate picks the keypoint detector for AKD/MKR.")] = None,
+          max_minutes: Annotated[float | None, typer.Option(
+              help="Stop after this many minutes with a checkpoint (--resume carries on). "
+                   "Ctrl-C does the same after the current iteration.")] = None) -> None:
     """Train Monkey-Net on your own videos (torchrun --nproc_per_node N -m monkeyanim train ...)."""
     import dataclasses
-    import json
 
-    from .config import ModelConfig
     from .train import CONFIG_FILE, Trainer, finish
-    from .trainconfig import TrainConfig, _merge, load_train_config
+    from .trainconfig import load_train_config, saved_run_config
 
     if init is not None and resume:
         raise InputError("--init starts a new run; --resume continues one: use one of them")
     if subject not in SUBJECTS:
         raise InputError(f"--subject must be face or body, not {subject}")
+    if max_minutes is not None and max_minutes < 0:
+        raise InputError("--max-minutes must be 0 or more")
     start = _load(init, None, "cpu") if init is not None else None
     if resume and (output / CONFIG_FILE).is_file():
-        saved = json.loads((output / CONFIG_FILE).read_text())
-        model_cfg = ModelConfig.from_dict(saved["model"])
-        train_cfg = _merge(TrainConfig(), saved["train"], "train.")
+        model_cfg, train_cfg = saved_run_config(output / CONFIG_FILE)
     else:
         model_cfg, train_cfg = load_train_config(config)
         model_cfg = start.config if start is not None else model_cfg
@@ -102,12 +105,62 @@ def train(data_dir: Annotated[Path, typer.Argument(help="Folder with train/ (and
         trainer.model.provenance[SUBJECTS[subject]] = True
     if trainer.rank == 0:
         _announce(trainer)
-    with _training_view(trainer) as on_step:
-        trainer.run(on_step)
+    with _training_view(trainer) as on_step, StopRequest(max_minutes) as stop:
+        trainer.run(on_step, stop)
     finish(trainer)
-    if trainer.rank == 0:
+    _report_end(trainer, stop, output)
+
+
+def _report_end(trainer, stop: StopRequest, output: Path) -> None:
+    """The run's last line (rank 0); exit code 130 when Ctrl-C stopped it."""
+    interrupted = stop.reason == INTERRUPTED
+    if trainer.rank != 0:
+        if interrupted:
+            raise typer.Exit(130)
+    elif trainer.stopped_early:
+        reason = stop.reason or "another process was stopped"
+        message = (f"stopped at iteration {trainer.iteration} of {trainer.total} ({reason}), "
+                   f"saved in {output}: carry on with --resume")
+        if interrupted:
+            raise Interrupted(message)
+        console.print(escape(message))
+    else:
         console.print(f"done: {trainer.iteration} iterations in {trainer.elapsed:.0f} s, "
                       f"model at {output / 'model.safetensors'}")
+
+
+INTERRUPTED = "interrupted"
+
+
+class StopRequest:
+    """Asked after every training iteration whether to stop: after ``minutes`` of training,
+    or once Ctrl-C (or SIGTERM, as torchrun and job schedulers send) has come, so that the
+    iteration under way finishes and is saved. A second Ctrl-C stops at once."""
+
+    def __init__(self, minutes: float | None):
+        self.deadline = None if minutes is None else time.monotonic() + 60 * minutes
+        self.reason: str | None = None
+        self.previous: dict[int, object] = {}
+
+    def __enter__(self) -> StopRequest:
+        self.previous = {sig: signal.signal(sig, self._signalled)
+                         for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def _signalled(self, signum, frame) -> None:
+        if self.reason == INTERRUPTED:
+            raise Interrupted("interrupted again: stopped at once; the run folder holds the "
+                              "last checkpoint (--resume carries on from it)")
+        self.reason = INTERRUPTED
+
+    def __call__(self) -> bool:
+        if self.reason is None and self.deadline is not None and time.monotonic() >= self.deadline:
+            self.reason = "--max-minutes reached"
+        return self.reason is not None
 
 
 @app.command()

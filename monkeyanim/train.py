@@ -82,7 +82,7 @@ class Trainer:
                            for name in NETWORKS}
         self.schedulers = {name: torch.optim.lr_scheduler.MultiStepLR(opt, self.milestones, 0.1)
                            for name, opt in self.optimizers.items()}
-        self.iteration = 0
+        self.iteration, self.stopped_early = 0, False
         if resume:
             self._resume()
         elif self.rank == 0:
@@ -163,8 +163,14 @@ class Trainer:
             self.optimizers[name].step()
             self.optimizers[name].zero_grad(set_to_none=True)
 
-    def run(self, on_step: Callable[[Step], None] | None = None) -> None:
-        """Train until the total iteration count, checkpointing along the way and at the end."""
+    def run(self, on_step: Callable[[Step], None] | None = None,
+            should_stop: Callable[[], bool] | None = None) -> None:
+        """Train until the total iteration count, checkpointing along the way and at the end.
+
+        ``should_stop`` is asked after every iteration (Ctrl-C, a time limit); when it says
+        yes on any rank, every rank stops after that same iteration, which is checkpointed,
+        and ``stopped_early`` is set.
+        """
         self.model.train()
         start = time.perf_counter()
         batches = iter(self.loader())
@@ -175,12 +181,26 @@ class Trainer:
                 scheduler.step()
             self.iteration += 1
             self._log(losses, time.perf_counter() - tick, on_step)
-            if self.iteration % self.cfg.checkpoint_every == 0 or self.iteration == self.total:
+            stop = self._any_rank(should_stop is not None and should_stop())
+            self.stopped_early = stop and self.iteration < self.total
+            ends = stop or self.iteration == self.total
+            if ends or self.iteration % self.cfg.checkpoint_every == 0:
                 self._sync_buffers()
                 self.save()
-            if self.iteration % self.cfg.sample_every == 0 or self.iteration == self.total:
+            if ends or self.iteration % self.cfg.sample_every == 0:
                 self.save_sample()
+            if stop:
+                break
         self.elapsed = time.perf_counter() - start
+
+    def _any_rank(self, flag: bool) -> bool:
+        """Whether ``flag`` is true on any rank: DDP ranks must stop after the same iteration,
+        or the ones going on would wait for the others' gradients forever."""
+        if self.world == 1:
+            return flag
+        vote = torch.tensor([float(flag)], device=self.device)
+        dist.all_reduce(vote, op=dist.ReduceOp.MAX)
+        return bool(vote.item())
 
     def _log(self, losses: dict[str, float], seconds: float, on_step) -> None:
         if self.rank != 0:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,12 @@ def _merge(obj: Any, overrides: dict[str, Any], where: str) -> Any:
             value = tuple(value)
         changes[key] = value
     return dataclasses.replace(obj, **changes)
+
+
+def saved_run_config(path: Path) -> tuple[ModelConfig, TrainConfig]:
+    """The configs that a run folder's config.json recorded (written by the Trainer)."""
+    saved = json.loads(Path(path).read_text())
+    return ModelConfig.from_dict(saved["model"]), _merge(TrainConfig(), saved["train"], "train.")
 
 
 def load_train_config(spec: str | None) -> tuple[ModelConfig, TrainConfig]:

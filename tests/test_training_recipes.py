@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from monkeyanim import load_model
 from monkeyanim.models import build_model
 from monkeyanim.trainconfig import load_train_config
 from monkeyanim.video import fit_frame, open_video
@@ -66,3 +67,17 @@ def test_gpu_recipe_trains_from_prepared_videos_without_pyav(datasets_dir, tmp_p
     assert result.returncode == 0, result.stderr
     assert "training on 5 videos" in result.stdout + result.stderr
     assert (tmp_path / "run" / "model.safetensors").is_file()
+
+    # exported as committed to training/: half the size, discriminator kept, --init takes it
+    exported = tmp_path / "export.safetensors"
+    subprocess.run([sys.executable, str(TRAINING / "gpu.py"), "export", str(tmp_path / "run"),
+                    str(exported)], check=True)
+    full, half = (load_model(p) for p in (tmp_path / "run" / "model.safetensors", exported))
+    assert half.discriminator is not None and half.provenance["iterations"] == 2
+    assert exported.stat().st_size < 0.6 * (tmp_path / "run" / "model.safetensors").stat().st_size
+    for (name, a), b in zip(full.state_dict().items(), half.state_dict().values()):
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-4), name
+    result = subprocess.run([sys.executable, str(TRAINING / "gpu.py"), "run", "train", str(data),
+                             "-o", str(tmp_path / "next"), "--init", str(exported),
+                             "--iterations", "1"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

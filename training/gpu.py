@@ -6,9 +6,12 @@ Only 64 MiB of ignored files travel to it, so the data goes as small H.264 files
     python training/gpu.py prep ../shared/datasets/taichi .gpu/data/taichi --size 64 --top-half \
         --test copart-0.,copart-5.,copart-9.
 
-and there ``run`` starts monkeyanim's own CLI with video reading done by OpenCV:
+and there ``run`` starts monkeyanim's own CLI with video reading done by OpenCV, and
+``export`` writes the run's weights as they are committed to training/ (float16, with the
+discriminator, so that the next session's ``--init`` carries on):
 
-    python training/gpu.py run train .gpu/data/mgif64 -o runs/mgif64 --config ... --device cuda
+    python training/gpu.py run train .gpu/data/mgif64 -o runs/mgif64 --config ... --device cuda \
+        --max-minutes 7 && python training/gpu.py export runs/mgif64 $OUT/mgif64.safetensors
 
 Nothing here is part of the package: the CLI needs PyAV everywhere else.
 """
@@ -61,6 +64,14 @@ def _encode(path: Path, target: Path, size: int, top_half: bool) -> None:
         out.mux(stream.encode())
 
 
+def export(run_dir: Path, target: Path) -> None:
+    """A run's latest weights, every network, as float16 (about half the run's file)."""
+    from monkeyanim.checkpoint import load_checkpoint, save_checkpoint
+
+    model = load_checkpoint(run_dir / "model.safetensors")
+    save_checkpoint(model, target, with_discriminator=True, half=True)
+
+
 def _opencv_video() -> None:
     """Stand in for PyAV: monkeyanim.video reads images and videos with OpenCV instead."""
     import cv2
@@ -102,8 +113,12 @@ def _opencv_video() -> None:
 
 
 def main() -> None:
-    if len(sys.argv) < 2 or sys.argv[1] not in ("prep", "run"):
+    if len(sys.argv) < 2 or sys.argv[1] not in ("prep", "run", "export"):
         raise SystemExit(__doc__)
+    if sys.argv[1] == "export":
+        if len(sys.argv) != 4:
+            raise SystemExit("usage: gpu.py export RUN_DIR TARGET.safetensors")
+        return export(Path(sys.argv[2]), Path(sys.argv[3]))
     if sys.argv[1] == "prep":
         import argparse
         parser = argparse.ArgumentParser(prog="gpu.py prep")
