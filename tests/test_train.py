@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import signal
 import subprocess
 import sys
@@ -133,6 +134,12 @@ def test_max_minutes_stops_with_a_checkpoint(shapes_slice, tiny_config, tmp_path
                                   "--max-minutes", "-1"), "--max-minutes")
 
 
+def free_port() -> int:
+    with socket.socket() as probe_socket:
+        probe_socket.bind(("127.0.0.1", 0))
+        return probe_socket.getsockname()[1]
+
+
 def test_ddp_two_processes_end_identical(shapes_slice, tiny_config, tmp_path):
     """Four DDP iterations planned; rank 1 alone asks to stop after the second (as a
     signal reaching one process would): both ranks stop there, save, and agree."""
@@ -141,7 +148,7 @@ def test_ddp_two_processes_end_identical(shapes_slice, tiny_config, tmp_path):
     config.write_text(TINY.replace("iterations: 40", "iterations: 4"))
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "--master_port", "29517", "tests/ddp_worker.py", str(shapes_slice), str(run), str(config),
+         "--master_port", str(free_port()), "tests/ddp_worker.py", str(shapes_slice), str(run), str(config),
          "2"],
         capture_output=True, text=True, timeout=300,
         env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=os.path.dirname(os.path.dirname(__file__)))
