@@ -154,6 +154,11 @@ def _inputs(path: Path, suffixes: set[str], what: str) -> list[Path]:
     return [path]
 
 
+def _exists(path: Path, what: str) -> None:
+    if not path.exists():
+        raise InputError(f"{what} not found: {path}")
+
+
 def _output_folder(output: Path) -> Path:
     if output.exists() and not output.is_dir():
         raise InputError(f"{output} must be a folder when the inputs are folders")
@@ -187,7 +192,6 @@ def animate(source: Annotated[Path, typer.Argument(help="Image, or a folder of i
             device: DeviceOpt = "auto", batch_size: BatchOpt = 8,
             precision: PrecisionOpt = "fp32", overwrite: OverwriteOpt = False) -> None:
     """Animate SOURCE with the motion of DRIVING into OUTPUT (.mp4 or .gif)."""
-    from .jobs import AnimateSettings, animate_file
     from .video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, parse_crop
 
     if fps is not None and fps <= 0 or size is not None and size < 2:
@@ -195,14 +199,20 @@ def animate(source: Annotated[Path, typer.Argument(help="Image, or a folder of i
     if paste_back and (side_by_side or size):
         raise InputError("--paste-back writes at the source's resolution: drop --side-by-side "
                          "and --size")
-    settings = AnimateSettings(mode, adapt_scale, find_best_frame, side_by_side, fps, size,
-                               batch_size, precision, parse_crop(crop), paste_back)
+    box = parse_crop(crop)
     # a folder of images is one driving video (its frames); a folder of videos is a batch
     batch_driving = driving.is_dir() and any(p.suffix.lower() in VIDEO_SUFFIXES
                                              for p in driving.iterdir())
-    if not (source.is_dir() or batch_driving):
+    single = not (source.is_dir() or batch_driving)
+    if single:
         check_output(output, overwrite)
         _inputs(source, IMAGE_SUFFIXES | VIDEO_SUFFIXES, "source images")
+        _exists(driving, "video")
+    from .jobs import AnimateSettings, animate_file  # torch: only once the inputs are there
+
+    settings = AnimateSettings(mode, adapt_scale, find_best_frame, side_by_side, fps, size,
+                               batch_size, precision, box, paste_back)
+    if single:
         model = _load(checkpoint, config, device)
         with _progress(output.name, None) as progress:
             _report(animate_file(model, source, driving, output, settings, progress))
@@ -251,7 +261,6 @@ def reconstruct(video: Annotated[Path, typer.Argument(help="Video, or a folder o
     import json
 
     from .files import atomic_write
-    from .jobs import reconstruct_file
     from .video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, parse_crop
 
     videos = _inputs(video, VIDEO_SUFFIXES | IMAGE_SUFFIXES, "videos")
@@ -261,6 +270,8 @@ def reconstruct(video: Annotated[Path, typer.Argument(help="Video, or a folder o
         outputs = [check_output(output, overwrite)]
     if json_path is not None:
         check_output(json_path, overwrite)
+    from .jobs import reconstruct_file  # torch: only once the inputs are there
+
     model = _load(checkpoint, config, device)
     box = parse_crop(crop)
     scores = {}
@@ -285,16 +296,18 @@ def keypoints(video: Annotated[Path, typer.Argument(help="Video or image.")],
               crop: CropOpt = None, device: DeviceOpt = "auto", batch_size: BatchOpt = 8,
               overwrite: OverwriteOpt = False) -> None:
     """Draw the learned keypoints over a video (.mp4/.gif) or an image (.png)."""
-    from .jobs import keypoints_file
     from .video import parse_crop
 
     check_output(output, overwrite)
     if json_path is not None:
         check_output(json_path, overwrite)
+    _exists(video, "video or image")
+    box = parse_crop(crop)
+    from .jobs import keypoints_file  # torch: only once the inputs are there
+
     model = _load(checkpoint, config, device)
     with _progress(output.name, None) as progress:
-        _report(keypoints_file(model, video, output, json_path, batch_size, parse_crop(crop),
-                               progress))
+        _report(keypoints_file(model, video, output, json_path, batch_size, box, progress))
 
 
 from . import cli_train  # noqa: E402,F401  (registers crop, train, evaluate, predict)

@@ -178,6 +178,28 @@ def test_bad_inputs_give_one_line_errors(small_model, source_png, short_mp4, tmp
     assert not list(tmp_path.glob(".out*"))
 
 
+def test_help_and_missing_inputs_answer_without_importing_torch(source_png, tmp_path):
+    """`--help` and a mistyped path are answered in about a second, not after torch's import."""
+    cases = [(("--help",), None), (("animate", "--help"), None),
+             (("animate", tmp_path / "nope.png", tmp_path / "d.mp4", "-o", tmp_path / "o.mp4"),
+              "source image not found"),
+             (("animate", source_png, tmp_path / "nope.mp4", "-o", tmp_path / "o.mp4"),
+              "video not found"),
+             (("reconstruct", tmp_path / "nope.mp4", "-o", tmp_path / "o.mp4"), "not found"),
+             (("keypoints", tmp_path / "nope.mp4", "-o", tmp_path / "o.mp4"), "not found")]
+    for args, error in cases:
+        result = subprocess.run([sys.executable, "-X", "importtime", "-m", "monkeyanim",
+                                 *map(str, args)], capture_output=True, text=True, timeout=60)
+        imported = [line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()
+                    if line.startswith("import time:")]
+        assert "monkeyanim.cli" in imported and "torch" not in imported, args
+        messages = [line for line in result.stderr.splitlines() if not line.startswith("import time:")]
+        if error is None:
+            assert result.returncode == 0 and "Usage" in result.stdout and not messages
+        else:
+            assert result.returncode == 1 and len(messages) == 1 and error in messages[0], messages
+
+
 def test_existing_output_and_unwritable_folder(small_model, source_png, short_mp4, tmp_path):
     out = tmp_path / "out.mp4"
     out.write_bytes(b"keep me")
