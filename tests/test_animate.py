@@ -193,7 +193,8 @@ def test_help_and_missing_inputs_answer_without_importing_torch(source_png, tmp_
         imported = [line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()
                     if line.startswith("import time:")]
         assert "monkeyanim.cli" in imported and "torch" not in imported, args
-        messages = [line for line in result.stderr.splitlines() if not line.startswith("import time:")]
+        messages = [line for line in result.stderr.splitlines()
+                    if not line.startswith("import time:")]
         if error is None:
             assert result.returncode == 0 and "Usage" in result.stdout and not messages
         else:

@@ -148,8 +148,8 @@ def test_ddp_two_processes_end_identical(shapes_slice, tiny_config, tmp_path):
     config.write_text(TINY.replace("iterations: 40", "iterations: 4"))
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "--master_port", str(free_port()), "tests/ddp_worker.py", str(shapes_slice), str(run), str(config),
-         "2"],
+         "--master_port", str(free_port()), "tests/ddp_worker.py", str(shapes_slice), str(run),
+         str(config), "2"],
         capture_output=True, text=True, timeout=300,
         env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=os.path.dirname(os.path.dirname(__file__)))
     assert result.returncode == 0, result.stderr[-3000:]
