@@ -149,8 +149,7 @@ def _inputs(path: Path, suffixes: set[str], what: str) -> list[Path]:
         if not files:
             raise InputError(f"folder {path} holds no {what}")
         return files
-    if not path.exists():
-        raise InputError(f"{what.rstrip('s')} not found: {path}")
+    _exists(path, what.rstrip("s"))
     return [path]
 
 
