@@ -143,13 +143,7 @@ def animate_file(model: MonkeyNet, source: Path, driving: Path, output: Path,
     with VideoWriter(output, settings.fps or reader.fps,
                      audio_from=reader.path if keep_audio else None) as writer:
         for frames, batch in batches():
-            result = _resize_all(to_uint8(animator(batch)), settings.size)
-            if paste is not None:
-                result = [paste(frame) for frame in result]
-            elif settings.side_by_side:
-                drive = _resize_all(np.stack(frames), settings.size)
-                still = _resize_all(source_frame[None], settings.size)[0]
-                result = [np.concatenate([d, still, r], axis=1) for d, r in zip(drive, result)]
+            result = _compose(to_uint8(animator(batch)), frames, source_frame, paste, settings)
             for frame in result:
                 writer.write(frame)
             done += len(frames)
@@ -157,6 +151,23 @@ def animate_file(model: MonkeyNet, source: Path, driving: Path, output: Path,
                 progress(done)
     return JobResult(output, done, time.perf_counter() - start,
                      {"best_frame": best, "audio": keep_audio, "detector": detector})
+
+
+def _compose(result: np.ndarray, driving: list[np.ndarray], source_frame: np.ndarray,
+             paste: "PasteBack | None", settings: AnimateSettings) -> list[np.ndarray]:
+    """The frames written for one batch: results at the output size, pasted back into the
+    full source image, or beside the driving frames and the source (driving | source | result).
+
+    result: (B, H, W, 3) uint8; driving: B frames (H, W, 3) uint8 at the model's size.
+    """
+    result = _resize_all(result, settings.size)
+    if paste is not None:
+        return [paste(frame) for frame in result]
+    if not settings.side_by_side:
+        return list(result)
+    drive = _resize_all(np.stack(driving), settings.size)  # B x (S, S, 3)
+    still = _resize_all(source_frame[None], settings.size)[0]  # (S, S, 3)
+    return [np.concatenate([d, still, r], axis=1) for d, r in zip(drive, result)]  # (S, 3S, 3)
 
 
 class PasteBack:

@@ -61,23 +61,8 @@ def train_predictor(tracks: list[Keypoints], config: PredictorConfig, epochs: in
         order = torch.randperm(len(tracks), generator=generator).tolist()
         losses = []
         for start in range(0, len(order), batch_size):
-            windows = []
-            for index in order[start:start + batch_size]:
-                kp = tracks[index]
-                first = int(torch.randint(0, len(kp) - frames + 1, (), generator=generator))
-                windows.append(kp[first:first + frames])
-            target = Keypoints(torch.stack([w.mean for w in windows]),
-                               None if windows[0].covar is None
-                               else torch.stack([w.covar for w in windows]))  # (B, T, K, ...)
-            given_only = Keypoints(target.mean.clone(), None if target.covar is None
-                                   else target.covar.clone())
-            given_only.mean[:, given:] = 0
-            if given_only.covar is not None:
-                given_only.covar[:, given:] = 0
-            predicted = predictor(given_only)
-            loss = (predicted.mean[:, given:] - target.mean[:, given:]).abs().mean()
-            if target.covar is not None:
-                loss = loss + (predicted.covar[:, given:] - target.covar[:, given:]).abs().mean()
+            target = _random_windows(tracks, order[start:start + batch_size], frames, generator)
+            loss = _prediction_loss(predictor, target, given)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -87,6 +72,35 @@ def train_predictor(tracks: list[Keypoints], config: PredictorConfig, epochs: in
         if on_epoch:
             on_epoch(epoch + 1, mean_loss)
     return predictor.eval()
+
+
+def _random_windows(tracks: list[Keypoints], indices: list[int], frames: int,
+                    generator: torch.Generator) -> Keypoints:
+    """``frames`` consecutive keypoints from a random start in each of ``tracks[indices]``:
+    mean (B, T, K, 2), covar (B, T, K, 2, 2) or None."""
+    windows = []
+    for index in indices:
+        kp = tracks[index]
+        first = int(torch.randint(0, len(kp) - frames + 1, (), generator=generator))
+        windows.append(kp[first:first + frames])
+    return Keypoints(torch.stack([w.mean for w in windows]),
+                     None if windows[0].covar is None
+                     else torch.stack([w.covar for w in windows]))  # (B, T, K, ...)
+
+
+def _prediction_loss(predictor: KPPredictor, target: Keypoints, given: int) -> torch.Tensor:
+    """L1 between the predicted and true keypoints after the first ``given`` frames, which
+    are all the predictor sees (the later ones are zeroed at its input)."""
+    given_only = Keypoints(target.mean.clone(), None if target.covar is None
+                           else target.covar.clone())
+    given_only.mean[:, given:] = 0
+    if given_only.covar is not None:
+        given_only.covar[:, given:] = 0
+    predicted = predictor(given_only)
+    loss = (predicted.mean[:, given:] - target.mean[:, given:]).abs().mean()
+    if target.covar is not None:
+        loss = loss + (predicted.covar[:, given:] - target.covar[:, given:]).abs().mean()
+    return loss
 
 
 def save_predictor(predictor: KPPredictor, path: Path, provenance: dict) -> None:
