@@ -58,6 +58,8 @@ def train(data_dir: Annotated[Path, typer.Argument(help="Folder with train/ (and
               help="Preset (shapes, actions, taichi, nemo, bair, moving-gif, vox) or .yaml.")] = None,
           iterations: Annotated[int | None, typer.Option(help="Total iterations.")] = None,
           batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
+          lr: Annotated[float | None, typer.Option(
+              "--lr", help="Adam's learning rate (divided by 10 at each drop).")] = None,
           device: DeviceOpt = "auto", precision: PrecisionOpt = "fp32",
           resume: Annotated[bool, typer.Option(help="Continue the run in --output.")] = False,
           checkpoint_every: Annotated[int | None, typer.Option()] = None,
@@ -79,19 +81,14 @@ def train(data_dir: Annotated[Path, typer.Argument(help="Folder with train/ (and
     from .train import CONFIG_FILE, Trainer, finish
     from .trainconfig import load_train_config, saved_run_config
 
-    if init is not None and resume:
-        raise InputError("--init starts a new run; --resume continues one: use one of them")
-    if subject not in SUBJECTS:
-        raise InputError(f"--subject must be face or body, not {subject}")
-    if max_minutes is not None and max_minutes < 0:
-        raise InputError("--max-minutes must be 0 or more")
+    _check_train_options(init, resume, subject, lr, max_minutes)
     start = _load(init, None, "cpu") if init is not None else None
     if resume and (output / CONFIG_FILE).is_file():
         model_cfg, train_cfg = saved_run_config(output / CONFIG_FILE)
     else:
         model_cfg, train_cfg = load_train_config(config)
         model_cfg = start.config if start is not None else model_cfg
-    overrides = {k: v for k, v in dict(iterations=iterations, batch_size=batch_size,
+    overrides = {k: v for k, v in dict(iterations=iterations, batch_size=batch_size, lr=lr,
                                        checkpoint_every=checkpoint_every, sample_every=sample_every,
                                        num_workers=workers, seed=seed).items() if v is not None}
     train_cfg = dataclasses.replace(train_cfg, **overrides)
@@ -101,6 +98,8 @@ def train(data_dir: Annotated[Path, typer.Argument(help="Folder with train/ (and
     if output.exists() and not output.is_dir() or not output.parent.is_dir():
         raise InputError(f"run folder cannot be created at {output}")
     trainer = Trainer(data_dir, output, model_cfg, train_cfg, device, precision, resume, start)
+    if resume and lr is not None:
+        trainer.set_lr(lr)  # the saved optimizer state carries the rate it had reached
     if subject is not None:
         trainer.model.provenance[SUBJECTS[subject]] = True
     if trainer.rank == 0:
@@ -109,6 +108,18 @@ def train(data_dir: Annotated[Path, typer.Argument(help="Folder with train/ (and
         trainer.run(on_step, stop)
     finish(trainer)
     _report_end(trainer, stop, output)
+
+
+def _check_train_options(init: str | None, resume: bool, subject: str | None,
+                         lr: float | None, max_minutes: float | None) -> None:
+    if init is not None and resume:
+        raise InputError("--init starts a new run; --resume continues one: use one of them")
+    if subject not in SUBJECTS:
+        raise InputError(f"--subject must be face or body, not {subject}")
+    if lr is not None and not lr > 0:
+        raise InputError(f"--lr must be positive, not {lr}")
+    if max_minutes is not None and max_minutes < 0:
+        raise InputError("--max-minutes must be 0 or more")
 
 
 def _report_end(trainer, stop: StopRequest, output: Path) -> None:

@@ -158,6 +158,13 @@ class Trainer:
         self.last = (source, target, out)
         return {k: float(v.detach()) for k, v in losses.items()}
 
+    def set_lr(self, lr: float) -> None:
+        """Set every optimizer's learning rate from now on (later drops divide this one)."""
+        for name, optimizer in self.optimizers.items():
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            self.schedulers[name]._last_lr = [lr] * len(optimizer.param_groups)
+
     def _apply(self, *names: str | None) -> None:
         for name in filter(None, names):
             self.optimizers[name].step()
