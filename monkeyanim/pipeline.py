@@ -36,10 +36,10 @@ def hull_area(points: torch.Tensor) -> float:
 
 def adapt_scale(kp_source: Keypoints, kp_driving_first: Keypoints) -> float:
     """sqrt(area ratio) of the keypoints' convex hulls, source over first driving frame."""
-    driving = hull_area(kp_driving_first.mean.reshape(-1, 2))
+    driving = hull_area(kp_driving_first.mean.reshape(-1, 2))  # (K, 2)
     if driving <= 0:
         return 1.0
-    return float(np.sqrt(hull_area(kp_source.mean.reshape(-1, 2)) / driving))
+    return float(np.sqrt(hull_area(kp_source.mean.reshape(-1, 2)) / driving))  # (K, 2)
 
 
 def normalized_pose(mean: torch.Tensor) -> torch.Tensor:

@@ -18,8 +18,8 @@ def make_coordinate_grid(height: int, width: int, like: torch.Tensor) -> torch.T
     y = torch.arange(height, device=like.device, dtype=like.dtype)
     x = 2 * (x / (width - 1)) - 1
     y = 2 * (y / (height - 1)) - 1
-    yy = y.view(-1, 1).expand(height, width)
-    xx = x.view(1, -1).expand(height, width)
+    yy = y.view(-1, 1).expand(height, width)  # (H, W)
+    xx = x.view(1, -1).expand(height, width)  # (H, W)
     return torch.stack([xx, yy], dim=-1)  # (H, W, 2)
 
 
@@ -31,6 +31,7 @@ def warp(image: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     """
     if image.shape[0] != grid.shape[0]:
         image = image.expand(grid.shape[0], *image.shape[1:])
+    # (B, C, h, w)
     return F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
 
 

@@ -71,7 +71,7 @@ class MovementEmbedding(nn.Module):
             grid = grid.reshape(batch * num, h, w, 2)  # (B*K', h, w, 2)
             images = source.unsqueeze(1).expand(batch, num, channels, h, w)  # (B, K', C, h, w)
             images = images.reshape(batch * num, channels, h, w)  # (B*K', C, h, w)
-            parts.append(warp(images, grid).view(batch, num, channels, h, w))
+            parts.append(warp(images, grid).view(batch, num, channels, h, w))  # (B, K', C, h, w)
         embedding = torch.cat(parts, dim=2)  # (B, K', per_kp, h, w)
         return embedding.reshape(batch, -1, h, w)  # (B, K' * per_kp, h, w)
 

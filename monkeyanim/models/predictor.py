@@ -51,11 +51,11 @@ class KPPredictor(nn.Module):
     def rollout(self, kp_first: Keypoints, frames: int) -> Keypoints:
         """From the first frame's keypoints (K, ...) to a sequence (frames, K, ...)."""
         mean = kp_first.mean.new_zeros(1, frames, *kp_first.mean.shape[-2:])
-        mean[0, 0] = kp_first.mean.reshape(mean.shape[-2:])
+        mean[0, 0] = kp_first.mean.reshape(mean.shape[-2:])  # (K, 2) into (1, T, K, 2)
         covar = None
         if kp_first.covar is not None:
             covar = kp_first.covar.new_zeros(1, frames, *kp_first.covar.shape[-3:])
-            covar[0, 0] = kp_first.covar.reshape(covar.shape[-3:])
+            covar[0, 0] = kp_first.covar.reshape(covar.shape[-3:])  # (K, 2, 2) into (1, T, K, 2, 2)
         predicted = self(Keypoints(mean, covar))[0]
         mean = torch.cat([mean[0, :1], predicted.mean[1:]])
         if covar is None:
