@@ -159,11 +159,11 @@ class Trainer:
         return {k: float(v.detach()) for k, v in losses.items()}
 
     def set_lr(self, lr: float) -> None:
-        """Set every optimizer's learning rate from now on (later drops divide this one)."""
-        for name, optimizer in self.optimizers.items():
+        """Set every optimizer's learning rate from now on (later drops divide this one;
+        the schedulers read it back from the optimizers at their next step)."""
+        for optimizer in self.optimizers.values():
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            self.schedulers[name]._last_lr = [lr] * len(optimizer.param_groups)
 
     def _apply(self, *names: str | None) -> None:
         for name in filter(None, names):
