@@ -174,6 +174,28 @@ class StopRequest:
         return self.reason is not None
 
 
+def _metrics_table(report: dict, face_model: bool) -> Table:
+    """evaluate's report as a table: each metric for the model and the static source."""
+    table = Table("metric", "model", "static source", "note", title=escape(report["data"]))
+    table.add_row("L1", f"{report['l1']:.4f}", f"{report['static_l1']:.4f}",
+                  f"{len(report['videos'])} videos")
+    table.add_row("L1, first frame", f"{report['identity_l1']:.4f}", "0",
+                  "rebuilt from itself: appearance error without motion")
+    units = {"akd": "pixels", "mkr": "share of frames" if face_model
+             else "share of landmarks", "aed": "identity distance"}
+    for metric in ("akd", "mkr", "aed"):
+        if metric in report:
+            static = report.get(f"static_{metric}")
+            table.add_row(metric.upper(), f"{report[metric]:.4f}",
+                          "" if static is None else f"{static:.4f}",
+                          f"{units[metric]} ({report['detector']})")
+    if "fid" in report:
+        table.add_row("FID", f"{report['fid']:.2f}", "", "Inception pool features, all frames")
+    for metric, reason in report["unavailable"].items():
+        table.add_row(metric.upper(), "unavailable", "", escape(reason))
+    return table
+
+
 @app.command()
 def evaluate(data_dir: Annotated[Path, typer.Argument(help="Folder with test/ (or videos).")],
              checkpoint: CheckpointOpt = None, config: ConfigOpt = None,
@@ -196,22 +218,7 @@ def evaluate(data_dir: Annotated[Path, typer.Argument(help="Folder with test/ (o
                  None if console.is_terminal else
                  lambda name, v: console.print(escape(f"{name}: L1 {v['l1']:.4f}")),
                  fid_weights)
-    table = Table("metric", "model", "static source", "note", title=escape(report["data"]))
-    table.add_row("L1", f"{report['l1']:.4f}", f"{report['static_l1']:.4f}",
-                  f"{len(report['videos'])} videos")
-    units = {"akd": "pixels", "mkr": "share of frames" if model.provenance.get("face_model")
-             else "share of landmarks", "aed": "identity distance"}
-    for metric in ("akd", "mkr", "aed"):
-        if metric in report:
-            static = report.get(f"static_{metric}")
-            table.add_row(metric.upper(), f"{report[metric]:.4f}",
-                          "" if static is None else f"{static:.4f}",
-                          f"{units[metric]} ({report['detector']})")
-    if "fid" in report:
-        table.add_row("FID", f"{report['fid']:.2f}", "", "Inception pool features, all frames")
-    for metric, reason in report["unavailable"].items():
-        table.add_row(metric.upper(), "unavailable", "", escape(reason))
-    console.print(table)
+    console.print(_metrics_table(report, bool(model.provenance.get("face_model"))))
     if json_path is not None:
         text = json.dumps(report, indent=2)
         atomic_write(json_path, lambda tmp: tmp.write_text(text))

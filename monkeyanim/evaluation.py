@@ -79,7 +79,7 @@ def evaluate(model: MonkeyNet, data_dir: Path, limit: int | None = None, batch_s
              crop=None, on_video: Callable[[str, dict], None] | None = None,
              fid_weights: Path | None = None) -> dict:
     """Reconstruct every test video; returns per-video and mean L1 next to the static-source
-    baseline, the external metrics that could be measured, and why the others could not."""
+    baseline and the first frame's own (identity_l1), the external metrics that could be measured, and why the others could not."""
     folder = data_dir / "test" if (data_dir / "test").is_dir() else data_dir
     videos = list_videos(folder)[:limit] if limit else list_videos(folder)
     detector, scores, unavailable = external_metrics(model)
@@ -91,13 +91,14 @@ def evaluate(model: MonkeyNet, data_dir: Path, limit: int | None = None, batch_s
         watcher.first = None
         result = reconstruct_file(model, video, None, batch_size, crop=crop,
                                   inspect=watcher if detector or meter else None)
-        per_video[video.name] = {"frames": result.frames, "l1": result.extra["l1"],
-                                 "static_l1": result.extra["static_l1"]}
+        per_video[video.name] = {"frames": result.frames} | {
+            key: result.extra[key] for key in ("l1", "static_l1", "identity_l1")}
         if on_video:
             on_video(video.name, per_video[video.name])
     mean = lambda key: sum(v[key] for v in per_video.values()) / len(per_video)
     report = {"data": str(folder), "videos": per_video, "l1": mean("l1"),
-              "static_l1": mean("static_l1"), "unavailable": unavailable}
+              "static_l1": mean("static_l1"), "identity_l1": mean("identity_l1"),
+              "unavailable": unavailable}
     measured = watcher.results()
     report.update({k: v for k, v in measured.items() if not isinstance(v, str)})
     unavailable.update({k: v for k, v in measured.items() if isinstance(v, str)})

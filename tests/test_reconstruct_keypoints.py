@@ -48,6 +48,23 @@ def test_reconstruct_folder(small_model, clips, tmp_path):
     assert probe(out / "b.mp4")["fps"] == 12
 
 
+def test_evaluate_reports_the_first_frame_rebuilt_from_itself(small_model, clips, tmp_path):
+    report_path = tmp_path / "e.json"
+    result = run_cli("evaluate", clips, "-c", small_model, "--json", report_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(report_path.read_text())
+    from monkeyanim.video import open_video
+    model = monkeyanim.load_model(small_model)
+    first = to_tensor([fit_frame(next(open_video(clips / "a.mp4").frames()), (64, 64))])
+    kp = model.keypoints(first)
+    expected = (model.generate(first[0], kp, kp).frames - first).abs().mean().item()
+    videos = report["videos"]
+    assert videos["a.mp4"]["identity_l1"] == pytest.approx(expected, abs=1e-5)
+    assert report["identity_l1"] == pytest.approx(
+        (videos["a.mp4"]["identity_l1"] + videos["b.mkv"]["identity_l1"]) / 2)
+    assert "L1, first frame" in result.stdout
+
+
 def test_keypoints_video_and_json(small_model, clips, tmp_path):
     out, tracks = tmp_path / "kp.mp4", tmp_path / "kp.json"
     result = run_cli("keypoints", clips / "a.mp4", "-o", out, "-c", small_model, "--json", tracks)
