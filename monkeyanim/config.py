@@ -31,6 +31,9 @@ class EmbeddingConfig:
 
 @dataclass
 class KPDetectorConfig:
+    """Hourglass widths (block_expansion doubling per block, up to max_features), softmax
+    temperature, input scale and the floor on covariance singular values."""
+
     block_expansion: int = 32
     max_features: int = 1024
     num_blocks: int = 5
@@ -41,6 +44,8 @@ class KPDetectorConfig:
 
 @dataclass
 class DenseMotionConfig:
+    """The hourglass that turns per-keypoint embeddings into masks and a residual flow."""
+
     block_expansion: int = 32
     max_features: int = 1024
     num_blocks: int = 5
@@ -54,6 +59,8 @@ class DenseMotionConfig:
 
 @dataclass
 class GeneratorConfig:
+    """Encoder/decoder widths and depth, refinement blocks, and its two sub-parts (None: off)."""
+
     block_expansion: int = 32
     max_features: int = 1024
     num_blocks: int = 5
@@ -65,6 +72,8 @@ class GeneratorConfig:
 
 @dataclass
 class DiscriminatorConfig:
+    """Down-block widths and depth, input scale and keypoint embedding (None: frames only)."""
+
     block_expansion: int = 64
     max_features: int = 512
     num_blocks: int = 4

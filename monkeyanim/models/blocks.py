@@ -159,6 +159,9 @@ class Decoder(nn.Module):
 
 
 class Hourglass(nn.Module):
+    """U-Net: (B, in_features, H, W) -> (B, out_features, H, W); H and W multiples of
+    2**num_blocks. Its last skip is the input itself."""
+
     def __init__(self, block_expansion: int, in_features: int, out_features: int,
                  num_blocks: int = 3, max_features: int = 256):
         super().__init__()

@@ -30,6 +30,9 @@ class DownBlock2d(nn.Module):
 
 
 class Discriminator(nn.Module):
+    """Patch discriminator on frames (B, C, H, W) in [0, 1] with the keypoints' embedding
+    (heatmaps) stacked on; its feature maps serve feature matching, its last map the LSGAN."""
+
     def __init__(self, config: DiscriminatorConfig, num_kp: int, num_channels: int,
                  kp_variance: KpVariance):
         super().__init__()

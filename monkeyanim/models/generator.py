@@ -23,6 +23,10 @@ class GeneratorOutput:
 
 
 class Generator(nn.Module):
+    """Encodes the source (B, C, H, W) in [0, 1] into features at every scale, warps each by
+    the dense flow from source to driving keypoints, and decodes them, concatenated with the
+    keypoint heatmap differences, into the driving frame (paper section 3.3)."""
+
     def __init__(self, config: GeneratorConfig, num_kp: int, num_channels: int,
                  kp_variance: KpVariance):
         super().__init__()

@@ -33,14 +33,17 @@ class Keypoints:
         return self.mean.shape[0]
 
     def to(self, *args, **kwargs) -> Keypoints:
+        """Both tensors moved or cast as ``torch.Tensor.to`` would."""
         return Keypoints(self.mean.to(*args, **kwargs),
                          None if self.covar is None else self.covar.to(*args, **kwargs))
 
     def detach(self) -> Keypoints:
+        """Both tensors cut from the autograd graph."""
         return Keypoints(self.mean.detach(), None if self.covar is None else self.covar.detach())
 
     @staticmethod
     def cat(items: list[Keypoints]) -> Keypoints:
+        """Concatenated along the leading (frame) dimension."""
         covars = [k.covar for k in items]
         covar = None if covars[0] is None else torch.cat(covars)
         return Keypoints(torch.cat([k.mean for k in items]), covar)

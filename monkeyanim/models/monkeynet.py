@@ -29,9 +29,12 @@ class MonkeyNet(nn.Module):
 
     @property
     def device(self) -> torch.device:
+        """Where the weights are."""
         return next(self.parameters()).device
 
     def check_frames(self, frames: torch.Tensor, what: str) -> torch.Tensor:
+        """frames (T, C, H, W) on this model's device as float32, or InputError naming
+        ``what`` when the channels or size cannot go through the networks."""
         if frames.ndim != 4 or frames.shape[1] != self.config.num_channels:
             raise InputError(f"{what} must be (T, {self.config.num_channels}, H, W), "
                              f"got {tuple(frames.shape)}")

@@ -13,6 +13,8 @@ from .keypoints import Keypoints
 
 @dataclass
 class PredictorConfig:
+    """Architecture of a KPPredictor, saved inside its file."""
+
     num_kp: int = 10
     kp_variance: str = "matrix"
     num_features: int = 1024  # GRU hidden units (paper: 1024)
@@ -23,6 +25,9 @@ class PredictorConfig:
 
 
 class KPPredictor(nn.Module):
+    """GRU over keypoint sequences: each step sees the previous frame's mean (and covariance)
+    flattened, and outputs the next frame's."""
+
     def __init__(self, config: PredictorConfig):
         super().__init__()
         self.config = config
