@@ -26,6 +26,8 @@ CSV_FIELDS = ["clip", "source", "start_frame", "end_frame", "start_s", "end_s", 
 
 @dataclass
 class Track:
+    """One face followed over frames start..end, a box (x, y, w, h) per frame."""
+
     start: int
     end: int  # inclusive
     boxes: list[Box]
@@ -39,6 +41,7 @@ class Track:
 
 
 def iou(a: Box, b: Box) -> float:
+    """Intersection over union of two (x, y, w, h) boxes."""
     ax1, ay1, bx1, by1 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
     inter = max(0, min(ax1, bx1) - max(a[0], b[0])) * max(0, min(ay1, by1) - max(a[1], b[1]))
     return inter / float(a[2] * a[3] + b[2] * b[3] - inter)

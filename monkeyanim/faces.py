@@ -47,6 +47,7 @@ class Framing:
     shift_y: float = 0.0
 
     def apply(self, box: Box) -> Box:
+        """The detector's box (x, y, w, h) as the square the Haar cascade would give."""
         x, y, w, h = box
         side = (w + h) / 2 * self.scale
         cx, cy = x + w / 2 + self.shift_x * w, y + h / 2 + self.shift_y * h
@@ -61,6 +62,7 @@ class Detector:
     framing = Framing()
 
     def raw(self, frame: np.ndarray) -> list[Box]:
+        """Boxes (x, y, w, h) in pixels, in the detector's own framing."""
         raise NotImplementedError
 
     def __call__(self, frame: np.ndarray) -> list[Box]:

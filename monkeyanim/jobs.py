@@ -29,6 +29,8 @@ DRAW_MIN_SIZE_PX = 256  # keypoint overlays are drawn at least this large to sta
 
 @dataclass
 class AnimateSettings:
+    """What `monkeyanim animate` was asked for, shared by every pair of a batch."""
+
     mode: str | None = None  # relative or absolute; None: the checkpoint's default_mode
     adapt_scale: bool = False
     find_best_frame: bool = False
@@ -43,6 +45,8 @@ class AnimateSettings:
 
 @dataclass
 class JobResult:
+    """One written output: frames made, wall seconds, and job-specific numbers (L1...)."""
+
     output: Path
     frames: int
     seconds: float

@@ -36,6 +36,8 @@ NETWORKS = ("kp_detector", "generator", "discriminator")
 
 @dataclass
 class Step:
+    """One finished iteration, as the trainer reports it: each loss by name, and its speed."""
+
     iteration: int
     total: int
     losses: dict[str, float]
