@@ -79,7 +79,8 @@ def evaluate(model: MonkeyNet, data_dir: Path, limit: int | None = None, batch_s
              crop=None, on_video: Callable[[str, dict], None] | None = None,
              fid_weights: Path | None = None) -> dict:
     """Reconstruct every test video; returns per-video and mean L1 next to the static-source
-    baseline and the first frame's own (identity_l1), the external metrics that could be measured, and why the others could not."""
+    baseline and the first frame's own (identity_l1), the external metrics that could be
+    measured, and why the others could not."""
     folder = data_dir / "test" if (data_dir / "test").is_dir() else data_dir
     videos = list_videos(folder)[:limit] if limit else list_videos(folder)
     detector, scores, unavailable = external_metrics(model)
