@@ -96,7 +96,11 @@ class Trainer:
         self.deformed = DeformedReconstruction(train_config.reconstruction_deformed)
 
     def _start_run_dir(self, model_config: ModelConfig) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise InputError(f"run folder cannot be created at {self.run_dir}: "
+                             f"{error.strerror}") from error
         if not os.access(self.run_dir, os.W_OK):
             raise InputError(f"run folder is not writable: {self.run_dir}")
         document = {"model": model_config.to_dict(), "train": dataclasses.asdict(self.cfg)}
@@ -252,7 +256,9 @@ class Trainer:
         saved = load_checkpoint(model_path)
         self.model.load_state_dict(saved.state_dict(), strict=True)
         self.model.provenance = saved.provenance
-        state = torch.load(state_path, map_location=self.device, weights_only=True)
+        # on the CPU: the RNG state must stay a CPU byte tensor, and Adam's load_state_dict
+        # moves its moments to each parameter's device itself
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
         for name in NETWORKS:
             self.optimizers[name].load_state_dict(state["optimizers"][name])
             self.schedulers[name].load_state_dict(state["schedulers"][name])

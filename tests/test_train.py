@@ -184,7 +184,8 @@ def test_short_videos_are_skipped_with_a_warning(shapes_slice, face_frames, tiny
     assert "skipped 1 unreadable file(s)" in result.stderr
 
 
-@pytest.mark.parametrize("case", ["missing", "empty", "unreadable", "run-dir", "config", "resume"])
+@pytest.mark.parametrize("case", ["missing", "empty", "unreadable", "run-dir", "under-file", "config",
+                                  "resume"])
 def test_bad_input(case, tiny_config, tmp_path):
     data, run, config = tmp_path / "data", tmp_path / "run", str(tiny_config)
     expect = []
@@ -202,6 +203,11 @@ def test_bad_input(case, tiny_config, tmp_path):
         run = tmp_path / "file"
         run.write_text("x")
         expect = ["run folder"]
+    elif case == "under-file":
+        (data / "train").mkdir(parents=True)
+        (tmp_path / "file").write_text("x")
+        run = tmp_path / "file" / "runs" / "run"
+        expect = ["run folder cannot be created", "is a file"]
     elif case == "config":
         config, expect = "nope", ["unknown config", "shapes"]
     else:
@@ -211,10 +217,21 @@ def test_bad_input(case, tiny_config, tmp_path):
     assert_one_line_error(run_cli(*args), *expect)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_resume_on_cuda(shapes_slice, tiny_config, tmp_path):
+    """A run saved on a GPU carries on there (the saved RNG state stays a CPU tensor)."""
+    run = tmp_path / "run"
+    for extra in ([], ["--resume"]):
+        result = run_cli("train", shapes_slice, "-o", run, "--config", tiny_config, "--device",
+                         "cuda", "--iterations", "4" if extra else "2", *extra)
+        assert result.returncode == 0, result.stderr
+    assert [r["iteration"] for r in read_log(run)] == [1, 2, 3, 4]
+
+
 def test_init_fine_tunes_a_bundled_checkpoint(shapes_slice, tmp_path):
     """--init shapes: the run takes the checkpoint's architecture and weights (a fresh
     discriminator, since the bundled file has none) and moves on from there."""
-    run = tmp_path / "run"
+    run = tmp_path / "runs" / "tuned"  # missing parents are made, as mkdir -p would
     result = run_cli("train", shapes_slice, "-o", run, "--config", "shapes", "--init", "shapes",
                      "--iterations", "2", "--batch-size", "4", "--subject", "body", "--lr", "1e-5",
                      env={"OMP_NUM_THREADS": "1"})
