@@ -81,3 +81,8 @@ def test_gpu_recipe_trains_from_prepared_videos_without_pyav(datasets_dir, tmp_p
                              "-o", str(tmp_path / "next"), "--init", str(exported),
                              "--iterations", "1"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+    # the carried-on run counts from 0; --previous records both runs as one training
+    subprocess.run([sys.executable, str(TRAINING / "gpu.py"), "export", str(tmp_path / "next"),
+                    str(exported), "--previous", "2"], check=True)
+    provenance = load_model(exported).provenance
+    assert provenance["iterations"] == 3 and "initialised_from" not in provenance

@@ -64,11 +64,16 @@ def _encode(path: Path, target: Path, size: int, top_half: bool) -> None:
         out.mux(stream.encode())
 
 
-def export(run_dir: Path, target: Path) -> None:
-    """A run's latest weights, every network, as float16 (about half the run's file)."""
+def export(run_dir: Path, target: Path, previous: int | None = None) -> None:
+    """A run's latest weights, every network, as float16 (about half the run's file). With
+    ``previous``, the run carried on that many earlier iterations through ``--init`` (which
+    counts from 0): the file then records the iterations of both as one training."""
     from monkeyanim.checkpoint import load_checkpoint, save_checkpoint
 
     model = load_checkpoint(run_dir / "model.safetensors")
+    if previous is not None:
+        model.provenance.pop("initialised_from", None)
+        model.provenance["iterations"] += previous
     save_checkpoint(model, target, with_discriminator=True, half=True)
 
 
@@ -116,9 +121,11 @@ def main() -> None:
     if len(sys.argv) < 2 or sys.argv[1] not in ("prep", "run", "export"):
         raise SystemExit(__doc__)
     if sys.argv[1] == "export":
-        if len(sys.argv) != 4:
-            raise SystemExit("usage: gpu.py export RUN_DIR TARGET.safetensors")
-        return export(Path(sys.argv[2]), Path(sys.argv[3]))
+        if len(sys.argv) not in (4, 6) or len(sys.argv) == 6 and sys.argv[4] != "--previous":
+            raise SystemExit("usage: gpu.py export RUN_DIR TARGET.safetensors "
+                             "[--previous ITERATIONS]")
+        previous = int(sys.argv[5]) if len(sys.argv) == 6 else None
+        return export(Path(sys.argv[2]), Path(sys.argv[3]), previous)
     if sys.argv[1] == "prep":
         import argparse
         parser = argparse.ArgumentParser(prog="gpu.py prep")
