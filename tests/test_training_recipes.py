@@ -1,8 +1,10 @@
 """training/: the configs of the runs that span sessions, and the GPU machine's recipe
 (data as small H.264 files, monkeyanim's CLI with OpenCV standing in for PyAV)."""
 
+import os
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import cv2
@@ -86,3 +88,11 @@ def test_gpu_recipe_trains_from_prepared_videos_without_pyav(datasets_dir, tmp_p
                     str(exported), "--previous", "2"], check=True)
     provenance = load_model(exported).provenance
     assert provenance["iterations"] == 3 and "initialised_from" not in provenance
+
+    # on the GPU machine monkeyanim is not installed: gpu.py imports it from its checkout
+    # (-S: no site processing, so the editable install here is not seen either)
+    bare = {**os.environ, "PYTHONPATH": sysconfig.get_paths()["purelib"]}
+    result = subprocess.run([sys.executable, "-S", str(TRAINING / "gpu.py"), "export",
+                             str(tmp_path / "next"), str(tmp_path / "bare.safetensors")],
+                            capture_output=True, text=True, env=bare, cwd=tmp_path)
+    assert result.returncode == 0 and (tmp_path / "bare.safetensors").is_file(), result.stderr

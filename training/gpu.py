@@ -23,6 +23,9 @@ import types
 from fractions import Fraction
 from pathlib import Path
 
+# monkeyanim is not installed on the GPU machine: import it from this checkout
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 # Near-lossless, and 4:4:4 so that colours are not halved: the model trains on these pixels.
 PREP_CRF = 14
 PREP_PIXEL_FORMAT = "yuv444p"
