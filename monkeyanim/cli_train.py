@@ -95,7 +95,6 @@ def train(data_dir: Annotated[Path, typer.Argument(help="Folder with train/ (and
     if device == "auto":
         import torch
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    _check_run_folder(output)
     trainer = Trainer(data_dir, output, model_cfg, train_cfg, device, precision, resume, start)
     if resume and lr is not None:
         trainer.set_lr(lr)  # the saved optimizer state carries the rate it had reached
@@ -107,14 +106,6 @@ def train(data_dir: Annotated[Path, typer.Argument(help="Folder with train/ (and
         trainer.run(on_step, stop)
     finish(trainer)
     _report_end(trainer, stop, output)
-
-
-def _check_run_folder(output: Path) -> None:
-    """The run folder and any missing parents are made by the trainer (like ``mkdir -p``);
-    refuse early when a file stands where a folder must be."""
-    existing = next(path for path in (output, *output.parents) if path.exists())
-    if not existing.is_dir():
-        raise InputError(f"run folder cannot be created at {output}: {existing} is a file")
 
 
 def _check_train_options(init: str | None, resume: bool, subject: str | None,

@@ -64,6 +64,11 @@ class Trainer:
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
             torch.cuda.set_device(device)
         self.device = torch.device(device)
+        # before the data is read: the folder and its missing parents are made later
+        existing = next(path for path in (self.run_dir, *self.run_dir.parents) if path.exists())
+        if not existing.is_dir():
+            raise InputError(f"run folder cannot be created at {self.run_dir}: "
+                             f"{existing} is a file")
         if resume and not (self.run_dir / STATE_FILE).is_file():
             raise InputError(f"nothing to resume in {self.run_dir} (no {STATE_FILE})")
         if not resume and (self.run_dir / STATE_FILE).exists():
