@@ -2,7 +2,7 @@
 
 Prints a table; compare runs as ratios (absolute numbers depend on the machine).
     python benchmarks/animate.py [--frames 64] [--threads 2] [--batch 32] [--device cuda]
-        [--precisions fp32,bf16] [--memory-only]
+        [--precisions fp32,bf16] [--memory-only] [--plain-malloc]
 On CUDA the table adds fp16; peak RSS is measured on the CPU only.
 """
 
@@ -22,6 +22,7 @@ import torch
 
 from monkeyanim.checkpoint import save_checkpoint
 from monkeyanim.models import build_model
+from monkeyanim.native import keep_freed_memory
 from monkeyanim.pipeline import Animator, relative_keypoints
 from monkeyanim.presets import get_preset
 
@@ -122,12 +123,16 @@ def main() -> None:
     parser.add_argument("--memory-only", action="store_true", help="skip the speed table")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--precisions", help="comma-separated; default fp32,bf16 (+fp16 on CUDA)")
+    parser.add_argument("--plain-malloc", action="store_true",
+                        help="leave glibc's malloc settings alone (the CLI tunes them)")
     args = parser.parse_args()
+    tuned = not args.plain_malloc and keep_freed_memory()
     precisions = (args.precisions.split(",") if args.precisions else
                   ["fp32", "bf16"] + (["fp16"] if args.device == "cuda" else []))
     torch.set_num_threads(args.threads)
     where = torch.cuda.get_device_name() if args.device == "cuda" else f"{args.threads} thread(s)"
-    print(f"torch {torch.__version__}, {where}, taichi widths, batch {args.batch}")
+    print(f"torch {torch.__version__}, {where}, taichi widths, batch {args.batch}, "
+          f"malloc {'kept' if tuned else 'plain'}")
     if not args.memory_only:
         print(f"{'size':>8} {'prec':>5} {'naive f/s':>10} {'ours f/s':>9} {'speed-up':>9} "
               f"{'max diff':>9}")

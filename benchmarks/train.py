@@ -2,6 +2,7 @@
 
 Prints a table (fp32 / bf16, channels_last as the trainer uses it); compare runs as ratios.
     python benchmarks/train.py [--data ../shared/datasets] [--iterations 5] [--threads 2]
+        [--plain-malloc]
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from monkeyanim.native import keep_freed_memory
 from monkeyanim.train import Trainer
 from monkeyanim.trainconfig import train_preset
 
@@ -36,9 +38,13 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=root)
     parser.add_argument("--iterations", type=int, default=5)
     parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 2)))
+    parser.add_argument("--plain-malloc", action="store_true",
+                        help="leave glibc's malloc settings alone (the CLI tunes them)")
     args = parser.parse_args()
+    tuned = not args.plain_malloc and keep_freed_memory()
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} thread(s), authors' batch sizes")
+    print(f"torch {torch.__version__}, {args.threads} thread(s), authors' batch sizes, "
+          f"malloc {'kept' if tuned else 'plain'}")
     print(f"{'preset':>8} {'batch':>6} {'precision':>9} {'s/iteration':>12}")
     for preset in ("shapes", "actions"):
         batch = train_preset(preset)[1].batch_size

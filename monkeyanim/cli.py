@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .errors import InputError, Interrupted, MonkeyAnimError
+from .native import keep_freed_memory
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Animate a still image with the motion of a driving video (Monkey-Net).")
@@ -321,6 +322,7 @@ def main() -> None:
     # Typer turns KeyboardInterrupt into a silent exit; our own exception keeps the message.
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, _interrupt)
+    keep_freed_memory()
     try:
         app()
     except MonkeyAnimError as exc:

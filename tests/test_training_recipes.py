@@ -1,6 +1,7 @@
 """training/: the configs of the runs that span sessions, and the GPU machine's recipe
 (data as small H.264 files, monkeyanim's CLI with OpenCV standing in for PyAV)."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -12,7 +13,10 @@ import numpy as np
 import pytest
 import torch
 
+from safetensors import safe_open
+
 from monkeyanim import load_model
+from monkeyanim.checkpoint import load_checkpoint
 from monkeyanim.models import build_model
 from monkeyanim.trainconfig import load_train_config
 from monkeyanim.video import fit_frame, open_video
@@ -33,6 +37,24 @@ def test_configs_build_a_model_at_their_frame_size(name):
         out = model.generator(frames, kp, kp).frames
     assert out.shape == (2, 3, *size)
     assert train_config.checkpoint_every <= 250  # a lost machine costs little
+
+
+@pytest.mark.parametrize("weights", sorted(TRAINING.glob("*.safetensors")), ids=lambda p: p.stem)
+def test_committed_runs_match_their_config_and_log(weights):
+    """What a session commits to carry a run on: the weights of every network (discriminator
+    included) stored as float16, built from the run's own config, and as many iterations as
+    the last line of its log counts in all."""
+    model_config, _ = load_train_config(str(TRAINING / f"{weights.stem}.yaml"))
+    with safe_open(str(weights), framework="pt") as handle:
+        dtypes = {handle.get_slice(key).get_dtype() for key in handle.keys()}
+    assert dtypes - {"I64"} == {"F16"}  # batch norms' step counters stay integers
+    model = load_checkpoint(weights)
+    assert model.discriminator is not None
+    assert dataclasses.asdict(model.config) == dataclasses.asdict(model_config)
+    lines = [line for line in (TRAINING / f"{weights.stem}.log").read_text().splitlines()
+             if line.strip() and not line.startswith("#")]
+    total = int(lines[-1].split()[2])  # date, iterations this session, total, ...
+    assert model.provenance["iterations"] == total
 
 
 def opencv_frames(path):
