@@ -36,7 +36,7 @@ _MODELS: dict[str, RegistryEntry] = {
         description="the authors' actions: whole people acting in place before a wall, 64x64"),
     "shapes": RegistryEntry(
         file="shapes.safetensors",
-        sha256="af7d84fdfe5ed74996437a1198c497d6f1aea903e0d3e9e157bcab6dee375dd3",
+        sha256="3c8a9d41997b72db95c0997b3f78c68c32c293196265e31bbec32e0c7962685c",
         description="the authors' synthetic shapes (one flat shape moving on black), 64x64"),
 }
 DEFAULT_MODEL = "shapes"  # until a faces checkpoint is trained (see checkpoints/README.md)

@@ -39,7 +39,7 @@ def test_checkpoints_command_lists_them():
     result = run_cli("checkpoints")
     assert result.returncode == 0, result.stderr
     rows = {line.split("\t")[0]: line.split("\t") for line in result.stdout.splitlines()}
-    assert rows["shapes (default)"][1:3] == ["12.6 MB", "64x64"]  # no TTY: tab-separated
+    assert rows["shapes (default)"][1:3] == ["6.3 MB", "64x64"]  # no TTY: tab-separated
     assert rows["actions"][1:5] == ["9.2 MB", "64x64", "10250", "0.0126 (0.0308)"]
     assert Path(rows["actions"][6]).is_file()
 
