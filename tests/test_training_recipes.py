@@ -118,3 +118,35 @@ def test_gpu_recipe_trains_from_prepared_videos_without_pyav(datasets_dir, tmp_p
                              str(tmp_path / "next"), str(tmp_path / "bare.safetensors")],
                             capture_output=True, text=True, env=bare, cwd=tmp_path)
     assert result.returncode == 0 and (tmp_path / "bare.safetensors").is_file(), result.stderr
+
+
+def committed_total(name):
+    lines = [line for line in (TRAINING / f"{name}.log").read_text().splitlines()
+             if line.strip() and not line.startswith("#")]
+    return int(lines[-1].split()[2])
+
+
+def test_gpu_session_carries_both_runs_on_from_their_committed_totals(datasets_dir, tmp_path):
+    source, data = tmp_path / "strips", tmp_path / "data"
+    source.mkdir()
+    strips = sorted((datasets_dir / "shapes" / "train").iterdir())[:3]
+    for path in strips:
+        (source / path.name).symlink_to(path)
+    subprocess.run([sys.executable, str(TRAINING / "gpu.py"), "prep", str(source), str(data),
+                    "--size", "64", "--test", strips[0].stem], check=True)
+    out = tmp_path / "out"
+    out.mkdir()
+    # python3 on PATH is this interpreter, as on the GPU machine; one iteration per call
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "OUT": str(out), "RUNS": str(tmp_path / "runs"), "DEVICE": "cpu", "MINUTES": "0",
+           "TRAIN_OPTIONS": "--batch-size 2 --workers 1",
+           "FACES_DATA": str(data), "MGIF_DATA": str(data)}
+    script = str(TRAINING / "gpu_session.sh")
+    for call, extra in ((1, {}), (2, {"RESUME": "1"})):
+        subprocess.run(["bash", script], env={**env, **extra}, cwd=TRAINING.parent, check=True,
+                       capture_output=True)
+        for name in ("faces128", "mgif64"):
+            log = (out / f"{name}.log").read_text()
+            total = committed_total(name)
+            assert f"iterations {call - 1} -> {40000 - total}," in log, log
+            assert load_model(out / f"{name}.safetensors").provenance["iterations"] == total + call

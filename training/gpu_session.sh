@@ -1,0 +1,49 @@
+#!/bin/bash
+# One device `run` call that trains faces128 and mgif64 side by side on the lent GPU (an H200
+# has room for both and its 16 cores feed both loaders), then exports each run to $OUT as
+# training/ holds it (float16, discriminator included, iterations counted over all sessions).
+#
+#   first call (carry [".gpu/data/faces128", ".gpu/data/mgif64"]):
+#       bash training/gpu_session.sh
+#   a second call while the machine is still warm (it goes back 30 s after a call):
+#       RESUME=1 MINUTES=4 bash training/gpu_session.sh
+#
+# The first call carries on from training/NAME.safetensors with a fresh Adam (--init); the
+# second continues the same run folders with their optimizer state (--resume).
+set -u
+MINUTES=${MINUTES:-7.6}       # of training per run; start-up and export take about 30 s more
+DEVICE=${DEVICE:-cuda}
+RUNS=${RUNS:-runs}            # the run folders (kept on the machine between warm calls)
+FACES_DATA=${FACES_DATA:-.gpu/data/faces128}
+MGIF_DATA=${MGIF_DATA:-.gpu/data/mgif64}
+TRAIN_OPTIONS=${TRAIN_OPTIONS:-}  # more options for both runs, e.g. --batch-size 2 to try it on a CPU
+CONFIG_ITERATIONS=40000       # both configs' `iterations`: REMAINING is that minus the total
+
+committed_total() {  # the total so far: third field of the log's last line
+    awk '!/^#/ && NF {total = $3} END {print total}' "training/$1.log"
+}
+
+train() {  # NAME DATA WORKERS [train options...]
+    local name=$1 data=$2 workers=$3 previous
+    shift 3
+    previous=$(committed_total "$name")
+    if [ -n "${RESUME:-}" ]; then
+        set -- --resume
+    else
+        set -- --init "training/$name.safetensors" \
+            --iterations $((CONFIG_ITERATIONS - previous)) "$@"
+    fi
+    python3 training/gpu.py run train "$data" -o "$RUNS/$name" --config "training/$name.yaml" \
+        --device "$DEVICE" --workers "$workers" --max-minutes "$MINUTES" "$@" $TRAIN_OPTIONS \
+        > "$OUT/$name.log" 2>&1
+    python3 training/gpu.py export "$RUNS/$name" "$OUT/$name.safetensors" --previous "$previous" \
+        >> "$OUT/$name.log" 2>&1
+}
+
+# faces128 decodes 128 px clips for every pair, so it gets most of the loader processes
+train faces128 "$FACES_DATA" 10 --subject face &
+train mgif64 "$MGIF_DATA" 5 --lr 2e-5 &
+wait
+for name in faces128 mgif64; do
+    tail -n 2 "$OUT/$name.log"
+done
