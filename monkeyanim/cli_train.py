@@ -67,8 +67,8 @@ def train(data_dir: Annotated[Path, typer.Argument(help="Folder with train/ (and
           workers: Annotated[int | None, typer.Option(help="Data loader processes.")] = None,
           seed: Annotated[int | None, typer.Option()] = None,
           init: Annotated[str | None, typer.Option(
-              help="Fine-tune from this checkpoint (name, file or hf://); its architecture "
-                   "replaces the config's.")] = None,
+              help="Fine-tune from this checkpoint (name, file or hf://); without --config "
+                   "its architecture is the run's.")] = None,
           subject: Annotated[str | None, typer.Option(
               help="face or body: recorded in the checkpoint, so that animate crops faces by "
                    "default and evaluate picks the keypoint detector for AKD/MKR.")] = None,
@@ -87,7 +87,8 @@ def train(data_dir: Annotated[Path, typer.Argument(help="Folder with train/ (and
         model_cfg, train_cfg = saved_run_config(output / CONFIG_FILE)
     else:
         model_cfg, train_cfg = load_train_config(config)
-        model_cfg = start.config if start is not None else model_cfg
+        if start is not None and config is None:
+            model_cfg = start.config  # with --config, the weights must fit the config instead
     overrides = {k: v for k, v in dict(iterations=iterations, batch_size=batch_size, lr=lr,
                                        checkpoint_every=checkpoint_every, sample_every=sample_every,
                                        num_workers=workers, seed=seed).items() if v is not None}

@@ -68,6 +68,12 @@ class GeneratorConfig:
     dense_motion: DenseMotionConfig | None = field(default_factory=DenseMotionConfig)
     kp_embedding: EmbeddingConfig | None = field(default_factory=EmbeddingConfig)
     interpolation_mode: str = "nearest"  # how flow and embeddings are resized: 'nearest' or 'trilinear'
+    # Resize the flow to each feature map's size bilinearly with align_corners=True, as the
+    # sampling grid is laid out, so that the identity flow stays the identity at every size.
+    # False (the authors' way, by interpolation_mode) moves pixels by up to a pixel (nearest)
+    # or half one (trilinear) when the flow is computed below the frame size (dense motion
+    # scale_factor < 1), which the decoder must learn to undo.
+    align_flow: bool = False
 
 
 @dataclass

@@ -313,7 +313,7 @@ def _twice(kp):
 def load_initial_weights(model: MonkeyNet, start: MonkeyNet) -> None:
     """Fine-tune from ``start`` (same architecture): every weight it has is copied; a checkpoint
     shipped without its discriminator leaves that one freshly initialised."""
-    if start.config != model.config:
+    if _weight_layout(start.config) != _weight_layout(model.config):
         raise CheckpointError("the --init checkpoint's architecture differs from the run's")
     result = model.load_state_dict(start.state_dict(), strict=False)
     missing = [k for k in result.missing_keys if not k.startswith("discriminator.")]
@@ -321,6 +321,13 @@ def load_initial_weights(model: MonkeyNet, start: MonkeyNet) -> None:
         raise CheckpointError(f"the --init checkpoint does not fit: missing {missing[:4]}, "
                               f"unexpected {result.unexpected_keys[:4]}")
     model.provenance["initialised_from"] = start.provenance.get("name", "a checkpoint")
+
+
+def _weight_layout(config: ModelConfig) -> ModelConfig:
+    """The settings that shape the weights: align_flow changes none, so a run may turn it on
+    from weights trained without it."""
+    return dataclasses.replace(config, generator=dataclasses.replace(config.generator,
+                                                                     align_flow=False))
 
 
 def finish(trainer: Trainer) -> None:

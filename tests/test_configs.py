@@ -112,3 +112,31 @@ def test_bad_config_names_and_files(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(ConfigError, match="cannot read"):
         load_config_file(bad)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "trilinear"])
+def test_aligned_flow_keeps_an_identity_flow_computed_at_half_size_in_place(mode):
+    from monkeyanim.config import GeneratorConfig
+    from monkeyanim.models.blocks import make_coordinate_grid
+    from monkeyanim.models.generator import Generator
+
+    image = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))  # (B, C, H, W)
+    identity = make_coordinate_grid(16, 16, image)[None]  # (1, 16, 16, 2), as at scale 0.5
+    errors = {}
+    for align in (False, True):
+        config = GeneratorConfig(block_expansion=8, max_features=16, num_blocks=2,
+                                 interpolation_mode=mode, align_flow=align)
+        generator = Generator(config, num_kp=2, num_channels=3, kp_variance="matrix")
+        errors[align] = float((generator._warp_features(image, identity) - image).abs().mean())
+    assert errors[True] < 1e-5
+    assert errors[False] > 0.03  # the authors' resize samples up to half a pixel off
+
+
+def test_aligned_flow_is_saved_with_the_model(tmp_path):
+    from monkeyanim.checkpoint import load_checkpoint, save_checkpoint
+
+    config = ModelConfig.from_dict({**get_preset("taichi").to_dict(), "frame_size": (32, 32)})
+    config.generator.align_flow = True
+    model = build_model(config)
+    save_checkpoint(model, tmp_path / "aligned.safetensors")
+    assert load_checkpoint(tmp_path / "aligned.safetensors").config.generator.align_flow

@@ -247,6 +247,31 @@ def test_init_fine_tunes_a_bundled_checkpoint(shapes_slice, tmp_path):
     assert drift(tuned) < 5e-5 and drift(fresh) > 0.01
 
 
+def test_init_with_a_config_takes_the_configs_architecture(shapes_slice, tiny_config, tmp_path):
+    """--init with --config: the config's architecture, the checkpoint's weights. align_flow
+    shapes no weight, so a run may turn it on; a different width is refused in one line."""
+    first = tmp_path / "first"
+    result = run_cli("train", shapes_slice, "-o", first, "--config", tiny_config,
+                     "--iterations", "1", env={"OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr
+    generator = "  generator:\n    block_expansion: 8\n"
+    assert generator in TINY
+    aligned = tmp_path / "aligned.yaml"
+    aligned.write_text(TINY.replace(generator, generator + "    align_flow: true\n"))
+    result = run_cli("train", shapes_slice, "-o", tmp_path / "aligned", "--config", aligned,
+                     "--init", first / "model.safetensors", "--iterations", "1",
+                     env={"OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr
+    tuned = monkeyanim.load_model(tmp_path / "aligned" / "model.safetensors")
+    assert tuned.config.generator.align_flow and "initialised_from" in tuned.provenance
+    wider = tmp_path / "wider.yaml"
+    wider.write_text(TINY.replace("kp_detector: {block_expansion: 8,",
+                                  "kp_detector: {block_expansion: 16,"))
+    result = run_cli("train", shapes_slice, "-o", tmp_path / "wider", "--config", wider,
+                     "--init", first / "model.safetensors")
+    assert_one_line_error(result, "architecture differs")
+
+
 @pytest.mark.parametrize("case", ["with-resume", "unknown", "subject"])
 def test_init_errors(case, shapes_slice, tmp_path):
     if case == "subject":

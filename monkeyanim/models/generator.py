@@ -55,6 +55,7 @@ class Generator(nn.Module):
         self.refinement_module.add_module("conv-last", nn.Conv2d(features, num_channels, 1))
         # The authors' 'trilinear' on a depth of 1 frame is bilinear (align_corners=False).
         self.resize_mode = "bilinear" if config.interpolation_mode == "trilinear" else "nearest"
+        self.align_flow = config.align_flow
 
     def _resize(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         if tuple(x.shape[-2:]) == tuple(size):
@@ -78,8 +79,13 @@ class Generator(nn.Module):
 
     def _warp_features(self, feature: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
         flow = flow.permute(0, 3, 1, 2)  # (B, 2, h, w)
-        flow = self._resize(flow, feature.shape[-2:]).permute(0, 2, 3, 1)  # (B, h', w', 2)
-        return warp(feature, flow)
+        size = feature.shape[-2:]
+        if self.align_flow and tuple(flow.shape[-2:]) != tuple(size):
+            # grid points sit at -1 and 1 exactly (align_corners=True), so resize them that way
+            flow = F.interpolate(flow, size=size, mode="bilinear", align_corners=True)
+        else:
+            flow = self._resize(flow, size)
+        return warp(feature, flow.permute(0, 2, 3, 1))  # flow (B, h', w', 2)
 
     def forward(self, source: torch.Tensor, kp_source: Keypoints, kp_driving: Keypoints,
                 skips: list[torch.Tensor] | None = None) -> GeneratorOutput:
