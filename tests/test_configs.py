@@ -1,15 +1,18 @@
 """All eight of the authors' published configs: presets match them, and each builds with the
-authors' parameter layout so their released checkpoints convert."""
+authors' parameter layout so their released checkpoints convert; and align_flow, the one
+architecture setting of ours beyond theirs."""
 
 import json
 
 import pytest
 import torch
 
-from monkeyanim.checkpoint import convert_authors_checkpoint
-from monkeyanim.config import ModelConfig, load_config_file
+from monkeyanim.checkpoint import convert_authors_checkpoint, load_checkpoint, save_checkpoint
+from monkeyanim.config import GeneratorConfig, ModelConfig, load_config_file
 from monkeyanim.errors import ConfigError
 from monkeyanim.models import build_model
+from monkeyanim.models.blocks import make_coordinate_grid
+from monkeyanim.models.generator import Generator
 from monkeyanim.presets import AUTHOR_PRESETS, get_preset
 
 NAMES = ["taichi", "nemo", "bair", "moving-gif", "vox", "vox-full", "actions", "shapes"]
@@ -116,10 +119,6 @@ def test_bad_config_names_and_files(tmp_path):
 
 @pytest.mark.parametrize("mode", ["nearest", "trilinear"])
 def test_aligned_flow_keeps_an_identity_flow_computed_at_half_size_in_place(mode):
-    from monkeyanim.config import GeneratorConfig
-    from monkeyanim.models.blocks import make_coordinate_grid
-    from monkeyanim.models.generator import Generator
-
     image = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))  # (B, C, H, W)
     identity = make_coordinate_grid(16, 16, image)[None]  # (1, 16, 16, 2), as at scale 0.5
     errors = {}
@@ -133,8 +132,6 @@ def test_aligned_flow_keeps_an_identity_flow_computed_at_half_size_in_place(mode
 
 
 def test_aligned_flow_is_saved_with_the_model(tmp_path):
-    from monkeyanim.checkpoint import load_checkpoint, save_checkpoint
-
     config = ModelConfig.from_dict({**get_preset("taichi").to_dict(), "frame_size": (32, 32)})
     config.generator.align_flow = True
     model = build_model(config)
