@@ -26,6 +26,13 @@ from test_train import TINY
 TRAINING = Path(__file__).resolve().parents[1] / "training"
 
 
+def committed_total(name):
+    """The iterations a committed run has had in all: its log's last line, third field."""
+    lines = [line for line in (TRAINING / f"{name}.log").read_text().splitlines()
+             if line.strip() and not line.startswith("#")]
+    return int(lines[-1].split()[2])  # date, iterations this session, total, ...
+
+
 @pytest.mark.parametrize("name", ["mgif64", "faces128", "taichi64"])
 def test_configs_build_a_model_at_their_frame_size(name):
     model_config, train_config = load_train_config(str(TRAINING / f"{name}.yaml"))
@@ -51,10 +58,7 @@ def test_committed_runs_match_their_config_and_log(weights):
     model = load_checkpoint(weights)
     assert model.discriminator is not None
     assert dataclasses.asdict(model.config) == dataclasses.asdict(model_config)
-    lines = [line for line in (TRAINING / f"{weights.stem}.log").read_text().splitlines()
-             if line.strip() and not line.startswith("#")]
-    total = int(lines[-1].split()[2])  # date, iterations this session, total, ...
-    assert model.provenance["iterations"] == total
+    assert model.provenance["iterations"] == committed_total(weights.stem)
 
 
 def opencv_frames(path):
@@ -118,12 +122,6 @@ def test_gpu_recipe_trains_from_prepared_videos_without_pyav(datasets_dir, tmp_p
                              str(tmp_path / "next"), str(tmp_path / "bare.safetensors")],
                             capture_output=True, text=True, env=bare, cwd=tmp_path)
     assert result.returncode == 0 and (tmp_path / "bare.safetensors").is_file(), result.stderr
-
-
-def committed_total(name):
-    lines = [line for line in (TRAINING / f"{name}.log").read_text().splitlines()
-             if line.strip() and not line.startswith("#")]
-    return int(lines[-1].split()[2])
 
 
 def test_gpu_session_carries_both_runs_on_from_their_committed_totals(datasets_dir, tmp_path):
