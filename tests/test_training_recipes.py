@@ -140,7 +140,7 @@ def test_gpu_session_carries_both_runs_on_from_their_committed_totals(datasets_d
            "TRAIN_OPTIONS": "--batch-size 2 --workers 1",
            "FACES_DATA": str(data), "MGIF_DATA": str(data)}
     script = str(TRAINING / "gpu_session.sh")
-    for call, extra in ((1, {}), (2, {"RESUME": "1"})):
+    for call, extra in ((1, {}), (2, {"RESUME": "1", "MGIF_DROP_LR": "2e-6"})):
         subprocess.run(["bash", script], env={**env, **extra}, cwd=TRAINING.parent, check=True,
                        capture_output=True)
         for name in ("faces128", "mgif64"):
@@ -148,3 +148,9 @@ def test_gpu_session_carries_both_runs_on_from_their_committed_totals(datasets_d
             total = committed_total(name)
             assert f"iterations {call - 1} -> {40000 - total}," in log, log
             assert load_model(out / f"{name}.safetensors").provenance["iterations"] == total + call
+    # the drop arm branched from mgif64's run folder after the first call
+    log = (out / "mgif64-drop.log").read_text()
+    assert f"iterations 1 -> {40000 - committed_total('mgif64')}," in log, log
+    for run, lr in (("mgif64", 2e-5), ("mgif64-drop", 2e-6)):
+        state = torch.load(tmp_path / "runs" / run / "state.pt", weights_only=True)
+        assert state["optimizers"]["generator"]["param_groups"][0]["lr"] == pytest.approx(lr)

@@ -9,7 +9,9 @@
 #       RESUME=1 MINUTES=4 bash training/gpu_session.sh
 #
 # The first call carries on from training/NAME.safetensors with a fresh Adam (--init); the
-# second continues the same run folders with their optimizer state (--resume).
+# second continues the same run folders with their optimizer state (--resume). With
+# MGIF_DROP_LR=2e-6 the second call also branches mgif64 at that rate (runs/mgif64-drop,
+# exported as $OUT/mgif64-drop.safetensors), to see whether the drop pays yet.
 set -u
 MINUTES=${MINUTES:-7.6}       # of training per run; start-up and export take about 30 s more
 DEVICE=${DEVICE:-cuda}
@@ -23,27 +25,33 @@ committed_total() {  # the total so far: third field of the log's last line
     awk '!/^#/ && NF {total = $3} END {print total}' "training/$1.log"
 }
 
-train() {  # NAME DATA WORKERS [train options...]
-    local name=$1 data=$2 workers=$3 previous
-    shift 3
+train() {  # NAME RUN DATA WORKERS [train options...]: training/NAME.* -> $RUNS/RUN, $OUT/RUN.*
+    local name=$1 run=$2 data=$3 workers=$4 previous
+    shift 4
     previous=$(committed_total "$name")
     if [ -n "${RESUME:-}" ]; then
-        set -- --resume
+        set -- --resume "$@"
     else
         set -- --init "training/$name.safetensors" \
             --iterations $((CONFIG_ITERATIONS - previous)) "$@"
     fi
-    python3 training/gpu.py run train "$data" -o "$RUNS/$name" --config "training/$name.yaml" \
+    python3 training/gpu.py run train "$data" -o "$RUNS/$run" --config "training/$name.yaml" \
         --device "$DEVICE" --workers "$workers" --max-minutes "$MINUTES" "$@" $TRAIN_OPTIONS \
-        > "$OUT/$name.log" 2>&1
-    python3 training/gpu.py export "$RUNS/$name" "$OUT/$name.safetensors" --previous "$previous" \
-        >> "$OUT/$name.log" 2>&1
+        > "$OUT/$run.log" 2>&1
+    python3 training/gpu.py export "$RUNS/$run" "$OUT/$run.safetensors" --previous "$previous" \
+        >> "$OUT/$run.log" 2>&1
 }
 
 # faces128 decodes 128 px clips for every pair, so it gets most of the loader processes
-train faces128 "$FACES_DATA" 10 --subject face &
-train mgif64 "$MGIF_DATA" 5 --lr 2e-5 &
+runs="faces128 mgif64"
+if [ -n "${RESUME:-}" ] && [ -n "${MGIF_DROP_LR:-}" ]; then
+    rm -rf "$RUNS/mgif64-drop" && cp -r "$RUNS/mgif64" "$RUNS/mgif64-drop"
+    train mgif64 mgif64-drop "$MGIF_DATA" 3 --lr "$MGIF_DROP_LR" &
+    runs="$runs mgif64-drop"
+fi
+train faces128 faces128 "$FACES_DATA" 10 --subject face &
+train mgif64 mgif64 "$MGIF_DATA" 5 --lr 2e-5 &
 wait
-for name in faces128 mgif64; do
-    tail -n 2 "$OUT/$name.log"
+for run in $runs; do
+    tail -n 2 "$OUT/$run.log"
 done
