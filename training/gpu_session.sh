@@ -12,6 +12,11 @@
 # second continues the same run folders with their optimizer state (--resume). With
 # MGIF_DROP_LR=2e-6 the second call also branches mgif64 at that rate (runs/mgif64-drop,
 # exported as $OUT/mgif64-drop.safetensors), to see whether the drop pays yet.
+#
+# A/B arms: RUNS_LIST names the runs (default "faces128 mgif64"); a run NAME-ARM trains
+# training/NAME.safetensors with training/arms/NAME-ARM.yaml (an uncommitted copy of
+# training/NAME.yaml with the change under test) and is exported as $OUT/NAME-ARM.*.
+# MGIF_LR sets the mgif64 runs' rate (default 2e-5; 2e-6 for a drop of every arm at once).
 set -u
 MINUTES=${MINUTES:-7.6}       # of training per run; start-up and export take about 30 s more
 DEVICE=${DEVICE:-cuda}
@@ -26,8 +31,9 @@ committed_total() {  # the total so far: third field of the log's last line
 }
 
 train() {  # NAME RUN DATA WORKERS [train options...]: training/NAME.* -> $RUNS/RUN, $OUT/RUN.*
-    local name=$1 run=$2 data=$3 workers=$4 previous
+    local name=$1 run=$2 data=$3 workers=$4 previous config=training/$1.yaml
     shift 4
+    [ -f "training/arms/$run.yaml" ] && config=training/arms/$run.yaml
     previous=$(committed_total "$name")
     if [ -n "${RESUME:-}" ]; then
         set -- --resume "$@"
@@ -35,7 +41,7 @@ train() {  # NAME RUN DATA WORKERS [train options...]: training/NAME.* -> $RUNS/
         set -- --init "training/$name.safetensors" \
             --iterations $((CONFIG_ITERATIONS - previous)) "$@"
     fi
-    python3 training/gpu.py run train "$data" -o "$RUNS/$run" --config "training/$name.yaml" \
+    python3 training/gpu.py run train "$data" -o "$RUNS/$run" --config "$config" \
         --device "$DEVICE" --workers "$workers" --max-minutes "$MINUTES" "$@" $TRAIN_OPTIONS \
         > "$OUT/$run.log" 2>&1
     python3 training/gpu.py export "$RUNS/$run" "$OUT/$run.safetensors" --previous "$previous" \
@@ -43,14 +49,20 @@ train() {  # NAME RUN DATA WORKERS [train options...]: training/NAME.* -> $RUNS/
 }
 
 # faces128 decodes 128 px clips for every pair, so it gets most of the loader processes
-runs="faces128 mgif64"
+RUNS_LIST=${RUNS_LIST:-faces128 mgif64}
+runs=$RUNS_LIST
 if [ -n "${RESUME:-}" ] && [ -n "${MGIF_DROP_LR:-}" ]; then
     rm -rf "$RUNS/mgif64-drop" && cp -r "$RUNS/mgif64" "$RUNS/mgif64-drop"
     train mgif64 mgif64-drop "$MGIF_DATA" 3 --lr "$MGIF_DROP_LR" &
     runs="$runs mgif64-drop"
 fi
-train faces128 faces128 "$FACES_DATA" 10 --subject face &
-train mgif64 mgif64 "$MGIF_DATA" 5 --lr 2e-5 &
+set -- $RUNS_LIST
+for run in $RUNS_LIST; do
+    case $run in
+        faces128*) train faces128 "$run" "$FACES_DATA" $((10 - $# + 2)) --subject face & ;;
+        mgif64*) train mgif64 "$run" "$MGIF_DATA" $((5 - $# + 2)) --lr "${MGIF_LR:-2e-5}" & ;;
+    esac
+done
 wait
 for run in $runs; do
     tail -n 2 "$OUT/$run.log"
