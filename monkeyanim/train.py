@@ -7,6 +7,7 @@ import dataclasses
 import json
 import os
 import random
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -126,7 +127,7 @@ class Trainer:
         sampler = EndlessSampler(len(self.dataset), self.rank, self.world,
                                  self.cfg.seed + self.iteration)
         return DataLoader(self.dataset, batch_size=self.cfg.batch_size, sampler=sampler,
-                          num_workers=self.cfg.num_workers, worker_init_fn=seed_worker)
+                          num_workers=self.cfg.num_workers, worker_init_fn=_init_worker)
 
     def step(self, pair: torch.Tensor) -> dict[str, float]:
         """One generator + keypoint-detector update, then one discriminator update.
@@ -287,6 +288,16 @@ class Trainer:
         path = folder / f"{self.iteration:07d}.png"
         encoded = cv2.imencode(".png", np.ascontiguousarray(image[..., ::-1]))[1].tobytes()
         atomic_write(path, lambda tmp: tmp.write_bytes(encoded))
+
+
+def _init_worker(worker_id: int) -> None:
+    """A loader worker leaves SIGINT and SIGTERM to the trainer: a terminal's Ctrl-C and a job
+    scheduler's SIGTERM reach the whole process group, and a worker dying of them would abort
+    the iteration that the trainer is about to finish and save. The trainer shuts its workers
+    down itself, and they exit on their own if it dies."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    seed_worker(worker_id)
 
 
 class EndlessSampler(Sampler):

@@ -119,6 +119,31 @@ def test_resume_after_interruption(shapes_slice, tiny_config, tmp_path):
     assert_one_line_error(result, "--resume")
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_to_the_whole_job_stops_with_a_checkpoint(signum, shapes_slice, tiny_config,
+                                                         tmp_path):
+    """A job scheduler's SIGTERM (or Ctrl-C in a terminal) reaches every process of the job,
+    data loader workers included: the run must still finish its iteration and save it."""
+    run = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "monkeyanim", "train", str(shapes_slice), "-o", str(run),
+         "--config", str(tiny_config), "--iterations", "1000", "--checkpoint-every", "5",
+         "--workers", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=sigint_default, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run / "state.pt").exists():
+        time.sleep(0.2)
+    time.sleep(1.0)
+    os.killpg(process.pid, signum)  # the process group: the trainer and its loader workers
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130 and "Traceback" not in stderr, stderr
+    assert len(stderr.strip().splitlines()) == 1, stderr
+    saved = torch.load(run / "state.pt", weights_only=True)["iteration"]
+    assert saved > 5 and saved == read_log(run)[-1]["iteration"]
+    assert f"stopped at iteration {saved} of 1000 (interrupted)" in stderr
+
+
 def test_max_minutes_stops_with_a_checkpoint(shapes_slice, tiny_config, tmp_path):
     run = tmp_path / "run"
     result = run_cli("train", shapes_slice, "-o", run, "--config", tiny_config,
