@@ -34,6 +34,10 @@ _MODELS: dict[str, RegistryEntry] = {
         file="actions.safetensors",
         sha256="60e53c5a858e3e3230381822e10e71e4c14cdb6e3df381166e0f33d62c6a24f3",
         description="the authors' actions: whole people acting in place before a wall, 64x64"),
+    "mgif": RegistryEntry(
+        file="mgif.safetensors",
+        sha256="6fb5aa6565d2d9e0b47456099801de9a10a2ac195dff4d95dfa174cca522a94c",
+        description="the paper's MGif: cartoon animals on white, 64x64, absolute keypoints"),
     "shapes": RegistryEntry(
         file="shapes.safetensors",
         sha256="3c8a9d41997b72db95c0997b3f78c68c32c293196265e31bbec32e0c7962685c",
