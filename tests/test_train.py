@@ -87,17 +87,25 @@ def test_training_lowers_reconstruction_loss(shapes_slice, tiny_config, tmp_path
     assert model.provenance["iterations"] == 60 and model.discriminator is not None
 
 
-def test_resume_after_interruption(shapes_slice, tiny_config, tmp_path):
-    run = tmp_path / "run"
+def train_until_saved(shapes_slice, tiny_config, run, *options, **popen) -> subprocess.Popen:
+    """A 1,000-iteration run started in the background, returned once it has saved a
+    checkpoint and run on for a second."""
     process = subprocess.Popen(
         [sys.executable, "-m", "monkeyanim", "train", str(shapes_slice), "-o", str(run),
-         "--config", str(tiny_config), "--iterations", "1000", "--checkpoint-every", "5"],
+         "--config", str(tiny_config), "--iterations", "1000", "--checkpoint-every", "5",
+         *options],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=sigint_default,
-        env={**os.environ, "OMP_NUM_THREADS": "1"})
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, **popen)
     deadline = time.time() + 120
     while time.time() < deadline and not (run / "state.pt").exists():
         time.sleep(0.2)
     time.sleep(1.0)
+    return process
+
+
+def test_resume_after_interruption(shapes_slice, tiny_config, tmp_path):
+    run = tmp_path / "run"
+    process = train_until_saved(shapes_slice, tiny_config, run)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130 and "Traceback" not in stderr, stderr
@@ -125,16 +133,8 @@ def test_signal_to_the_whole_job_stops_with_a_checkpoint(signum, shapes_slice, t
     """A job scheduler's SIGTERM (or Ctrl-C in a terminal) reaches every process of the job,
     data loader workers included: the run must still finish its iteration and save it."""
     run = tmp_path / "run"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "monkeyanim", "train", str(shapes_slice), "-o", str(run),
-         "--config", str(tiny_config), "--iterations", "1000", "--checkpoint-every", "5",
-         "--workers", "2"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-        preexec_fn=sigint_default, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    deadline = time.time() + 120
-    while time.time() < deadline and not (run / "state.pt").exists():
-        time.sleep(0.2)
-    time.sleep(1.0)
+    process = train_until_saved(shapes_slice, tiny_config, run, "--workers", "2",
+                                start_new_session=True)
     os.killpg(process.pid, signum)  # the process group: the trainer and its loader workers
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130 and "Traceback" not in stderr, stderr
