@@ -74,6 +74,11 @@ class GeneratorConfig:
     # or half one (trilinear) when the flow is computed below the frame size (dense motion
     # scale_factor < 1), which the decoder must learn to undo.
     align_flow: bool = False
+    # Not in the paper: blend the source warped by the flow into the output, with a per-pixel
+    # weight that a 3x3 convolution learns from the last features (frames = m * warped +
+    # (1 - m) * decoded). Unseen faces come out closer to the warped source than to what the
+    # decoder paints (training/README.md); an --init run adds it to weights trained without it.
+    blend_source: bool = False
 
 
 @dataclass

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 
@@ -24,7 +25,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .files import atomic_write
 from .config import ModelConfig
 from .data import PairDataset, iterations_per_epoch, seed_worker
-from .errors import CheckpointError, InputError
+from .errors import CheckpointError, ConfigError, InputError
 from .losses import DeformedReconstruction, DiscriminatorGAN, FeatureMatching, GeneratorGAN
 from .models import Keypoints, MonkeyNet, build_model
 from .pipeline import precision_context, to_uint8
@@ -85,9 +86,9 @@ class Trainer:
             load_initial_weights(self.model, init)
         self.model = self.model.to(self.device)
         self.model = self.model.to(memory_format=torch.channels_last)
-        self.optimizers = {name: torch.optim.Adam(getattr(self.model, name).parameters(),
-                                                  lr=train_config.lr, betas=train_config.adam_betas)
-                           for name in NETWORKS}
+        if train_config.trainable is not None:
+            freeze_all_but(self.model, train_config.trainable)
+        self.optimizers = self._optimizers()
         self.schedulers = {name: torch.optim.lr_scheduler.MultiStepLR(opt, self.milestones, 0.1)
                            for name, opt in self.optimizers.items()}
         self.iteration, self.stopped_early = 0, False
@@ -100,6 +101,17 @@ class Trainer:
         self.generator_gan = GeneratorGAN(train_config.generator_gan)
         self.discriminator_gan = DiscriminatorGAN(train_config.discriminator_gan)
         self.deformed = DeformedReconstruction(train_config.reconstruction_deformed)
+
+    def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """One Adam per network with something to train: a network left wholly fixed
+        (``train.trainable``) has none and takes no step."""
+        optimizers = {}
+        for name in NETWORKS:
+            params = [p for p in getattr(self.model, name).parameters() if p.requires_grad]
+            if params:
+                optimizers[name] = torch.optim.Adam(params, lr=self.cfg.lr,
+                                                    betas=self.cfg.adam_betas)
+        return optimizers
 
     def _start_run_dir(self, model_config: ModelConfig) -> None:
         try:
@@ -117,10 +129,13 @@ class Trainer:
         nets = {name: getattr(self.model, name) for name in NETWORKS}
         if self.world == 1:
             return nets
+        # DDP refuses a network with nothing to train; a fixed one needs no syncing anyway
+        trained = {k: v for k, v in nets.items() if k in self.optimizers}
         if self.device.type == "cuda":
-            nets = {k: torch.nn.SyncBatchNorm.convert_sync_batchnorm(v) for k, v in nets.items()}
+            trained = {k: torch.nn.SyncBatchNorm.convert_sync_batchnorm(v)
+                       for k, v in trained.items()}
         ids = [self.device.index] if self.device.type == "cuda" else None
-        return {k: DistributedDataParallel(v, device_ids=ids) for k, v in nets.items()}
+        return nets | {k: DistributedDataParallel(v, device_ids=ids) for k, v in trained.items()}
 
     def loader(self) -> DataLoader:
         """An endless loader: epochs follow each other without restarting workers."""
@@ -157,6 +172,9 @@ class Trainer:
                 losses["rec_deformed"] = self.deformed(target, out.deformed.float())
         sum(losses.values()).backward(retain_graph=not self.cfg.detach_kp_discriminator)
         self._apply("generator", "kp_detector" if self.cfg.detach_kp_discriminator else None)
+        self.last = (source, target, out)
+        if "discriminator" not in self.optimizers:
+            return {k: float(v.detach()) for k, v in losses.items()}
         self.optimizers["discriminator"].zero_grad(set_to_none=True)
         with precision_context(self.precision, self.device):
             disc_kp = (kp_target.detach(), kp_source.detach()) if self.cfg.detach_kp_discriminator \
@@ -167,7 +185,6 @@ class Trainer:
             losses["disc_gan"] = self.discriminator_gan(scores[batch:], scores[:batch])
         losses["disc_gan"].backward()
         self._apply("discriminator", None if self.cfg.detach_kp_discriminator else "kp_detector")
-        self.last = (source, target, out)
         return {k: float(v.detach()) for k, v in losses.items()}
 
     def set_lr(self, lr: float) -> None:
@@ -178,7 +195,7 @@ class Trainer:
                 group["lr"] = lr
 
     def _apply(self, *names: str | None) -> None:
-        for name in filter(None, names):
+        for name in filter(lambda name: name in self.optimizers, names):
             self.optimizers[name].step()
             self.optimizers[name].zero_grad(set_to_none=True)
 
@@ -191,6 +208,10 @@ class Trainer:
         and ``stopped_early`` is set.
         """
         self.model.train()
+        for module in self.model.modules():
+            if isinstance(module, _BatchNorm) and not any(p.requires_grad
+                                                          for p in module.parameters()):
+                module.eval()  # a fixed network's statistics stay fixed too
         start = time.perf_counter()
         batches = iter(self.loader())
         while self.iteration < self.total:
@@ -225,8 +246,9 @@ class Trainer:
         if self.rank != 0:
             return
         if self.iteration % self.cfg.log_every == 0 or self.iteration == self.total:
+            scheduler = next(iter(self.schedulers.values()))
             record = {"iteration": self.iteration, "seconds": round(seconds, 4),
-                      "lr": self.schedulers["generator"].get_last_lr()[0], **losses}
+                      "lr": scheduler.get_last_lr()[0], **losses}
             with open(self.run_dir / LOG_FILE, "a") as log:
                 log.write(json.dumps(record) + "\n")
         if on_step:
@@ -265,7 +287,11 @@ class Trainer:
         # on the CPU: the RNG state must stay a CPU byte tensor, and Adam's load_state_dict
         # moves its moments to each parameter's device itself
         state = torch.load(state_path, map_location="cpu", weights_only=True)
-        for name in NETWORKS:
+        if set(state["optimizers"]) != set(self.optimizers):
+            raise InputError(f"{state_path} trains {', '.join(state['optimizers'])} but the "
+                             f"config {', '.join(self.optimizers)} (train.trainable): resume "
+                             "with the run's own config")
+        for name in self.optimizers:
             self.optimizers[name].load_state_dict(state["optimizers"][name])
             self.schedulers[name].load_state_dict(state["schedulers"][name])
         self.iteration = int(state["iteration"])
@@ -276,12 +302,15 @@ class Trainer:
                              "the run folder is inconsistent")
 
     def save_sample(self) -> None:
-        """source | target | prediction | deformed source, for the first few pairs, as PNG."""
+        """source | target | prediction | deformed source (| its blend weight, white = 1), for
+        the first few pairs, as PNG."""
         if self.rank != 0:
             return
         source, target, out = self.last
-        rows = [np.concatenate(list(to_uint8(t[:4].detach())), axis=0)
-                for t in (source, target, out.frames, out.deformed)]
+        columns = [source, target, out.frames, out.deformed]
+        if out.blend is not None:
+            columns.append(out.blend.expand_as(out.deformed))  # (B, 3, H, W)
+        rows = [np.concatenate(list(to_uint8(t[:4].detach())), axis=0) for t in columns]
         image = np.concatenate(rows, axis=1)
         folder = self.run_dir / "samples"
         folder.mkdir(exist_ok=True)
@@ -321,13 +350,26 @@ def _twice(kp):
     return Keypoints.cat([kp, kp])
 
 
+def freeze_all_but(model: MonkeyNet, trainable: list[str]) -> None:
+    """Fix every parameter whose name does not start with one of ``trainable``."""
+    names = [name for name, _ in model.named_parameters()]
+    unmatched = [p for p in trainable if not any(n.startswith(p) for n in names)]
+    if unmatched or not trainable:
+        raise ConfigError(f"train.trainable: no parameter is named {unmatched or trainable}")
+    for name, param in model.named_parameters():
+        param.requires_grad_(any(name.startswith(prefix) for prefix in trainable))
+
+
 def load_initial_weights(model: MonkeyNet, start: MonkeyNet) -> None:
     """Fine-tune from ``start`` (same architecture): every weight it has is copied; a checkpoint
-    shipped without its discriminator leaves that one freshly initialised."""
+    shipped without its discriminator, or trained without the blend head, leaves those freshly
+    initialised."""
     if _weight_layout(start.config) != _weight_layout(model.config):
         raise CheckpointError("the --init checkpoint's architecture differs from the run's")
     result = model.load_state_dict(start.state_dict(), strict=False)
-    missing = [k for k in result.missing_keys if not k.startswith("discriminator.")]
+    fresh = ("discriminator.",) + (("generator.blend_mask.",)
+                                   if not start.config.generator.blend_source else ())
+    missing = [k for k in result.missing_keys if not k.startswith(fresh)]
     if missing or result.unexpected_keys:
         raise CheckpointError(f"the --init checkpoint does not fit: missing {missing[:4]}, "
                               f"unexpected {result.unexpected_keys[:4]}")
@@ -335,10 +377,10 @@ def load_initial_weights(model: MonkeyNet, start: MonkeyNet) -> None:
 
 
 def _weight_layout(config: ModelConfig) -> ModelConfig:
-    """The settings that shape the weights: align_flow changes none, so a run may turn it on
-    from weights trained without it."""
-    return dataclasses.replace(config, generator=dataclasses.replace(config.generator,
-                                                                     align_flow=False))
+    """The settings that shape the weights the two share: align_flow changes none and
+    blend_source only adds its own, so a run may turn either on over weights without them."""
+    return dataclasses.replace(config, generator=dataclasses.replace(
+        config.generator, align_flow=False, blend_source=False))
 
 
 def finish(trainer: Trainer) -> None:

@@ -32,6 +32,9 @@ class TrainConfig:
     detach_kp_discriminator: bool = True
     num_repeats: int = 1
     augmentation: Augmentation = field(default_factory=Augmentation)
+    # names (or name prefixes) of the only parameters to train, e.g. ["generator.blend_mask"];
+    # the others stay fixed, their batch norms on their running statistics. None: train all.
+    trainable: list[str] | None = None
     checkpoint_every: int = 500
     sample_every: int = 500
     log_every: int = 10

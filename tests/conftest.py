@@ -125,3 +125,36 @@ def sigint_default() -> None:
     when the test run itself was started in the background (where SIGINT is ignored)."""
     import signal
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+# A narrow shapes model that trains in seconds on the CPU (tests of `monkeyanim train`).
+TINY = """
+preset: shapes
+model:
+  kp_detector: {block_expansion: 8, max_features: 32}
+  generator:
+    block_expansion: 8
+    max_features: 32
+    dense_motion: {block_expansion: 8, max_features: 32}
+  discriminator: {block_expansion: 8, max_features: 32}
+train: {batch_size: 8, checkpoint_every: 10, sample_every: 10, log_every: 1, num_workers: 0,
+        iterations: 40}
+"""
+
+
+@pytest.fixture(scope="module")
+def shapes_slice(datasets_dir, tmp_path_factory):
+    """32 training and 8 test videos of the authors' shapes (frame strips), linked."""
+    root = tmp_path_factory.mktemp("shapes")
+    for split, count in (("train", 32), ("test", 8)):
+        (root / split).mkdir()
+        for path in sorted((datasets_dir / "shapes" / split).iterdir())[:count]:
+            (root / split / path.name).symlink_to(path)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_config(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
+    path.write_text(TINY)
+    return path

@@ -16,10 +16,13 @@ from .motion import DenseMotion, MovementEmbedding
 
 @dataclass
 class GeneratorOutput:
-    """frames: (B, C, H, W) in [0, 1]; deformed: the source warped by the flow, (B, C, H, W)."""
+    """frames: (B, C, H, W) in [0, 1]; deformed: the source warped by the flow, (B, C, H, W);
+    blend: the weight of ``deformed`` in ``frames``, (B, 1, H, W) in [0, 1], when the generator
+    blends it in (``GeneratorConfig.blend_source``), else None."""
 
     frames: torch.Tensor
     deformed: torch.Tensor
+    blend: torch.Tensor | None = None
 
 
 class Generator(nn.Module):
@@ -53,6 +56,13 @@ class Generator(nn.Module):
         for i in range(config.num_refinement_blocks):
             self.refinement_module.add_module(f"r{i}", ResBlock2d(features))
         self.refinement_module.add_module("conv-last", nn.Conv2d(features, num_channels, 1))
+        self.blend_mask = None
+        if config.blend_source:
+            self.blend_mask = nn.Conv2d(features, 1, kernel_size=3, padding=1)
+            # starts at an even blend: what the decoder makes and the warped source are both
+            # near the target, so a fresh head costs little on weights trained without it
+            nn.init.zeros_(self.blend_mask.weight)
+            nn.init.zeros_(self.blend_mask.bias)
         # The authors' 'trilinear' on a depth of 1 frame is bilinear (align_corners=False).
         self.resize_mode = "bilinear" if config.interpolation_mode == "trilinear" else "nearest"
         self.align_flow = config.align_flow
@@ -102,5 +112,10 @@ class Generator(nn.Module):
             embedding = self.kp_embedding_module(source, kp_driving, kp_source)  # (B, E, h, w)
             skips = [torch.cat([skip, self._resize(embedding, skip.shape[-2:])], dim=1)
                      for skip in skips]  # (B, C_i + E, h_i, w_i)
-        out = self.refinement_module(self.video_decoder(skips))
-        return GeneratorOutput(frames=torch.sigmoid(out), deformed=deformed)
+        features = self.refinement_module[:-1](self.video_decoder(skips))  # (B, F, H, W)
+        frames = torch.sigmoid(self.refinement_module[-1](features))  # (B, C, H, W)
+        if self.blend_mask is None:
+            return GeneratorOutput(frames=frames, deformed=deformed)
+        blend = torch.sigmoid(self.blend_mask(features))  # (B, 1, H, W)
+        frames = blend * deformed + (1 - blend) * frames  # (B, C, H, W)
+        return GeneratorOutput(frames=frames, deformed=deformed, blend=blend)
