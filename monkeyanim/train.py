@@ -145,7 +145,8 @@ class Trainer:
                           num_workers=self.cfg.num_workers, worker_init_fn=_init_worker)
 
     def step(self, pair: torch.Tensor) -> dict[str, float]:
-        """One generator + keypoint-detector update, then one discriminator update.
+        """One generator + keypoint-detector update, then one discriminator update (none
+        when ``train.trainable`` leaves the discriminator fixed).
 
         pair: (B, 2, 3, H, W) in [0, 1]; frame 0 is the source, frame 1 the target.
         """
@@ -172,20 +173,25 @@ class Trainer:
                 losses["rec_deformed"] = self.deformed(target, out.deformed.float())
         sum(losses.values()).backward(retain_graph=not self.cfg.detach_kp_discriminator)
         self._apply("generator", "kp_detector" if self.cfg.detach_kp_discriminator else None)
+        if "discriminator" in self.optimizers:
+            losses["disc_gan"] = self._discriminator_step(out.frames, target, kp_target, kp_source)
         self.last = (source, target, out)
-        if "discriminator" not in self.optimizers:
-            return {k: float(v.detach()) for k, v in losses.items()}
+        return {k: float(v.detach()) for k, v in losses.items()}
+
+    def _discriminator_step(self, fake: torch.Tensor, real: torch.Tensor, kp_target: Keypoints,
+                            kp_source: Keypoints) -> torch.Tensor:
+        """LSGAN update of the discriminator on (B, 3, H, W) fake and real frames."""
         self.optimizers["discriminator"].zero_grad(set_to_none=True)
         with precision_context(self.precision, self.device):
             disc_kp = (kp_target.detach(), kp_source.detach()) if self.cfg.detach_kp_discriminator \
                 else (kp_target, kp_source)
-            maps = self.nets["discriminator"](torch.cat([out.frames.detach(), target]),
+            maps = self.nets["discriminator"](torch.cat([fake.detach(), real]),
                                               _twice(disc_kp[0]), _twice(disc_kp[1]))
-            scores = maps[-1].float()
-            losses["disc_gan"] = self.discriminator_gan(scores[batch:], scores[:batch])
-        losses["disc_gan"].backward()
+            scores = maps[-1].float()  # (2B, 1, h, w): fake then real
+            loss = self.discriminator_gan(scores[fake.shape[0]:], scores[:fake.shape[0]])
+        loss.backward()
         self._apply("discriminator", None if self.cfg.detach_kp_discriminator else "kp_detector")
-        return {k: float(v.detach()) for k, v in losses.items()}
+        return loss
 
     def set_lr(self, lr: float) -> None:
         """Set every optimizer's learning rate from now on (later drops divide this one;
