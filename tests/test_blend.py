@@ -3,19 +3,15 @@
 
 import dataclasses
 import json
-import os
-import subprocess
-import sys
 
 import cv2
 import torch
 
-import monkeyanim
 from monkeyanim.checkpoint import load_checkpoint, save_checkpoint
 from monkeyanim.config import ModelConfig
 from monkeyanim.models import Keypoints, build_model
 
-from conftest import TINY, assert_one_line_error, run_cli
+from conftest import TINY, assert_one_line_error, run_cli, run_ddp_worker
 
 GENERATOR = "  generator:\n    block_expansion: 8\n"
 BLEND = TINY.replace(GENERATOR, GENERATOR + "    blend_source: true\n").replace(
@@ -114,17 +110,8 @@ def test_unknown_trainable_name_is_one_line(shapes_slice, tmp_path):
 
 def test_ddp_trains_only_the_head_on_both_ranks(shapes_slice, tmp_path):
     """DDP refuses to wrap a network with nothing to train: the fixed ones go unwrapped."""
-    from test_train import free_port
-
     run, config = tmp_path / "ddp", tmp_path / "ddp.yaml"
     config.write_text(BLEND.replace("iterations: 40", "iterations: 2"))
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "--master_port", str(free_port()), "tests/ddp_worker.py", str(shapes_slice), str(run),
-         str(config)],
-        capture_output=True, text=True, timeout=300,
-        env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=os.path.dirname(os.path.dirname(__file__)))
-    assert result.returncode == 0, result.stderr[-3000:]
-    rank0, rank1 = (torch.load(run / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    rank0, rank1 = run_ddp_worker(shapes_slice, run, config)
     assert all(torch.equal(value, rank1[key]) for key, value in rank0.items())
     assert rank0["generator.blend_mask.weight"].abs().max() > 1e-3

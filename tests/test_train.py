@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 import signal
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import torch
 import monkeyanim
 from monkeyanim.data import PairDataset
 
-from conftest import TINY, assert_one_line_error, run_cli, sigint_default
+from conftest import TINY, assert_one_line_error, run_cli, run_ddp_worker, sigint_default
 
 
 def reconstruction_l1(model_path, data) -> float:
@@ -132,26 +131,13 @@ def test_max_minutes_stops_with_a_checkpoint(shapes_slice, tiny_config, tmp_path
                                   "--max-minutes", "-1"), "--max-minutes")
 
 
-def free_port() -> int:
-    with socket.socket() as probe_socket:
-        probe_socket.bind(("127.0.0.1", 0))
-        return probe_socket.getsockname()[1]
-
-
 def test_ddp_two_processes_end_identical(shapes_slice, tiny_config, tmp_path):
     """Four DDP iterations planned; rank 1 alone asks to stop after the second (as a
     signal reaching one process would): both ranks stop there, save, and agree."""
     run = tmp_path / "ddp"
     config = tmp_path / "ddp.yaml"
     config.write_text(TINY.replace("iterations: 40", "iterations: 4"))
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "--master_port", str(free_port()), "tests/ddp_worker.py", str(shapes_slice), str(run),
-         str(config), "2"],
-        capture_output=True, text=True, timeout=300,
-        env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=os.path.dirname(os.path.dirname(__file__)))
-    assert result.returncode == 0, result.stderr[-3000:]
-    rank0, rank1 = (torch.load(run / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    rank0, rank1 = run_ddp_worker(shapes_slice, run, config, "2")
     fresh = monkeyanim.build_model(monkeyanim.load_model(run / "model.safetensors").config)
     moved = 0
     for key, value in rank0.items():
