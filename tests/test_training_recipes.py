@@ -21,7 +21,7 @@ from monkeyanim.models import build_model
 from monkeyanim.trainconfig import load_train_config
 from monkeyanim.video import fit_frame, open_video
 
-from test_train import TINY
+from conftest import TINY
 
 TRAINING = Path(__file__).resolve().parents[1] / "training"
 
@@ -124,7 +124,7 @@ def test_gpu_recipe_trains_from_prepared_videos_without_pyav(datasets_dir, tmp_p
     assert result.returncode == 0 and (tmp_path / "bare.safetensors").is_file(), result.stderr
 
 
-def test_gpu_session_carries_both_runs_on_from_their_committed_totals(datasets_dir, tmp_path):
+def test_gpu_session_carries_runs_on_from_their_committed_totals(datasets_dir, tmp_path):
     source, data = tmp_path / "strips", tmp_path / "data"
     source.mkdir()
     strips = sorted((datasets_dir / "shapes" / "train").iterdir())[:3]
@@ -138,16 +138,22 @@ def test_gpu_session_carries_both_runs_on_from_their_committed_totals(datasets_d
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
            "OUT": str(out), "RUNS": str(tmp_path / "runs"), "DEVICE": "cpu", "MINUTES": "0",
            "TRAIN_OPTIONS": "--batch-size 2 --workers 1",
-           "FACES_DATA": str(data), "MGIF_DATA": str(data)}
+           "FACES_DATA": str(data), "MGIF_DATA": str(data), "TAICHI_DATA": str(data),
+           "RUNS_LIST": "faces128 mgif64 taichi64"}
     script = str(TRAINING / "gpu_session.sh")
     for call, extra in ((1, {}), (2, {"RESUME": "1", "MGIF_DROP_LR": "2e-6"})):
         subprocess.run(["bash", script], env={**env, **extra}, cwd=TRAINING.parent, check=True,
                        capture_output=True)
-        for name in ("faces128", "mgif64"):
+        for name in ("faces128", "mgif64", "taichi64"):
             log = (out / f"{name}.log").read_text()
-            total = committed_total(name)
+            # a run with no committed file yet (taichi64 so far) starts from scratch at 0
+            committed = (TRAINING / f"{name}.safetensors").exists()
+            total = committed_total(name) if committed else 0
             assert f"iterations {call - 1} -> {40000 - total}," in log, log
-            assert load_model(out / f"{name}.safetensors").provenance["iterations"] == total + call
+            provenance = load_model(out / f"{name}.safetensors").provenance
+            assert provenance["iterations"] == total + call
+            assert "initialised_from" not in provenance
+    assert load_model(out / "taichi64.safetensors").provenance["body_model"] is True
     # the drop arm branched from mgif64's run folder after the first call
     log = (out / "mgif64-drop.log").read_text()
     assert f"iterations 1 -> {40000 - committed_total('mgif64')}," in log, log

@@ -1,19 +1,21 @@
 #!/bin/bash
-# One device `run` call that trains faces128 and mgif64 side by side on the lent GPU (an H200
-# has room for both and its 16 cores feed both loaders), then exports each run to $OUT as
-# training/ holds it (float16, discriminator included, iterations counted over all sessions).
+# One device `run` call that trains faces128 and taichi64 side by side on the lent GPU (an
+# H200 has room for both and its 16 cores feed both loaders), then exports each run to $OUT
+# as training/ holds it (float16, discriminator included, iterations counted over all
+# sessions). mgif64 (bundled, past its bar) trains only when RUNS_LIST names it.
 #
-#   first call (carry [".gpu/data/faces128", ".gpu/data/mgif64"]):
+#   first call (carry [".gpu/data/faces128", ".gpu/data/taichi"]):
 #       bash training/gpu_session.sh
 #   a second call while the machine is still warm (it goes back 30 s after a call):
 #       RESUME=1 MINUTES=4 bash training/gpu_session.sh
 #
-# The first call carries on from training/NAME.safetensors with a fresh Adam (--init); the
-# second continues the same run folders with their optimizer state (--resume). With
+# The first call carries on from training/NAME.safetensors with a fresh Adam (--init), or
+# starts NAME from scratch while training/ has no such file (taichi64 so far); the second
+# continues the same run folders with their optimizer state (--resume). With
 # MGIF_DROP_LR=2e-6 the second call also branches mgif64 at that rate (runs/mgif64-drop,
 # exported as $OUT/mgif64-drop.safetensors), to see whether the drop pays yet.
 #
-# A/B arms: RUNS_LIST names the runs (default "faces128 mgif64"); a run NAME-ARM trains
+# A/B arms: RUNS_LIST names the runs (default "faces128 taichi64"); a run NAME-ARM trains
 # training/NAME.safetensors with training/arms/NAME-ARM.yaml (an uncommitted copy of
 # training/NAME.yaml with the change under test) and is exported as $OUT/NAME-ARM.*.
 # MGIF_LR sets the mgif64 runs' rate (default 2e-5; 2e-6 for a drop of every arm at once).
@@ -23,11 +25,13 @@ DEVICE=${DEVICE:-cuda}
 RUNS=${RUNS:-runs}            # the run folders (kept on the machine between warm calls)
 FACES_DATA=${FACES_DATA:-.gpu/data/faces128}
 MGIF_DATA=${MGIF_DATA:-.gpu/data/mgif64}
+TAICHI_DATA=${TAICHI_DATA:-.gpu/data/taichi}
 TRAIN_OPTIONS=${TRAIN_OPTIONS:-}  # more options for both runs, e.g. --batch-size 2 to try it on a CPU
 CONFIG_ITERATIONS=40000       # both configs' `iterations`: REMAINING is that minus the total
 
-committed_total() {  # the total so far: third field of the log's last line
-    awk '!/^#/ && NF {total = $3} END {print total}' "training/$1.log"
+committed_total() {  # the total so far: third field of the log's last line (0: no log yet)
+    [ -f "training/$1.log" ] || { echo 0; return; }
+    awk '!/^#/ && NF {total = $3} END {print total + 0}' "training/$1.log"
 }
 
 train() {  # NAME RUN DATA WORKERS [train options...]: training/NAME.* -> $RUNS/RUN, $OUT/RUN.*
@@ -37,6 +41,8 @@ train() {  # NAME RUN DATA WORKERS [train options...]: training/NAME.* -> $RUNS/
     previous=$(committed_total "$name")
     if [ -n "${RESUME:-}" ]; then
         set -- --resume "$@"
+    elif [ ! -f "training/$name.safetensors" ]; then
+        set -- --iterations "$CONFIG_ITERATIONS" "$@"
     else
         set -- --init "training/$name.safetensors" \
             --iterations $((CONFIG_ITERATIONS - previous)) "$@"
@@ -49,7 +55,7 @@ train() {  # NAME RUN DATA WORKERS [train options...]: training/NAME.* -> $RUNS/
 }
 
 # faces128 decodes 128 px clips for every pair, so it gets most of the loader processes
-RUNS_LIST=${RUNS_LIST:-faces128 mgif64}
+RUNS_LIST=${RUNS_LIST:-faces128 taichi64}
 runs=$RUNS_LIST
 if [ -n "${RESUME:-}" ] && [ -n "${MGIF_DROP_LR:-}" ]; then
     rm -rf "$RUNS/mgif64-drop" && cp -r "$RUNS/mgif64" "$RUNS/mgif64-drop"
@@ -61,6 +67,7 @@ for run in $RUNS_LIST; do
     case $run in
         faces128*) train faces128 "$run" "$FACES_DATA" $((10 - $# + 2)) --subject face & ;;
         mgif64*) train mgif64 "$run" "$MGIF_DATA" $((5 - $# + 2)) --lr "${MGIF_LR:-2e-5}" & ;;
+        taichi64*) train taichi64 "$run" "$TAICHI_DATA" $((5 - $# + 2)) --subject body & ;;
     esac
 done
 wait
