@@ -112,6 +112,19 @@ def _load_strict(model: MonkeyNet, state: dict[str, torch.Tensor], source) -> No
     model.load_state_dict(state, strict=True)
 
 
+def _load_error_reason(exc: Exception) -> str:
+    """torch.load's error in a few words. A file that the weights-only unpickler refuses gets
+    its reason, not torch's advice to load it unsafely (which this project never does)."""
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:
+        detail = text.split("WeightsUnpickler error:", 1)[1].strip().splitlines()
+        return ("not a PyTorch file of tensors and plain values"
+                + (f" ({detail[0].strip()})" if detail and detail[0].strip() else ""))
+    if not isinstance(exc, (OSError, RuntimeError)) or not text:
+        return "not a PyTorch file"  # what unpickling stray bytes raises says nothing more
+    return text.splitlines()[0].split(". ")[0]  # torch's first sentence says what went wrong
+
+
 def convert_authors_checkpoint(path: str | Path, config: ModelConfig,
                                provenance: dict | None = None) -> MonkeyNet:
     """Load an authors' ``.pth.tar`` (3D convs, kernel (1, k, k)) into the 2D model of ``config``."""
@@ -122,8 +135,7 @@ def convert_authors_checkpoint(path: str | Path, config: ModelConfig,
         raw = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle, zip and torch errors alike mean "unreadable"
         raise CheckpointError(f"cannot read {path} as an authors' checkpoint: "
-                              f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
-                              ) from None
+                              f"{_load_error_reason(exc)}") from None
     if not isinstance(raw, dict) or not {"kp_detector", "generator"} <= set(raw):
         raise CheckpointError(f"{path} is not an authors' Monkey-Net checkpoint "
                               "(expected 'kp_detector' and 'generator' entries)")

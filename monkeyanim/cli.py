@@ -51,17 +51,23 @@ def check_output(path: Path, overwrite: bool) -> Path:
     return path
 
 
-def _load(checkpoint: str | None, config: str | None, device: str):
+def _device(device: str) -> str:
+    """--device as torch names it: auto is cuda when there is one; cuda without one is refused."""
     import torch
 
-    from .hub import load_model
-
     if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    elif device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         raise InputError(f"unknown device {device!r}; choose auto, cpu or cuda")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError("--device cuda was asked for but no CUDA device is available")
+    return device
+
+
+def _load(checkpoint: str | None, config: str | None, device: str):
+    from .hub import load_model
+
+    device = _device(device)
     if checkpoint is None:
         from .hub import DEFAULT_MODEL
         checkpoint = DEFAULT_MODEL
@@ -194,17 +200,19 @@ def animate(source: Annotated[Path, typer.Argument(help="Image, or a folder of i
     """Animate SOURCE with the motion of DRIVING into OUTPUT (.mp4 or .gif)."""
     from .video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, parse_crop
 
-    if fps is not None and fps <= 0 or size is not None and size < 2:
-        raise InputError("--fps must be positive and --size at least 2")
-    if paste_back and (side_by_side or size):
-        raise InputError("--paste-back writes at the source's resolution: drop --side-by-side "
-                         "and --size")
+    _check_animate_options(fps, size, paste_back, side_by_side)
     box = parse_crop(crop)
     # a folder of images is one driving video (its frames); a folder of videos is a batch
     batch_driving = driving.is_dir() and any(p.suffix.lower() in VIDEO_SUFFIXES
                                              for p in driving.iterdir())
-    single = not (source.is_dir() or batch_driving)
-    if single:
+    batch = source.is_dir() or batch_driving
+    if batch:
+        sources = _inputs(source, IMAGE_SUFFIXES, "source images")
+        drivings = (_inputs(driving, VIDEO_SUFFIXES, "driving videos") if batch_driving
+                    else [driving])
+        folder = _output_folder(output)
+        pairs = [(s, d, folder / f"{s.stem}__{d.stem}.mp4") for s in sources for d in drivings]
+    else:
         check_output(output, overwrite)
         _inputs(source, IMAGE_SUFFIXES | VIDEO_SUFFIXES, "source images")
         _exists(driving, "video")
@@ -212,17 +220,21 @@ def animate(source: Annotated[Path, typer.Argument(help="Image, or a folder of i
 
     settings = AnimateSettings(mode, adapt_scale, find_best_frame, side_by_side, fps, size,
                                batch_size, precision, box, paste_back)
-    if single:
-        model = _load(checkpoint, config, device)
-        with _progress(output.name, None) as progress:
-            _report(animate_file(model, source, driving, output, settings, progress))
-        return
-    sources = _inputs(source, IMAGE_SUFFIXES, "source images")
-    drivings = _inputs(driving, VIDEO_SUFFIXES, "driving videos") if batch_driving else [driving]
-    folder = _output_folder(output)
     model = _load(checkpoint, config, device)
-    pairs = [(s, d, folder / f"{s.stem}__{d.stem}.mp4") for s in sources for d in drivings]
-    _run_batch(pairs, lambda s, d, o, p: animate_file(model, s, d, o, settings, p), overwrite)
+    if batch:
+        _run_batch(pairs, lambda s, d, o, p: animate_file(model, s, d, o, settings, p), overwrite)
+        return
+    with _progress(output.name, None) as progress:
+        _report(animate_file(model, source, driving, output, settings, progress))
+
+
+def _check_animate_options(fps: float | None, size: int | None, paste_back: bool,
+                           side_by_side: bool) -> None:
+    if fps is not None and fps <= 0 or size is not None and size < 2:
+        raise InputError("--fps must be positive and --size at least 2")
+    if paste_back and (side_by_side or size):
+        raise InputError("--paste-back writes at the source's resolution: drop --side-by-side "
+                         "and --size")
 
 
 def _run_batch(pairs, job, overwrite: bool) -> None:

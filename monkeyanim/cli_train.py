@@ -13,7 +13,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from .cli import (BatchOpt, CheckpointOpt, ConfigOpt, CropOpt, DeviceOpt, JsonOpt, OutputOpt,
-                  OverwriteOpt, PrecisionOpt, _inputs, _load, _output_folder, _report, app,
+                  OverwriteOpt, PrecisionOpt, _device, _inputs, _load, _output_folder, _report,
+                  app,
                   check_output, console, err_console)
 from .errors import InputError, Interrupted
 
@@ -82,6 +83,7 @@ def train(data_dir: Annotated[Path, typer.Argument(help="Folder with train/ (and
     from .trainconfig import load_train_config, saved_run_config
 
     _check_train_options(init, resume, subject, lr, max_minutes)
+    device = _device(device)
     start = _load(init, None, "cpu") if init is not None else None
     if resume and (output / CONFIG_FILE).is_file():
         model_cfg, train_cfg = saved_run_config(output / CONFIG_FILE)
@@ -93,9 +95,6 @@ def train(data_dir: Annotated[Path, typer.Argument(help="Folder with train/ (and
                                        checkpoint_every=checkpoint_every, sample_every=sample_every,
                                        num_workers=workers, seed=seed).items() if v is not None}
     train_cfg = dataclasses.replace(train_cfg, **overrides)
-    if device == "auto":
-        import torch
-        device = "cuda" if torch.cuda.is_available() else "cpu"
     trainer = Trainer(data_dir, output, model_cfg, train_cfg, device, precision, resume, start)
     if resume and lr is not None:
         trainer.set_lr(lr)  # the saved optimizer state carries the rate it had reached
@@ -210,6 +209,8 @@ def evaluate(data_dir: Annotated[Path, typer.Argument(help="Folder with test/ (o
     from .files import atomic_write
     from .video import parse_crop
 
+    if limit is not None and limit < 1:
+        raise InputError("--limit must be at least 1")
     if json_path is not None:
         check_output(json_path, overwrite)
     model = _load(checkpoint, config, device)
@@ -237,6 +238,9 @@ def train_predictor(data_dir: Annotated[Path, typer.Argument(help="Folder with t
     from .prediction import extract_keypoints, save_predictor, train_predictor as fit
 
     check_output(output, overwrite)
+    if min(epochs, hidden, batch_size) < 1 or frames < 2:
+        raise InputError("--epochs, --hidden and --batch-size must be at least 1, --frames at "
+                         "least 2 (the first frame is given, the others predicted)")
     model = _load(checkpoint, config, device)
     folder = data_dir / "train" if (data_dir / "train").is_dir() else data_dir
     tracks, short = extract_keypoints(model, folder, frames)

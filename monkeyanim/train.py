@@ -66,15 +66,8 @@ class Trainer:
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
             torch.cuda.set_device(device)
         self.device = torch.device(device)
-        # before the data is read: the folder and its missing parents are made later
-        existing = next(path for path in (self.run_dir, *self.run_dir.parents) if path.exists())
-        if not existing.is_dir():
-            raise InputError(f"run folder cannot be created at {self.run_dir}: "
-                             f"{existing} is a file")
-        if resume and not (self.run_dir / STATE_FILE).is_file():
-            raise InputError(f"nothing to resume in {self.run_dir} (no {STATE_FILE})")
-        if not resume and (self.run_dir / STATE_FILE).exists():
-            raise InputError(f"{self.run_dir} already holds a run: use --resume to continue it")
+        precision_context(precision, self.device)  # a precision it cannot run is refused now
+        self._check_run_dir(resume)
         torch.manual_seed(train_config.seed)
         self.dataset = PairDataset(Path(data_dir) / "train", model_config.frame_size,
                                    train_config.augmentation, train_config.num_repeats,
@@ -101,6 +94,17 @@ class Trainer:
         self.generator_gan = GeneratorGAN(train_config.generator_gan)
         self.discriminator_gan = DiscriminatorGAN(train_config.discriminator_gan)
         self.deformed = DeformedReconstruction(train_config.reconstruction_deformed)
+
+    def _check_run_dir(self, resume: bool) -> None:
+        """Before the data is read: the folder and its missing parents are made later."""
+        existing = next(path for path in (self.run_dir, *self.run_dir.parents) if path.exists())
+        if not existing.is_dir():
+            raise InputError(f"run folder cannot be created at {self.run_dir}: "
+                             f"{existing} is a file")
+        if resume and not (self.run_dir / STATE_FILE).is_file():
+            raise InputError(f"nothing to resume in {self.run_dir} (no {STATE_FILE})")
+        if not resume and (self.run_dir / STATE_FILE).exists():
+            raise InputError(f"{self.run_dir} already holds a run: use --resume to continue it")
 
     def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """One Adam per network with something to train: a network left wholly fixed

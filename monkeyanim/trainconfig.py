@@ -41,6 +41,21 @@ class TrainConfig:
     seed: int = 0
     num_workers: int = 1
 
+    def __post_init__(self) -> None:
+        at_least = {"num_epochs": 1, "batch_size": 1, "num_repeats": 1, "checkpoint_every": 1,
+                    "sample_every": 1, "log_every": 1, "num_workers": 0}
+        for name, smallest in at_least.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < smallest:
+                raise ConfigError(f"{name} must be a whole number of at least {smallest}, "
+                                  f"not {value!r}")
+        if self.iterations is not None and (isinstance(self.iterations, bool) or not (
+                isinstance(self.iterations, int) and self.iterations >= 1)):
+            raise ConfigError(f"iterations must be a whole number of at least 1, "
+                              f"not {self.iterations!r}")
+        if isinstance(self.lr, bool) or not (isinstance(self.lr, (int, float)) and self.lr > 0):
+            raise ConfigError(f"lr must be positive, not {self.lr!r}")
+
     def schedule(self, iterations_per_epoch: int) -> tuple[int, list[int]]:
         """Total iterations and the iterations at which the learning rate drops."""
         total = self.iterations or self.num_epochs * iterations_per_epoch
@@ -92,6 +107,21 @@ def saved_run_config(path: Path) -> tuple[ModelConfig, TrainConfig]:
     return ModelConfig.from_dict(saved["model"]), _merge(TrainConfig(), saved["train"], "train.")
 
 
+def _loader():
+    """yaml's safe loader, also reading 2e-4 as a number: YAML 1.1, which PyYAML follows,
+    wants a dot in it (2.0e-4) and reads 2e-4 as a string."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    number = re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", number, list("-+0123456789"))
+    return Loader
+
+
 def load_train_config(spec: str | None) -> tuple[ModelConfig, TrainConfig]:
     """A preset name, or a YAML file with ``preset``, ``model`` and ``train`` sections."""
     if spec is None:
@@ -107,7 +137,7 @@ def load_train_config(spec: str | None) -> tuple[ModelConfig, TrainConfig]:
     import yaml
 
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_text(), Loader=_loader()) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict) or set(data) - {"preset", "model", "train"}:
@@ -120,6 +150,6 @@ def load_train_config(spec: str | None) -> tuple[ModelConfig, TrainConfig]:
         model = _merge(model, data.get("model") or {}, "model.")
         train = _merge(train, data.get("train") or {}, "train.")
         model = ModelConfig.from_dict(model.to_dict())  # validates nested types
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, ConfigError) as exc:
         raise ConfigError(f"{path}: {exc}") from None
     return model, train

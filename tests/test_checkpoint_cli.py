@@ -12,7 +12,7 @@ from monkeyanim.errors import CheckpointError
 from monkeyanim.models import build_model
 from monkeyanim.presets import get_preset
 
-from conftest import assert_one_line_error, run_cli
+from conftest import ROOT, assert_one_line_error, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +83,7 @@ def test_convert_refuses_to_overwrite_and_keeps_the_file(authors_ckpt, small_con
 
 
 @pytest.mark.parametrize("case", ["missing", "unknown-config", "mismatch", "corrupt", "not-dict",
-                                  "out-dir"])
+                                  "image", "out-dir"])
 def test_convert_errors_are_one_line(case, authors_ckpt, small_config, tmp_path):
     ckpt, config, out = authors_ckpt, str(small_config), tmp_path / "out.safetensors"
     expect = []
@@ -97,6 +97,10 @@ def test_convert_errors_are_one_line(case, authors_ckpt, small_config, tmp_path)
         ckpt = tmp_path / "broken.pth.tar"
         ckpt.write_bytes(authors_ckpt.read_bytes()[:5000])
         expect = ["cannot read", "broken.pth.tar"]
+    elif case == "image":  # the weights-only unpickler's reason, not torch's advice
+        ckpt = tmp_path / "photo.pth.tar"
+        ckpt.write_bytes((ROOT / "examples" / "shapes" / "source.png").read_bytes())
+        expect = ["cannot read", "photo.pth.tar", "not a PyTorch file"]
     elif case == "not-dict":
         ckpt = tmp_path / "other.pth.tar"
         torch.save({"state_dict": {}}, ckpt)
@@ -105,6 +109,7 @@ def test_convert_errors_are_one_line(case, authors_ckpt, small_config, tmp_path)
         out, expect = tmp_path / "no" / "such" / "out.safetensors", ["does not exist"]
     result = run_cli("convert", ckpt, "--config", config, "-o", out)
     assert_one_line_error(result, *expect)
+    assert "weights_only" not in result.stderr
     assert not out.exists()
     assert not list(tmp_path.glob(".*tmp"))
 

@@ -69,6 +69,12 @@ def test_cli_train_predictor_and_predict(shapes_split, tmp_path):
     result = run_cli("train-predictor", shapes_split, "-c", "shapes", "-o", tmp_path / "p2",
                      "--frames", "64")
     assert_one_line_error(result, "64 frames or more")
+    for option, value in (("--epochs", "0"), ("--hidden", "0"), ("--batch-size", "0"),
+                          ("--frames", "1")):
+        result = run_cli("train-predictor", shapes_split, "-c", "shapes", "-o", tmp_path / "p3",
+                         option, value)
+        assert_one_line_error(result, option)
+        assert not (tmp_path / "p3").exists()
 
 
 def check_prediction_fid(predictor, tmp_path):

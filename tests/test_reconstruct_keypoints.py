@@ -63,6 +63,9 @@ def test_evaluate_reports_the_first_frame_rebuilt_from_itself(small_model, clips
     assert report["identity_l1"] == pytest.approx(
         (videos["a.mp4"]["identity_l1"] + videos["b.mkv"]["identity_l1"]) / 2)
     assert "L1, first frame" in result.stdout
+    for limit in ("0", "-1"):  # not read as "no limit"
+        result = run_cli("evaluate", clips, "-c", small_model, "--limit", limit)
+        assert_one_line_error(result, "--limit must be at least 1")
 
 
 def test_keypoints_video_and_json(small_model, clips, tmp_path):

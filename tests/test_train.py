@@ -164,6 +164,40 @@ def test_short_videos_are_skipped_with_a_warning(shapes_slice, face_frames, tiny
     assert "skipped 1 unreadable file(s)" in result.stderr
 
 
+BAD_OPTIONS = [(["--batch-size", "0"], "batch_size"), (["--iterations", "0"], "iterations"),
+               (["--workers", "-1"], "num_workers"), (["--checkpoint-every", "0"], "checkpoint_every"),
+               (["--sample-every", "-5"], "sample_every"), (["--device", "tpu"], "unknown device"),
+               (["--precision", "fp8"], "unknown precision")]
+if not torch.cuda.is_available():
+    BAD_OPTIONS += [(["--device", "cuda"], "no CUDA device"),
+                    (["--precision", "fp16"], "fp16 needs a CUDA device")]
+
+
+@pytest.mark.parametrize("options,message", BAD_OPTIONS, ids=lambda v: " ".join(v)
+                         if isinstance(v, list) else None)
+def test_bad_options_are_refused_before_anything_is_written(options, message, shapes_slice,
+                                                            tmp_path):
+    run = tmp_path / "runs" / "run"
+    assert_one_line_error(run_cli("train", shapes_slice, "-o", run, *options), message)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_yaml_numbers_without_a_dot_and_bad_settings_in_a_config_file(tmp_path):
+    from monkeyanim.errors import ConfigError
+    from monkeyanim.trainconfig import load_train_config
+
+    config = tmp_path / "run.yaml"
+    config.write_text("train: {lr: 3e-4, reconstruction_deformed: 1E1, seed: 7}\n")
+    _, train = load_train_config(str(config))  # PyYAML alone reads 3e-4 as a string
+    assert (train.lr, train.reconstruction_deformed, train.seed) == (3e-4, 10.0, 7)
+    for text, message in (("train: {batch_size: 0}", "batch_size"), ("train: {lr: fast}", "lr"),
+                          ("train: {nosuch: 1}", "unknown setting train.nosuch")):
+        config.write_text(text + "\n")
+        with pytest.raises(ConfigError, match=message) as error:
+            load_train_config(str(config))
+        assert str(error.value).startswith(f"{config}: ")
+
+
 @pytest.mark.parametrize("case", ["missing", "empty", "unreadable", "run-dir", "under-file", "config",
                                   "resume"])
 def test_bad_input(case, tiny_config, tmp_path):
