@@ -104,6 +104,9 @@ class ModelConfig:
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
 
+    def __post_init__(self) -> None:
+        _check(self)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -124,6 +127,66 @@ class ModelConfig:
             return _from_authors(config)
         except (TypeError, ValueError, KeyError) as exc:
             raise ConfigError(f"invalid authors' config: {exc}") from None
+
+
+def _whole(value: Any, name: str, smallest: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < smallest:
+        raise ConfigError(f"{name} must be a whole number of at least {smallest}, not {value!r}")
+
+
+def _check(config: ModelConfig) -> None:
+    """Settings no network can be built or run with, refused with what is wrong: every
+    hourglass (keypoint detector, dense motion, generator) halves its input num_blocks times
+    and doubles it back, so its input side must be a multiple of 2 ** num_blocks."""
+    _whole(config.num_kp, "num_kp")
+    _whole(config.num_channels, "num_channels")
+    variance = config.kp_variance
+    if variance not in ("matrix", "single") and (isinstance(variance, (bool, str))
+                                                 or not variance > 0):
+        raise ConfigError(f"kp_variance must be matrix, single or a positive number, "
+                          f"not {variance!r}")
+    if len(config.frame_size) != 2:
+        raise ConfigError(f"frame_size must be [height, width], not {list(config.frame_size)}")
+    for side in config.frame_size:
+        _whole(side, "each side of frame_size")
+    generator = config.generator
+    nets = [("kp_detector", config.kp_detector, config.kp_detector.scale_factor),
+            ("generator", generator, 1.0), ("discriminator", config.discriminator,
+                                            config.discriminator.scale_factor)]
+    if generator.dense_motion is not None:
+        nets.append(("generator.dense_motion", generator.dense_motion,
+                     generator.dense_motion.scale_factor))
+    for name, net, scale in nets:
+        _whole(net.block_expansion, f"{name}.block_expansion")
+        _whole(net.max_features, f"{name}.max_features")
+        _whole(net.num_blocks, f"{name}.num_blocks", 0)
+        if isinstance(scale, (bool, str)) or not scale > 0:
+            raise ConfigError(f"{name}.scale_factor must be positive, not {scale!r}")
+        step = 2 ** net.num_blocks
+        for side in config.frame_size:
+            scaled = int(side * scale)  # as blocks.downscale rounds
+            if name != "discriminator" and (scaled < step or scaled % step):
+                raise ConfigError(f"{name}: {_side(side, scale)} must be a multiple of "
+                                  f"2 ** num_blocks = {step}")
+
+
+def _side(side: int, scale: float) -> str:
+    return f"a frame side of {side} px" + (f" (x {scale} = {int(side * scale)})"
+                                           if scale != 1 else "")
+
+
+def check_discriminator(config: ModelConfig) -> None:
+    """Training only (animating needs no discriminator): every down block takes 3 pixels off
+    with its 4x4 convolution and then halves, and must keep at least one."""
+    net = config.discriminator
+    for side in config.frame_size:
+        scaled = int(side * net.scale_factor)
+        for _ in range(net.num_blocks):
+            scaled -= 3
+            if scaled < 2:
+                raise ConfigError(f"discriminator: {_side(side, net.scale_factor)} is too small "
+                                  f"for {net.num_blocks} blocks")
+            scaled //= 2
 
 
 def _build(cls: type, data: dict[str, Any]) -> Any:

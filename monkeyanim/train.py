@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .files import atomic_write
-from .config import ModelConfig
+from .config import ModelConfig, check_discriminator
 from .data import PairDataset, iterations_per_epoch, seed_worker
 from .errors import CheckpointError, ConfigError, InputError
 from .losses import DeformedReconstruction, DiscriminatorGAN, FeatureMatching, GeneratorGAN
@@ -67,6 +67,7 @@ class Trainer:
             torch.cuda.set_device(device)
         self.device = torch.device(device)
         precision_context(precision, self.device)  # a precision it cannot run is refused now
+        check_discriminator(model_config)
         self._check_run_dir(resume)
         torch.manual_seed(train_config.seed)
         self.dataset = PairDataset(Path(data_dir) / "train", model_config.frame_size,

@@ -117,6 +117,45 @@ def test_bad_config_names_and_files(tmp_path):
         load_config_file(bad)
 
 
+IMPOSSIBLE = [  # settings no network builds or runs with, and what the error names
+    ({"num_kp": 0}, "num_kp"), ({"kp_variance": "foo"}, "kp_variance"),
+    ({"frame_size": [0, 64]}, "frame_size"), ({"frame_size": [64]}, "frame_size"),
+    ({"frame_size": [100, 100]}, "kp_detector: a frame side of 100 px must be a multiple of"),
+    ({"generator": {"num_blocks": 7}}, "generator: a frame side of 64 px"),
+    ({"generator": {"dense_motion": {"scale_factor": 0.25}}},
+     "generator.dense_motion: a frame side of 64 px (x 0.25 = 16)"),
+    ({"kp_detector": {"scale_factor": 0}}, "kp_detector.scale_factor"),
+    ({"generator": {"block_expansion": 0}}, "generator.block_expansion"),
+    ({"discriminator": {"num_blocks": -1}}, "discriminator.num_blocks")]
+
+
+@pytest.mark.parametrize("change,message", IMPOSSIBLE, ids=[m for _, m in IMPOSSIBLE])
+def test_impossible_architectures_are_refused_with_what_is_wrong(change, message):
+    data = get_preset("shapes").to_dict()
+    for key, value in change.items():
+        if isinstance(value, dict):
+            for inner, v in value.items():
+                if isinstance(v, dict):
+                    data[key][inner].update(v)
+                else:
+                    data[key][inner] = v
+        else:
+            data[key] = value
+    with pytest.raises(ConfigError) as error:
+        ModelConfig.from_dict(data)
+    assert message in str(error.value)
+
+
+def test_a_frame_that_is_a_multiple_of_every_hourglass_step_runs():
+    """The check refuses no more than it must: 96x64 is a multiple of 32 both ways."""
+    model = build_model(ModelConfig.from_dict({**get_preset("shapes").to_dict(),
+                                               "frame_size": [96, 64]})).eval()
+    frames = torch.rand(1, 3, 96, 64)
+    kp = model.kp_detector(frames)
+    with torch.no_grad():
+        assert model.generator(frames, kp, kp).frames.shape == (1, 3, 96, 64)
+
+
 @pytest.mark.parametrize("mode", ["nearest", "trilinear"])
 def test_aligned_flow_keeps_an_identity_flow_computed_at_half_size_in_place(mode):
     image = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))  # (B, C, H, W)

@@ -182,6 +182,16 @@ def test_bad_options_are_refused_before_anything_is_written(options, message, sh
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_frame_too_small_for_the_discriminator_is_refused_before_training(shapes_slice,
+                                                                            tmp_path):
+    config = tmp_path / "small.yaml"  # the networks fit 32 px; the 4-block discriminator not
+    config.write_text("model: {frame_size: [32, 32], kp_detector: {num_blocks: 3}, generator: "
+                      "{num_blocks: 3, dense_motion: {num_blocks: 3}}}\n")
+    result = run_cli("train", shapes_slice, "-o", tmp_path / "runs" / "run", "--config", config)
+    assert_one_line_error(result, "discriminator: a frame side of 32 px is too small")
+    assert not (tmp_path / "runs").exists()
+
+
 def test_yaml_numbers_without_a_dot_and_bad_settings_in_a_config_file(tmp_path):
     from monkeyanim.errors import ConfigError
     from monkeyanim.trainconfig import load_train_config
