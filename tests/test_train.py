@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -190,6 +191,17 @@ def test_a_frame_too_small_for_the_discriminator_is_refused_before_training(shap
     result = run_cli("train", shapes_slice, "-o", tmp_path / "runs" / "run", "--config", config)
     assert_one_line_error(result, "discriminator: a frame side of 32 px is too small")
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_readme_yaml_example_loads_as_written(tmp_path):
+    from monkeyanim.trainconfig import load_train_config
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    config = tmp_path / "example.yaml"
+    config.write_text(readme.split("```yaml\n", 1)[1].split("```", 1)[0])
+    model, train = load_train_config(str(config))
+    assert model.kp_detector.block_expansion == 8
+    assert (train.batch_size, train.iterations, train.lr) == (8, 2000, 1e-4)
 
 
 def test_yaml_numbers_without_a_dot_and_bad_settings_in_a_config_file(tmp_path):
