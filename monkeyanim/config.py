@@ -129,7 +129,8 @@ class ModelConfig:
             raise ConfigError(f"invalid authors' config: {exc}") from None
 
 
-def _whole(value: Any, name: str, smallest: int = 1) -> None:
+def check_whole(value: Any, name: str, smallest: int = 1) -> None:
+    """Refuse ``value`` unless it is an int (not a bool) of at least ``smallest``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < smallest:
         raise ConfigError(f"{name} must be a whole number of at least {smallest}, not {value!r}")
 
@@ -138,8 +139,8 @@ def _check(config: ModelConfig) -> None:
     """Settings no network can be built or run with, refused with what is wrong: every
     hourglass (keypoint detector, dense motion, generator) halves its input num_blocks times
     and doubles it back, so its input side must be a multiple of 2 ** num_blocks."""
-    _whole(config.num_kp, "num_kp")
-    _whole(config.num_channels, "num_channels")
+    check_whole(config.num_kp, "num_kp")
+    check_whole(config.num_channels, "num_channels")
     variance = config.kp_variance
     if variance not in ("matrix", "single") and (isinstance(variance, (bool, str))
                                                  or not variance > 0):
@@ -148,7 +149,7 @@ def _check(config: ModelConfig) -> None:
     if len(config.frame_size) != 2:
         raise ConfigError(f"frame_size must be [height, width], not {list(config.frame_size)}")
     for side in config.frame_size:
-        _whole(side, "each side of frame_size")
+        check_whole(side, "each side of frame_size")
     generator = config.generator
     nets = [("kp_detector", config.kp_detector, config.kp_detector.scale_factor),
             ("generator", generator, 1.0), ("discriminator", config.discriminator,
@@ -157,9 +158,9 @@ def _check(config: ModelConfig) -> None:
         nets.append(("generator.dense_motion", generator.dense_motion,
                      generator.dense_motion.scale_factor))
     for name, net, scale in nets:
-        _whole(net.block_expansion, f"{name}.block_expansion")
-        _whole(net.max_features, f"{name}.max_features")
-        _whole(net.num_blocks, f"{name}.num_blocks", 0)
+        check_whole(net.block_expansion, f"{name}.block_expansion")
+        check_whole(net.max_features, f"{name}.max_features")
+        check_whole(net.num_blocks, f"{name}.num_blocks", 0)
         if isinstance(scale, (bool, str)) or not scale > 0:
             raise ConfigError(f"{name}.scale_factor must be positive, not {scale!r}")
         step = 2 ** net.num_blocks

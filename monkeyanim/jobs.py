@@ -220,26 +220,45 @@ def reconstruct_file(model: MonkeyNet, video: Path, output: Path | None, batch_s
             real_batches.append(batch)
             yield batch
 
-    total, static, done, first, identity = 0.0, 0.0, 0, None, 0.0
+    scores = _ReconstructionScores()
     with VideoWriter(output, reader.fps) if output is not None else nullcontext() as writer:
         for predicted in reconstruct(model, remember(), precision):
             real = real_batches.pop(0)
-            errors = (predicted.float() - real).abs().mean(dim=(1, 2, 3))  # (B,)
-            if first is None:
-                first, identity = real[:1], errors[0].item()
-            total += errors.sum().item()
-            static += (first - real).abs().mean(dim=(1, 2, 3)).sum().item()
-            done += len(real)
+            scores.add(real, predicted)
             if inspect is not None:  # real and generated frames, (B, H, W, 3) uint8 each
                 inspect(to_uint8(real), to_uint8(predicted))
             if writer is not None:
                 for frame in to_uint8(predicted):
                     writer.write(frame)
             if progress:
-                progress(done)
-    return JobResult(output, done, time.perf_counter() - start,
-                     {"l1": total / done, "static_l1": static / done, "identity_l1": identity,
-                      "detector": detector})
+                progress(scores.frames)
+    return JobResult(output, scores.frames, time.perf_counter() - start,
+                     {**scores.means(), "detector": detector})
+
+
+@dataclass
+class _ReconstructionScores:
+    """Sums of per-frame mean absolute errors, for the model and the static source (the
+    first frame repeated), and the first frame's own error (rebuilt from itself)."""
+
+    frames: int = 0
+    model: float = 0.0
+    static: float = 0.0
+    identity: float = 0.0
+    first: torch.Tensor | None = None  # (1, C, H, W)
+
+    def add(self, real: torch.Tensor, predicted: torch.Tensor) -> None:
+        """real, predicted: (B, C, H, W) in [0, 1]."""
+        errors = (predicted.float() - real).abs().mean(dim=(1, 2, 3))  # (B,)
+        if self.first is None:
+            self.first, self.identity = real[:1], errors[0].item()
+        self.model += errors.sum().item()
+        self.static += (self.first - real).abs().mean(dim=(1, 2, 3)).sum().item()
+        self.frames += len(real)
+
+    def means(self) -> dict[str, float]:
+        return {"l1": self.model / self.frames, "static_l1": self.static / self.frames,
+                "identity_l1": self.identity}
 
 
 def _colours(count: int) -> list[tuple[int, int, int]]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import ModelConfig
+from .config import ModelConfig, check_whole
 from .data import Augmentation
 from .errors import ConfigError
 from .presets import AUTHOR_PRESETS, get_preset
@@ -45,14 +45,9 @@ class TrainConfig:
         at_least = {"num_epochs": 1, "batch_size": 1, "num_repeats": 1, "checkpoint_every": 1,
                     "sample_every": 1, "log_every": 1, "num_workers": 0}
         for name, smallest in at_least.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < smallest:
-                raise ConfigError(f"{name} must be a whole number of at least {smallest}, "
-                                  f"not {value!r}")
-        if self.iterations is not None and (isinstance(self.iterations, bool) or not (
-                isinstance(self.iterations, int) and self.iterations >= 1)):
-            raise ConfigError(f"iterations must be a whole number of at least 1, "
-                              f"not {self.iterations!r}")
+            check_whole(getattr(self, name), name, smallest)
+        if self.iterations is not None:
+            check_whole(self.iterations, "iterations")
         if isinstance(self.lr, bool) or not (isinstance(self.lr, (int, float)) and self.lr > 0):
             raise ConfigError(f"lr must be positive, not {self.lr!r}")
 
