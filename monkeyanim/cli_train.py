@@ -79,18 +79,12 @@ def train(data_dir: Annotated[Path, typer.Argument(help="Folder with train/ (and
     """Train Monkey-Net on your own videos (torchrun --nproc_per_node N -m monkeyanim train ...)."""
     import dataclasses
 
-    from .train import CONFIG_FILE, Trainer, finish
-    from .trainconfig import load_train_config, saved_run_config
+    from .train import Trainer, finish
 
     _check_train_options(init, resume, subject, lr, max_minutes)
     device = _device(device)
     start = _load(init, None, "cpu") if init is not None else None
-    if resume and (output / CONFIG_FILE).is_file():
-        model_cfg, train_cfg = saved_run_config(output / CONFIG_FILE)
-    else:
-        model_cfg, train_cfg = load_train_config(config)
-        if start is not None and config is None:
-            model_cfg = start.config  # with --config, the weights must fit the config instead
+    model_cfg, train_cfg = _run_configs(output, config, resume, start)
     overrides = {k: v for k, v in dict(iterations=iterations, batch_size=batch_size, lr=lr,
                                        checkpoint_every=checkpoint_every, sample_every=sample_every,
                                        num_workers=workers, seed=seed).items() if v is not None}
@@ -106,6 +100,20 @@ def train(data_dir: Annotated[Path, typer.Argument(help="Folder with train/ (and
         trainer.run(on_step, stop)
     finish(trainer)
     _report_end(trainer, stop, output)
+
+
+def _run_configs(output: Path, config: str | None, resume: bool, start):
+    """(model, train) configs: a resumed run's own, else the preset or YAML file's, with the
+    architecture of --init's checkpoint when no --config names one."""
+    from .train import CONFIG_FILE
+    from .trainconfig import load_train_config, saved_run_config
+
+    if resume and (output / CONFIG_FILE).is_file():
+        return saved_run_config(output / CONFIG_FILE)
+    model_cfg, train_cfg = load_train_config(config)
+    if start is not None and config is None:
+        model_cfg = start.config  # with --config, the weights must fit the config instead
+    return model_cfg, train_cfg
 
 
 def _check_train_options(init: str | None, resume: bool, subject: str | None,

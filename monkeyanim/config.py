@@ -150,25 +150,41 @@ def _check(config: ModelConfig) -> None:
         raise ConfigError(f"frame_size must be [height, width], not {list(config.frame_size)}")
     for side in config.frame_size:
         check_whole(side, "each side of frame_size")
-    generator = config.generator
-    nets = [("kp_detector", config.kp_detector, config.kp_detector.scale_factor),
-            ("generator", generator, 1.0), ("discriminator", config.discriminator,
-                                            config.discriminator.scale_factor)]
-    if generator.dense_motion is not None:
-        nets.append(("generator.dense_motion", generator.dense_motion,
-                     generator.dense_motion.scale_factor))
-    for name, net, scale in nets:
+    discriminator = ("discriminator", config.discriminator, config.discriminator.scale_factor)
+    for name, net, scale in [*_hourglasses(config), discriminator]:
         check_whole(net.block_expansion, f"{name}.block_expansion")
         check_whole(net.max_features, f"{name}.max_features")
         check_whole(net.num_blocks, f"{name}.num_blocks", 0)
         if isinstance(scale, (bool, str)) or not scale > 0:
             raise ConfigError(f"{name}.scale_factor must be positive, not {scale!r}")
+    problem = frame_size_problem(config, *config.frame_size)
+    if problem:
+        raise ConfigError(problem)
+
+
+def _hourglasses(config: ModelConfig) -> list[tuple[str, Any, float]]:
+    """(name, settings, input scale) of each network that halves its input num_blocks times
+    and doubles it back, joining the two halves at every size."""
+    generator = config.generator
+    nets = [("kp_detector", config.kp_detector, config.kp_detector.scale_factor),
+            ("generator", generator, 1.0)]
+    if generator.dense_motion is not None:
+        nets.append(("generator.dense_motion", generator.dense_motion,
+                     generator.dense_motion.scale_factor))
+    return nets
+
+
+def frame_size_problem(config: ModelConfig, height: int, width: int) -> str | None:
+    """Why frames of height x width pixels cannot go through the networks, or None: each
+    hourglass's input side (after its scale factor) must be a multiple of 2 ** num_blocks."""
+    for name, net, scale in _hourglasses(config):
         step = 2 ** net.num_blocks
-        for side in config.frame_size:
+        for side in (height, width):
             scaled = int(side * scale)  # as blocks.downscale rounds
-            if name != "discriminator" and (scaled < step or scaled % step):
-                raise ConfigError(f"{name}: {_side(side, scale)} must be a multiple of "
-                                  f"2 ** num_blocks = {step}")
+            if scaled < step or scaled % step:
+                return (f"{name}: {_side(side, scale)} must be a multiple of "
+                        f"2 ** num_blocks = {step}")
+    return None
 
 
 def _side(side: int, scale: float) -> str:

@@ -146,6 +146,21 @@ def test_impossible_architectures_are_refused_with_what_is_wrong(change, message
     assert message in str(error.value)
 
 
+def test_frames_the_networks_cannot_take_are_an_input_error_naming_the_network():
+    """With the keypoint detector at half size, its 5 blocks need frames in multiples of 64:
+    32x32 frames pass the generator (5 blocks, full size) but not the detector."""
+    from monkeyanim.errors import InputError
+
+    data = get_preset("shapes").to_dict()
+    data["kp_detector"]["scale_factor"] = 0.5
+    model = build_model(ModelConfig.from_dict(data), with_discriminator=False).eval()
+    assert model.keypoints(torch.rand(1, 3, 64, 64)).mean.shape == (1, model.config.num_kp, 2)
+    for size in (32, 96):
+        with pytest.raises(InputError, match=rf"frames of {size}x{size} cannot go through this "
+                                             rf"model \(kp_detector: a frame side of {size} px"):
+            model.keypoints(torch.rand(1, 3, size, size))
+
+
 def test_a_frame_that_is_a_multiple_of_every_hourglass_step_runs():
     """The check refuses no more than it must: 96x64 is a multiple of 32 both ways."""
     model = build_model(ModelConfig.from_dict({**get_preset("shapes").to_dict(),

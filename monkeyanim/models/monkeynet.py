@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..config import ModelConfig
+from ..config import ModelConfig, frame_size_problem
 from ..errors import InputError
 from .discriminator import Discriminator
 from .generator import Generator, GeneratorOutput
@@ -38,11 +38,11 @@ class MonkeyNet(nn.Module):
         if frames.ndim != 4 or frames.shape[1] != self.config.num_channels:
             raise InputError(f"{what} must be (T, {self.config.num_channels}, H, W), "
                              f"got {tuple(frames.shape)}")
-        divisor = 2 ** max(self.config.generator.num_blocks, self.config.kp_detector.num_blocks)
         height, width = frames.shape[-2:]
-        if height % divisor or width % divisor:
-            raise InputError(f"{what} size {height}x{width} must be a multiple of {divisor}; "
-                             f"this model was trained at {self.config.frame_size[0]}x"
+        problem = frame_size_problem(self.config, height, width)
+        if problem:
+            raise InputError(f"{what} of {height}x{width} cannot go through this model "
+                             f"({problem}); it was trained at {self.config.frame_size[0]}x"
                              f"{self.config.frame_size[1]}")
         return frames.to(self.device, torch.float32)
 
