@@ -4,6 +4,7 @@ architecture setting of ours beyond theirs."""
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -159,6 +160,11 @@ def test_frames_the_networks_cannot_take_are_an_input_error_naming_the_network()
         with pytest.raises(InputError, match=rf"frames of {size}x{size} cannot go through this "
                                              rf"model \(kp_detector: a frame side of {size} px"):
             model.keypoints(torch.rand(1, 3, size, size))
+    # frames as read from a video (uint8, 0..255) would pass silently as 255 times too bright
+    for frames, got in ((torch.zeros(1, 3, 64, 64, dtype=torch.uint8), "torch.uint8"),
+                        (np.zeros((1, 3, 64, 64), np.float32), "ndarray")):
+        with pytest.raises(InputError, match=f"must be a float tensor in \\[0, 1\\], got {got}"):
+            model.keypoints(frames)
 
 
 def test_a_frame_that_is_a_multiple_of_every_hourglass_step_runs():

@@ -34,7 +34,12 @@ class MonkeyNet(nn.Module):
 
     def check_frames(self, frames: torch.Tensor, what: str) -> torch.Tensor:
         """frames (T, C, H, W) on this model's device as float32, or InputError naming
-        ``what`` when the channels or size cannot go through the networks."""
+        ``what`` when they are not floats or their channels or size cannot go through the
+        networks."""
+        if not isinstance(frames, torch.Tensor) or not frames.is_floating_point():
+            got = frames.dtype if isinstance(frames, torch.Tensor) else type(frames).__name__
+            raise InputError(f"{what} must be a float tensor in [0, 1], got {got} (frames "
+                             f"read as uint8 go in as frames.float() / 255)")
         if frames.ndim != 4 or frames.shape[1] != self.config.num_channels:
             raise InputError(f"{what} must be (T, {self.config.num_channels}, H, W), "
                              f"got {tuple(frames.shape)}")
