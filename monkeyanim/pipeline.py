@@ -70,14 +70,19 @@ def to_uint8(frames: torch.Tensor) -> np.ndarray:
     return array.permute(0, 2, 3, 1).contiguous().cpu().numpy()  # (T, H, W, 3)
 
 
-def precision_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """Autocast for bf16 (CPU or CUDA) and fp16 (CUDA only); fp32 runs as is."""
+def check_precision(precision: str, device: torch.device) -> None:
+    """InputError unless ``precision`` is one of PRECISIONS and runs on ``device``."""
     if precision not in PRECISIONS:
         raise InputError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    if precision == "fp32":
-        return contextlib.nullcontext()
     if precision == "fp16" and device.type != "cuda":
         raise InputError("fp16 needs a CUDA device; use --precision bf16 on a CPU")
+
+
+def precision_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """Autocast for bf16 (CPU or CUDA) and fp16 (CUDA only); fp32 runs as is."""
+    check_precision(precision, device)
+    if precision == "fp32":
+        return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device.type, dtype=dtype)
 

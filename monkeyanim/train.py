@@ -28,7 +28,7 @@ from .data import PairDataset, iterations_per_epoch, seed_worker
 from .errors import CheckpointError, ConfigError, InputError
 from .losses import DeformedReconstruction, DiscriminatorGAN, FeatureMatching, GeneratorGAN
 from .models import Keypoints, MonkeyNet, build_model
-from .pipeline import precision_context, to_uint8
+from .pipeline import check_precision, precision_context, to_uint8
 from .trainconfig import TrainConfig
 
 MODEL_FILE, STATE_FILE, LOG_FILE, CONFIG_FILE = ("model.safetensors", "state.pt", "log.jsonl",
@@ -66,7 +66,7 @@ class Trainer:
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
             torch.cuda.set_device(device)
         self.device = torch.device(device)
-        precision_context(precision, self.device)  # a precision it cannot run is refused now
+        check_precision(precision, self.device)  # before the data is read
         check_discriminator(model_config)
         self._check_run_dir(resume)
         torch.manual_seed(train_config.seed)
