@@ -135,15 +135,18 @@ def check_whole(value: Any, name: str, smallest: int = 1) -> None:
         raise ConfigError(f"{name} must be a whole number of at least {smallest}, not {value!r}")
 
 
+def is_positive_number(value: Any) -> bool:
+    """An int or float (not a bool) above 0."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and value > 0
+
+
 def _check(config: ModelConfig) -> None:
-    """Settings no network can be built or run with, refused with what is wrong: every
-    hourglass (keypoint detector, dense motion, generator) halves its input num_blocks times
-    and doubles it back, so its input side must be a multiple of 2 ** num_blocks."""
+    """Settings no network can be built or run with, refused with what is wrong (the frame
+    size by :func:`frame_size_problem`)."""
     check_whole(config.num_kp, "num_kp")
     check_whole(config.num_channels, "num_channels")
     variance = config.kp_variance
-    if variance not in ("matrix", "single") and (isinstance(variance, (bool, str))
-                                                 or not variance > 0):
+    if variance not in ("matrix", "single") and not is_positive_number(variance):
         raise ConfigError(f"kp_variance must be matrix, single or a positive number, "
                           f"not {variance!r}")
     if len(config.frame_size) != 2:
@@ -155,7 +158,7 @@ def _check(config: ModelConfig) -> None:
         check_whole(net.block_expansion, f"{name}.block_expansion")
         check_whole(net.max_features, f"{name}.max_features")
         check_whole(net.num_blocks, f"{name}.num_blocks", 0)
-        if isinstance(scale, (bool, str)) or not scale > 0:
+        if not is_positive_number(scale):
             raise ConfigError(f"{name}.scale_factor must be positive, not {scale!r}")
     problem = frame_size_problem(config, *config.frame_size)
     if problem:

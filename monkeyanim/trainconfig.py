@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import ModelConfig, check_whole
+from .config import ModelConfig, check_whole, is_positive_number
 from .data import Augmentation
 from .errors import ConfigError
 from .presets import AUTHOR_PRESETS, get_preset
@@ -48,7 +48,7 @@ class TrainConfig:
             check_whole(getattr(self, name), name, smallest)
         if self.iterations is not None:
             check_whole(self.iterations, "iterations")
-        if isinstance(self.lr, bool) or not (isinstance(self.lr, (int, float)) and self.lr > 0):
+        if not is_positive_number(self.lr):
             raise ConfigError(f"lr must be positive, not {self.lr!r}")
 
     def schedule(self, iterations_per_epoch: int) -> tuple[int, list[int]]:
