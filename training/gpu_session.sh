@@ -10,7 +10,8 @@
 #       RESUME=1 MINUTES=4 bash training/gpu_session.sh
 #
 # The first call carries on from training/NAME.safetensors with a fresh Adam (--init), or
-# starts NAME from scratch while training/ has no such file (taichi64 so far); the second
+# starts NAME from scratch while training/ has no such file (mgif64, bundled, since taichi64's
+# file took its room in the carry; its log stays as the record); the second
 # continues the same run folders with their optimizer state (--resume). With
 # MGIF_DROP_LR=2e-6 the second call also branches mgif64 at that rate (runs/mgif64-drop,
 # exported as $OUT/mgif64-drop.safetensors), to see whether the drop pays yet.
@@ -29,8 +30,9 @@ TAICHI_DATA=${TAICHI_DATA:-.gpu/data/taichi}
 TRAIN_OPTIONS=${TRAIN_OPTIONS:-}  # more options for both runs, e.g. --batch-size 2 to try it on a CPU
 CONFIG_ITERATIONS=40000       # both configs' `iterations`: REMAINING is that minus the total
 
-committed_total() {  # the total so far: third field of the log's last line (0: no log yet)
-    [ -f "training/$1.log" ] || { echo 0; return; }
+committed_total() {  # the total the committed file stands at: third field of the log's last
+    # line; 0 without a file (the run then starts from scratch) or without a log yet
+    { [ -f "training/$1.safetensors" ] && [ -f "training/$1.log" ]; } || { echo 0; return; }
     awk '!/^#/ && NF {total = $3} END {print total + 0}' "training/$1.log"
 }
 
