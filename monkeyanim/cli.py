@@ -6,6 +6,7 @@ import os
 import signal
 import sys
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -222,7 +223,10 @@ def animate(source: Annotated[Path, typer.Argument(help="Image, or a folder of i
                                batch_size, precision, box, paste_back)
     model = _load(checkpoint, config, device)
     if batch:
-        _run_batch(pairs, lambda s, d, o, p: animate_file(model, s, d, o, settings, p), overwrite)
+        jobs = [((s.name, d.name), out, partial(animate_file, model, s, d, out, settings))
+                for s, d, out in pairs]
+        if _failures(_run_batch(jobs, ("source", "driving"), overwrite)):
+            raise typer.Exit(1)
         return
     with _progress(output.name, None) as progress:
         _report(animate_file(model, source, driving, output, settings, progress))
@@ -237,29 +241,41 @@ def _check_animate_options(fps: float | None, size: int | None, paste_back: bool
                          "and --size")
 
 
-def _run_batch(pairs, job, overwrite: bool) -> None:
-    """Run every pair; a failing pair is reported and the others go on; exit 1 if any failed."""
-    table = Table("source", "driving", "result")
-    failed = 0
-    for source, driving, out in pairs:
+def _run_batch(jobs, columns: tuple[str, ...], overwrite: bool) -> list:
+    """Run every job, a (names, output, run) triple where ``run(progress)`` writes output and
+    returns its JobResult; a failing job is reported and the others go on. Prints a table and
+    how many succeeded; returns each job's JobResult, or its error message (str), in order."""
+    outputs = [out for _, out, _ in jobs]
+    clash = next((out for out in outputs if outputs.count(out) > 1), None)
+    if clash is not None:
+        inputs = [" + ".join(names) for names, out, _ in jobs if out == clash]
+        raise InputError(f"{' and '.join(inputs)} would be written to the same file {clash}: "
+                         "rename one")
+    table = Table(*columns, "result")
+    results = []
+    for names, out, run in jobs:
         try:
             check_output(out, overwrite)
             with _progress(out.name, None) as progress:
-                result = job(source, driving, out, progress)
-            _report(result)
-            table.add_row(escape(source.name), escape(driving.name), f"ok, {result.frames} frames")
+                results.append(run(progress))
         except Interrupted:
             raise
         except MonkeyAnimError as exc:
-            failed += 1
-            message = escape(f"{source.name} + {driving.name}: {exc}")
-            err_console.print(f"[bold red]failed:[/] {message}")
-            table.add_row(escape(source.name), escape(driving.name),
-                          f"[red]failed: {escape(str(exc))}")
+            results.append(str(exc))
+            err_console.print(f"[bold red]failed:[/] {escape(' + '.join(names))}: "
+                              f"{escape(str(exc))}")
+            table.add_row(*map(escape, names), f"[red]failed: {escape(str(exc))}")
+            continue
+        _report(results[-1])
+        table.add_row(*map(escape, names), f"ok, {results[-1].frames} frames")
     console.print(table)
-    console.print(f"{len(pairs) - failed} of {len(pairs)} succeeded")
-    if failed:
-        raise typer.Exit(1)
+    console.print(f"{len(jobs) - _failures(results)} of {len(jobs)} succeeded")
+    return results
+
+
+def _failures(results: list) -> int:
+    """How many of a batch's results are error messages rather than JobResults."""
+    return sum(isinstance(result, str) for result in results)
 
 
 @app.command()
@@ -286,18 +302,24 @@ def reconstruct(video: Annotated[Path, typer.Argument(help="Video, or a folder o
 
     model = _load(checkpoint, config, device)
     box = parse_crop(crop)
-    scores = {}
-    for source, out in zip(videos, outputs):
-        check_output(out, overwrite)
-        with _progress(out.name, None) as progress:
-            result = reconstruct_file(model, source, out, batch_size, precision, box, progress)
-        scores[source.name] = result.extra["l1"]
-        _report(result)
-    mean = sum(scores.values()) / len(scores)
-    console.print(f"mean L1 {mean:.4f} over {len(scores)} video(s)")
+    jobs = [((v.name,), out, partial(reconstruct_file, model, v, out, batch_size, precision, box))
+            for v, out in zip(videos, outputs)]
+    if video.is_dir():  # a batch: a video that fails is reported and the others go on
+        results = _run_batch(jobs, ("video",), overwrite)
+    else:
+        with _progress(output.name, None) as progress:
+            results = [jobs[0][2](progress)]
+        _report(results[0])
+    scores = {v.name: r.extra["l1"] for v, r in zip(videos, results) if not isinstance(r, str)}
+    mean = sum(scores.values()) / len(scores) if scores else None
+    if mean is not None:
+        console.print(f"mean L1 {mean:.4f} over {len(scores)} video(s)")
     if json_path is not None:
-        text = json.dumps({"videos": scores, "mean_l1": mean}, indent=2)
+        failed = {v.name: r for v, r in zip(videos, results) if isinstance(r, str)}
+        text = json.dumps({"videos": scores, "mean_l1": mean, "failed": failed}, indent=2)
         atomic_write(json_path, lambda tmp: tmp.write_text(text))
+    if _failures(results):
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -30,6 +30,10 @@ QUEUE_FRAMES = 64  # frames buffered between decoding / encoding threads and the
 
 
 def _first_line(exc: BaseException) -> str:
+    # PyAV's errors hold FFmpeg's reason alone in strerror; their str adds the errno and path
+    reason = getattr(exc, "strerror", None)
+    if isinstance(reason, str) and reason.strip():
+        return reason.strip()
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
 

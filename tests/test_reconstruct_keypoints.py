@@ -48,6 +48,30 @@ def test_reconstruct_folder(small_model, clips, tmp_path):
     assert probe(out / "b.mp4")["fps"] == 12
 
 
+def test_reconstruct_folder_goes_on_past_a_broken_video(small_model, clips, tmp_path):
+    folder, out, report = tmp_path / "videos", tmp_path / "recs", tmp_path / "m.json"
+    folder.mkdir()
+    (folder / "a.mp4").write_bytes((clips / "a.mp4").read_bytes())
+    (folder / "0-broken.mp4").write_bytes(b"garbage" * 100)  # first in order: must not stop it
+    result = run_cli("reconstruct", folder, "-o", out, "-c", small_model, "--json", report)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "1 of 2 succeeded" in result.stdout
+    assert [line for line in result.stderr.splitlines() if line.startswith("failed:")] == [
+        "failed: 0-broken.mp4: cannot read video "
+        f"{folder / '0-broken.mp4'}: Invalid data found when processing input"]
+    assert [p.name for p in out.iterdir()] == ["a.mp4"]
+    metrics = json.loads(report.read_text())
+    assert list(metrics["videos"]) == ["a.mp4"] and list(metrics["failed"]) == ["0-broken.mp4"]
+    assert metrics["mean_l1"] == metrics["videos"]["a.mp4"]
+
+    # two videos that would write the same output: refused before either is written
+    (folder / "0-broken.mp4").unlink()
+    (folder / "a.mkv").write_bytes((clips / "b.mkv").read_bytes())
+    result = run_cli("reconstruct", folder, "-o", tmp_path / "again", "-c", small_model)
+    assert_one_line_error(result, "a.mkv and a.mp4 would be written to the same file")
+    assert not list((tmp_path / "again").glob("*"))
+
+
 def test_evaluate_reports_the_first_frame_rebuilt_from_itself(small_model, clips, tmp_path):
     report_path = tmp_path / "e.json"
     result = run_cli("evaluate", clips, "-c", small_model, "--json", report_path)
