@@ -16,7 +16,7 @@ from .cli import (BatchOpt, CheckpointOpt, ConfigOpt, CropOpt, DeviceOpt, JsonOp
                   OverwriteOpt, PrecisionOpt, _device, _inputs, _load, _output_folder, _report,
                   app,
                   check_output, console, err_console)
-from .errors import InputError, Interrupted
+from .errors import InputError, Interrupted, MonkeyAnimError
 
 SUBJECTS = {None: None, "face": "face_model", "body": "body_model"}  # --subject: metadata key
 FidWeightsOpt = Annotated[Path | None, typer.Option(
@@ -32,24 +32,53 @@ def crop(video: Annotated[Path, typer.Argument(help="Video, or a folder of video
          overwrite: OverwriteOpt = False) -> None:
     """Cut square face clips (at shot changes and track breaks) ready for `train`, plus
     clips.csv saying what was cut from where."""
-    from .croptool import crop_video, write_csv
+    from .croptool import write_csv
     from .faces import get_detector
     from .video import VIDEO_SUFFIXES
 
     videos = _inputs(video, VIDEO_SUFFIXES, "videos")
-    folder = _output_folder(output)
     if size < 16 or min_frames < 2:
         raise InputError("--size must be at least 16 and --min-frames at least 2")
+    folder = _output_folder(output)
     detector = get_detector()
-    rows = []
-    for path in videos:
-        found = crop_video(path, folder, detector, size, min_frames, overwrite)
-        console.print(escape(f"{path.name}: {len(found)} clip(s), "
-                             f"{sum(r['end_frame'] - r['start_frame'] + 1 for r in found)} frames"))
-        rows.extend(found)
+    rows: list[dict] = []
+    try:
+        failed = _crop_each(videos, folder, detector, (size, min_frames, overwrite), rows,
+                            go_on=video.is_dir())
+    except BaseException:
+        if rows:  # Ctrl-C, or a single video's error: the clips cut so far stay on record
+            write_csv(folder / "clips.csv", rows)
+        raise
     write_csv(folder / "clips.csv", rows)
     console.print(escape(f"wrote {len(rows)} clip(s) and {folder / 'clips.csv'} "
                          f"(faces found with {detector.name})"))
+    if failed:
+        console.print(f"{len(videos) - failed} of {len(videos)} videos cropped")
+        raise typer.Exit(1)
+
+
+def _crop_each(videos: list[Path], folder: Path, detector, settings: tuple, rows: list[dict],
+               go_on: bool) -> int:
+    """Crop every video into folder, adding each clip's row to rows; with go_on a video that
+    fails is reported and the others go on. Returns how many failed."""
+    from .croptool import crop_video
+
+    failed = 0
+    for path in videos:
+        try:
+            found = crop_video(path, folder, detector, *settings)
+        except Interrupted:
+            raise
+        except MonkeyAnimError as exc:
+            if not go_on:
+                raise
+            failed += 1
+            err_console.print(f"[bold red]failed:[/] {escape(path.name)}: {escape(str(exc))}")
+            continue
+        console.print(escape(f"{path.name}: {len(found)} clip(s), "
+                             f"{sum(r['end_frame'] - r['start_frame'] + 1 for r in found)} frames"))
+        rows.extend(found)
+    return failed
 
 
 @app.command()

@@ -133,8 +133,17 @@ def crop_video(video: Path, out_dir: Path, detector, size: int, min_frames: int,
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
+    """Write clips.csv atomically, keeping an earlier run's rows whose clips are still there and
+    were not cut again now, so that a rerun which adds videos (or fails on some) loses no
+    record of what is in the folder."""
+    kept = []
+    if path.is_file():
+        new = {row["clip"] for row in rows}
+        with path.open(newline="") as handle:
+            kept = [row for row in csv.DictReader(handle) if row.get("clip")
+                    and row["clip"] not in new and (path.parent / row["clip"]).is_file()]
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS)
+    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, restval="", extrasaction="ignore")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows(kept + rows)
     atomic_write(path, lambda tmp: tmp.write_text(buffer.getvalue()))

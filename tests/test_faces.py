@@ -157,3 +157,27 @@ def test_crop_tool_cuts_at_shot_changes(datasets_dir, tmp_path):
         assert info["frames"] == int(row["end_frame"]) - int(row["start_frame"]) + 1
     again = run_cli("crop", video, "-o", out)
     assert_one_line_error(again, "already exists")
+
+
+def test_crop_folder_goes_on_past_a_broken_video_and_keeps_its_records(datasets_dir, tmp_path):
+    videos, out = tmp_path / "videos", tmp_path / "clips"
+    videos.mkdir()
+    write_video(videos / "may.mp4", first_frames(datasets_dir / "faces" / "real3d-may.mp4", 34))
+    (videos / "broken.mp4").write_bytes(b"garbage" * 100)  # first in order: must not stop it
+    result = run_cli("crop", videos, "-o", out, "--size", "64")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "failed: broken.mp4: cannot read video" in result.stderr
+    assert "1 of 2 videos cropped" in result.stdout
+    clips = lambda: [r["clip"] for r in csv.DictReader((out / "clips.csv").open())]  # noqa: E731
+    assert clips() == ["may_000.mp4"]
+
+    # a rerun with a new video and without --overwrite: may's clip is refused, not lost
+    (videos / "broken.mp4").unlink()
+    frames = first_frames(datasets_dir / "faces" / "lia-vox3.mov", 34)
+    write_video(videos / "vox.mp4", [cv2.resize(f, (512, 512)) for f in frames])
+    before = (out / "may_000.mp4").read_bytes()
+    result = run_cli("crop", videos, "-o", out, "--size", "64")
+    assert result.returncode == 1 and "may.mp4" in result.stderr and "already exists" in result.stderr
+    assert clips() == ["may_000.mp4", "vox_000.mp4"]
+    assert (out / "may_000.mp4").read_bytes() == before
+    assert probe(out / "vox_000.mp4")["frames"] == 34
