@@ -280,9 +280,10 @@ def train_predictor(data_dir: Annotated[Path, typer.Argument(help="Folder with t
                          "least 2 (the first frame is given, the others predicted)")
     model = _load(checkpoint, config, device)
     folder = data_dir / "train" if (data_dir / "train").is_dir() else data_dir
-    tracks, short = extract_keypoints(model, folder, frames)
+    tracks, short, unreadable = extract_keypoints(model, folder, frames)
     if short:
         err_console.print(f"warning: skipped {short} video(s) shorter than {frames} frames")
+    _warn_unreadable(unreadable)
     settings = PredictorConfig(num_kp=model.config.num_kp,
                                kp_variance=str(model.config.kp_variance),
                                num_features=hidden, num_frames=frames)
@@ -329,13 +330,18 @@ def predict(source: Annotated[Path, typer.Argument(help="Still image to bring to
     _report(result)
 
 
+def _warn_unreadable(unreadable: list[str]) -> None:
+    """One warning line for the files a data folder held that could not be read."""
+    if unreadable:
+        err_console.print(escape(f"warning: skipped {len(unreadable)} unreadable file(s), "
+                                 f"first: {unreadable[0]}"))
+
+
 def _announce(trainer) -> None:
     data = trainer.dataset
     if data.skipped:
         err_console.print(f"warning: skipped {data.skipped} video(s) shorter than 2 frames")
-    if data.unreadable:
-        err_console.print(f"warning: skipped {len(data.unreadable)} unreadable file(s), "
-                          f"first: {data.unreadable[0]}")
+    _warn_unreadable(data.unreadable)
     console.print(f"training on {len(data.videos)} videos, {trainer.world} process(es), "
                   f"iterations {trainer.iteration} -> {trainer.total}, lr drops at "
                   f"{trainer.milestones or 'never'}")

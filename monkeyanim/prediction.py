@@ -22,27 +22,27 @@ from .video import open_video
 FORMAT = "monkeyanim-predictor/1"
 
 
-def extract_keypoints(model: MonkeyNet, folder: Path, min_frames: int,
-                      batch_size: int = 32) -> tuple[list[Keypoints], int]:
+def extract_keypoints(model: MonkeyNet, folder: Path, min_frames: int, batch_size: int = 32
+                      ) -> tuple[list[Keypoints], int, list[str]]:
     """Keypoints (T, K, ...) of every video in ``folder`` with at least ``min_frames`` frames;
-    also returns how many videos were too short."""
-    tracks, short = [], 0
+    also returns how many videos were too short, and "name: reason" for each unreadable one."""
+    tracks, short, unreadable = [], 0, []
     for path in list_videos(folder):
         try:
             reader = open_video(path)
-        except InputError:
-            short += 1
+            found = [model.keypoints(batch) for _, batch in frame_batches(
+                reader, model.config.frame_size, batch_size, device=model.device)]
+        except InputError as exc:  # unreadable, or damaged part way through
+            unreadable.append(f"{path.name}: {exc}")
             continue
-        found = [model.keypoints(batch) for _, batch in
-                 frame_batches(reader, model.config.frame_size, batch_size, device=model.device)]
         kp = Keypoints.cat(found)
         if len(kp) < min_frames:
             short += 1
             continue
         tracks.append(kp.to("cpu"))
     if not tracks:
-        raise InputError(f"no video in {folder} has {min_frames} frames or more")
-    return tracks, short
+        raise InputError(f"no readable video in {folder} has {min_frames} frames or more")
+    return tracks, short, unreadable
 
 
 def train_predictor(tracks: list[Keypoints], config: PredictorConfig, epochs: int,

@@ -38,8 +38,8 @@ def test_evaluate_reports_l1_baseline_and_unavailable_metrics(shapes_split, tmp_
 
 def test_predictor_learns_and_rolls_out(shapes_split):
     model = monkeyanim.load_model("shapes")
-    tracks, short = extract_keypoints(model, shapes_split / "train", 32)
-    assert len(tracks) == 64 and short == 0
+    tracks, short, unreadable = extract_keypoints(model, shapes_split / "train", 32)
+    assert len(tracks) == 64 and short == 0 and unreadable == []
     config = PredictorConfig(num_kp=4, num_features=64, num_frames=32)
     losses = []
     predictor = train_predictor(tracks, config, epochs=30, batch_size=32,
@@ -69,6 +69,16 @@ def test_cli_train_predictor_and_predict(shapes_split, tmp_path):
     result = run_cli("train-predictor", shapes_split, "-c", "shapes", "-o", tmp_path / "p2",
                      "--frames", "64")
     assert_one_line_error(result, "64 frames or more")
+    # a broken file is named as unreadable, not counted among the short videos
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    (mixed / "good.png").symlink_to(next((shapes_split / "train").iterdir()))
+    (mixed / "broken.mp4").write_bytes(b"garbage" * 100)
+    result = run_cli("train-predictor", mixed, "-c", "shapes", "-o", tmp_path / "p4",
+                     "--epochs", "1", "--hidden", "8", "--frames", "16")
+    assert result.returncode == 0, result.stderr
+    assert "skipped 1 unreadable file(s), first: broken.mp4: cannot read video" in result.stderr
+    assert "shorter" not in result.stderr
     for option, value in (("--epochs", "0"), ("--hidden", "0"), ("--batch-size", "0"),
                           ("--frames", "1")):
         result = run_cli("train-predictor", shapes_split, "-c", "shapes", "-o", tmp_path / "p3",
