@@ -77,19 +77,21 @@ def _load(checkpoint: str | None, config: str | None, device: str):
 
 
 @contextmanager
-def _progress(label: str, total: int | None):
-    """A Rich progress bar with frames/s on a TTY; None (stay quiet) otherwise."""
+def _progress(label: str, unit: str = "frames"):
+    """A Rich progress bar with units/s on a TTY, updated by ``update(done, total)`` (total:
+    None while unknown); None (stay quiet) otherwise."""
     if not err_console.is_terminal:
         yield None
         return
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("[cyan]{task.fields[rate]}"), TimeElapsedColumn(),
                   console=err_console, transient=True) as bar:
-        task = bar.add_task(label, total=total, rate="")
+        task = bar.add_task(label, total=None, rate="")
 
-        def update(done: int) -> None:
+        def update(done: int, total: int | None = None) -> None:
             speed = bar.tasks[0].speed
-            bar.update(task, completed=done, rate=f"{speed:.1f} frames/s" if speed else "")
+            bar.update(task, completed=done, total=total or bar.tasks[0].total,
+                       rate=f"{speed:.1f} {unit}/s" if speed else "")
         yield update
 
 
@@ -228,7 +230,7 @@ def animate(source: Annotated[Path, typer.Argument(help="Image, or a folder of i
         if _failures(_run_batch(jobs, ("source", "driving"), overwrite)):
             raise typer.Exit(1)
         return
-    with _progress(output.name, None) as progress:
+    with _progress(output.name) as progress:
         _report(animate_file(model, source, driving, output, settings, progress))
 
 
@@ -256,7 +258,7 @@ def _run_batch(jobs, columns: tuple[str, ...], overwrite: bool) -> list:
     for names, out, run in jobs:
         try:
             check_output(out, overwrite)
-            with _progress(out.name, None) as progress:
+            with _progress(out.name) as progress:
                 results.append(run(progress))
         except Interrupted:
             raise
@@ -307,7 +309,7 @@ def reconstruct(video: Annotated[Path, typer.Argument(help="Video, or a folder o
     if video.is_dir():  # a batch: a video that fails is reported and the others go on
         results = _run_batch(jobs, ("video",), overwrite)
     else:
-        with _progress(output.name, None) as progress:
+        with _progress(output.name) as progress:
             results = [jobs[0][2](progress)]
         _report(results[0])
     scores = {v.name: r.extra["l1"] for v, r in zip(videos, results) if not isinstance(r, str)}
@@ -340,7 +342,7 @@ def keypoints(video: Annotated[Path, typer.Argument(help="Video or image.")],
     from .jobs import keypoints_file  # torch: only once the inputs are there
 
     model = _load(checkpoint, config, device)
-    with _progress(output.name, None) as progress:
+    with _progress(output.name) as progress:
         _report(keypoints_file(model, video, output, json_path, batch_size, box, progress))
 
 

@@ -13,9 +13,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from .cli import (BatchOpt, CheckpointOpt, ConfigOpt, CropOpt, DeviceOpt, JsonOpt, OutputOpt,
-                  OverwriteOpt, PrecisionOpt, _device, _inputs, _load, _output_folder, _report,
-                  app,
-                  check_output, console, err_console)
+                  OverwriteOpt, PrecisionOpt, _device, _inputs, _load, _output_folder, _progress,
+                  _report, app, check_output, console, err_console)
 from .errors import InputError, Interrupted, MonkeyAnimError
 
 SUBJECTS = {None: None, "face": "face_model", "body": "body_model"}  # --subject: metadata key
@@ -66,7 +65,8 @@ def _crop_each(videos: list[Path], folder: Path, detector, settings: tuple, rows
     failed = 0
     for path in videos:
         try:
-            found = crop_video(path, folder, detector, *settings)
+            with _progress(path.name) as progress:
+                found = crop_video(path, folder, detector, *settings, progress=progress)
         except Interrupted:
             raise
         except MonkeyAnimError as exc:
@@ -251,10 +251,12 @@ def evaluate(data_dir: Annotated[Path, typer.Argument(help="Folder with test/ (o
     if json_path is not None:
         check_output(json_path, overwrite)
     model = _load(checkpoint, config, device)
-    report = run(model, data_dir, limit, batch_size, parse_crop(crop),
-                 None if console.is_terminal else
-                 lambda name, v: console.print(escape(f"{name}: L1 {v['l1']:.4f}")),
-                 fid_weights)
+    with _progress(f"evaluating {data_dir.name}", "videos") as progress:
+        # on a terminal a bar; otherwise one parseable line per video
+        report = run(model, data_dir, limit, batch_size, parse_crop(crop),
+                     None if progress else
+                     lambda name, v: console.print(escape(f"{name}: L1 {v['l1']:.4f}")),
+                     fid_weights, progress)
     console.print(_metrics_table(report, bool(model.provenance.get("face_model"))))
     if json_path is not None:
         text = json.dumps(report, indent=2)

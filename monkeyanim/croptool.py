@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,10 +96,14 @@ def find_tracks(frames, detector, every: int = DETECT_EVERY) -> tuple[list[Track
 
 
 def crop_video(video: Path, out_dir: Path, detector, size: int, min_frames: int,
-               overwrite: bool = False) -> list[dict]:
-    """Write the face clips of one video; returns one CSV row per clip."""
+               overwrite: bool = False, progress: Callable[[int, int | None], None] | None = None
+               ) -> list[dict]:
+    """Write the face clips of one video; returns one CSV row per clip. The video is read
+    twice (find the tracks, then cut them); ``progress(frames_done, total)`` counts both
+    passes."""
     reader = open_video(video)
-    tracks, shape, _ = find_tracks(reader.frames(), detector)
+    total = 2 * reader.expected_frames if reader.expected_frames else None
+    tracks, shape, count = find_tracks(_counted(reader.frames(), progress, total), detector)
     keep = [t for t in tracks if t.end - t.start + 1 >= min_frames]
     rows, fps = [], float(reader.fps)
     if not keep:
@@ -108,14 +113,37 @@ def crop_video(video: Path, out_dir: Path, detector, size: int, min_frames: int,
     for path in outputs:
         if path.exists() and not overwrite:
             raise InputError(f"{path} already exists (use --overwrite to replace it)")
+    _write_clips(_counted(reader.frames(), progress, total, count), reader.fps,
+                 list(zip(keep, boxes, outputs)), size)
+    for track, box, path in zip(keep, boxes, outputs):
+        rows.append({"clip": path.name, "source": str(video), "start_frame": track.start,
+                     "end_frame": track.end, "start_s": round(track.start / fps, 3),
+                     "end_s": round((track.end + 1) / fps, 3), "x": box[0], "y": box[1],
+                     "w": box[2], "h": box[3], "fps": round(fps, 3), "detector": detector.name})
+    return rows
+
+
+def _counted(frames: Iterator[np.ndarray], progress: Callable[[int, int | None], None] | None,
+             total: int | None, start: int = 0) -> Iterator[np.ndarray]:
+    """The frames, reporting ``start`` + how many went by (and ``total``) after each."""
+    for done, frame in enumerate(frames, start + 1):
+        yield frame
+        if progress:
+            progress(done, total)
+
+
+def _write_clips(frames: Iterator[np.ndarray], fps, clips: list[tuple[Track, Box, Path]],
+                 size: int) -> None:
+    """One pass over the video's frames writes every clip (a track's frames cut to its box);
+    on any error, the clips under way are removed."""
     writers = {}
     try:
-        for index, frame in enumerate(reader.frames()):
-            for k, track in enumerate(keep):
+        for index, frame in enumerate(frames):
+            for k, (track, box, path) in enumerate(clips):
                 if track.start <= index <= track.end:
                     if k not in writers:
-                        writers[k] = VideoWriter(outputs[k], reader.fps)
-                    writers[k].write(fit_frame(frame, (size, size), boxes[k]))
+                        writers[k] = VideoWriter(path, fps)
+                    writers[k].write(fit_frame(frame, (size, size), box))
                 elif index > track.end and k in writers:
                     writers.pop(k).close()
         for k in list(writers):
@@ -124,12 +152,6 @@ def crop_video(video: Path, out_dir: Path, detector, size: int, min_frames: int,
         for writer in writers.values():
             writer.abort()
         raise
-    for k, (track, box, path) in enumerate(zip(keep, boxes, outputs)):
-        rows.append({"clip": path.name, "source": str(video), "start_frame": track.start,
-                     "end_frame": track.end, "start_s": round(track.start / fps, 3),
-                     "end_s": round((track.end + 1) / fps, 3), "x": box[0], "y": box[1],
-                     "w": box[2], "h": box[3], "fps": round(fps, 3), "detector": detector.name})
-    return rows
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:

@@ -77,10 +77,12 @@ class _Watcher:
 
 def evaluate(model: MonkeyNet, data_dir: Path, limit: int | None = None, batch_size: int = 8,
              crop=None, on_video: Callable[[str, dict], None] | None = None,
-             fid_weights: Path | None = None) -> dict:
+             fid_weights: Path | None = None,
+             progress: Callable[[int, int], None] | None = None) -> dict:
     """Reconstruct every test video; returns per-video and mean L1 next to the static-source
     baseline and the first frame's own (identity_l1), the external metrics that could be
-    measured, and why the others could not."""
+    measured, and why the others could not. After each video, ``on_video(name, its numbers)``
+    and ``progress(videos done, videos in all)``."""
     folder = data_dir / "test" if (data_dir / "test").is_dir() else data_dir
     videos = list_videos(folder)[:limit] if limit else list_videos(folder)
     detector, scores, unavailable = external_metrics(model)
@@ -96,6 +98,8 @@ def evaluate(model: MonkeyNet, data_dir: Path, limit: int | None = None, batch_s
             key: result.extra[key] for key in ("l1", "static_l1", "identity_l1")}
         if on_video:
             on_video(video.name, per_video[video.name])
+        if progress:
+            progress(len(per_video), len(videos))
     mean = lambda key: sum(v[key] for v in per_video.values()) / len(per_video)
     report = {"data": str(folder), "videos": per_video, "l1": mean("l1"),
               "static_l1": mean("static_l1"), "identity_l1": mean("identity_l1"),

@@ -1,6 +1,7 @@
 """One job = one output file: read inputs (video.py), run the pipeline, write (video.py).
 
-No printing here: progress is reported through a callback ``progress(frames_done)``.
+No printing here: progress is reported through a callback ``progress(frames_done, total)``
+(total: the frame count the container states, or None).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from .models import Keypoints, MonkeyNet
 from .pipeline import Animator, best_frame, driving_keypoints, reconstruct, to_tensor, to_uint8
 from .video import VideoReader, VideoWriter, fit_frame, open_video, prefetch, read_source
 
-Progress = Callable[[int], None]
+Progress = Callable[[int, int | None], None]  # (frames done, total or None)
 DRAW_MIN_SIZE_PX = 256  # keypoint overlays are drawn at least this large to stay readable
 
 
@@ -152,7 +153,7 @@ def animate_file(model: MonkeyNet, source: Path, driving: Path, output: Path,
                 writer.write(frame)
             done += len(frames)
             if progress:
-                progress(done)
+                progress(done, reader.expected_frames)
     return JobResult(output, done, time.perf_counter() - start,
                      {"best_frame": best, "audio": keep_audio, "detector": detector})
 
@@ -231,7 +232,7 @@ def reconstruct_file(model: MonkeyNet, video: Path, output: Path | None, batch_s
                 for frame in to_uint8(predicted):
                     writer.write(frame)
             if progress:
-                progress(scores.frames)
+                progress(scores.frames, reader.expected_frames)
     return JobResult(output, scores.frames, time.perf_counter() - start,
                      {**scores.means(), "detector": detector})
 
@@ -312,7 +313,7 @@ def keypoints_file(model: MonkeyNet, video: Path, output: Path, json_path: Path 
                 writer.write(drawn)
             done += len(frames)
             if progress:
-                progress(done)
+                progress(done, 1 if as_image else reader.expected_frames)
             if as_image:
                 break
     if json_path is not None:

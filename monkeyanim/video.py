@@ -68,6 +68,15 @@ class VideoReader:
     kind: str = "video"  # 'video', 'strip', 'folder' or 'image'
     # a strip or image, decoded once by open_video (which had to, to tell them apart)
     image: np.ndarray | None = field(default=None, repr=False)
+    duration_s: float | None = None  # the container's, when it states one
+
+    @property
+    def expected_frames(self) -> int | None:
+        """The frame count, else duration times rate (Matroska and WebM state no count):
+        what a progress bar can aim at, not a promise."""
+        if self.num_frames or not self.duration_s:
+            return self.num_frames
+        return max(1, round(self.duration_s * float(self.fps)))
 
     def frames(self) -> Iterator[np.ndarray]:
         if self.kind == "video":
@@ -118,7 +127,8 @@ def open_video(path: str | Path) -> VideoReader:
             stream = container.streams.video[0]
             fps = stream.average_rate or stream.guessed_rate or DEFAULT_FPS
             reader = VideoReader(path, Fraction(fps), stream.frames or None,
-                                 has_audio=bool(container.streams.audio))
+                                 has_audio=bool(container.streams.audio),
+                                 duration_s=(container.duration or 0) / av.time_base or None)
     except av.FFmpegError as exc:
         raise InputError(f"cannot read video {path}: {_first_line(exc)}") from None
     if next(reader.frames(), None) is None:

@@ -31,6 +31,32 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None):
                           env=full_env, capture_output=True, text=True, timeout=600)
 
 
+def run_cli_on_terminal(*args: str, tmp_path: Path) -> tuple[int, str, str]:
+    """The CLI with stderr on a pseudo-terminal, as from a shell: returns (exit code, what the
+    terminal showed, stdout)."""
+    import pty
+
+    master, slave = pty.openpty()
+    stdout = tmp_path / "stdout.txt"
+    with stdout.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "monkeyanim", *map(str, args)], stdout=out, stderr=slave,
+            env={**os.environ, "MONKEYANIM_DEBUG": "0", "TERM": "xterm", "COLUMNS": "120"})
+        os.close(slave)
+        shown = []
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            shown.append(chunk)
+        process.wait(timeout=600)
+    os.close(master)
+    return process.returncode, b"".join(shown).decode(errors="replace"), stdout.read_text()
+
+
 def assert_one_line_error(result, *fragments: str) -> None:
     assert result.returncode != 0, result.stdout + result.stderr
     assert "Traceback" not in result.stderr, result.stderr

@@ -16,7 +16,8 @@ from monkeyanim.jobs import frame_batches
 from monkeyanim.pipeline import Animator, best_frame, relative_keypoints, to_tensor
 from monkeyanim.video import fit_frame, open_video
 
-from conftest import sigint_default, assert_one_line_error, probe, run_cli, write_video
+from conftest import (sigint_default, assert_one_line_error, probe, run_cli,
+                      run_cli_on_terminal, write_video)
 
 
 @pytest.fixture(scope="module")
@@ -320,3 +321,17 @@ def test_transfer_mode_defaults_to_the_checkpoints(small_model, source_png, shor
         decoded[name] = np.stack(list(open_video(out).frames())).astype(int)
     assert np.array_equal(decoded["default"], decoded["absolute"])
     assert np.abs(decoded["default"] - decoded["relative"]).mean() > 0.3  # 0 if the same
+
+
+def test_progress_bar_on_a_terminal_and_one_line_without(small_model, source_png, short_mp4,
+                                                        tmp_path):
+    out = tmp_path / "o.mp4"
+    code, shown, stdout = run_cli_on_terminal("animate", source_png, short_mp4, "-o", out,
+                                              "-c", small_model, tmp_path=tmp_path)
+    assert code == 0, shown
+    assert "o.mp4" in shown and "━" in shown and "24/24" in shown  # every frame counted
+    assert stdout.startswith(f"wrote {out} (24 frames")
+    result = run_cli("animate", source_png, short_mp4, "-o", tmp_path / "p.mp4",
+                     "-c", small_model)
+    assert result.returncode == 0 and result.stderr == ""
+    assert result.stdout.startswith(f"wrote {tmp_path / 'p.mp4'} (24 frames")

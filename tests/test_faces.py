@@ -15,7 +15,8 @@ from monkeyanim.faces import (DlibHogDetector, HaarDetector, get_detector, large
 from monkeyanim.video import open_video
 import monkeyanim
 
-from conftest import ROOT, assert_one_line_error, probe, run_cli, write_video
+from conftest import (ROOT, assert_one_line_error, probe, run_cli, run_cli_on_terminal,
+                      write_video)
 
 MEAD = "mead-M003_level_1_disgusted_015.mp4"  # 1920x1080, a small face in a big frame
 
@@ -181,3 +182,16 @@ def test_crop_folder_goes_on_past_a_broken_video_and_keeps_its_records(datasets_
     assert clips() == ["may_000.mp4", "vox_000.mp4"]
     assert (out / "may_000.mp4").read_bytes() == before
     assert probe(out / "vox_000.mp4")["frames"] == 34
+
+
+def test_crop_shows_progress_on_a_terminal_only(datasets_dir, tmp_path):
+    video = write_video(tmp_path / "may.mp4",
+                        first_frames(datasets_dir / "faces" / "real3d-may.mp4", 34))
+    code, shown, stdout = run_cli_on_terminal("crop", video, "-o", tmp_path / "clips",
+                                              "--size", "64", tmp_path=tmp_path)
+    assert code == 0, shown
+    assert "may.mp4" in shown and "━" in shown  # the bar, labelled with the video
+    assert "68/" in shown  # both passes over the 34 frames counted
+    assert stdout.startswith("may.mp4: 1 clip(s), 34 frames")  # results stay on stdout
+    result = run_cli("crop", video, "-o", tmp_path / "again", "--size", "64")
+    assert result.returncode == 0 and result.stderr == ""  # no terminal: no bar

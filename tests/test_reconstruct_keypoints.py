@@ -10,7 +10,7 @@ import monkeyanim
 from monkeyanim.pipeline import to_tensor
 from monkeyanim.video import fit_frame
 
-from conftest import assert_one_line_error, probe, run_cli, write_video
+from conftest import assert_one_line_error, probe, run_cli, run_cli_on_terminal, write_video
 
 
 @pytest.fixture(scope="module")
@@ -132,3 +132,18 @@ def test_errors(small_model, clips, tmp_path):
     (tmp_path / "o.mp4").write_bytes(b"x")
     result = run_cli("keypoints", clips / "a.mp4", "-o", tmp_path / "o.mp4", "-c", small_model)
     assert_one_line_error(result, "already exists")
+
+
+def test_progress_on_a_terminal(small_model, clips, tmp_path):
+    code, shown, stdout = run_cli_on_terminal("evaluate", clips, "-c", small_model,
+                                              tmp_path=tmp_path)
+    assert code == 0, shown
+    assert "evaluating" in shown and "2/2" in shown  # a bar over the videos
+    assert "a.mp4: L1" not in stdout and "static source" in stdout  # the table alone
+    code, shown, stdout = run_cli_on_terminal("reconstruct", clips / "a.mp4", "-o",
+                                              tmp_path / "r.mp4", "-c", small_model,
+                                              tmp_path=tmp_path)
+    assert code == 0 and "10/10" in shown, shown
+    code, shown, _ = run_cli_on_terminal("keypoints", clips / "b.mkv", "-o", tmp_path / "k.mp4",
+                                         "-c", small_model, tmp_path=tmp_path)
+    assert code == 0 and "6/6" in shown, shown
