@@ -19,6 +19,10 @@ from rich.table import Table
 from .errors import InputError, Interrupted, MonkeyAnimError
 from .native import keep_freed_memory
 
+# what -o names when it is a file: a batch's -o ending so is a mistake, not a folder name
+FILE_SUFFIXES = {".mp4", ".gif", ".png", ".jpg", ".jpeg", ".json", ".mov", ".mkv", ".webm",
+                 ".avi", ".safetensors"}
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Animate a still image with the motion of a driving video (Monkey-Net).")
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -169,8 +173,12 @@ def _exists(path: Path, what: str) -> None:
 
 
 def _output_folder(output: Path) -> Path:
+    """-o for a batch: a folder, made if missing (its parent must exist)."""
     if output.exists() and not output.is_dir():
         raise InputError(f"{output} must be a folder when the inputs are folders")
+    if not output.exists() and output.suffix.lower() in FILE_SUFFIXES:
+        raise InputError(f"{output} looks like a file, but with folders of inputs -o names the "
+                         "folder for the results")
     if not output.parent.is_dir():
         raise InputError(f"output folder does not exist: {output.parent}")
     output.mkdir(exist_ok=True)

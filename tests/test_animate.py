@@ -261,6 +261,10 @@ def test_batch_folders(small_model, face_frames, short_mp4, tmp_path):
     assert "2 of 4 succeeded" in result.stdout
     assert sorted(p.name for p in out.iterdir()) == ["face0__talk.mp4", "face20__talk.mp4"]
     assert result.stderr.count("failed:") == 2
+    # -o naming a file (a likely slip with folders of inputs) is refused, nothing made
+    result = run_cli("animate", sources, drivings, "-o", tmp_path / "result.mp4", "-c", small_model)
+    assert_one_line_error(result, "result.mp4 looks like a file")
+    assert not (tmp_path / "result.mp4").exists()
 
 
 def test_frame_batches_stream(face_video):
