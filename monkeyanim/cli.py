@@ -19,6 +19,7 @@ from rich.table import Table
 from .errors import InputError, Interrupted, MonkeyAnimError
 from .native import keep_freed_memory
 
+VIDEO_OUT = (".mp4", ".gif")  # what VideoWriter writes
 # what -o names when it is a file: a batch's -o ending so is a mistake, not a folder name
 FILE_SUFFIXES = {".mp4", ".gif", ".png", ".jpg", ".jpeg", ".json", ".mov", ".mkv", ".webm",
                  ".avi", ".safetensors"}
@@ -44,8 +45,13 @@ CropOpt = Annotated[str | None, typer.Option(
          "default: auto for face checkpoints, none otherwise.")]
 
 
-def check_output(path: Path, overwrite: bool) -> Path:
-    """Refuse to clobber an existing output, and fail early if its folder is not writable."""
+def check_output(path: Path, overwrite: bool, suffixes: tuple[str, ...] = ()) -> Path:
+    """Refuse to clobber an existing output, and fail early if its folder is not writable or
+    its name does not end in one of ``suffixes`` (when given)."""
+    if suffixes and path.suffix.lower() not in suffixes:
+        choices = ", ".join(suffixes[:-1]) + " or " + suffixes[-1] if len(suffixes) > 1 \
+            else suffixes[0]
+        raise InputError(f"output {path} must end in {choices}")
     if path.exists() and not overwrite:
         raise InputError(f"{path} already exists (use --overwrite to replace it)")
     folder = path.parent if str(path.parent) else Path(".")
@@ -224,7 +230,7 @@ def animate(source: Annotated[Path, typer.Argument(help="Image, or a folder of i
         folder = _output_folder(output)
         pairs = [(s, d, folder / f"{s.stem}__{d.stem}.mp4") for s in sources for d in drivings]
     else:
-        check_output(output, overwrite)
+        check_output(output, overwrite, VIDEO_OUT)
         _inputs(source, IMAGE_SUFFIXES | VIDEO_SUFFIXES, "source images")
         _exists(driving, "video")
     from .jobs import AnimateSettings, animate_file  # torch: only once the inputs are there
@@ -305,7 +311,7 @@ def reconstruct(video: Annotated[Path, typer.Argument(help="Video, or a folder o
     if video.is_dir():
         outputs = [_output_folder(output) / f"{v.stem}.mp4" for v in videos]
     else:
-        outputs = [check_output(output, overwrite)]
+        outputs = [check_output(output, overwrite, VIDEO_OUT)]
     if json_path is not None:
         check_output(json_path, overwrite)
     from .jobs import reconstruct_file  # torch: only once the inputs are there
@@ -342,7 +348,7 @@ def keypoints(video: Annotated[Path, typer.Argument(help="Video or image.")],
     """Draw the learned keypoints over a video (.mp4/.gif) or an image (.png)."""
     from .video import parse_crop
 
-    check_output(output, overwrite)
+    check_output(output, overwrite, VIDEO_OUT + (".png", ".jpg", ".jpeg"))
     if json_path is not None:
         check_output(json_path, overwrite)
     _exists(video, "video or image")

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from .cli import (BatchOpt, CheckpointOpt, ConfigOpt, CropOpt, DeviceOpt, JsonOpt, OutputOpt,
                   OverwriteOpt, PrecisionOpt, _device, _inputs, _load, _output_folder, _progress,
-                  _report, app, check_output, console, err_console)
+                  _report, VIDEO_OUT, app, check_output, console, err_console)
 from .errors import InputError, Interrupted, MonkeyAnimError
 
 SUBJECTS = {None: None, "face": "face_model", "body": "body_model"}  # --subject: metadata key
@@ -317,7 +317,7 @@ def predict(source: Annotated[Path, typer.Argument(help="Still image to bring to
     from .prediction import load_predictor
     from .video import parse_crop
 
-    check_output(output, overwrite)
+    check_output(output, overwrite, VIDEO_OUT)
     if frames < 1 or fps <= 0:
         raise InputError("--frames and --fps must be positive")
     if fid_weights is not None and fid_reference is None:

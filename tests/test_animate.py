@@ -179,6 +179,18 @@ def test_bad_inputs_give_one_line_errors(small_model, source_png, short_mp4, tmp
     assert not list(tmp_path.glob(".out*"))
 
 
+def test_output_kinds_are_checked_before_the_model_loads(source_png, short_mp4, tmp_path):
+    # without -c the default checkpoint would load first and say so on stderr: one line only
+    for args, allowed in ((("animate", source_png, short_mp4, "-o", tmp_path / "o.avi"),
+                           ".mp4 or .gif"),
+                          (("reconstruct", short_mp4, "-o", tmp_path / "o.webm"), ".mp4 or .gif"),
+                          (("keypoints", short_mp4, "-o", tmp_path / "o.bmp"),
+                           ".mp4, .gif, .png, .jpg or .jpeg")):
+        result = run_cli(*args)
+        assert_one_line_error(result, f"must end in {allowed}")
+    assert not list(tmp_path.iterdir())
+
+
 def test_help_and_missing_inputs_answer_without_importing_torch(source_png, tmp_path):
     """`--help` and a mistyped path are answered in about a second, not after torch's import."""
     cases = [(("--help",), None), (("animate", "--help"), None),
