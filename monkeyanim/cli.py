@@ -215,7 +215,8 @@ def animate(source: Annotated[Path, typer.Argument(help="Image, or a folder of i
             device: DeviceOpt = "auto", batch_size: BatchOpt = 8,
             precision: PrecisionOpt = "fp32", overwrite: OverwriteOpt = False) -> None:
     """Animate SOURCE with the motion of DRIVING into OUTPUT (.mp4 or .gif)."""
-    from .video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, parse_crop
+    from .faces import parse_crop
+    from .video import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 
     _check_animate_options(fps, size, paste_back, side_by_side)
     box = parse_crop(crop)
@@ -304,8 +305,9 @@ def reconstruct(video: Annotated[Path, typer.Argument(help="Video, or a folder o
     """Reconstruct videos from their first frame and each frame's keypoints; print L1."""
     import json
 
+    from .faces import parse_crop
     from .files import atomic_write
-    from .video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, parse_crop
+    from .video import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 
     videos = _inputs(video, VIDEO_SUFFIXES | IMAGE_SUFFIXES, "videos")
     if video.is_dir():
@@ -346,7 +348,7 @@ def keypoints(video: Annotated[Path, typer.Argument(help="Video or image.")],
               crop: CropOpt = None, device: DeviceOpt = "auto", batch_size: BatchOpt = 8,
               overwrite: OverwriteOpt = False) -> None:
     """Draw the learned keypoints over a video (.mp4/.gif) or an image (.png)."""
-    from .video import parse_crop
+    from .faces import parse_crop
 
     check_output(output, overwrite, VIDEO_OUT + (".png", ".jpg", ".jpeg"))
     if json_path is not None:

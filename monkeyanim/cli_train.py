@@ -244,7 +244,7 @@ def evaluate(data_dir: Annotated[Path, typer.Argument(help="Folder with test/ (o
 
     from .evaluation import evaluate as run
     from .files import atomic_write
-    from .video import parse_crop
+    from .faces import parse_crop
 
     if limit is not None and limit < 1:
         raise InputError("--limit must be at least 1")
@@ -315,7 +315,7 @@ def predict(source: Annotated[Path, typer.Argument(help="Still image to bring to
     from .evaluation import ReferenceFID
     from .jobs import predict_file
     from .prediction import load_predictor
-    from .video import parse_crop
+    from .faces import parse_crop
 
     check_output(output, overwrite, VIDEO_OUT)
     if frames < 1 or fps <= 0:

@@ -37,6 +37,20 @@ WARM_UP_PX = 64  # side of the blank frame that starts mediapipe's graph
 DLIB_UPSAMPLE = 1  # dlib's HOG window is 80 px: upsample once to find smaller faces
 
 
+def parse_crop(text: str | None) -> str | Box | None:
+    """--crop: 'auto' (face), 'none' (centred square), 'x,y,w,h' in pixels, or None (not
+    given: the checkpoint decides)."""
+    if text is None or text.lower() in ("auto", "none"):
+        return text.lower() if text else None
+    try:
+        x, y, w, h = (int(v) for v in text.split(","))
+    except ValueError:
+        raise InputError(f"--crop expects auto, none or x,y,w,h in pixels, got {text!r}") from None
+    if w <= 0 or h <= 0 or x < 0 or y < 0:
+        raise InputError(f"--crop box {text!r} must have x, y >= 0 and w, h > 0")
+    return x, y, w, h
+
+
 @dataclass(frozen=True)
 class Framing:
     """Maps a detector's box onto the Haar cascade's: side times ``scale``, centre moved by

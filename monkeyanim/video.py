@@ -38,6 +38,15 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+def _upright(frame: av.VideoFrame) -> np.ndarray:
+    """The frame as it is meant to be seen, (H, W, 3) uint8: phones store portrait videos and
+    photos sideways plus a rotation (the container's display matrix, a JPEG's EXIF
+    orientation), which FFmpeg reports and does not apply. Mirrorings are not undone."""
+    image = frame.to_ndarray(format="rgb24")
+    quarter_turns = round(frame.rotation / 90) % 4  # counter-clockwise, as np.rot90 turns
+    return np.ascontiguousarray(np.rot90(image, quarter_turns)) if quarter_turns else image
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """A still image (png, jpg, webp, ...; grayscale and RGBA converted) as (H, W, 3) uint8."""
     path = Path(path)
@@ -48,7 +57,7 @@ def read_image(path: str | Path) -> np.ndarray:
             if not container.streams.video:
                 raise InputError(f"{path} is not an image")
             for frame in container.decode(video=0):
-                return frame.to_ndarray(format="rgb24")
+                return _upright(frame)
     except av.FFmpegError as exc:
         raise InputError(f"cannot read image {path}: {_first_line(exc)}") from None
     raise InputError(f"{path} holds no image")
@@ -142,7 +151,7 @@ def _decode_video(path: Path) -> Iterator[np.ndarray]:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             for frame in container.decode(stream):
-                yield frame.to_ndarray(format="rgb24")
+                yield _upright(frame)
     except av.FFmpegError as exc:
         raise InputError(f"cannot decode video {path}: {_first_line(exc)}") from None
 
@@ -157,20 +166,6 @@ def read_source(path: str | Path) -> np.ndarray:
     if path.suffix.lower() in VIDEO_SUFFIXES:
         return next(open_video(path).frames())
     return read_image(path)
-
-
-def parse_crop(text: str | None) -> str | tuple[int, int, int, int] | None:
-    """--crop: 'auto' (face), 'none' (centred square), 'x,y,w,h' in pixels, or None (not
-    given: the checkpoint decides)."""
-    if text is None or text.lower() in ("auto", "none"):
-        return text.lower() if text else None
-    try:
-        x, y, w, h = (int(v) for v in text.split(","))
-    except ValueError:
-        raise InputError(f"--crop expects auto, none or x,y,w,h in pixels, got {text!r}") from None
-    if w <= 0 or h <= 0 or x < 0 or y < 0:
-        raise InputError(f"--crop box {text!r} must have x, y >= 0 and w, h > 0")
-    return x, y, w, h
 
 
 def fit_frame(frame: np.ndarray, size: tuple[int, int],

@@ -351,3 +351,33 @@ def test_progress_bar_on_a_terminal_and_one_line_without(small_model, source_png
                      "-c", small_model)
     assert result.returncode == 0 and result.stderr == ""
     assert result.stdout.startswith(f"wrote {tmp_path / 'p.mp4'} (24 frames")
+
+
+def test_phone_rotations_are_applied(face_frames, tmp_path):
+    """Phones store portrait videos and photos sideways with a rotation to apply on display:
+    an mp4 display matrix, a JPEG's EXIF orientation. Frames come out as shown."""
+    import av
+    from PIL import Image, ImageOps
+
+    from monkeyanim.video import read_source
+
+    landscape = cv2.resize(face_frames[0], (128, 96))  # (96, 128, 3), wider than tall
+    with av.open(str(tmp_path / "portrait.mp4"), "w") as container:
+        stream = container.add_stream("libx264", rate=25, options={"crf": "0"})
+        stream.width, stream.height, stream.pix_fmt = 128, 96, "yuv444p"
+        stream.set_display_rotation(90)  # counter-clockwise, as a phone held upright records
+        for frame in [landscape] * 3:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    frames = list(open_video(tmp_path / "portrait.mp4").frames())
+    assert len(frames) == 3 and frames[0].shape == (128, 96, 3)
+    assert np.abs(frames[0].astype(int) - np.rot90(landscape)).mean() < 2
+
+    photo = Image.fromarray(landscape)
+    exif = photo.getexif()
+    exif[0x0112] = 6  # EXIF orientation 6: turn 90 degrees clockwise to show
+    photo.save(tmp_path / "photo.jpg", exif=exif.tobytes(), quality=95)
+    shown = np.asarray(ImageOps.exif_transpose(Image.open(tmp_path / "photo.jpg")).convert("RGB"))
+    assert shown.shape == (128, 96, 3)
+    # (the two JPEG decoders differ a little in chroma upsampling)
+    assert np.abs(read_source(tmp_path / "photo.jpg").astype(int) - shown).mean() < 2
