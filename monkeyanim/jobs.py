@@ -311,7 +311,7 @@ def keypoints_file(model: MonkeyNet, video: Path, output: Path, json_path: Path 
                     _write_image(output, drawn)
                     break
                 writer.write(drawn)
-            done += len(frames)
+            done = len(tracks)  # an image output takes the first frame alone
             if progress:
                 progress(done, 1 if as_image else reader.expected_frames)
             if as_image:

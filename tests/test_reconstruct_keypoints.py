@@ -124,6 +124,14 @@ def test_keypoints_on_image(small_model, face_frames, tmp_path):
     assert 0.001 < changed.mean() < 0.5  # dots and ellipses, not a blank or a copy
 
 
+def test_keypoints_of_a_video_into_an_image_take_its_first_frame(small_model, clips, tmp_path):
+    out, tracks = tmp_path / "first.png", tmp_path / "first.json"
+    result = run_cli("keypoints", clips / "a.mp4", "-o", out, "--json", tracks, "-c", small_model)
+    assert result.returncode == 0, result.stderr
+    assert f"wrote {out} (1 frames" in result.stdout  # not the 8 of the batch it came in
+    assert len(json.loads(tracks.read_text())["frames"]) == 1
+
+
 def test_errors(small_model, clips, tmp_path):
     result = run_cli("reconstruct", tmp_path / "none.mp4", "-o", tmp_path / "o.mp4", "-c", small_model)
     assert_one_line_error(result, "not found")
