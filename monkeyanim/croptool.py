@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +16,7 @@ import numpy as np
 from .errors import InputError
 from .faces import Box, crop_box, largest
 from .files import atomic_write
-from .video import VideoWriter, fit_frame, open_video
+from .video import Progress, VideoWriter, fit_frame, open_video
 
 SHOT_CHANGE_CORRELATION = 0.6  # histogram correlation of consecutive frames below this: a cut
 TRACK_MIN_IOU = 0.3  # a face box overlapping the previous one less than this starts a new track
@@ -96,8 +96,7 @@ def find_tracks(frames, detector, every: int = DETECT_EVERY) -> tuple[list[Track
 
 
 def crop_video(video: Path, out_dir: Path, detector, size: int, min_frames: int,
-               overwrite: bool = False, progress: Callable[[int, int | None], None] | None = None
-               ) -> list[dict]:
+               overwrite: bool = False, progress: Progress | None = None) -> list[dict]:
     """Write the face clips of one video; returns one CSV row per clip. The video is read
     twice (find the tracks, then cut them); ``progress(frames_done, total)`` counts both
     passes."""
@@ -123,8 +122,8 @@ def crop_video(video: Path, out_dir: Path, detector, size: int, min_frames: int,
     return rows
 
 
-def _counted(frames: Iterator[np.ndarray], progress: Callable[[int, int | None], None] | None,
-             total: int | None, start: int = 0) -> Iterator[np.ndarray]:
+def _counted(frames: Iterator[np.ndarray], progress: Progress | None, total: int | None,
+             start: int = 0) -> Iterator[np.ndarray]:
     """The frames, reporting ``start`` + how many went by (and ``total``) after each."""
     for done, frame in enumerate(frames, start + 1):
         yield frame

@@ -22,9 +22,9 @@ from .errors import InputError
 from .faces import Box, crop_box, get_detector, largest, track_faces
 from .models import Keypoints, MonkeyNet
 from .pipeline import Animator, best_frame, driving_keypoints, reconstruct, to_tensor, to_uint8
-from .video import VideoReader, VideoWriter, fit_frame, open_video, prefetch, read_source
+from .video import (Progress, VideoReader, VideoWriter, fit_frame, open_video, prefetch,
+                    read_source)
 
-Progress = Callable[[int, int | None], None]  # (frames done, total or None)
 DRAW_MIN_SIZE_PX = 256  # keypoint overlays are drawn at least this large to stay readable
 
 

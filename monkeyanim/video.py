@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -27,6 +27,7 @@ DEFAULT_FPS = Fraction(25)  # for frame strips and folders of frames, which carr
 MP4_AUDIO_COPY = {"aac", "mp3", "alac", "opus", "ac3", "eac3", "flac"}
 X264_OPTIONS = {"crf": "18", "preset": "veryfast"}
 QUEUE_FRAMES = 64  # frames buffered between decoding / encoding threads and the model
+Progress = Callable[[int, int | None], None]  # told (frames done, total or None)
 
 
 def _first_line(exc: BaseException) -> str:
