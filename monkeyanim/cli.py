@@ -19,7 +19,6 @@ from rich.table import Table
 from .errors import InputError, Interrupted, MonkeyAnimError
 from .native import keep_freed_memory
 
-VIDEO_OUT = (".mp4", ".gif")  # what VideoWriter writes
 # what -o names when it is a file: a batch's -o ending so is a mistake, not a folder name
 FILE_SUFFIXES = {".mp4", ".gif", ".png", ".jpg", ".jpeg", ".json", ".mov", ".mkv", ".webm",
                  ".avi", ".safetensors"}
@@ -216,7 +215,7 @@ def animate(source: Annotated[Path, typer.Argument(help="Image, or a folder of i
             precision: PrecisionOpt = "fp32", overwrite: OverwriteOpt = False) -> None:
     """Animate SOURCE with the motion of DRIVING into OUTPUT (.mp4 or .gif)."""
     from .faces import parse_crop
-    from .video import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+    from .video import IMAGE_SUFFIXES, VIDEO_OUTPUTS, VIDEO_SUFFIXES
 
     _check_animate_options(fps, size, paste_back, side_by_side)
     box = parse_crop(crop)
@@ -231,7 +230,7 @@ def animate(source: Annotated[Path, typer.Argument(help="Image, or a folder of i
         folder = _output_folder(output)
         pairs = [(s, d, folder / f"{s.stem}__{d.stem}.mp4") for s in sources for d in drivings]
     else:
-        check_output(output, overwrite, VIDEO_OUT)
+        check_output(output, overwrite, VIDEO_OUTPUTS)
         _inputs(source, IMAGE_SUFFIXES | VIDEO_SUFFIXES, "source images")
         _exists(driving, "video")
     from .jobs import AnimateSettings, animate_file  # torch: only once the inputs are there
@@ -307,13 +306,13 @@ def reconstruct(video: Annotated[Path, typer.Argument(help="Video, or a folder o
 
     from .faces import parse_crop
     from .files import atomic_write
-    from .video import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+    from .video import IMAGE_SUFFIXES, VIDEO_OUTPUTS, VIDEO_SUFFIXES
 
     videos = _inputs(video, VIDEO_SUFFIXES | IMAGE_SUFFIXES, "videos")
     if video.is_dir():
         outputs = [_output_folder(output) / f"{v.stem}.mp4" for v in videos]
     else:
-        outputs = [check_output(output, overwrite, VIDEO_OUT)]
+        outputs = [check_output(output, overwrite, VIDEO_OUTPUTS)]
     if json_path is not None:
         check_output(json_path, overwrite)
     from .jobs import reconstruct_file  # torch: only once the inputs are there
@@ -349,8 +348,9 @@ def keypoints(video: Annotated[Path, typer.Argument(help="Video or image.")],
               overwrite: OverwriteOpt = False) -> None:
     """Draw the learned keypoints over a video (.mp4/.gif) or an image (.png)."""
     from .faces import parse_crop
+    from .video import IMAGE_OUTPUTS, VIDEO_OUTPUTS
 
-    check_output(output, overwrite, VIDEO_OUT + (".png", ".jpg", ".jpeg"))
+    check_output(output, overwrite, VIDEO_OUTPUTS + IMAGE_OUTPUTS)
     if json_path is not None:
         check_output(json_path, overwrite)
     _exists(video, "video or image")

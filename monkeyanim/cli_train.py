@@ -14,7 +14,7 @@ from rich.table import Table
 
 from .cli import (BatchOpt, CheckpointOpt, ConfigOpt, CropOpt, DeviceOpt, JsonOpt, OutputOpt,
                   OverwriteOpt, PrecisionOpt, _device, _inputs, _load, _output_folder, _progress,
-                  _report, VIDEO_OUT, app, check_output, console, err_console)
+                  _report, app, check_output, console, err_console)
 from .errors import InputError, Interrupted, MonkeyAnimError
 
 SUBJECTS = {None: None, "face": "face_model", "body": "body_model"}  # --subject: metadata key
@@ -316,8 +316,9 @@ def predict(source: Annotated[Path, typer.Argument(help="Still image to bring to
     from .jobs import predict_file
     from .prediction import load_predictor
     from .faces import parse_crop
+    from .video import VIDEO_OUTPUTS
 
-    check_output(output, overwrite, VIDEO_OUT)
+    check_output(output, overwrite, VIDEO_OUTPUTS)
     if frames < 1 or fps <= 0:
         raise InputError("--frames and --fps must be positive")
     if fid_weights is not None and fid_reference is None:

@@ -22,8 +22,8 @@ from .errors import InputError
 from .faces import Box, crop_box, get_detector, largest, track_faces
 from .models import Keypoints, MonkeyNet
 from .pipeline import Animator, best_frame, driving_keypoints, reconstruct, to_tensor, to_uint8
-from .video import (Progress, VideoReader, VideoWriter, fit_frame, open_video, prefetch,
-                    read_source)
+from .video import (IMAGE_OUTPUTS, Progress, VideoReader, VideoWriter, fit_frame, open_video,
+                    prefetch, read_source)
 
 DRAW_MIN_SIZE_PX = 256  # keypoint overlays are drawn at least this large to stay readable
 
@@ -296,7 +296,7 @@ def keypoints_file(model: MonkeyNet, video: Path, output: Path, json_path: Path 
     and optionally write their per-frame means and covariances as JSON."""
     start = time.perf_counter()
     reader = open_video(video)
-    as_image = output.suffix.lower() in (".png", ".jpg", ".jpeg")
+    as_image = output.suffix.lower() in IMAGE_OUTPUTS
     crop_at, detector = video_crops(reader, crop_mode(crop, model))
     tracks, done = [], 0
     with nullcontext() if as_image else VideoWriter(output, reader.fps) as writer:

@@ -23,6 +23,8 @@ from .files import publish, temp_beside
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".mov", ".webm", ".mkv", ".avi", ".gif", ".m4v"}
+VIDEO_OUTPUTS = (".mp4", ".gif")  # what VideoWriter writes
+IMAGE_OUTPUTS = (".png", ".jpg", ".jpeg")  # single frames (keypoints of an image)
 DEFAULT_FPS = Fraction(25)  # for frame strips and folders of frames, which carry no rate
 MP4_AUDIO_COPY = {"aac", "mp3", "alac", "opus", "ac3", "eac3", "flac"}
 X264_OPTIONS = {"crf": "18", "preset": "veryfast"}
@@ -234,7 +236,7 @@ class VideoWriter:
                  audio_from: str | Path | None = None):
         self.path = Path(path)
         self.suffix = self.path.suffix.lower()
-        if self.suffix not in (".mp4", ".gif"):
+        if self.suffix not in VIDEO_OUTPUTS:
             raise InputError(f"output {self.path} must end in .mp4 or .gif")
         self.fps = Fraction(fps).limit_denominator(100_000)
         self.audio_from = Path(audio_from) if audio_from and self.suffix == ".mp4" else None
