@@ -51,6 +51,8 @@ def check_output(path: Path, overwrite: bool, suffixes: tuple[str, ...] = ()) ->
         choices = ", ".join(suffixes[:-1]) + " or " + suffixes[-1] if len(suffixes) > 1 \
             else suffixes[0]
         raise InputError(f"output {path} must end in {choices}")
+    if path.is_dir():  # --overwrite replaces files, never a folder with what is in it
+        raise InputError(f"output {path} is a folder: name a file to write")
     if path.exists() and not overwrite:
         raise InputError(f"{path} already exists (use --overwrite to replace it)")
     folder = path.parent if str(path.parent) else Path(".")
@@ -72,6 +74,12 @@ def _device(device: str) -> str:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError("--device cuda was asked for but no CUDA device is available")
     return device
+
+
+def _check_batch_size(batch_size: int) -> None:
+    """Before the model loads (frame_batches checks again for library callers)."""
+    if batch_size < 1:
+        raise InputError("--batch-size must be at least 1")
 
 
 def _load(checkpoint: str | None, config: str | None, device: str):
@@ -107,7 +115,8 @@ def _progress(label: str, unit: str = "frames"):
 def _report(result) -> None:
     extra = "".join(f", {k} {v:.4f}" if isinstance(v, float) else
                     f", {k} {v}" if isinstance(v, str) else "" for k, v in result.extra.items())
-    console.print(escape(f"wrote {result.output} ({result.frames} frames, "
+    frames = f"{result.frames} frame{'' if result.frames == 1 else 's'}"
+    console.print(escape(f"wrote {result.output} ({frames}, "
                          f"{result.fps:.1f} frames/s{extra})"))
 
 
@@ -218,6 +227,7 @@ def animate(source: Annotated[Path, typer.Argument(help="Image, or a folder of i
     from .video import IMAGE_SUFFIXES, VIDEO_OUTPUTS, VIDEO_SUFFIXES
 
     _check_animate_options(fps, size, paste_back, side_by_side)
+    _check_batch_size(batch_size)
     box = parse_crop(crop)
     # a folder of images is one driving video (its frames); a folder of videos is a batch
     batch_driving = driving.is_dir() and any(p.suffix.lower() in VIDEO_SUFFIXES
@@ -308,6 +318,7 @@ def reconstruct(video: Annotated[Path, typer.Argument(help="Video, or a folder o
     from .files import atomic_write
     from .video import IMAGE_SUFFIXES, VIDEO_OUTPUTS, VIDEO_SUFFIXES
 
+    _check_batch_size(batch_size)
     videos = _inputs(video, VIDEO_SUFFIXES | IMAGE_SUFFIXES, "videos")
     if video.is_dir():
         outputs = [_output_folder(output) / f"{v.stem}.mp4" for v in videos]
@@ -353,6 +364,7 @@ def keypoints(video: Annotated[Path, typer.Argument(help="Video or image.")],
     check_output(output, overwrite, VIDEO_OUTPUTS + IMAGE_OUTPUTS)
     if json_path is not None:
         check_output(json_path, overwrite)
+    _check_batch_size(batch_size)
     _exists(video, "video or image")
     box = parse_crop(crop)
     from .jobs import keypoints_file  # torch: only once the inputs are there

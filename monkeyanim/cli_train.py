@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .cli import (BatchOpt, CheckpointOpt, ConfigOpt, CropOpt, DeviceOpt, JsonOpt, OutputOpt,
+from .cli import (BatchOpt, _check_batch_size, CheckpointOpt, ConfigOpt, CropOpt, DeviceOpt, JsonOpt, OutputOpt,
                   OverwriteOpt, PrecisionOpt, _device, _inputs, _load, _output_folder, _progress,
                   _report, app, check_output, console, err_console)
 from .errors import InputError, Interrupted, MonkeyAnimError
@@ -248,6 +248,7 @@ def evaluate(data_dir: Annotated[Path, typer.Argument(help="Folder with test/ (o
 
     if limit is not None and limit < 1:
         raise InputError("--limit must be at least 1")
+    _check_batch_size(batch_size)
     if json_path is not None:
         check_output(json_path, overwrite)
     model = _load(checkpoint, config, device)

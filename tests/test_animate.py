@@ -179,16 +179,30 @@ def test_bad_inputs_give_one_line_errors(small_model, source_png, short_mp4, tmp
     assert not list(tmp_path.glob(".out*"))
 
 
-def test_output_kinds_are_checked_before_the_model_loads(source_png, short_mp4, tmp_path):
+def test_bad_outputs_and_batch_sizes_are_refused_before_the_model_loads(source_png, short_mp4,
+                                                                         tmp_path):
     # without -c the default checkpoint would load first and say so on stderr: one line only
-    for args, allowed in ((("animate", source_png, short_mp4, "-o", tmp_path / "o.avi"),
-                           ".mp4 or .gif"),
-                          (("reconstruct", short_mp4, "-o", tmp_path / "o.webm"), ".mp4 or .gif"),
-                          (("keypoints", short_mp4, "-o", tmp_path / "o.bmp"),
-                           ".mp4, .gif, .png, .jpg or .jpeg")):
+    folder = tmp_path / "taken.mp4"
+    folder.mkdir()
+    out = tmp_path / "new"
+    out.mkdir()
+    for args, error in ((("animate", source_png, short_mp4, "-o", out / "o.avi"),
+                         "must end in .mp4 or .gif"),
+                        (("reconstruct", short_mp4, "-o", out / "o.webm"),
+                         "must end in .mp4 or .gif"),
+                        (("keypoints", short_mp4, "-o", out / "o.bmp"),
+                         "must end in .mp4, .gif, .png, .jpg or .jpeg"),
+                        (("animate", source_png, short_mp4, "-o", folder, "--overwrite"),
+                         "is a folder"),
+                        (("animate", source_png, short_mp4, "-o", out / "o.mp4", "--batch-size",
+                          "0"), "--batch-size must be at least 1"),
+                        (("reconstruct", short_mp4, "-o", out / "o.mp4", "--batch-size", "0"),
+                         "--batch-size must be at least 1"),
+                        (("keypoints", short_mp4, "-o", out / "o.mp4", "--batch-size", "-2"),
+                         "--batch-size must be at least 1")):
         result = run_cli(*args)
-        assert_one_line_error(result, f"must end in {allowed}")
-    assert not list(tmp_path.iterdir())
+        assert_one_line_error(result, error)
+    assert not list(out.iterdir()) and folder.is_dir() and not list(folder.iterdir())
 
 
 def test_help_and_missing_inputs_answer_without_importing_torch(source_png, tmp_path):
