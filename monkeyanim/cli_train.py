@@ -12,9 +12,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .cli import (BatchOpt, _check_batch_size, CheckpointOpt, ConfigOpt, CropOpt, DeviceOpt, JsonOpt, OutputOpt,
-                  OverwriteOpt, PrecisionOpt, _device, _inputs, _load, _output_folder, _progress,
-                  _report, app, check_output, console, err_console)
+from .cli import (BatchOpt, CheckpointOpt, ConfigOpt, CropOpt, DeviceOpt, JsonOpt, OutputOpt,
+                  OverwriteOpt, PrecisionOpt, _check_batch_size, _device, _inputs, _load,
+                  _output_folder, _progress, _report, app, check_output, console, err_console)
 from .errors import InputError, Interrupted, MonkeyAnimError
 
 SUBJECTS = {None: None, "face": "face_model", "body": "body_model"}  # --subject: metadata key

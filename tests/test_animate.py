@@ -199,6 +199,8 @@ def test_bad_outputs_and_batch_sizes_are_refused_before_the_model_loads(source_p
                         (("reconstruct", short_mp4, "-o", out / "o.mp4", "--batch-size", "0"),
                          "--batch-size must be at least 1"),
                         (("keypoints", short_mp4, "-o", out / "o.mp4", "--batch-size", "-2"),
+                         "--batch-size must be at least 1"),
+                        (("evaluate", out, "--batch-size", "0"),
                          "--batch-size must be at least 1")):
         result = run_cli(*args)
         assert_one_line_error(result, error)
