@@ -76,12 +76,6 @@ def _device(device: str) -> str:
     return device
 
 
-def _check_batch_size(batch_size: int) -> None:
-    """Before the model loads (frame_batches checks again for library callers)."""
-    if batch_size < 1:
-        raise InputError("--batch-size must be at least 1")
-
-
 def _load(checkpoint: str | None, config: str | None, device: str):
     from .hub import load_model
 
@@ -224,10 +218,10 @@ def animate(source: Annotated[Path, typer.Argument(help="Image, or a folder of i
             precision: PrecisionOpt = "fp32", overwrite: OverwriteOpt = False) -> None:
     """Animate SOURCE with the motion of DRIVING into OUTPUT (.mp4 or .gif)."""
     from .faces import parse_crop
-    from .video import IMAGE_SUFFIXES, VIDEO_OUTPUTS, VIDEO_SUFFIXES
+    from .video import IMAGE_SUFFIXES, VIDEO_OUTPUTS, VIDEO_SUFFIXES, check_batch_size
 
     _check_animate_options(fps, size, paste_back, side_by_side)
-    _check_batch_size(batch_size)
+    check_batch_size(batch_size)
     box = parse_crop(crop)
     # a folder of images is one driving video (its frames); a folder of videos is a batch
     batch_driving = driving.is_dir() and any(p.suffix.lower() in VIDEO_SUFFIXES
@@ -316,9 +310,9 @@ def reconstruct(video: Annotated[Path, typer.Argument(help="Video, or a folder o
 
     from .faces import parse_crop
     from .files import atomic_write
-    from .video import IMAGE_SUFFIXES, VIDEO_OUTPUTS, VIDEO_SUFFIXES
+    from .video import IMAGE_SUFFIXES, VIDEO_OUTPUTS, VIDEO_SUFFIXES, check_batch_size
 
-    _check_batch_size(batch_size)
+    check_batch_size(batch_size)
     videos = _inputs(video, VIDEO_SUFFIXES | IMAGE_SUFFIXES, "videos")
     if video.is_dir():
         outputs = [_output_folder(output) / f"{v.stem}.mp4" for v in videos]
@@ -359,12 +353,12 @@ def keypoints(video: Annotated[Path, typer.Argument(help="Video or image.")],
               overwrite: OverwriteOpt = False) -> None:
     """Draw the learned keypoints over a video (.mp4/.gif) or an image (.png)."""
     from .faces import parse_crop
-    from .video import IMAGE_OUTPUTS, VIDEO_OUTPUTS
+    from .video import IMAGE_OUTPUTS, VIDEO_OUTPUTS, check_batch_size
 
     check_output(output, overwrite, VIDEO_OUTPUTS + IMAGE_OUTPUTS)
     if json_path is not None:
         check_output(json_path, overwrite)
-    _check_batch_size(batch_size)
+    check_batch_size(batch_size)
     _exists(video, "video or image")
     box = parse_crop(crop)
     from .jobs import keypoints_file  # torch: only once the inputs are there

@@ -13,8 +13,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from .cli import (BatchOpt, CheckpointOpt, ConfigOpt, CropOpt, DeviceOpt, JsonOpt, OutputOpt,
-                  OverwriteOpt, PrecisionOpt, _check_batch_size, _device, _inputs, _load,
-                  _output_folder, _progress, _report, app, check_output, console, err_console)
+                  OverwriteOpt, PrecisionOpt, _device, _inputs, _load, _output_folder,
+                  _progress, _report, app, check_output, console, err_console)
 from .errors import InputError, Interrupted, MonkeyAnimError
 
 SUBJECTS = {None: None, "face": "face_model", "body": "body_model"}  # --subject: metadata key
@@ -245,10 +245,11 @@ def evaluate(data_dir: Annotated[Path, typer.Argument(help="Folder with test/ (o
     from .evaluation import evaluate as run
     from .files import atomic_write
     from .faces import parse_crop
+    from .video import check_batch_size
 
     if limit is not None and limit < 1:
         raise InputError("--limit must be at least 1")
-    _check_batch_size(batch_size)
+    check_batch_size(batch_size)
     if json_path is not None:
         check_output(json_path, overwrite)
     model = _load(checkpoint, config, device)

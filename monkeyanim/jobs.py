@@ -22,8 +22,8 @@ from .errors import InputError
 from .faces import Box, crop_box, get_detector, largest, track_faces
 from .models import Keypoints, MonkeyNet
 from .pipeline import Animator, best_frame, driving_keypoints, reconstruct, to_tensor, to_uint8
-from .video import (IMAGE_OUTPUTS, Progress, VideoReader, VideoWriter, fit_frame, open_video,
-                    prefetch, read_source)
+from .video import (IMAGE_OUTPUTS, Progress, VideoReader, VideoWriter, check_batch_size,
+                    fit_frame, open_video, prefetch, read_source)
 
 DRAW_MIN_SIZE_PX = 256  # keypoint overlays are drawn at least this large to stay readable
 
@@ -100,8 +100,7 @@ def frame_batches(reader: VideoReader, size: tuple[int, int], batch_size: int,
                   device="cpu") -> Iterator[tuple[list[np.ndarray], torch.Tensor]]:
     """Decoded (in a background thread), fitted frames in batches: (list of (H, W, 3) uint8,
     tensor (B, 3, H, W)). ``crop_at(index)`` gives each frame's box (None: centred square)."""
-    if batch_size < 1:
-        raise InputError("--batch-size must be at least 1")
+    check_batch_size(batch_size)
     fitted = (fit_frame(frame, size, crop_at(i)) for i, frame in enumerate(reader.frames()))
     batch: list[np.ndarray] = []
     for frame in prefetch(fitted):

@@ -171,6 +171,12 @@ def read_source(path: str | Path) -> np.ndarray:
     return read_image(path)
 
 
+def check_batch_size(batch_size: int) -> None:
+    """Frames per network call: the CLI asks before the model loads, frame_batches again."""
+    if batch_size < 1:
+        raise InputError("--batch-size must be at least 1")
+
+
 def fit_frame(frame: np.ndarray, size: tuple[int, int],
               crop: tuple[int, int, int, int] | None = None) -> np.ndarray:
     """Cut ``crop`` (default: the centred square) and resize to ``size`` (H, W): (H, W, 3)."""
