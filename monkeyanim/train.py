@@ -34,6 +34,8 @@ from .trainconfig import TrainConfig
 MODEL_FILE, STATE_FILE, LOG_FILE, CONFIG_FILE = ("model.safetensors", "state.pt", "log.jsonl",
                                                  "config.json")
 NETWORKS = ("kp_detector", "generator", "discriminator")
+# the blend head's weights: a run may start with or without them whatever its config says
+BLEND_HEAD = "generator.blend_mask."
 
 
 @dataclass
@@ -374,12 +376,16 @@ def freeze_all_but(model: MonkeyNet, trainable: list[str]) -> None:
 def load_initial_weights(model: MonkeyNet, start: MonkeyNet) -> None:
     """Fine-tune from ``start`` (same architecture): every weight it has is copied; a checkpoint
     shipped without its discriminator, or trained without the blend head, leaves those freshly
-    initialised."""
+    initialised. A start with the head, for a run without it, leaves its head out (a run may
+    train without the head and have it added back, even, when exported)."""
     if _weight_layout(start.config) != _weight_layout(model.config):
         raise CheckpointError("the --init checkpoint's architecture differs from the run's")
-    result = model.load_state_dict(start.state_dict(), strict=False)
-    fresh = ("discriminator.",) + (("generator.blend_mask.",)
-                                   if not start.config.generator.blend_source else ())
+    state = start.state_dict()
+    if not model.config.generator.blend_source:
+        state = {k: v for k, v in state.items() if not k.startswith(BLEND_HEAD)}
+    result = model.load_state_dict(state, strict=False)
+    fresh = ("discriminator.",) + ((BLEND_HEAD,) if not start.config.generator.blend_source
+                                   else ())
     missing = [k for k in result.missing_keys if not k.startswith(fresh)]
     if missing or result.unexpected_keys:
         raise CheckpointError(f"the --init checkpoint does not fit: missing {missing[:4]}, "

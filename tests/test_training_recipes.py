@@ -52,15 +52,19 @@ def test_configs_build_a_model_at_their_frame_size(name):
 @pytest.mark.parametrize("weights", sorted(TRAINING.glob("*.safetensors")), ids=lambda p: p.stem)
 def test_committed_runs_match_their_config_and_log(weights):
     """What a session commits to carry a run on: the weights of every network (discriminator
-    included) stored as float16, built from the run's own config, and as many iterations as
-    the last line of its log counts in all."""
+    included) stored as float16, built from the run's own config (a run trained without the
+    blend head may be committed with it, untrained, as `gpu.py export --blend` adds it), and as
+    many iterations as the last line of its log counts in all."""
     model_config, _ = load_train_config(str(TRAINING / f"{weights.stem}.yaml"))
+    blended = dataclasses.replace(model_config.generator, blend_source=True)
     with safe_open(str(weights), framework="pt") as handle:
         dtypes = {handle.get_slice(key).get_dtype() for key in handle.keys()}
     assert dtypes - {"I64"} == {"F16"}  # batch norms' step counters stay integers
     model = load_checkpoint(weights)
     assert model.discriminator is not None
-    assert dataclasses.asdict(model.config) == dataclasses.asdict(model_config)
+    assert dataclasses.asdict(model.config) in (
+        dataclasses.asdict(model_config),
+        dataclasses.asdict(dataclasses.replace(model_config, generator=blended)))
     assert model.provenance["iterations"] == committed_total(weights.stem)
 
 
@@ -118,6 +122,25 @@ def test_gpu_recipe_trains_from_prepared_videos_without_pyav(datasets_dir, tmp_p
     provenance = load_model(exported).provenance
     assert provenance["iterations"] == 3 and "initialised_from" not in provenance
 
+    # --blend adds the blend head, untrained (an even blend), to a run trained without it;
+    # a run without the head starts from that file, the head left out
+    blended = tmp_path / "blended.safetensors"
+    subprocess.run([sys.executable, str(TRAINING / "gpu.py"), "export", str(tmp_path / "next"),
+                    str(blended), "--blend"], check=True)
+    plain, with_head = load_model(exported), load_model(blended)
+    assert not plain.config.generator.blend_source and with_head.config.generator.blend_source
+    head = {k: v for k, v in with_head.state_dict().items() if k.startswith("generator.blend_")}
+    assert sorted(head) == ["generator.blend_mask.bias", "generator.blend_mask.weight"]
+    assert all(not v.any() for v in head.values())  # zero: sigmoid(0) blends evenly
+    for name, value in plain.state_dict().items():
+        assert torch.equal(value, with_head.state_dict()[name]), name
+    result = subprocess.run([sys.executable, str(TRAINING / "gpu.py"), "run", "train", str(data),
+                             "-o", str(tmp_path / "plain"), "--config", str(config),
+                             "--init", str(blended), "--iterations", "1"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert not load_model(tmp_path / "plain" / "model.safetensors").config.generator.blend_source
+
     # on the GPU machine monkeyanim is not installed: gpu.py imports it from its checkout
     # (-S: no site processing, so the editable install here is not seen either)
     bare = {**os.environ, "PYTHONPATH": sysconfig.get_paths()["purelib"]}
@@ -156,7 +179,11 @@ def test_gpu_session_carries_runs_on_from_their_committed_totals(datasets_dir, t
             provenance = load_model(out / f"{name}.safetensors").provenance
             assert provenance["iterations"] == total + call
             assert "initialised_from" not in provenance
-    assert load_model(out / "taichi64.safetensors").provenance["body_model"] is True
+    taichi = load_model(out / "taichi64.safetensors")
+    assert taichi.provenance["body_model"] is True
+    # taichi64 trains without the blend head and goes out with it, as committed; mgif64 as is
+    assert taichi.config.generator.blend_source
+    assert not load_model(out / "mgif64.safetensors").config.generator.blend_source
     # the drop arm branched from mgif64's run folder after the first call
     log = (out / "mgif64-drop.log").read_text()
     assert f"iterations 1 -> {40000 - committed_total('mgif64')}," in log, log

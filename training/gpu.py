@@ -8,7 +8,8 @@ Only 64 MiB of ignored files travel to it, so the data goes as small H.264 files
 
 and there ``run`` starts monkeyanim's own CLI with video reading done by OpenCV, and
 ``export`` writes the run's weights as they are committed to training/ (float16, with the
-discriminator, so that the next session's ``--init`` carries on):
+discriminator, so that the next session's ``--init`` carries on; ``--blend`` adds the untrained
+blend head to a run trained without it):
 
     python training/gpu.py run train .gpu/data/mgif64 -o runs/mgif64 --config ... --device cuda \
         --max-minutes 7 && python training/gpu.py export runs/mgif64 $OUT/mgif64.safetensors
@@ -67,13 +68,28 @@ def _encode(path: Path, target: Path, size: int, top_half: bool) -> None:
         out.mux(stream.encode())
 
 
-def export(run_dir: Path, target: Path, previous: int | None = None) -> None:
+def export(run_dir: Path, target: Path, previous: int | None = None,
+           blend: bool = False) -> None:
     """A run's latest weights, every network, as float16 (about half the run's file). With
     ``previous``, the run carried on that many earlier iterations through ``--init`` (which
-    counts from 0): the file then records the iterations of both as one training."""
+    counts from 0): the file then records the iterations of both as one training. With
+    ``blend``, a run trained without the blend head gets it untrained (an even blend of the
+    warped source and the decoder's output), which did better than training it."""
+    import dataclasses
+
     from monkeyanim.checkpoint import load_checkpoint, save_checkpoint
+    from monkeyanim.models import build_model
+    from monkeyanim.train import load_initial_weights
 
     model = load_checkpoint(run_dir / "model.safetensors")
+    if blend and not model.config.generator.blend_source:
+        config = dataclasses.replace(model.config, generator=dataclasses.replace(
+            model.config.generator, blend_source=True))
+        blended = build_model(config, with_discriminator=model.discriminator is not None,
+                              provenance=model.provenance)
+        load_initial_weights(blended, model)
+        blended.provenance.pop("initialised_from", None)
+        model = blended
     if previous is not None:
         model.provenance.pop("initialised_from", None)
         model.provenance["iterations"] += previous
@@ -124,11 +140,15 @@ def main() -> None:
     if len(sys.argv) < 2 or sys.argv[1] not in ("prep", "run", "export"):
         raise SystemExit(__doc__)
     if sys.argv[1] == "export":
-        if len(sys.argv) not in (4, 6) or len(sys.argv) == 6 and sys.argv[4] != "--previous":
-            raise SystemExit("usage: gpu.py export RUN_DIR TARGET.safetensors "
-                             "[--previous ITERATIONS]")
-        previous = int(sys.argv[5]) if len(sys.argv) == 6 else None
-        return export(Path(sys.argv[2]), Path(sys.argv[3]), previous)
+        import argparse
+        parser = argparse.ArgumentParser(prog="gpu.py export")
+        parser.add_argument("run_dir", type=Path)
+        parser.add_argument("target", type=Path)
+        parser.add_argument("--previous", type=int, metavar="ITERATIONS")
+        parser.add_argument("--blend", action="store_true",
+                            help="add the untrained blend head to a run trained without it")
+        args = parser.parse_args(sys.argv[2:])
+        return export(args.run_dir, args.target, args.previous, args.blend)
     if sys.argv[1] == "prep":
         import argparse
         parser = argparse.ArgumentParser(prog="gpu.py prep")

@@ -37,7 +37,7 @@ committed_total() {  # the total the committed file stands at: third field of th
 }
 
 train() {  # NAME RUN DATA WORKERS [train options...]: training/NAME.* -> $RUNS/RUN, $OUT/RUN.*
-    local name=$1 run=$2 data=$3 workers=$4 previous config=training/$1.yaml
+    local name=$1 run=$2 data=$3 workers=$4 previous blend config=training/$1.yaml
     shift 4
     [ -f "training/arms/$run.yaml" ] && config=training/arms/$run.yaml
     previous=$(committed_total "$name")
@@ -52,8 +52,11 @@ train() {  # NAME RUN DATA WORKERS [train options...]: training/NAME.* -> $RUNS/
     python3 training/gpu.py run train "$data" -o "$RUNS/$run" --config "$config" \
         --device "$DEVICE" --workers "$workers" --max-minutes "$MINUTES" "$@" $TRAIN_OPTIONS \
         > "$OUT/$run.log" 2>&1
+    # a run trained without the blend head is exported with it, untrained (an even blend),
+    # as training/ keeps it; mgif64 (bundled as trained) goes out as it is
+    [ "$name" = mgif64 ] && blend= || blend=--blend
     python3 training/gpu.py export "$RUNS/$run" "$OUT/$run.safetensors" --previous "$previous" \
-        >> "$OUT/$run.log" 2>&1
+        $blend >> "$OUT/$run.log" 2>&1
 }
 
 # faces128 decodes 128 px clips for every pair, so it gets most of the loader processes
