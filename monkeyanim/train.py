@@ -376,8 +376,8 @@ def freeze_all_but(model: MonkeyNet, trainable: list[str]) -> None:
 def load_initial_weights(model: MonkeyNet, start: MonkeyNet) -> None:
     """Fine-tune from ``start`` (same architecture): every weight it has is copied; a checkpoint
     shipped without its discriminator, or trained without the blend head, leaves those freshly
-    initialised. A start with the head, for a run without it, leaves its head out (a run may
-    train without the head and have it added back, even, when exported)."""
+    initialised. A start with the head, for a run without it, leaves its head out (taichi64
+    trains without it and gets it back, untrained, when exported)."""
     if _weight_layout(start.config) != _weight_layout(model.config):
         raise CheckpointError("the --init checkpoint's architecture differs from the run's")
     state = start.state_dict()

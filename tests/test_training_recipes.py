@@ -132,6 +132,7 @@ def test_gpu_recipe_trains_from_prepared_videos_without_pyav(datasets_dir, tmp_p
     head = {k: v for k, v in with_head.state_dict().items() if k.startswith("generator.blend_")}
     assert sorted(head) == ["generator.blend_mask.bias", "generator.blend_mask.weight"]
     assert all(not v.any() for v in head.values())  # zero: sigmoid(0) blends evenly
+    assert with_head.provenance == load_model(tmp_path / "next" / "model.safetensors").provenance
     for name, value in plain.state_dict().items():
         assert torch.equal(value, with_head.state_dict()[name]), name
     result = subprocess.run([sys.executable, str(TRAINING / "gpu.py"), "run", "train", str(data),

@@ -19,6 +19,7 @@ Nothing here is part of the package: the CLI needs PyAV everywhere else.
 
 from __future__ import annotations
 
+import argparse
 import sys
 import types
 from fractions import Fraction
@@ -88,7 +89,7 @@ def export(run_dir: Path, target: Path, previous: int | None = None,
         blended = build_model(config, with_discriminator=model.discriminator is not None,
                               provenance=model.provenance)
         load_initial_weights(blended, model)
-        blended.provenance.pop("initialised_from", None)
+        blended.provenance = dict(model.provenance)  # the run's own, not "initialised from" it
         model = blended
     if previous is not None:
         model.provenance.pop("initialised_from", None)
@@ -140,7 +141,6 @@ def main() -> None:
     if len(sys.argv) < 2 or sys.argv[1] not in ("prep", "run", "export"):
         raise SystemExit(__doc__)
     if sys.argv[1] == "export":
-        import argparse
         parser = argparse.ArgumentParser(prog="gpu.py export")
         parser.add_argument("run_dir", type=Path)
         parser.add_argument("target", type=Path)
@@ -150,7 +150,6 @@ def main() -> None:
         args = parser.parse_args(sys.argv[2:])
         return export(args.run_dir, args.target, args.previous, args.blend)
     if sys.argv[1] == "prep":
-        import argparse
         parser = argparse.ArgumentParser(prog="gpu.py prep")
         parser.add_argument("source", type=Path)
         parser.add_argument("target", type=Path)
