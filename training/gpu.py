@@ -86,8 +86,7 @@ def export(run_dir: Path, target: Path, previous: int | None = None,
     if blend and not model.config.generator.blend_source:
         config = dataclasses.replace(model.config, generator=dataclasses.replace(
             model.config.generator, blend_source=True))
-        blended = build_model(config, with_discriminator=model.discriminator is not None,
-                              provenance=model.provenance)
+        blended = build_model(config, with_discriminator=model.discriminator is not None)
         load_initial_weights(blended, model)
         blended.provenance = dict(model.provenance)  # the run's own, not "initialised from" it
         model = blended
