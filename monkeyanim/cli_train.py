@@ -94,6 +94,9 @@ def train(data_dir: Annotated[Path, typer.Argument(help="Folder with train/ (and
           resume: Annotated[bool, typer.Option(help="Continue the run in --output.")] = False,
           checkpoint_every: Annotated[int | None, typer.Option()] = None,
           sample_every: Annotated[int | None, typer.Option()] = None,
+          validate_every: Annotated[int | None, typer.Option(
+              help="Every N iterations, the reconstruction L1 on DATA_DIR/val/ (videos not "
+                   "trained on); the best weights are kept as best.safetensors.")] = None,
           workers: Annotated[int | None, typer.Option(help="Data loader processes.")] = None,
           seed: Annotated[int | None, typer.Option()] = None,
           init: Annotated[str | None, typer.Option(
@@ -116,6 +119,7 @@ def train(data_dir: Annotated[Path, typer.Argument(help="Folder with train/ (and
     model_cfg, train_cfg = _run_configs(output, config, resume, start)
     overrides = {k: v for k, v in dict(iterations=iterations, batch_size=batch_size, lr=lr,
                                        checkpoint_every=checkpoint_every, sample_every=sample_every,
+                                       validate_every=validate_every,
                                        num_workers=workers, seed=seed).items() if v is not None}
     train_cfg = dataclasses.replace(train_cfg, **overrides)
     trainer = Trainer(data_dir, output, model_cfg, train_cfg, device, precision, resume, start)
@@ -158,8 +162,13 @@ def _check_train_options(init: str | None, resume: bool, subject: str | None,
 
 
 def _report_end(trainer, stop: StopRequest, output: Path) -> None:
-    """The run's last line (rank 0); exit code 130 when Ctrl-C stopped it."""
+    """The run's closing lines (its best held-out L1, then where it stopped; rank 0);
+    exit code 130 when Ctrl-C stopped it."""
     interrupted = stop.reason == INTERRUPTED
+    best = trainer.keep_best
+    if best is not None and best.best_iteration is not None:
+        console.print(escape(f"best held-out L1 {best.best:.4f} at iteration "
+                             f"{best.best_iteration}: {best.path}"))
     if trainer.rank != 0:
         if interrupted:
             raise typer.Exit(130)
@@ -359,14 +368,16 @@ def _training_view(trainer):
 
     def line(step) -> str:
         losses = " ".join(f"{k} {v:.4f}" for k, v in step.losses.items())
+        held_out = trainer.keep_best and trainer.keep_best.summary()
         return (f"it {step.iteration}/{step.total} {losses} "
-                f"{1 / max(step.seconds_per_iteration, 1e-9):.2f} it/s")
+                f"{1 / max(step.seconds_per_iteration, 1e-9):.2f} it/s"
+                + (f" | {held_out}" if held_out else ""))
     if trainer.rank != 0:
         yield None
         return
     if not console.is_terminal:
-        yield lambda step: (step.iteration % every == 0 or step.iteration == step.total) \
-            and console.print(line(step))
+        yield lambda step: (step.iteration % every == 0 or step.iteration == step.total
+                            or step.val_l1 is not None) and console.print(line(step))
         return
     from rich.live import Live
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 import random
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from .errors import InputError
 from .video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, fit_frame, open_video, read_image, split_strip
@@ -139,6 +140,32 @@ def seed_worker(worker_id: int) -> None:
     seed = torch.initial_seed() % 2 ** 32
     np.random.seed(seed)
     random.seed(seed)
+
+
+def init_worker(worker_id: int) -> None:
+    """A loader worker leaves SIGINT and SIGTERM to the trainer: a terminal's Ctrl-C and a job
+    scheduler's SIGTERM reach the whole process group, and a worker dying of them would abort
+    the iteration that the trainer is about to finish and save. The trainer shuts its workers
+    down itself, and they exit on their own if it dies."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    seed_worker(worker_id)
+
+
+class EndlessSampler(Sampler):
+    """A fresh random permutation every epoch, forever; with DDP each rank takes every
+    world-th index of the same permutation."""
+
+    def __init__(self, size: int, rank: int, world: int, seed: int):
+        self.size, self.rank, self.world, self.seed = size, rank, world, seed
+
+    def __iter__(self):
+        epoch = 0
+        while True:
+            order = torch.randperm(self.size, generator=torch.Generator().manual_seed(
+                self.seed + epoch))
+            yield from order[self.rank::self.world].tolist()
+            epoch += 1
 
 
 def iterations_per_epoch(dataset_len: int, batch_size: int) -> int:

@@ -7,7 +7,6 @@ import dataclasses
 import json
 import os
 import random
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,17 +18,18 @@ import torch
 import torch.distributed as dist
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .files import atomic_write
 from .config import ModelConfig, check_discriminator
-from .data import PairDataset, iterations_per_epoch, seed_worker
+from .data import EndlessSampler, PairDataset, init_worker, iterations_per_epoch
 from .errors import CheckpointError, ConfigError, InputError
 from .losses import DeformedReconstruction, DiscriminatorGAN, FeatureMatching, GeneratorGAN
 from .models import Keypoints, MonkeyNet, build_model
 from .pipeline import check_precision, precision_context, to_uint8
 from .trainconfig import TrainConfig
+from .validation import BEST_FILE, VAL_SPLIT, HeldOut, KeepBest
 
 MODEL_FILE, STATE_FILE, LOG_FILE, CONFIG_FILE = ("model.safetensors", "state.pt", "log.jsonl",
                                                  "config.json")
@@ -46,6 +46,7 @@ class Step:
     total: int
     losses: dict[str, float]
     seconds_per_iteration: float
+    val_l1: float | None = None  # held-out L1, at the iterations where it was measured
 
 
 def _distributed() -> tuple[int, int]:
@@ -75,6 +76,7 @@ class Trainer:
         self.dataset = PairDataset(Path(data_dir) / "train", model_config.frame_size,
                                    train_config.augmentation, train_config.num_repeats,
                                    train_config.seed)
+        self.keep_best = self._keep_best(Path(data_dir), model_config.frame_size, resume)
         per_epoch = iterations_per_epoch(len(self.dataset) // self.world, train_config.batch_size)
         self.total, self.milestones = train_config.schedule(per_epoch)
         self.model = build_model(model_config, provenance={"data": str(data_dir)})
@@ -108,6 +110,14 @@ class Trainer:
             raise InputError(f"nothing to resume in {self.run_dir} (no {STATE_FILE})")
         if not resume and (self.run_dir / STATE_FILE).exists():
             raise InputError(f"{self.run_dir} already holds a run: use --resume to continue it")
+
+    def _keep_best(self, data_dir: Path, size: tuple[int, int], resume: bool) -> KeepBest | None:
+        """What validates the run on DATA/val/ (rank 0 alone: the others go on meanwhile and
+        wait for it at the next gradient exchange), or None without train.validate_every."""
+        if not self.cfg.validate_every or self.rank != 0:
+            return None
+        return KeepBest(HeldOut(data_dir / VAL_SPLIT, size), self.run_dir / BEST_FILE,
+                        self.precision, carry_on=resume)
 
     def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """One Adam per network with something to train: a network left wholly fixed
@@ -149,7 +159,7 @@ class Trainer:
         sampler = EndlessSampler(len(self.dataset), self.rank, self.world,
                                  self.cfg.seed + self.iteration)
         return DataLoader(self.dataset, batch_size=self.cfg.batch_size, sampler=sampler,
-                          num_workers=self.cfg.num_workers, worker_init_fn=_init_worker)
+                          num_workers=self.cfg.num_workers, worker_init_fn=init_worker)
 
     def step(self, pair: torch.Tensor) -> dict[str, float]:
         """One generator + keypoint-detector update, then one discriminator update (none
@@ -218,13 +228,16 @@ class Trainer:
 
         ``should_stop`` is asked after every iteration (Ctrl-C, a time limit); when it says
         yes on any rank, every rank stops after that same iteration, which is checkpointed,
-        and ``stopped_early`` is set.
+        and ``stopped_early`` is set. With ``train.validate_every``, the start, that iteration
+        and every validate_every-th are measured on DATA/val/ (``Step.val_l1``), the best kept.
         """
         self.model.train()
         for module in self.model.modules():
             if isinstance(module, _BatchNorm) and not any(p.requires_grad
                                                           for p in module.parameters()):
                 module.eval()  # a fixed network's statistics stay fixed too
+        if self.keep_best is not None and self.iteration == 0:  # the starting point is a candidate
+            self._log({}, 0.0, None, self.keep_best(self.model, 0))
         start = time.perf_counter()
         batches = iter(self.loader())
         while self.iteration < self.total:
@@ -233,18 +246,26 @@ class Trainer:
             for scheduler in self.schedulers.values():
                 scheduler.step()
             self.iteration += 1
-            self._log(losses, time.perf_counter() - tick, on_step)
+            seconds = time.perf_counter() - tick
             stop = self._any_rank(should_stop is not None and should_stop())
             self.stopped_early = stop and self.iteration < self.total
             ends = stop or self.iteration == self.total
             if ends or self.iteration % self.cfg.checkpoint_every == 0:
                 self._sync_buffers()
                 self.save()
+            self._log(losses, seconds, on_step, self._validate(ends))
             if ends or self.iteration % self.cfg.sample_every == 0:
                 self.save_sample()
             if stop:
                 break
         self.elapsed = time.perf_counter() - start
+
+    def _validate(self, ends: bool) -> float | None:
+        """The held-out L1 where it is due (every validate_every-th iteration and the last
+        one), the best weights kept; else None."""
+        if self.keep_best is None or not (ends or self.iteration % self.cfg.validate_every == 0):
+            return None
+        return self.keep_best(self.model, self.iteration)
 
     def _any_rank(self, flag: bool) -> bool:
         """Whether ``flag`` is true on any rank: DDP ranks must stop after the same iteration,
@@ -255,17 +276,21 @@ class Trainer:
         dist.all_reduce(vote, op=dist.ReduceOp.MAX)
         return bool(vote.item())
 
-    def _log(self, losses: dict[str, float], seconds: float, on_step) -> None:
+    def _log(self, losses: dict[str, float], seconds: float, on_step,
+             val_l1: float | None = None) -> None:
         if self.rank != 0:
             return
-        if self.iteration % self.cfg.log_every == 0 or self.iteration == self.total:
+        if self.iteration % self.cfg.log_every == 0 or self.iteration == self.total \
+                or val_l1 is not None:
             scheduler = next(iter(self.schedulers.values()))
             record = {"iteration": self.iteration, "seconds": round(seconds, 4),
                       "lr": scheduler.get_last_lr()[0], **losses}
+            if val_l1 is not None:
+                record["val_l1"] = val_l1
             with open(self.run_dir / LOG_FILE, "a") as log:
                 log.write(json.dumps(record) + "\n")
         if on_step:
-            on_step(Step(self.iteration, self.total, losses, seconds))
+            on_step(Step(self.iteration, self.total, losses, seconds, val_l1))
 
     def _sync_buffers(self) -> None:
         """Average BatchNorm running statistics over ranks, so every rank holds the same
@@ -330,32 +355,6 @@ class Trainer:
         path = folder / f"{self.iteration:07d}.png"
         encoded = cv2.imencode(".png", np.ascontiguousarray(image[..., ::-1]))[1].tobytes()
         atomic_write(path, lambda tmp: tmp.write_bytes(encoded))
-
-
-def _init_worker(worker_id: int) -> None:
-    """A loader worker leaves SIGINT and SIGTERM to the trainer: a terminal's Ctrl-C and a job
-    scheduler's SIGTERM reach the whole process group, and a worker dying of them would abort
-    the iteration that the trainer is about to finish and save. The trainer shuts its workers
-    down itself, and they exit on their own if it dies."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    seed_worker(worker_id)
-
-
-class EndlessSampler(Sampler):
-    """A fresh random permutation every epoch, forever; with DDP each rank takes every
-    world-th index of the same permutation."""
-
-    def __init__(self, size: int, rank: int, world: int, seed: int):
-        self.size, self.rank, self.world, self.seed = size, rank, world, seed
-
-    def __iter__(self):
-        epoch = 0
-        while True:
-            order = torch.randperm(self.size, generator=torch.Generator().manual_seed(
-                self.seed + epoch))
-            yield from order[self.rank::self.world].tolist()
-            epoch += 1
 
 
 def _twice(kp):

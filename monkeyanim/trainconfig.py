@@ -36,6 +36,9 @@ class TrainConfig:
     # the others stay fixed, their batch norms on their running statistics. None: train all.
     trainable: list[str] | None = None
     checkpoint_every: int = 500
+    # every so many iterations, the reconstruction L1 on DATA/val/ (videos not trained on),
+    # the best weights kept as best.safetensors; 0: no validation
+    validate_every: int = 0
     sample_every: int = 500
     log_every: int = 10
     seed: int = 0
@@ -43,7 +46,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         at_least = {"num_epochs": 1, "batch_size": 1, "num_repeats": 1, "checkpoint_every": 1,
-                    "sample_every": 1, "log_every": 1, "num_workers": 0}
+                    "sample_every": 1, "log_every": 1, "num_workers": 0, "validate_every": 0}
         for name, smallest in at_least.items():
             check_whole(getattr(self, name), name, smallest)
         if self.iterations is not None:

@@ -132,20 +132,76 @@ def test_max_minutes_stops_with_a_checkpoint(shapes_slice, tiny_config, tmp_path
                                   "--max-minutes", "-1"), "--max-minutes")
 
 
+def test_validation_keeps_the_best_weights_on_held_out_videos(shapes_slice, tiny_config,
+                                                             tmp_path):
+    """--validate-every measures the reconstruction L1 on DATA/val/ as `evaluate` does, and
+    best.safetensors holds the best weights so far, across a resumed run too."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train").symlink_to(shapes_slice / "train")
+    (data / "val").mkdir()
+    for path in sorted((shapes_slice / "test").iterdir())[:3]:
+        (data / "val" / path.name).symlink_to(path)
+    run, env = tmp_path / "run", {"OMP_NUM_THREADS": "1"}
+    result = run_cli("train", data, "-o", run, "--config", tiny_config, "--iterations", "9",
+                     "--validate-every", "4", "--seed", "1", env=env)
+    assert result.returncode == 0, result.stderr
+    result = run_cli("train", data, "-o", run, "--resume", "--iterations", "14", env=env)
+    assert result.returncode == 0, result.stderr
+    measured = {r["iteration"]: r["val_l1"] for r in read_log(run) if "val_l1" in r}
+    # the start, every 4th, and where each call ended
+    assert sorted(measured) == [0, 4, 8, 9, 12, 14]
+    assert len(set(measured.values())) == 6  # the weights changed between measures
+    best_at = min(measured, key=measured.get)
+    assert f"best held-out L1 {measured[best_at]:.4f} at iteration {best_at}" in result.stdout
+    best = monkeyanim.load_model(run / "best.safetensors")
+    assert best.provenance["iterations"] == best_at
+    assert best.provenance["val_l1"] == pytest.approx(measured[best_at], abs=1e-6)
+    assert best.discriminator is not None  # a run can go on from it with --init
+    # the same number as `monkeyanim evaluate` on those videos (each under 64 frames)
+    report = tmp_path / "report.json"
+    result = run_cli("evaluate", data / "val", "-c", run / "best.safetensors", "--json", report)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(report.read_text())["l1"] == pytest.approx(measured[best_at], abs=1e-5)
+    # without a val/ folder: one line, before anything is written
+    result = run_cli("train", shapes_slice, "-o", tmp_path / "none", "--config", tiny_config,
+                     "--validate-every", "5")
+    assert_one_line_error(result, "val")
+    assert not (tmp_path / "none").exists()
+
+
+def test_held_out_videos_keep_frames_spread_from_the_first(shapes_slice):
+    from monkeyanim.validation import HeldOut
+
+    whole = PairDataset(shapes_slice / "test", (64, 64))
+    held_out = HeldOut(shapes_slice / "test", (64, 64), frames_per_video=5)
+    assert held_out.names == [path.name for path in whole.videos]
+    for index, frames in enumerate(held_out.videos):
+        original = whole.frames(index)  # 32 frames each
+        assert np.array_equal(frames, original[[0, 8, 16, 23, 31]])
+
+
 def test_ddp_two_processes_end_identical(shapes_slice, tiny_config, tmp_path):
     """Four DDP iterations planned; rank 1 alone asks to stop after the second (as a
-    signal reaching one process would): both ranks stop there, save, and agree."""
-    run = tmp_path / "ddp"
+    signal reaching one process would): both ranks stop there, save, and agree. Rank 0
+    alone validates on val/ meanwhile."""
+    run, data = tmp_path / "ddp", tmp_path / "data"
+    (data / "val").mkdir(parents=True)
+    (data / "train").symlink_to(shapes_slice / "train")
+    for path in sorted((shapes_slice / "test").iterdir())[:2]:
+        (data / "val" / path.name).symlink_to(path)
     config = tmp_path / "ddp.yaml"
-    config.write_text(TINY.replace("iterations: 40", "iterations: 4"))
-    rank0, rank1 = run_ddp_worker(shapes_slice, run, config, "2")
+    config.write_text(TINY.replace("iterations: 40", "iterations: 4, validate_every: 1"))
+    rank0, rank1 = run_ddp_worker(data, run, config, "2")
     fresh = monkeyanim.build_model(monkeyanim.load_model(run / "model.safetensors").config)
     moved = 0
     for key, value in rank0.items():
         assert torch.equal(value, rank1[key]), key
         moved += not torch.equal(value, fresh.state_dict()[key])
     assert moved > 0  # they trained, not just started equal
-    assert [r["iteration"] for r in read_log(run)] == [1, 2]  # rank 0 alone logs
+    log = read_log(run)
+    assert [r["iteration"] for r in log] == [0, 1, 2]  # rank 0 alone logs
+    assert all("val_l1" in r for r in log) and (run / "best.safetensors").is_file()
     assert torch.load(run / "state.pt", weights_only=True)["iteration"] == 2
 
 
@@ -168,6 +224,7 @@ def test_short_videos_are_skipped_with_a_warning(shapes_slice, face_frames, tiny
 BAD_OPTIONS = [(["--batch-size", "0"], "batch_size"), (["--iterations", "0"], "iterations"),
                (["--workers", "-1"], "num_workers"), (["--checkpoint-every", "0"], "checkpoint_every"),
                (["--sample-every", "-5"], "sample_every"), (["--device", "tpu"], "unknown device"),
+               (["--validate-every", "-1"], "validate_every"),
                (["--precision", "fp8"], "unknown precision")]
 if not torch.cuda.is_available():
     BAD_OPTIONS += [(["--device", "cuda"], "no CUDA device"),

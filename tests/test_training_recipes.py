@@ -85,11 +85,13 @@ def test_gpu_recipe_trains_from_prepared_videos_without_pyav(datasets_dir, tmp_p
         (source / path.name).symlink_to(path)
     data = tmp_path / "data"
     subprocess.run([sys.executable, str(TRAINING / "gpu.py"), "prep", str(source), str(data),
-                    "--size", "64", "--test", strips[0].stem], check=True)
+                    "--size", "64", "--test", strips[0].stem, "--val", strips[1].stem],
+                   check=True)
     assert [p.stem for p in (data / "test").iterdir()] == [strips[0].stem]
-    assert len(list((data / "train").glob("*.mp4"))) == 5
-    original = np.stack([fit_frame(f, (64, 64)) for f in open_video(strips[1]).frames()])
-    encoded = opencv_frames(data / "train" / f"{strips[1].stem}.mp4")
+    assert [p.stem for p in (data / "val").iterdir()] == [strips[1].stem]
+    assert len(list((data / "train").glob("*.mp4"))) == 4
+    original = np.stack([fit_frame(f, (64, 64)) for f in open_video(strips[2]).frames()])
+    encoded = opencv_frames(data / "train" / f"{strips[2].stem}.mp4")
     assert encoded.shape == original.shape
     assert np.abs(encoded.astype(float) - original).mean() / 255 < 0.01  # near lossless
 
@@ -98,10 +100,17 @@ def test_gpu_recipe_trains_from_prepared_videos_without_pyav(datasets_dir, tmp_p
     # the harness replaces PyAV by an empty module: any use of it would fail the run
     result = subprocess.run([sys.executable, str(TRAINING / "gpu.py"), "run", "train",
                              str(data), "-o", str(tmp_path / "run"), "--config", str(config),
-                             "--iterations", "2"], capture_output=True, text=True)
+                             "--iterations", "2", "--validate-every", "1"],
+                            capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert "training on 5 videos" in result.stdout + result.stderr
+    assert "training on 4 videos" in result.stdout + result.stderr
     assert (tmp_path / "run" / "model.safetensors").is_file()
+    # --best exports the run's best weights on its val/ videos instead of its latest
+    subprocess.run([sys.executable, str(TRAINING / "gpu.py"), "export", str(tmp_path / "run"),
+                    str(tmp_path / "best.safetensors"), "--best"], check=True)
+    best = load_model(tmp_path / "run" / "best.safetensors").provenance
+    assert load_model(tmp_path / "best.safetensors").provenance == best
+    assert best["val_l1"] > 0 and best["val_videos"] == [f"{strips[1].stem}.mp4"]
 
     # exported as committed to training/: half the size, discriminator kept, --init takes it
     exported = tmp_path / "export.safetensors"
@@ -154,17 +163,18 @@ def test_gpu_recipe_trains_from_prepared_videos_without_pyav(datasets_dir, tmp_p
 def test_gpu_session_carries_runs_on_from_their_committed_totals(datasets_dir, tmp_path):
     source, data = tmp_path / "strips", tmp_path / "data"
     source.mkdir()
-    strips = sorted((datasets_dir / "shapes" / "train").iterdir())[:3]
+    strips = sorted((datasets_dir / "shapes" / "train").iterdir())[:4]
     for path in strips:
         (source / path.name).symlink_to(path)
     subprocess.run([sys.executable, str(TRAINING / "gpu.py"), "prep", str(source), str(data),
-                    "--size", "64", "--test", strips[0].stem], check=True)
+                    "--size", "64", "--test", strips[0].stem, "--val", strips[1].stem],
+                   check=True)
     out = tmp_path / "out"
     out.mkdir()
     # python3 on PATH is this interpreter, as on the GPU machine; one iteration per call
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
            "OUT": str(out), "RUNS": str(tmp_path / "runs"), "DEVICE": "cpu", "MINUTES": "0",
-           "TRAIN_OPTIONS": "--batch-size 2 --workers 1",
+           "TRAIN_OPTIONS": "--batch-size 2 --workers 1 --validate-every 1",
            "FACES_DATA": str(data), "MGIF_DATA": str(data), "TAICHI_DATA": str(data),
            "RUNS_LIST": "faces128 mgif64 taichi64"}
     script = str(TRAINING / "gpu_session.sh")
@@ -180,6 +190,9 @@ def test_gpu_session_carries_runs_on_from_their_committed_totals(datasets_dir, t
             provenance = load_model(out / f"{name}.safetensors").provenance
             assert provenance["iterations"] == total + call
             assert "initialised_from" not in provenance
+            # validated: the best (here the start or one of the iterations) goes out too
+            best = load_model(out / f"{name}-best.safetensors").provenance
+            assert best["iterations"] in range(total, total + call + 1) and best["val_l1"] > 0
     taichi = load_model(out / "taichi64.safetensors")
     assert taichi.provenance["body_model"] is True
     # taichi64 trains without the blend head and goes out with it, as committed; mgif64 as is

@@ -35,21 +35,27 @@ PREP_FPS = 25
 
 
 def prep(source_dir: Path, target_dir: Path, size: int, top_half: bool,
-         test: list[str] | None = None) -> None:
-    """Every video of source_dir/{train,test} (any format monkeyanim reads) as an mp4 of
+         test: list[str] | None = None, val: list[str] | None = None) -> None:
+    """Every video of source_dir/{train,val,test} (any format monkeyanim reads) as an mp4 of
     size x size frames (centre square, or the top square with ``top_half``). With ``test``
-    (name prefixes), the videos of source_dir itself are split: those prefixes go to test/."""
+    (name prefixes), the videos of source_dir itself are split: those prefixes go to test/,
+    and those of ``val`` to val/ (held out for `train --validate-every`)."""
     from monkeyanim.data import list_videos
 
     if test is None:
-        jobs = [(path, split) for split in ("train", "test") if (source_dir / split).is_dir()
-                for path in list_videos(source_dir / split)]
+        jobs = [(path, split) for split in ("train", "val", "test")
+                if (source_dir / split).is_dir() for path in list_videos(source_dir / split)]
     else:
-        jobs = [(path, "test" if path.name.startswith(tuple(test)) else "train")
+        jobs = [(path, _split(path.name, test, val or []))
                 for path in list_videos(source_dir) if not path.is_dir()]
     for path, split in jobs:
         (target_dir / split).mkdir(parents=True, exist_ok=True)
         _encode(path, target_dir / split / f"{path.stem}.mp4", size, top_half)
+
+
+def _split(name: str, test: list[str], val: list[str]) -> str:
+    return "test" if name.startswith(tuple(test)) else \
+        "val" if val and name.startswith(tuple(val)) else "train"
 
 
 def _encode(path: Path, target: Path, size: int, top_half: bool) -> None:
@@ -70,8 +76,9 @@ def _encode(path: Path, target: Path, size: int, top_half: bool) -> None:
 
 
 def export(run_dir: Path, target: Path, previous: int | None = None,
-           blend: bool = False) -> None:
-    """A run's latest weights, every network, as float16 (about half the run's file). With
+           blend: bool = False, best: bool = False) -> None:
+    """A run's latest weights (with ``best``, its best on held-out videos, from
+    ``--validate-every``), every network, as float16 (about half the run's file). With
     ``previous``, the run carried on that many earlier iterations through ``--init`` (which
     counts from 0): the file then records the iterations of both as one training. With
     ``blend``, a run trained without the blend head gets it untrained (an even blend of the
@@ -82,7 +89,7 @@ def export(run_dir: Path, target: Path, previous: int | None = None,
     from monkeyanim.models import build_model
     from monkeyanim.train import load_initial_weights
 
-    model = load_checkpoint(run_dir / "model.safetensors")
+    model = load_checkpoint(run_dir / ("best.safetensors" if best else "model.safetensors"))
     if blend and not model.config.generator.blend_source:
         config = dataclasses.replace(model.config, generator=dataclasses.replace(
             model.config.generator, blend_source=True))
@@ -146,8 +153,10 @@ def main() -> None:
         parser.add_argument("--previous", type=int, metavar="ITERATIONS")
         parser.add_argument("--blend", action="store_true",
                             help="add the untrained blend head to a run trained without it")
+        parser.add_argument("--best", action="store_true",
+                            help="the run's best weights on its val/ videos, not its latest")
         args = parser.parse_args(sys.argv[2:])
-        return export(args.run_dir, args.target, args.previous, args.blend)
+        return export(args.run_dir, args.target, args.previous, args.blend, args.best)
     if sys.argv[1] == "prep":
         parser = argparse.ArgumentParser(prog="gpu.py prep")
         parser.add_argument("source", type=Path)
@@ -155,9 +164,13 @@ def main() -> None:
         parser.add_argument("--size", type=int, required=True)
         parser.add_argument("--top-half", action="store_true")
         parser.add_argument("--test", help="comma-separated name prefixes held out for test/")
+        parser.add_argument("--val", help="with --test: name prefixes held out for val/")
         args = parser.parse_args(sys.argv[2:])
+        if args.val and not args.test:
+            parser.error("--val splits the videos of SOURCE itself, as --test does: name both")
         prep(args.source, args.target, args.size, args.top_half,
-             args.test.split(",") if args.test else None)
+             args.test.split(",") if args.test else None,
+             args.val.split(",") if args.val else None)
         return
     _opencv_video()
     from monkeyanim.cli import main as cli_main

@@ -57,6 +57,9 @@ train() {  # NAME RUN DATA WORKERS [train options...]: training/NAME.* -> $RUNS/
     [ "$name" = mgif64 ] && blend= || blend=--blend
     python3 training/gpu.py export "$RUNS/$run" "$OUT/$run.safetensors" --previous "$previous" \
         $blend >> "$OUT/$run.log" 2>&1
+    # with --validate-every in TRAIN_OPTIONS (and a val/ split in the data): the best too
+    [ -f "$RUNS/$run/best.safetensors" ] && python3 training/gpu.py export "$RUNS/$run" \
+        "$OUT/$run-best.safetensors" --best --previous "$previous" $blend >> "$OUT/$run.log" 2>&1
 }
 
 # faces128 decodes 128 px clips for every pair, so it gets most of the loader processes
