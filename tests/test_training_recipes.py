@@ -174,7 +174,7 @@ def test_gpu_session_carries_runs_on_from_their_committed_totals(datasets_dir, t
     # python3 on PATH is this interpreter, as on the GPU machine; one iteration per call
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
            "OUT": str(out), "RUNS": str(tmp_path / "runs"), "DEVICE": "cpu", "MINUTES": "0",
-           "TRAIN_OPTIONS": "--batch-size 2 --workers 1 --validate-every 1",
+           "TRAIN_OPTIONS": "--batch-size 2 --workers 1", "VALIDATE_EVERY": "1",
            "FACES_DATA": str(data), "MGIF_DATA": str(data), "TAICHI_DATA": str(data),
            "RUNS_LIST": "faces128 mgif64 taichi64"}
     script = str(TRAINING / "gpu_session.sh")

@@ -20,6 +20,9 @@
 # training/NAME.safetensors with training/arms/NAME-ARM.yaml (an uncommitted copy of
 # training/NAME.yaml with the change under test) and is exported as $OUT/NAME-ARM.*.
 # MGIF_LR sets the mgif64 runs' rate (default 2e-5; 2e-6 for a drop of every arm at once).
+#
+# A run whose data has a val/ split (gpu.py prep --val) is validated on it every
+# VALIDATE_EVERY iterations, and its best weights go out as well, as $OUT/RUN-best.safetensors.
 set -u
 MINUTES=${MINUTES:-7.6}       # of training per run; start-up and export take about 30 s more
 DEVICE=${DEVICE:-cuda}
@@ -28,6 +31,7 @@ FACES_DATA=${FACES_DATA:-.gpu/data/faces128}
 MGIF_DATA=${MGIF_DATA:-.gpu/data/mgif64}
 TAICHI_DATA=${TAICHI_DATA:-.gpu/data/taichi}
 TRAIN_OPTIONS=${TRAIN_OPTIONS:-}  # more options for both runs, e.g. --batch-size 2 to try it on a CPU
+VALIDATE_EVERY=${VALIDATE_EVERY:-250}  # for a run whose data has a val/ split (gpu.py prep --val)
 CONFIG_ITERATIONS=40000       # both configs' `iterations`: REMAINING is that minus the total
 
 committed_total() {  # the total the committed file stands at: third field of the log's last
@@ -41,6 +45,7 @@ train() {  # NAME RUN DATA WORKERS [train options...]: training/NAME.* -> $RUNS/
     shift 4
     [ -f "training/arms/$run.yaml" ] && config=training/arms/$run.yaml
     previous=$(committed_total "$name")
+    [ -d "$data/val" ] && set -- --validate-every "$VALIDATE_EVERY" "$@"
     if [ -n "${RESUME:-}" ]; then
         set -- --resume "$@"
     elif [ ! -f "training/$name.safetensors" ]; then
@@ -57,7 +62,7 @@ train() {  # NAME RUN DATA WORKERS [train options...]: training/NAME.* -> $RUNS/
     [ "$name" = mgif64 ] && blend= || blend=--blend
     python3 training/gpu.py export "$RUNS/$run" "$OUT/$run.safetensors" --previous "$previous" \
         $blend >> "$OUT/$run.log" 2>&1
-    # with --validate-every in TRAIN_OPTIONS (and a val/ split in the data): the best too
+    # validated (its data has a val/ split): the best weights on it go out too
     [ -f "$RUNS/$run/best.safetensors" ] && python3 training/gpu.py export "$RUNS/$run" \
         "$OUT/$run-best.safetensors" --best --previous "$previous" $blend >> "$OUT/$run.log" 2>&1
 }
