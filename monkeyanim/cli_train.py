@@ -359,6 +359,11 @@ def _announce(trainer) -> None:
     console.print(f"training on {len(data.videos)} videos, {trainer.world} process(es), "
                   f"iterations {trainer.iteration} -> {trainer.total}, lr drops at "
                   f"{trainer.milestones or 'never'}")
+    if trainer.keep_best is not None:
+        held_out = trainer.keep_best.held_out
+        _warn_unreadable(held_out.unreadable)
+        console.print(f"validating on {len(held_out.names)} held-out videos every "
+                      f"{trainer.cfg.validate_every} iterations")
 
 
 @contextmanager

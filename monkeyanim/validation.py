@@ -43,6 +43,7 @@ class HeldOut:
                              f"(train.validate_every is set)")
         data = PairDataset(Path(folder), size)
         self.names = [path.name for path in data.videos]
+        self.unreadable = data.unreadable  # "name: why" of the files that could not be read
         self.videos = [frames[spread(len(frames), frames_per_video)]
                        for frames in map(data.frames, range(len(data.videos)))]
 

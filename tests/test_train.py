@@ -146,6 +146,7 @@ def test_validation_keeps_the_best_weights_on_held_out_videos(shapes_slice, tiny
     result = run_cli("train", data, "-o", run, "--config", tiny_config, "--iterations", "9",
                      "--validate-every", "4", "--seed", "1", env=env)
     assert result.returncode == 0, result.stderr
+    assert "validating on 3 held-out videos every 4 iterations" in result.stdout
     result = run_cli("train", data, "-o", run, "--resume", "--iterations", "14", env=env)
     assert result.returncode == 0, result.stderr
     measured = {r["iteration"]: r["val_l1"] for r in read_log(run) if "val_l1" in r}
