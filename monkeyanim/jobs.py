@@ -21,7 +21,8 @@ from .files import atomic_write
 from .errors import InputError
 from .faces import Box, crop_box, get_detector, largest, track_faces
 from .models import Keypoints, MonkeyNet
-from .pipeline import Animator, best_frame, driving_keypoints, reconstruct, to_tensor, to_uint8
+from .pipeline import (Animator, ReconstructionScores, best_frame, driving_keypoints,
+                       reconstruct, to_tensor, to_uint8)
 from .video import (IMAGE_OUTPUTS, Progress, VideoReader, VideoWriter, check_batch_size,
                     fit_frame, open_video, prefetch, read_source)
 
@@ -220,7 +221,7 @@ def reconstruct_file(model: MonkeyNet, video: Path, output: Path | None, batch_s
             real_batches.append(batch)
             yield batch
 
-    scores = _ReconstructionScores()
+    scores = ReconstructionScores()
     with VideoWriter(output, reader.fps) if output is not None else nullcontext() as writer:
         for predicted in reconstruct(model, remember(), precision):
             real = real_batches.pop(0)
@@ -234,31 +235,6 @@ def reconstruct_file(model: MonkeyNet, video: Path, output: Path | None, batch_s
                 progress(scores.frames, reader.expected_frames)
     return JobResult(output, scores.frames, time.perf_counter() - start,
                      {**scores.means(), "detector": detector})
-
-
-@dataclass
-class _ReconstructionScores:
-    """Sums of per-frame mean absolute errors, for the model and the static source (the
-    first frame repeated), and the first frame's own error (rebuilt from itself)."""
-
-    frames: int = 0
-    model: float = 0.0
-    static: float = 0.0
-    identity: float = 0.0
-    first: torch.Tensor | None = None  # (1, C, H, W)
-
-    def add(self, real: torch.Tensor, predicted: torch.Tensor) -> None:
-        """real, predicted: (B, C, H, W) in [0, 1]."""
-        errors = (predicted.float() - real).abs().mean(dim=(1, 2, 3))  # (B,)
-        if self.first is None:
-            self.first, self.identity = real[:1], errors[0].item()
-        self.model += errors.sum().item()
-        self.static += (self.first - real).abs().mean(dim=(1, 2, 3)).sum().item()
-        self.frames += len(real)
-
-    def means(self) -> dict[str, float]:
-        return {"l1": self.model / self.frames, "static_l1": self.static / self.frames,
-                "identity_l1": self.identity}
 
 
 def _colours(count: int) -> list[tuple[int, int, int]]:

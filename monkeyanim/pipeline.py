@@ -4,6 +4,7 @@ streamed generation with everything that depends only on the source computed onc
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from collections.abc import Iterable, Iterator
 
 import cv2
@@ -153,3 +154,28 @@ def reconstruct(model: MonkeyNet, batches: Iterable[torch.Tensor],
         if animator is None:
             animator = Animator(model, batch[0], mode="absolute", precision=precision)
         yield animator(batch)
+
+
+@dataclass
+class ReconstructionScores:
+    """Sums of per-frame mean absolute errors, for the model and the static source (the
+    first frame repeated), and the first frame's own error (rebuilt from itself)."""
+
+    frames: int = 0
+    model: float = 0.0
+    static: float = 0.0
+    identity: float = 0.0
+    first: torch.Tensor | None = None  # (1, C, H, W)
+
+    def add(self, real: torch.Tensor, predicted: torch.Tensor) -> None:
+        """real, predicted: (B, C, H, W) in [0, 1]."""
+        errors = (predicted.float() - real).abs().mean(dim=(1, 2, 3))  # (B,)
+        if self.first is None:
+            self.first, self.identity = real[:1], errors[0].item()
+        self.model += errors.sum().item()
+        self.static += (self.first - real).abs().mean(dim=(1, 2, 3)).sum().item()
+        self.frames += len(real)
+
+    def means(self) -> dict[str, float]:
+        return {"l1": self.model / self.frames, "static_l1": self.static / self.frames,
+                "identity_l1": self.identity}

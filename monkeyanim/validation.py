@@ -15,7 +15,7 @@ from .checkpoint import read_metadata, save_checkpoint
 from .data import PairDataset
 from .errors import CheckpointError, InputError
 from .models import MonkeyNet
-from .pipeline import reconstruct
+from .pipeline import ReconstructionScores, reconstruct
 
 BEST_FILE = "best.safetensors"
 VAL_SPLIT = "val"
@@ -64,9 +64,10 @@ class HeldOut:
         video = torch.from_numpy(frames).to(model.device)
         video = video.permute(0, 3, 1, 2).float().div(255)  # (T, 3, H, W)
         batches = video.split(VALIDATION_BATCH)
-        errors = [(made.float() - real).abs().mean(dim=(1, 2, 3))  # (B,)
-                  for made, real in zip(reconstruct(model, batches, precision), batches)]
-        return torch.cat(errors).mean().item()
+        scores = ReconstructionScores()
+        for made, real in zip(reconstruct(model, batches, precision), batches):
+            scores.add(real, made)
+        return scores.means()["l1"]
 
 
 class KeepBest:
