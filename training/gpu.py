@@ -55,7 +55,7 @@ def prep(source_dir: Path, target_dir: Path, size: int, top_half: bool,
 
 def _split(name: str, test: list[str], val: list[str]) -> str:
     return "test" if name.startswith(tuple(test)) else \
-        "val" if val and name.startswith(tuple(val)) else "train"
+        "val" if name.startswith(tuple(val)) else "train"
 
 
 def _encode(path: Path, target: Path, size: int, top_half: bool) -> None:
