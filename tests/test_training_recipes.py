@@ -152,8 +152,13 @@ def test_gpu_recipe_trains_from_prepared_videos_without_pyav(datasets_dir, tmp_p
     assert not load_model(tmp_path / "plain" / "model.safetensors").config.generator.blend_source
 
     # on the GPU machine monkeyanim is not installed: gpu.py imports it from its checkout
-    # (-S: no site processing, so the editable install here is not seen either)
-    bare = {**os.environ, "PYTHONPATH": sysconfig.get_paths()["purelib"]}
+    # (-S: no site processing, so the editable install here is not seen either); nor is PyAV,
+    # which an import here stands in for by failing (export once imported it through train.py)
+    no_pyav = tmp_path / "no-pyav"
+    no_pyav.mkdir()
+    (no_pyav / "av.py").write_text("raise ImportError('no PyAV on the GPU machine')\n")
+    bare = {**os.environ,
+            "PYTHONPATH": os.pathsep.join([str(no_pyav), sysconfig.get_paths()["purelib"]])}
     result = subprocess.run([sys.executable, "-S", str(TRAINING / "gpu.py"), "export",
                              str(tmp_path / "next"), str(tmp_path / "bare.safetensors")],
                             capture_output=True, text=True, env=bare, cwd=tmp_path)

@@ -147,6 +147,7 @@ def main() -> None:
     if len(sys.argv) < 2 or sys.argv[1] not in ("prep", "run", "export"):
         raise SystemExit(__doc__)
     if sys.argv[1] == "export":
+        _opencv_video()  # export loads monkeyanim.train, which imports video.py and so PyAV
         parser = argparse.ArgumentParser(prog="gpu.py export")
         parser.add_argument("run_dir", type=Path)
         parser.add_argument("target", type=Path)
