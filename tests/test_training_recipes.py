@@ -181,7 +181,8 @@ def test_gpu_session_carries_runs_on_from_their_committed_totals(datasets_dir, t
            "OUT": str(out), "RUNS": str(tmp_path / "runs"), "DEVICE": "cpu", "MINUTES": "0",
            "TRAIN_OPTIONS": "--batch-size 2 --workers 1", "VALIDATE_EVERY": "1",
            "FACES_DATA": str(data), "MGIF_DATA": str(data), "TAICHI_DATA": str(data),
-           "RUNS_LIST": "faces128 mgif64 taichi64"}
+           "RUNS_LIST": "faces128 mgif64 taichi64 taichi64-scratch",
+           "TAICHI_SCRATCH_DATA": str(data)}
     script = str(TRAINING / "gpu_session.sh")
     for call, extra in ((1, {}), (2, {"RESUME": "1", "MGIF_DROP_LR": "2e-6"})):
         subprocess.run(["bash", script], env={**env, **extra}, cwd=TRAINING.parent, check=True,
@@ -198,6 +199,11 @@ def test_gpu_session_carries_runs_on_from_their_committed_totals(datasets_dir, t
             # validated: the best (here the start or one of the iterations) goes out too
             best = load_model(out / f"{name}-best.safetensors").provenance
             assert best["iterations"] in range(total, total + call + 1) and best["val_l1"] > 0
+        # NAME-scratch starts NAME from scratch beside its committed file
+        log = (out / "taichi64-scratch.log").read_text()
+        assert f"iterations {call - 1} -> 40000," in log, log
+        scratch = load_model(out / "taichi64-scratch.safetensors").provenance
+        assert scratch["iterations"] == call and "initialised_from" not in scratch
     taichi = load_model(out / "taichi64.safetensors")
     assert taichi.provenance["body_model"] is True
     # taichi64 trains without the blend head and goes out with it, as committed; mgif64 as is

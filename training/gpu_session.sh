@@ -23,6 +23,10 @@
 #
 # A run whose data has a val/ split (gpu.py prep --val) is validated on it every
 # VALIDATE_EVERY iterations, and its best weights go out as well, as $OUT/RUN-best.safetensors.
+# A run NAME-scratch starts NAME from scratch even beside a committed file (the clean test of
+# a val split cut from train/, which the committed weights have seen) and reads its data from
+# FACES_SCRATCH_DATA or TAICHI_SCRATCH_DATA (default the run's usual data), e.g.
+#   RUNS_LIST="faces128 taichi64 taichi64-scratch" TAICHI_SCRATCH_DATA=.gpu/data/taichi-val
 set -u
 MINUTES=${MINUTES:-7.6}       # of training per run; start-up and export take about 30 s more
 DEVICE=${DEVICE:-cuda}
@@ -45,10 +49,11 @@ train() {  # NAME RUN DATA WORKERS [train options...]: training/NAME.* -> $RUNS/
     shift 4
     [ -f "training/arms/$run.yaml" ] && config=training/arms/$run.yaml
     previous=$(committed_total "$name")
+    case $run in *-scratch) previous=0 ;; esac
     [ -d "$data/val" ] && set -- --validate-every "$VALIDATE_EVERY" "$@"
     if [ -n "${RESUME:-}" ]; then
         set -- --resume "$@"
-    elif [ ! -f "training/$name.safetensors" ]; then
+    elif [ ! -f "training/$name.safetensors" ] || [ "$run" = "$name-scratch" ]; then
         set -- --iterations "$CONFIG_ITERATIONS" "$@"
     else
         set -- --init "training/$name.safetensors" \
@@ -78,8 +83,12 @@ fi
 set -- $RUNS_LIST
 for run in $RUNS_LIST; do
     case $run in
+        faces128-scratch) train faces128 "$run" "${FACES_SCRATCH_DATA:-$FACES_DATA}" \
+            $((10 - $# + 2)) --subject face & ;;
         faces128*) train faces128 "$run" "$FACES_DATA" $((10 - $# + 2)) --subject face & ;;
         mgif64*) train mgif64 "$run" "$MGIF_DATA" $((5 - $# + 2)) --lr "${MGIF_LR:-2e-5}" & ;;
+        taichi64-scratch) train taichi64 "$run" "${TAICHI_SCRATCH_DATA:-$TAICHI_DATA}" \
+            $((5 - $# + 2)) --subject body & ;;
         taichi64*) train taichi64 "$run" "$TAICHI_DATA" $((5 - $# + 2)) --subject body & ;;
     esac
 done
