@@ -144,6 +144,17 @@ def test_gpu_recipe_trains_from_prepared_videos_without_pyav(datasets_dir, tmp_p
     assert with_head.provenance == load_model(tmp_path / "next" / "model.safetensors").provenance
     for name, value in plain.state_dict().items():
         assert torch.equal(value, with_head.state_dict()[name]), name
+    # --blend WEIGHT: that fixed weight on the warped source (faces128 ships 0.9)
+    leaning = tmp_path / "leaning.safetensors"
+    subprocess.run([sys.executable, str(TRAINING / "gpu.py"), "export", str(tmp_path / "next"),
+                    str(leaning), "--blend", "0.9"], check=True)
+    head = load_model(leaning).generator.blend_mask
+    assert not head.weight.any()
+    assert torch.sigmoid(head.bias).item() == pytest.approx(0.9, abs=1e-3)
+    refused = subprocess.run([sys.executable, str(TRAINING / "gpu.py"), "export",
+                              str(tmp_path / "next"), str(leaning), "--blend", "1"],
+                             capture_output=True, text=True)
+    assert refused.returncode == 2 and "between 0 and 1" in refused.stderr
     result = subprocess.run([sys.executable, str(TRAINING / "gpu.py"), "run", "train", str(data),
                              "-o", str(tmp_path / "plain"), "--config", str(config),
                              "--init", str(blended), "--iterations", "1"],
@@ -206,8 +217,12 @@ def test_gpu_session_carries_runs_on_from_their_committed_totals(datasets_dir, t
         assert scratch["iterations"] == call and "initialised_from" not in scratch
     taichi = load_model(out / "taichi64.safetensors")
     assert taichi.provenance["body_model"] is True
-    # taichi64 trains without the blend head and goes out with it, as committed; mgif64 as is
+    # taichi64 and faces128 train without the blend head and go out with it, as committed
+    # (taichi64 an even blend, faces128 0.9 on the warped source); mgif64 as it is
     assert taichi.config.generator.blend_source
+    for name, weight in (("taichi64", 0.5), ("faces128", 0.9)):
+        head = load_model(out / f"{name}.safetensors").generator.blend_mask
+        assert torch.sigmoid(head.bias).item() == pytest.approx(weight, abs=1e-3), name
     assert not load_model(out / "mgif64.safetensors").config.generator.blend_source
     # the drop arm branched from mgif64's run folder after the first call
     log = (out / "mgif64-drop.log").read_text()

@@ -76,25 +76,31 @@ def _encode(path: Path, target: Path, size: int, top_half: bool) -> None:
 
 
 def export(run_dir: Path, target: Path, previous: int | None = None,
-           blend: bool = False, best: bool = False) -> None:
+           blend: float | None = None, best: bool = False) -> None:
     """A run's latest weights (with ``best``, its best on held-out videos, from
     ``--validate-every``), every network, as float16 (about half the run's file). With
     ``previous``, the run carried on that many earlier iterations through ``--init`` (which
     counts from 0): the file then records the iterations of both as one training. With
-    ``blend``, a run trained without the blend head gets it untrained (an even blend of the
-    warped source and the decoder's output), which did better than training it."""
+    ``blend`` (a weight in (0, 1)), a run trained without the blend head gets it untrained:
+    that fixed weight on the warped source everywhere, the rest on the decoder's output (0.5,
+    an even blend, did better than training the head; faces128 ships 0.9)."""
     import dataclasses
+    import math
+
+    import torch
 
     from monkeyanim.checkpoint import load_checkpoint, save_checkpoint
     from monkeyanim.models import build_model
     from monkeyanim.train import load_initial_weights
 
     model = load_checkpoint(run_dir / ("best.safetensors" if best else "model.safetensors"))
-    if blend and not model.config.generator.blend_source:
+    if blend is not None and not model.config.generator.blend_source:
         config = dataclasses.replace(model.config, generator=dataclasses.replace(
             model.config.generator, blend_source=True))
         blended = build_model(config, with_discriminator=model.discriminator is not None)
         load_initial_weights(blended, model)
+        with torch.no_grad():  # the head's weights stay zero: its bias alone sets the blend
+            blended.generator.blend_mask.bias.fill_(math.log(blend / (1 - blend)))
         blended.provenance = dict(model.provenance)  # the run's own, not "initialised from" it
         model = blended
     if previous is not None:
@@ -152,11 +158,14 @@ def main() -> None:
         parser.add_argument("run_dir", type=Path)
         parser.add_argument("target", type=Path)
         parser.add_argument("--previous", type=int, metavar="ITERATIONS")
-        parser.add_argument("--blend", action="store_true",
-                            help="add the untrained blend head to a run trained without it")
+        parser.add_argument("--blend", type=float, nargs="?", const=0.5, metavar="WEIGHT",
+                            help="add the untrained blend head to a run trained without it, "
+                                 "at this weight on the warped source (default 0.5)")
         parser.add_argument("--best", action="store_true",
                             help="the run's best weights on its val/ videos, not its latest")
         args = parser.parse_args(sys.argv[2:])
+        if args.blend is not None and not 0 < args.blend < 1:
+            parser.error("--blend takes a weight between 0 and 1 (exclusive)")
         return export(args.run_dir, args.target, args.previous, args.blend, args.best)
     if sys.argv[1] == "prep":
         parser = argparse.ArgumentParser(prog="gpu.py prep")

@@ -62,9 +62,14 @@ train() {  # NAME RUN DATA WORKERS [train options...]: training/NAME.* -> $RUNS/
     python3 training/gpu.py run train "$data" -o "$RUNS/$run" --config "$config" \
         --device "$DEVICE" --workers "$workers" --max-minutes "$MINUTES" "$@" $TRAIN_OPTIONS \
         > "$OUT/$run.log" 2>&1
-    # a run trained without the blend head is exported with it, untrained (an even blend),
-    # as training/ keeps it; mgif64 (bundled as trained) goes out as it is
-    [ "$name" = mgif64 ] && blend= || blend=--blend
+    # a run trained without the blend head is exported with it, untrained, as training/ keeps
+    # it: an even blend for taichi64, 0.9 on the warped source for faces128 (chosen on 3 of
+    # its test clips, training/README.md); mgif64 (bundled as trained) goes out as it is
+    case $name in
+        mgif64) blend= ;;
+        faces128) blend="--blend ${FACES_BLEND:-0.9}" ;;
+        *) blend=--blend ;;
+    esac
     python3 training/gpu.py export "$RUNS/$run" "$OUT/$run.safetensors" --previous "$previous" \
         $blend >> "$OUT/$run.log" 2>&1
     # validated (its data has a val/ split): the best weights on it go out too
