@@ -49,7 +49,7 @@ train() {  # NAME RUN DATA WORKERS [train options...]: training/NAME.* -> $RUNS/
     shift 4
     [ -f "training/arms/$run.yaml" ] && config=training/arms/$run.yaml
     previous=$(committed_total "$name")
-    case $run in *-scratch) previous=0 ;; esac
+    [ "$run" = "$name-scratch" ] && previous=0  # counts from 0 as well
     [ -d "$data/val" ] && set -- --validate-every "$VALIDATE_EVERY" "$@"
     if [ -n "${RESUME:-}" ]; then
         set -- --resume "$@"
