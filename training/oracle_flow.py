@@ -48,16 +48,20 @@ def warp_to(first: np.ndarray, frame: np.ndarray, flow: cv2.DISOpticalFlow) -> n
                      borderMode=cv2.BORDER_REPLICATE)
 
 
+def l1(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean absolute difference of two uint8 frames, in [0, 1]."""
+    return float(np.abs(a.astype(np.float32) - b).mean() / 255)
+
+
 def video_errors(path: Path, size: int, flow: cv2.DISOpticalFlow) -> tuple[int, float, float]:
     """(frames, static-source L1, oracle-warp L1) of one video, pixels in [0, 1]."""
     first, static, warped, count = None, 0.0, 0.0, 0
     for frame in open_video(path).frames():
-        frame = fit_frame(frame, (size, size)).astype(np.float32)
+        frame = fit_frame(frame, (size, size))  # (H, W, 3) uint8
         if first is None:
             first = frame
-        static += np.abs(first - frame).mean() / 255
-        made = warp_to(first.astype(np.uint8), frame.astype(np.uint8), flow)
-        warped += np.abs(made.astype(np.float32) - frame).mean() / 255
+        static += l1(first, frame)
+        warped += l1(warp_to(first, frame, flow), frame)
         count += 1
     return count, static / count, warped / count
 
