@@ -235,19 +235,24 @@ def test_gpu_session_carries_runs_on_from_their_committed_totals(datasets_dir, t
 def test_oracle_flow_rebuilds_a_pan_and_leaves_a_still_clip_still(face_frames, tmp_path):
     """training/oracle_flow.py on real face pixels: a camera pan (a window sliding 4 px a
     frame over the 512 px frame) is rebuilt from its first frame far better than the static
-    source does; a still clip scores zero both ways."""
+    source does; a still clip scores zero both ways (exactly, as lossless frames, where the
+    ratio has nothing to divide by)."""
     first = face_frames[0]
     pan = [first[32:416, 4 * i:384 + 4 * i] for i in range(12)]  # (384, 384, 3) each
     folder = tmp_path / "test"
     folder.mkdir()
     write_video(folder / "pan.mp4", pan)
     write_video(folder / "still.mp4", [first[32:416, :384]] * 6)
+    (folder / "still-png").mkdir()
+    for i in range(3):
+        cv2.imwrite(str(folder / "still-png" / f"{i:02d}.png"), first[32:416, :384])
     result = subprocess.run([sys.executable, str(TRAINING / "oracle_flow.py"), str(tmp_path),
                              "--size", "128"], capture_output=True, text=True, check=True)
     rows = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines()[1:]}
     frames, static, oracle, _ = rows["pan.mp4"]
     assert int(frames) == 12 and float(oracle) < 0.3 * float(static) and float(static) > 0.02
     assert float(rows["still.mp4"][1]) < 0.002 and float(rows["still.mp4"][2]) < 0.002
+    assert rows["still-png"] == ["3", "0.0000", "0.0000", "-"]
     static_mean, oracle_mean = (float(x) for x in rows["mean"][:2])
-    assert static_mean == pytest.approx((float(static) + float(rows["still.mp4"][1])) / 2, abs=1e-4)
+    assert static_mean == pytest.approx((float(static) + float(rows["still.mp4"][1])) / 3, abs=1e-4)
     assert oracle_mean < static_mean

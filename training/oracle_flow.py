@@ -66,6 +66,12 @@ def video_errors(path: Path, size: int, flow: cv2.DISOpticalFlow) -> tuple[int, 
     return count, static / count, warped / count
 
 
+def row(name: str, frames: str, static: float, warped: float) -> str:
+    """One line of the table; the ratio is '-' for a clip that does not move at all."""
+    ratio = f"{warped / static:6.2f}" if static > 0 else f"{'-':>6}"
+    return f"{name[:40]:<40} {frames:>6} {static:7.4f} {warped:7.4f} {ratio}"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", type=Path, help="test videos (or DATA_DIR with test/)")
@@ -77,9 +83,9 @@ def main(argv: list[str] | None = None) -> None:
     for path in list_videos(folder):
         count, static, warped = video_errors(path, args.size, flow)
         rows.append((static, warped))
-        print(f"{path.name[:40]:<40} {count:>6} {static:7.4f} {warped:7.4f} {warped / static:6.2f}")
+        print(row(path.name, str(count), static, warped))
     static, warped = (float(np.mean([r[i] for r in rows])) for i in (0, 1))
-    print(f"{'mean':<40} {'':>6} {static:7.4f} {warped:7.4f} {warped / static:6.2f}")
+    print(row("mean", "", static, warped))
 
 
 if __name__ == "__main__":
