@@ -39,6 +39,12 @@ DeviceOpt = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", help="Frames per network call.")]
 PrecisionOpt = Annotated[str, typer.Option(help="fp32, bf16 (CPU/CUDA) or fp16 (CUDA).")]
 JsonOpt = Annotated[Path | None, typer.Option("--json", help="Also write the numbers as JSON here.")]
+RefineOpt = Annotated[int, typer.Option(
+    "--refine-keypoints", metavar="STEPS",
+    help="Fit each driving frame's keypoints to the driving video's own motion with STEPS "
+         "gradient steps (better motion on unfamiliar faces and bodies; each step costs a "
+         "pass of the generator and its gradient per frame). 0: off, the detector's "
+         "keypoints as they are.")]
 CropOpt = Annotated[str | None, typer.Option(
     help="auto (find the face), none (centred square) or a box x,y,w,h in pixels; "
          "default: auto for face checkpoints, none otherwise.")]
@@ -215,13 +221,15 @@ def animate(source: Annotated[Path, typer.Argument(help="Image, or a folder of i
             paste_back: Annotated[bool, typer.Option(
                 help="Blend the result into the full-size source image.")] = False,
             device: DeviceOpt = "auto", batch_size: BatchOpt = 8,
-            precision: PrecisionOpt = "fp32", overwrite: OverwriteOpt = False) -> None:
+            precision: PrecisionOpt = "fp32", refine_keypoints: RefineOpt = 0,
+            overwrite: OverwriteOpt = False) -> None:
     """Animate SOURCE with the motion of DRIVING into OUTPUT (.mp4 or .gif)."""
     from .faces import parse_crop
     from .video import IMAGE_SUFFIXES, VIDEO_OUTPUTS, VIDEO_SUFFIXES, check_batch_size
 
     _check_animate_options(fps, size, paste_back, side_by_side)
     check_batch_size(batch_size)
+    _check_refine(refine_keypoints)
     box = parse_crop(crop)
     # a folder of images is one driving video (its frames); a folder of videos is a batch
     batch_driving = driving.is_dir() and any(p.suffix.lower() in VIDEO_SUFFIXES
@@ -240,7 +248,7 @@ def animate(source: Annotated[Path, typer.Argument(help="Image, or a folder of i
     from .jobs import AnimateSettings, animate_file  # torch: only once the inputs are there
 
     settings = AnimateSettings(mode, adapt_scale, find_best_frame, side_by_side, fps, size,
-                               batch_size, precision, box, paste_back)
+                               batch_size, precision, box, paste_back, refine_keypoints)
     model = _load(checkpoint, config, device)
     if batch:
         jobs = [((s.name, d.name), out, partial(animate_file, model, s, d, out, settings))
@@ -259,6 +267,11 @@ def _check_animate_options(fps: float | None, size: int | None, paste_back: bool
     if paste_back and (side_by_side or size):
         raise InputError("--paste-back writes at the source's resolution: drop --side-by-side "
                          "and --size")
+
+
+def _check_refine(steps: int) -> None:
+    if steps < 0:
+        raise InputError("--refine-keypoints must be 0 (off) or a number of steps")
 
 
 def _run_batch(jobs, columns: tuple[str, ...], overwrite: bool) -> list:
@@ -304,7 +317,8 @@ def reconstruct(video: Annotated[Path, typer.Argument(help="Video, or a folder o
                 checkpoint: CheckpointOpt = None, config: ConfigOpt = None,
                 json_path: JsonOpt = None,
                 crop: CropOpt = None, device: DeviceOpt = "auto", batch_size: BatchOpt = 8,
-                precision: PrecisionOpt = "fp32", overwrite: OverwriteOpt = False) -> None:
+                precision: PrecisionOpt = "fp32", refine_keypoints: RefineOpt = 0,
+                overwrite: OverwriteOpt = False) -> None:
     """Reconstruct videos from their first frame and each frame's keypoints; print L1."""
     import json
 
@@ -313,6 +327,7 @@ def reconstruct(video: Annotated[Path, typer.Argument(help="Video, or a folder o
     from .video import IMAGE_SUFFIXES, VIDEO_OUTPUTS, VIDEO_SUFFIXES, check_batch_size
 
     check_batch_size(batch_size)
+    _check_refine(refine_keypoints)
     videos = _inputs(video, VIDEO_SUFFIXES | IMAGE_SUFFIXES, "videos")
     if video.is_dir():
         outputs = [_output_folder(output) / f"{v.stem}.mp4" for v in videos]
@@ -324,7 +339,8 @@ def reconstruct(video: Annotated[Path, typer.Argument(help="Video, or a folder o
 
     model = _load(checkpoint, config, device)
     box = parse_crop(crop)
-    jobs = [((v.name,), out, partial(reconstruct_file, model, v, out, batch_size, precision, box))
+    jobs = [((v.name,), out, partial(reconstruct_file, model, v, out, batch_size, precision, box,
+                                     refine_keypoints))
             for v, out in zip(videos, outputs)]
     if video.is_dir():  # a batch: a video that fails is reported and the others go on
         results = _run_batch(jobs, ("video",), overwrite)

@@ -78,11 +78,12 @@ class _Watcher:
 def evaluate(model: MonkeyNet, data_dir: Path, limit: int | None = None, batch_size: int = 8,
              crop=None, on_video: Callable[[str, dict], None] | None = None,
              fid_weights: Path | None = None,
-             progress: Callable[[int, int], None] | None = None) -> dict:
+             progress: Callable[[int, int], None] | None = None, refine_steps: int = 0) -> dict:
     """Reconstruct every test video; returns per-video and mean L1 next to the static-source
     baseline and the first frame's own (identity_l1), the external metrics that could be
     measured, and why the others could not. After each video, ``on_video(name, its numbers)``
-    and ``progress(videos done, videos in all)``."""
+    and ``progress(videos done, videos in all)``. ``refine_steps``: see
+    ``pipeline.KeypointRefiner`` (0: the detector's keypoints, the paper's protocol)."""
     folder = data_dir / "test" if (data_dir / "test").is_dir() else data_dir
     videos = list_videos(folder)[:limit] if limit else list_videos(folder)
     detector, scores, unavailable = external_metrics(model)
@@ -93,6 +94,7 @@ def evaluate(model: MonkeyNet, data_dir: Path, limit: int | None = None, batch_s
     for video in videos:
         watcher.first = None
         result = reconstruct_file(model, video, None, batch_size, crop=crop,
+                                  refine_steps=refine_steps,
                                   inspect=watcher if detector or meter else None)
         per_video[video.name] = {"frames": result.frames} | {
             key: result.extra[key] for key in ("l1", "static_l1", "identity_l1")}
@@ -103,7 +105,7 @@ def evaluate(model: MonkeyNet, data_dir: Path, limit: int | None = None, batch_s
     mean = lambda key: sum(v[key] for v in per_video.values()) / len(per_video)
     report = {"data": str(folder), "videos": per_video, "l1": mean("l1"),
               "static_l1": mean("static_l1"), "identity_l1": mean("identity_l1"),
-              "unavailable": unavailable}
+              "refine_steps": refine_steps, "unavailable": unavailable}
     measured = watcher.results()
     report.update({k: v for k, v in measured.items() if not isinstance(v, str)})
     unavailable.update({k: v for k, v in measured.items() if isinstance(v, str)})

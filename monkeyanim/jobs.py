@@ -43,6 +43,7 @@ class AnimateSettings:
     precision: str = "fp32"
     crop: str | tuple[int, int, int, int] | None = None  # see parse_crop; source and driving
     paste_back: bool = False  # blend the result into the full-size source image
+    refine_steps: int = 0  # fit the driving keypoints to the driving motion (KeypointRefiner)
 
 
 @dataclass
@@ -113,6 +114,16 @@ def frame_batches(reader: VideoReader, size: tuple[int, int], batch_size: int,
         yield batch, to_tensor(batch, device)
 
 
+def _frame_at(batches: Iterator[tuple[list[np.ndarray], torch.Tensor]],
+              index: int) -> torch.Tensor:
+    """Frame ``index`` of a stream of batches: (3, H, W)."""
+    for _, batch in batches:
+        if index < len(batch):
+            return batch[index]
+        index -= len(batch)
+    raise InputError(f"the driving video has no frame {index}")
+
+
 def _resize_all(frames: np.ndarray, side: int | None) -> list[np.ndarray]:
     if side is None or frames.shape[1] == side:
         return list(frames)
@@ -135,7 +146,7 @@ def animate_file(model: MonkeyNet, source: Path, driving: Path, output: Path,
     source_tensor = to_tensor([source_frame], model.device)[0]
     transfer = settings.mode or default_mode(model)
     animator = Animator(model, source_tensor, transfer, settings.adapt_scale,
-                        precision=settings.precision)
+                        precision=settings.precision, refine_steps=settings.refine_steps)
     best = None
     if settings.find_best_frame and transfer == "relative":
         # A first pass finds keypoints only; animating every frame relative to the best one
@@ -143,6 +154,8 @@ def animate_file(model: MonkeyNet, source: Path, driving: Path, output: Path,
         kp_all = driving_keypoints(model, (b for _, b in batches()), settings.precision)
         best = best_frame(animator.kp_source, kp_all)
         animator.kp_first = kp_all[best:best + 1]
+        if settings.refine_steps:  # motion is then measured from that frame's picture
+            animator.set_reference(_frame_at(batches(), best))
     keep_audio = reader.has_audio and settings.fps is None
     done = 0
     with VideoWriter(output, settings.fps or reader.fps,
@@ -202,14 +215,14 @@ class PasteBack:
 
 
 def reconstruct_file(model: MonkeyNet, video: Path, output: Path | None, batch_size: int = 16,
-                     precision: str = "fp32", crop=None,
+                     precision: str = "fp32", crop=None, refine_steps: int = 0,
                      progress: Progress | None = None,
                      inspect: Callable[[np.ndarray, np.ndarray], None] | None = None) -> JobResult:
     """The paper's reconstruction of ``video``; extra['l1'] is the mean absolute error per
     pixel in [0, 1], averaged over frames; extra['static_l1'] the same for the first frame
     repeated (the static-source baseline); extra['identity_l1'] that of the first frame rebuilt
-    from itself (the model's appearance error with no motion to follow). ``inspect`` sees every
-    batch of real and generated frames."""
+    from itself (the model's appearance error with no motion to follow). ``refine_steps``: see
+    ``pipeline.KeypointRefiner``. ``inspect`` sees every batch of real and generated frames."""
     start = time.perf_counter()
     reader = open_video(video)
     crop_at, detector = video_crops(reader, crop_mode(crop, model))
@@ -223,7 +236,7 @@ def reconstruct_file(model: MonkeyNet, video: Path, output: Path | None, batch_s
 
     scores = ReconstructionScores()
     with VideoWriter(output, reader.fps) if output is not None else nullcontext() as writer:
-        for predicted in reconstruct(model, remember(), precision):
+        for predicted in reconstruct(model, remember(), precision, refine_steps):
             real = real_batches.pop(0)
             scores.add(real, predicted)
             if inspect is not None:  # real and generated frames, (B, H, W, 3) uint8 each
