@@ -153,9 +153,10 @@ def animate_file(model: MonkeyNet, source: Path, driving: Path, output: Path,
         # is the same as animating forward and backward from it.
         kp_all = driving_keypoints(model, (b for _, b in batches()), settings.precision)
         best = best_frame(animator.kp_source, kp_all)
-        animator.kp_first = kp_all[best:best + 1]
-        if settings.refine_steps:  # motion is then measured from that frame's picture
-            animator.set_reference(_frame_at(batches(), best))
+        if settings.refine_steps:  # refinement rebuilds the others from that frame's picture
+            animator.set_reference(_frame_at(batches(), best), kp_all[best:best + 1])
+        else:
+            animator.kp_first = kp_all[best:best + 1]
     keep_audio = reader.has_audio and settings.fps is None
     done = 0
     with VideoWriter(output, settings.fps or reader.fps,

@@ -188,21 +188,17 @@ class Animator:
             self.scale = adapt_scale(self.kp_source, self.kp_first) if self.scale_motion else 1.0
         return relative_keypoints(self.kp_source, kp_driving, self.kp_first, self.scale)
 
-    def set_reference(self, frame: torch.Tensor) -> None:
+    def set_reference(self, frame: torch.Tensor, kp: Keypoints | None = None) -> None:
         """frame (C, H, W) in [0, 1]: the driving frame that motion is measured from (in
-        relative mode) and that refinement rebuilds the others from."""
-        with torch.inference_mode():
+        relative mode) and that refinement rebuilds the others from; ``kp``: its keypoints
+        (1, K, ...) when they are already detected."""
+        with torch.inference_mode(), self.context:
             reference = self.model.check_frames(frame.unsqueeze(0), "driving frame")
-            kp_reference = self._float(self.model.kp_detector(reference))
-        self.kp_first = None
-        self._start_refiner(reference, kp_reference)
-
-    def _start_refiner(self, reference: torch.Tensor, kp_reference: Keypoints) -> None:
-        if self.kp_first is None:
-            self.kp_first = kp_reference  # motion from its detected keypoints, not refined
+            if kp is None:
+                kp = self._float(self.model.kp_detector(reference))
+        self.kp_first = kp  # detected keypoints, not refined ones: the refiner's own start
         if self.refine_steps:
-            self.refiner = KeypointRefiner(self.model, reference, kp_reference,
-                                           self.refine_steps)
+            self.refiner = KeypointRefiner(self.model, reference, kp, self.refine_steps)
 
     def __call__(self, driving: torch.Tensor) -> torch.Tensor:
         """driving (B, 3, H, W) in [0, 1] -> animated frames (B, 3, H, W) in [0, 1]."""
@@ -210,8 +206,11 @@ class Animator:
             driving = self.model.check_frames(driving, "driving frames")
             kp_driving = self._float(self.model.kp_detector(driving))
             if self.refine_steps:
-                if self.refiner is None:
-                    self._start_refiner(driving[:1], kp_driving[:1])
+                if self.refiner is None:  # the first frame seen is the reference
+                    self.refiner = KeypointRefiner(self.model, driving[:1], kp_driving[:1],
+                                                   self.refine_steps)
+                    if self.kp_first is None:  # motion from its detected keypoints
+                        self.kp_first = kp_driving[:1]
                 kp_driving = self.refiner(driving, kp_driving)
             kp = self.transfer(kp_driving)
             return self.model.generator(self.source, self.kp_source, kp, skips=self.skips).frames

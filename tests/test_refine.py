@@ -68,6 +68,22 @@ def test_relative_animation_measures_motion_from_the_detected_first_frame(mgif, 
     assert torch.allclose(animator.kp_first.mean, detected, atol=1e-5)
 
 
+def test_a_later_reference_frame_with_its_keypoints_already_found(mgif, clips):
+    source, frames = clips[1][0], clips[0]
+    with torch.no_grad():
+        kp = mgif.kp_detector(frames[5:6])
+    given = Animator(mgif, source, mode="relative", refine_steps=3)
+    given.set_reference(frames[5], kp)
+    assert given.kp_first is kp
+    detected = Animator(mgif, source, mode="relative", refine_steps=3)
+    detected.set_reference(frames[5])
+    from_first = Animator(mgif, source, mode="relative", refine_steps=3)
+    out = given(frames)
+    assert torch.allclose(out, detected(frames), atol=1e-4)
+    # motion measured from frame 5, not frame 0: a different animation
+    assert (out - from_first(frames)).abs().mean() > 1e-3
+
+
 def test_refinement_under_bf16_autocast(mgif, clips):
     frames = clips[2]
     fp32 = Animator(mgif, frames[0], mode="absolute", refine_steps=3)(frames)
