@@ -90,7 +90,23 @@ def _load(checkpoint: str | None, config: str | None, device: str):
         from .hub import DEFAULT_MODEL
         checkpoint = DEFAULT_MODEL
         err_console.print(f"using the default checkpoint '{checkpoint}' (--checkpoint to choose)")
+    if checkpoint.startswith("hf://"):
+        _quiet_hub_logs()
+        if err_console.is_terminal:  # huggingface_hub retries a dead network for about 25 s
+            err_console.print(f"fetching {escape(checkpoint)} from the Hub or its cache",
+                              style="dim")
     return load_model(checkpoint, config=config, device=device)
+
+
+def _quiet_hub_logs() -> None:
+    """huggingface_hub logs a warning per retry when the network is down (five, each with the
+    request); the error that ends them is ours, one line. HF_HUB_VERBOSITY or MONKEYANIM_DEBUG=1
+    keep its logs."""
+    if "HF_HUB_VERBOSITY" in os.environ or os.environ.get("MONKEYANIM_DEBUG") == "1":
+        return
+    from huggingface_hub.utils import logging as hub_logging
+
+    hub_logging.set_verbosity_error()
 
 
 @contextmanager

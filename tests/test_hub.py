@@ -111,3 +111,19 @@ def test_hub_errors_are_one_line(hub_env, tmp_path):
                                   {**env, "HF_HUB_OFFLINE": "1"}), "not in the local cache")
     assert_one_line_error(animate("hf://owner", out, env), "hf://owner/repo")
     assert not out.exists()
+
+
+def test_unreachable_hub_without_cache_is_one_line(hub_env, tmp_path):
+    """A dead network (nothing listens on the endpoint's port): huggingface_hub retries for
+    about 25 s, logging each retry; what the user reads is one line."""
+    import socket
+
+    with socket.socket() as sock:  # a port that was free a moment ago, now closed
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    _, env = hub_env
+    out = tmp_path / "o.mp4"
+    dead = {**env, "HF_ENDPOINT": f"http://127.0.0.1:{port}"}
+    assert_one_line_error(animate("hf://owner/models", out, dead),
+                          "cannot reach the Hub", "not in the local cache")
+    assert not out.exists()
