@@ -82,7 +82,8 @@ def _crop_each(videos: list[Path], folder: Path, detector, settings: tuple, rows
 
 
 @app.command()
-def train(data_dir: Annotated[Path, typer.Argument(help="Folder with train/ (and test/) videos.")],
+def train(data_dir: Annotated[Path, typer.Argument(
+              help="Folder with train/ (and val/, test/) videos, or a folder of videos.")],
           output: Annotated[Path, typer.Option("--output", "-o", help="Run folder.")],
           config: Annotated[str | None, typer.Option(
               help="Preset (shapes, actions, taichi, nemo, bair, moving-gif, vox) or .yaml.")] = None,
@@ -279,7 +280,8 @@ def evaluate(data_dir: Annotated[Path, typer.Argument(help="Folder with test/ (o
 
 
 @app.command("train-predictor")
-def train_predictor(data_dir: Annotated[Path, typer.Argument(help="Folder with train/ videos.")],
+def train_predictor(data_dir: Annotated[Path, typer.Argument(
+                        help="Folder with train/ videos, or a folder of videos.")],
                     output: OutputOpt, checkpoint: CheckpointOpt = None,
                     config: ConfigOpt = None, device: DeviceOpt = "auto",
                     epochs: Annotated[int, typer.Option(help="Passes over the videos.")] = 1000,
@@ -287,7 +289,8 @@ def train_predictor(data_dir: Annotated[Path, typer.Argument(help="Folder with t
                     hidden: Annotated[int, typer.Option(help="GRU units (paper: 1024).")] = 1024,
                     batch_size: Annotated[int, typer.Option("--batch-size")] = 256,
                     overwrite: OverwriteOpt = False) -> None:
-    """Train the image-to-video GRU on keypoints of DATA_DIR/train's videos."""
+    """Train the image-to-video GRU on keypoints of DATA_DIR/train's videos (or DATA_DIR's)."""
+    from .data import training_folder
     from .models.predictor import PredictorConfig
     from .prediction import extract_keypoints, save_predictor, train_predictor as fit
 
@@ -295,8 +298,8 @@ def train_predictor(data_dir: Annotated[Path, typer.Argument(help="Folder with t
     if min(epochs, hidden, batch_size) < 1 or frames < 2:
         raise InputError("--epochs, --hidden and --batch-size must be at least 1, --frames at "
                          "least 2 (the first frame is given, the others predicted)")
+    folder = training_folder(data_dir)
     model = _load(checkpoint, config, device)
-    folder = data_dir / "train" if (data_dir / "train").is_dir() else data_dir
     tracks, short, unreadable = extract_keypoints(model, folder, frames)
     if short:
         err_console.print(f"warning: skipped {short} video(s) shorter than {frames} frames")

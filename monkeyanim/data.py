@@ -33,6 +33,21 @@ class Augmentation:
     rotation_degrees: float = 0.0
 
 
+def training_folder(data_dir: Path) -> Path:
+    """DATA_DIR/train/, or DATA_DIR itself when it is a plain folder of videos (no train/,
+    val/ or test/ in it: those would otherwise be read as folders of frames)."""
+    data_dir = Path(data_dir)
+    if (data_dir / "train").is_dir():
+        return data_dir / "train"
+    if not data_dir.is_dir():
+        raise InputError(f"data folder not found: {data_dir}")
+    splits = [f"{name}/" for name in ("val", "test") if (data_dir / name).is_dir()]
+    if splits:
+        raise InputError(f"{data_dir} has {' and '.join(splits)} but no train/ folder of "
+                         "training videos")
+    return data_dir
+
+
 def list_videos(folder: Path) -> list[Path]:
     """Videos, frame strips and frame folders directly inside ``folder``."""
     if not folder.is_dir():

@@ -23,7 +23,8 @@ from torch.utils.data import DataLoader
 from .checkpoint import load_checkpoint, save_checkpoint
 from .files import atomic_write
 from .config import ModelConfig, check_discriminator
-from .data import EndlessSampler, PairDataset, init_worker, iterations_per_epoch
+from .data import (EndlessSampler, PairDataset, init_worker, iterations_per_epoch,
+                   training_folder)
 from .errors import CheckpointError, ConfigError, InputError
 from .losses import DeformedReconstruction, DiscriminatorGAN, FeatureMatching, GeneratorGAN
 from .models import Keypoints, MonkeyNet, build_model
@@ -73,7 +74,7 @@ class Trainer:
         check_discriminator(model_config)
         self._check_run_dir(resume)
         torch.manual_seed(train_config.seed)
-        self.dataset = PairDataset(Path(data_dir) / "train", model_config.frame_size,
+        self.dataset = PairDataset(training_folder(data_dir), model_config.frame_size,
                                    train_config.augmentation, train_config.num_repeats,
                                    train_config.seed)
         self.keep_best = self._keep_best(Path(data_dir), model_config.frame_size, resume)

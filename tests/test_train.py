@@ -222,6 +222,21 @@ def test_short_videos_are_skipped_with_a_warning(shapes_slice, face_frames, tiny
     assert "skipped 1 unreadable file(s)" in result.stderr
 
 
+def test_a_plain_folder_of_videos_trains_and_a_split_without_train_is_refused(
+        shapes_slice, tiny_config, tmp_path):
+    data = tmp_path / "videos"  # no train/ in it: the videos themselves are the training set
+    data.mkdir()
+    for name in sorted(p.name for p in (shapes_slice / "train").iterdir())[:5]:
+        (data / name).symlink_to(shapes_slice / "train" / name)
+    result = run_cli("train", data, "-o", tmp_path / "run", "--config", tiny_config,
+                     "--iterations", "1")
+    assert result.returncode == 0, result.stderr
+    assert "training on 5 videos" in result.stdout
+    (data / "test").mkdir()  # a split, half made: its test/ must not be read as a video
+    assert_one_line_error(run_cli("train", data, "-o", tmp_path / "run2", "--config",
+                                  tiny_config), "has test/ but no train/ folder")
+
+
 BAD_OPTIONS = [(["--batch-size", "0"], "batch_size"), (["--iterations", "0"], "iterations"),
                (["--workers", "-1"], "num_workers"), (["--checkpoint-every", "0"], "checkpoint_every"),
                (["--sample-every", "-5"], "sample_every"), (["--device", "tpu"], "unknown device"),
