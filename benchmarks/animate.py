@@ -27,6 +27,7 @@ from monkeyanim.pipeline import Animator, relative_keypoints
 from monkeyanim.presets import get_preset
 
 SEED = 0
+PHOTO = (4000, 3000)  # a phone photo's pixels, width x height: --paste-back's output
 
 
 def moving_frames(count: int, size: int) -> torch.Tensor:
@@ -90,28 +91,37 @@ def speed_rows(frames: int, batch: int, device: str, precisions: list[str]) -> l
     return rows
 
 
-def peak_rss_mb(frames: int, workdir: Path, checkpoint: Path) -> float:
-    """Peak RSS of a real `monkeyanim animate` run over a rendered video of ``frames``."""
+def peak_rss_mb(frames: int, workdir: Path, checkpoint: Path,
+                photo: tuple[int, int] | None = None) -> tuple[float, float]:
+    """Peak RSS (MB) and frames/s of a real `monkeyanim animate` run over a rendered video of
+    ``frames``; with ``photo`` (width, height), pasted back onto a source of that size."""
     from monkeyanim.video import VideoWriter
     video = workdir / f"drive{frames}.mp4"
     clip = (moving_frames(frames, 64).permute(0, 2, 3, 1) * 255).byte().numpy()
-    with VideoWriter(video, 25) as writer:
-        for frame in clip:
-            writer.write(frame)
+    if not video.exists():
+        with VideoWriter(video, 25) as writer:
+            for frame in clip:
+                writer.write(frame)
     source = workdir / "source.png"
     import cv2
-    cv2.imwrite(str(source), clip[0][..., ::-1])
+    first = clip[0][..., ::-1]  # (H, W, 3) BGR
+    cv2.imwrite(str(source), cv2.resize(first, photo, interpolation=cv2.INTER_CUBIC)
+                if photo else first)
+    extra = ["--paste-back"] if photo else []
     # VmHWM belongs to the process's own memory map; ru_maxrss would inherit this parent's peak
     code = ("import sys, atexit; from monkeyanim.cli import main; sys.argv = sys.argv[1:]; "
             "atexit.register(lambda: print('RSS', [l.split()[1] for l in open('/proc/self/status')"
             " if l.startswith('VmHWM')][0], file=sys.stderr)); main()")
     result = subprocess.run([sys.executable, "-c", code, "monkeyanim", "animate", str(source),
                              str(video), "-o", str(workdir / f"out{frames}.mp4"), "-c",
-                             str(checkpoint), "--overwrite"], capture_output=True, text=True)
+                             str(checkpoint), "--overwrite", *extra], capture_output=True,
+                            text=True)
     line = [l for l in result.stderr.splitlines() if l.startswith("RSS")]
     if result.returncode != 0 or not line:
         raise SystemExit(result.stderr)
-    return int(line[0].split()[1]) / 1024
+    # stdout: "wrote OUT (N frames, R frames/s)"
+    rate = float(result.stdout.split(" frames, ")[1].split(" frames/s")[0])
+    return int(line[0].split()[1]) / 1024, rate
 
 
 def main() -> None:
@@ -144,9 +154,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = Path(tmp) / "taichi64.safetensors"
         save_checkpoint(model_at(64), checkpoint)
-        short, long = peak_rss_mb(100, Path(tmp), checkpoint), peak_rss_mb(args.long, Path(tmp), checkpoint)
+        (short, _), (long, _) = (peak_rss_mb(100, Path(tmp), checkpoint),
+                                 peak_rss_mb(args.long, Path(tmp), checkpoint))
+        pasted, rate = peak_rss_mb(100, Path(tmp), checkpoint, PHOTO)
     print(f"peak RSS: {short:.0f} MB at 100 frames, {long:.0f} MB at {args.long} frames "
           f"(ratio {long / short:.2f})")
+    print(f"--paste-back onto a {PHOTO[0]}x{PHOTO[1]} photo, 100 frames: {rate:.1f} frames/s, "
+          f"peak RSS {pasted:.0f} MB")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,9 @@ DEFAULT_FPS = Fraction(25)  # for frame strips and folders of frames, which carr
 MP4_AUDIO_COPY = {"aac", "mp3", "alac", "opus", "ac3", "eac3", "flac"}
 X264_OPTIONS = {"crf": "18", "preset": "veryfast"}
 QUEUE_FRAMES = 64  # frames buffered between decoding / encoding threads and the model
+# ...and at most this many bytes of frames queued for the encoder: 64 frames of a
+# 4000 px output or a pasted-back phone photo are gigabytes
+QUEUE_BYTES = 256 << 20
 Progress = Callable[[int, int | None], None]  # told (frames done, total or None)
 
 
@@ -254,6 +257,7 @@ class VideoWriter:
         self._palette: _GifPalette | None = None
         self._count = 0
         self._queue: queue.Queue = queue.Queue(maxsize=QUEUE_FRAMES)
+        self._sized = False
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._encode_all, daemon=True)
         self._thread.start()
@@ -275,6 +279,9 @@ class VideoWriter:
         """Queue one (H, W, 3) uint8 RGB frame."""
         if self._error is not None:
             raise self._error
+        if not self._sized:  # the first frame sizes the queue, before anything is queued
+            self._queue.maxsize = max(2, min(QUEUE_FRAMES, QUEUE_BYTES // max(1, frame.nbytes)))
+            self._sized = True
         self._queue.put(frame)
 
     def _open_stream(self, height: int, width: int):

@@ -301,6 +301,39 @@ def test_frame_batches_stream(face_video):
     assert sizes == [16] * 7 + [13]
 
 
+def test_paste_back_blends_inside_the_box_only(face_frames):
+    from monkeyanim.jobs import PasteBack
+
+    image = cv2.resize(face_frames[0], (640, 480))  # (480, 640, 3) uint8, a photo
+    box = (200, 100, 240, 240)
+    paste = PasteBack(image, box)
+    edge = int(PasteBack.FEATHER * 240)
+    square = np.zeros((240, 240), np.float32)
+    square[edge:-edge, edge:-edge] = 1  # the feathered mask, blurred as a whole
+    assert np.abs(paste.mask[..., 0] - cv2.GaussianBlur(square, (0, 0), edge / 2)).max() < 1e-5
+    out = paste(face_frames[10][:64, :64])
+    assert out.shape == image.shape and out.dtype == np.uint8
+    outside = np.ones(image.shape[:2], bool)
+    outside[100:340, 200:440] = False
+    assert np.array_equal(out[outside], image[outside])  # untouched, to the bit
+    patch = cv2.resize(face_frames[10][:64, :64], (240, 240), interpolation=cv2.INTER_CUBIC)
+    inner = 3 * edge  # 4 sigmas of the fade inside the mask's edge: the crop alone
+    centre = (slice(100 + inner, 340 - inner), slice(200 + inner, 440 - inner))
+    assert np.abs(out[centre].astype(int) - patch[inner:-inner, inner:-inner]).max() <= 1
+
+
+def test_the_encoder_queue_holds_few_frames_when_they_are_large(tmp_path):
+    from monkeyanim.video import QUEUE_BYTES, QUEUE_FRAMES, VideoWriter
+
+    frames = np.full((3, 3000, 3000, 3), 90, np.uint8)  # 27 MB each: a pasted-back photo
+    with VideoWriter(tmp_path / "big.mp4", 25) as writer:
+        for frame in frames:
+            writer.write(frame)
+        assert writer._queue.maxsize == QUEUE_BYTES // frames[0].nbytes < QUEUE_FRAMES
+    info = probe(tmp_path / "big.mp4")
+    assert (info["frames"], info["height"], info["width"]) == (3, 3000, 3000)
+
+
 def test_bf16_close_to_fp32(small_model, face_frames):
     """bf16 autocast on CPU: mean abs difference to fp32 at most 0.02, max 0.25 (pixels in
     [0, 1]); bf16 keeps 8 bits of mantissa, so a few pixels move visibly, most do not."""
