@@ -262,7 +262,10 @@ def animate(source: Annotated[Path, typer.Argument(help="Image, or a folder of i
         _inputs(source, IMAGE_SUFFIXES | VIDEO_SUFFIXES, "source images")
         _exists(driving, "video")
     from .jobs import AnimateSettings, animate_file  # torch: only once the inputs are there
+    from .pipeline import check_mode
 
+    if mode is not None:  # before the model loads, and before a batch fails pair by pair
+        check_mode(mode)
     settings = AnimateSettings(mode, adapt_scale, find_best_frame, side_by_side, fps, size,
                                batch_size, precision, box, paste_back, refine_keypoints)
     model = _load(checkpoint, config, device)

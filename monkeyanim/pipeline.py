@@ -148,6 +148,14 @@ def precision_context(precision: str, device: torch.device) -> contextlib.Abstra
     return torch.autocast(device.type, dtype=dtype)
 
 
+TRANSFER_MODES = ("relative", "absolute")  # paper Eq. 7; the driving keypoints as they are
+
+
+def check_mode(mode: str) -> None:
+    if mode not in TRANSFER_MODES:
+        raise InputError(f"unknown mode {mode!r}; choose {' or '.join(TRANSFER_MODES)}")
+
+
 class Animator:
     """Animates one source image; call it with batches of driving frames, in order.
 
@@ -160,8 +168,7 @@ class Animator:
     def __init__(self, model: MonkeyNet, source: torch.Tensor, mode: str = "relative",
                  scale_motion: bool = False, kp_driving_first: Keypoints | None = None,
                  precision: str = "fp32", refine_steps: int = 0):
-        if mode not in ("relative", "absolute"):
-            raise InputError(f"unknown mode {mode!r}; choose relative or absolute")
+        check_mode(mode)
         if refine_steps < 0:
             raise InputError(f"refine steps must be 0 (off) or more, got {refine_steps}")
         self.model, self.mode, self.scale_motion = model, mode, scale_motion

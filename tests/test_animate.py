@@ -293,6 +293,11 @@ def test_batch_folders(small_model, face_frames, short_mp4, tmp_path):
     result = run_cli("animate", sources, drivings, "-o", tmp_path / "result.mp4", "-c", small_model)
     assert_one_line_error(result, "result.mp4 looks like a file")
     assert not (tmp_path / "result.mp4").exists()
+    # a bad option is refused once, before any pair is tried
+    result = run_cli("animate", sources, drivings, "-o", tmp_path / "other", "-c", small_model,
+                     "--mode", "sideways")
+    assert_one_line_error(result, "unknown mode 'sideways'; choose relative or absolute")
+    assert not (tmp_path / "other").exists() or not any((tmp_path / "other").iterdir())
 
 
 def test_frame_batches_stream(face_video):
