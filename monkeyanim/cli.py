@@ -17,11 +17,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .errors import InputError, Interrupted, MonkeyAnimError
+from .files import check_output, input_files, output_folder, require
 from .native import keep_freed_memory
-
-# what -o names when it is a file: a batch's -o ending so is a mistake, not a folder name
-FILE_SUFFIXES = {".mp4", ".gif", ".png", ".jpg", ".jpeg", ".json", ".mov", ".mkv", ".webm",
-                 ".avi", ".safetensors"}
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Animate a still image with the motion of a driving video (Monkey-Net).")
@@ -50,25 +47,6 @@ CropOpt = Annotated[str | None, typer.Option(
          "default: auto for face checkpoints, none otherwise.")]
 
 
-def check_output(path: Path, overwrite: bool, suffixes: tuple[str, ...] = ()) -> Path:
-    """Refuse to clobber an existing output, and fail early if its folder is not writable or
-    its name does not end in one of ``suffixes`` (when given)."""
-    if suffixes and path.suffix.lower() not in suffixes:
-        choices = ", ".join(suffixes[:-1]) + " or " + suffixes[-1] if len(suffixes) > 1 \
-            else suffixes[0]
-        raise InputError(f"output {path} must end in {choices}")
-    if path.is_dir():  # --overwrite replaces files, never a folder with what is in it
-        raise InputError(f"output {path} is a folder: name a file to write")
-    if path.exists() and not overwrite:
-        raise InputError(f"{path} already exists (use --overwrite to replace it)")
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise InputError(f"output folder does not exist: {folder}")
-    if not os.access(folder, os.W_OK):
-        raise InputError(f"output folder is not writable: {folder}")
-    return path
-
-
 def _device(device: str) -> str:
     """--device as torch names it: auto is cuda when there is one; cuda without one is refused."""
     import torch
@@ -82,10 +60,16 @@ def _device(device: str) -> str:
     return device
 
 
-def _load(checkpoint: str | None, config: str | None, device: str):
+def _load(checkpoint: str | None, config: str | None, device: str, precision: str = "fp32"):
+    """The model, once --device and --precision are known to work together (checked once here,
+    not again by each video of a batch)."""
+    import torch
+
     from .hub import load_model
+    from .pipeline import check_precision
 
     device = _device(device)
+    check_precision(precision, torch.device(device))
     if checkpoint is None:
         from .hub import DEFAULT_MODEL
         checkpoint = DEFAULT_MODEL
@@ -186,37 +170,6 @@ def checkpoints() -> None:
     console.print(table)
 
 
-def _inputs(path: Path, suffixes: set[str], what: str) -> list[Path]:
-    """A file, or every file with one of ``suffixes`` in a folder (sorted)."""
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in suffixes)
-        if not files:
-            raise InputError(f"folder {path} holds no {what}")
-        return files
-    _exists(path, what.rstrip("s"))
-    return [path]
-
-
-def _exists(path: Path, what: str) -> None:
-    if not path.exists():
-        raise InputError(f"{what} not found: {path}")
-
-
-def _output_folder(output: Path) -> Path:
-    """-o for a batch: a folder, made if missing (its parent must exist)."""
-    if output.exists() and not output.is_dir():
-        raise InputError(f"{output} must be a folder when the inputs are folders")
-    if not output.exists() and output.suffix.lower() in FILE_SUFFIXES:
-        raise InputError(f"{output} looks like a file, but with folders of inputs -o names the "
-                         "folder for the results")
-    if not output.parent.is_dir():
-        raise InputError(f"output folder does not exist: {output.parent}")
-    output.mkdir(exist_ok=True)
-    if not os.access(output, os.W_OK):
-        raise InputError(f"output folder is not writable: {output}")
-    return output
-
-
 @app.command()
 def animate(source: Annotated[Path, typer.Argument(help="Image, or a folder of images.")],
             driving: Annotated[Path, typer.Argument(help="Video, frame strip or folder of frames; "
@@ -252,15 +205,15 @@ def animate(source: Annotated[Path, typer.Argument(help="Image, or a folder of i
                                              for p in driving.iterdir())
     batch = source.is_dir() or batch_driving
     if batch:
-        sources = _inputs(source, IMAGE_SUFFIXES, "source images")
-        drivings = (_inputs(driving, VIDEO_SUFFIXES, "driving videos") if batch_driving
-                    else [driving])
-        folder = _output_folder(output)
+        sources = input_files(source, IMAGE_SUFFIXES, "source images")
+        drivings = (input_files(driving, VIDEO_SUFFIXES, "driving videos")
+                    if batch_driving else [driving])
+        folder = output_folder(output)
         pairs = [(s, d, folder / f"{s.stem}__{d.stem}.mp4") for s in sources for d in drivings]
     else:
         check_output(output, overwrite, VIDEO_OUTPUTS)
-        _inputs(source, IMAGE_SUFFIXES | VIDEO_SUFFIXES, "source images")
-        _exists(driving, "video")
+        input_files(source, IMAGE_SUFFIXES | VIDEO_SUFFIXES, "source images")
+        require(driving, "video")
     from .jobs import AnimateSettings, animate_file  # torch: only once the inputs are there
     from .pipeline import check_mode
 
@@ -268,7 +221,7 @@ def animate(source: Annotated[Path, typer.Argument(help="Image, or a folder of i
         check_mode(mode)
     settings = AnimateSettings(mode, adapt_scale, find_best_frame, side_by_side, fps, size,
                                batch_size, precision, box, paste_back, refine_keypoints)
-    model = _load(checkpoint, config, device)
+    model = _load(checkpoint, config, device, precision)
     if batch:
         jobs = [((s.name, d.name), out, partial(animate_file, model, s, d, out, settings))
                 for s, d, out in pairs]
@@ -347,16 +300,16 @@ def reconstruct(video: Annotated[Path, typer.Argument(help="Video, or a folder o
 
     check_batch_size(batch_size)
     _check_refine(refine_keypoints)
-    videos = _inputs(video, VIDEO_SUFFIXES | IMAGE_SUFFIXES, "videos")
+    videos = input_files(video, VIDEO_SUFFIXES | IMAGE_SUFFIXES, "videos")
     if video.is_dir():
-        outputs = [_output_folder(output) / f"{v.stem}.mp4" for v in videos]
+        outputs = [output_folder(output) / f"{v.stem}.mp4" for v in videos]
     else:
         outputs = [check_output(output, overwrite, VIDEO_OUTPUTS)]
     if json_path is not None:
         check_output(json_path, overwrite)
     from .jobs import reconstruct_file  # torch: only once the inputs are there
 
-    model = _load(checkpoint, config, device)
+    model = _load(checkpoint, config, device, precision)
     box = parse_crop(crop)
     jobs = [((v.name,), out, partial(reconstruct_file, model, v, out, batch_size, precision, box,
                                      refine_keypoints))
@@ -394,7 +347,7 @@ def keypoints(video: Annotated[Path, typer.Argument(help="Video or image.")],
     if json_path is not None:
         check_output(json_path, overwrite)
     check_batch_size(batch_size)
-    _exists(video, "video or image")
+    require(video, "video or image")
     box = parse_crop(crop)
     from .jobs import keypoints_file  # torch: only once the inputs are there
 

@@ -13,9 +13,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from .cli import (BatchOpt, CheckpointOpt, ConfigOpt, CropOpt, DeviceOpt, JsonOpt, OutputOpt,
-                  OverwriteOpt, PrecisionOpt, RefineOpt, _check_refine, _device, _inputs, _load,
-                  _output_folder, _progress, _report, app, check_output, console, err_console)
+                  OverwriteOpt, PrecisionOpt, RefineOpt, _check_refine, _device, _load,
+                  _progress, _report, app, console, err_console)
 from .errors import InputError, Interrupted, MonkeyAnimError
+from .files import check_output, input_files, output_folder
 
 SUBJECTS = {None: None, "face": "face_model", "body": "body_model"}  # --subject: metadata key
 FidWeightsOpt = Annotated[Path | None, typer.Option(
@@ -35,10 +36,10 @@ def crop(video: Annotated[Path, typer.Argument(help="Video, or a folder of video
     from .faces import get_detector
     from .video import VIDEO_SUFFIXES
 
-    videos = _inputs(video, VIDEO_SUFFIXES, "videos")
+    videos = input_files(video, VIDEO_SUFFIXES, "videos")
     if size < 16 or min_frames < 2:
         raise InputError("--size must be at least 16 and --min-frames at least 2")
-    folder = _output_folder(output)
+    folder = output_folder(output)
     detector = get_detector()
     rows: list[dict] = []
     try:

@@ -1,4 +1,5 @@
-"""Atomic file writes: build the file under a temp name beside it, then rename into place."""
+"""Paths in and out: inputs and outputs checked before any work starts, and atomic writes
+(build the file under a temp name beside it, then rename it into place)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+from .errors import InputError
 
 
 def temp_beside(path: Path, suffix: str = ".tmp") -> Path:
@@ -33,3 +36,59 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
         publish(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+# what -o names when it is a file: a batch's -o ending so is a mistake, not a folder name
+FILE_SUFFIXES = {".mp4", ".gif", ".png", ".jpg", ".jpeg", ".json", ".mov", ".mkv", ".webm",
+                 ".avi", ".safetensors"}
+
+
+def check_output(path: Path, overwrite: bool, suffixes: tuple[str, ...] = ()) -> Path:
+    """Refuse to clobber an existing output, and fail early if its folder is not writable or
+    its name does not end in one of ``suffixes`` (when given)."""
+    if suffixes and path.suffix.lower() not in suffixes:
+        choices = ", ".join(suffixes[:-1]) + " or " + suffixes[-1] if len(suffixes) > 1 \
+            else suffixes[0]
+        raise InputError(f"output {path} must end in {choices}")
+    if path.is_dir():  # --overwrite replaces files, never a folder with what is in it
+        raise InputError(f"output {path} is a folder: name a file to write")
+    if path.exists() and not overwrite:
+        raise InputError(f"{path} already exists (use --overwrite to replace it)")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise InputError(f"output folder does not exist: {folder}")
+    if not os.access(folder, os.W_OK):
+        raise InputError(f"output folder is not writable: {folder}")
+    return path
+
+
+def input_files(path: Path, suffixes: set[str], what: str) -> list[Path]:
+    """A file, or every file with one of ``suffixes`` in a folder (sorted)."""
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in suffixes)
+        if not files:
+            raise InputError(f"folder {path} holds no {what}")
+        return files
+    require(path, what.rstrip("s"))
+    return [path]
+
+
+def require(path: Path, what: str) -> None:
+    """InputError "WHAT not found: PATH" unless ``path`` exists."""
+    if not path.exists():
+        raise InputError(f"{what} not found: {path}")
+
+
+def output_folder(output: Path) -> Path:
+    """-o for a batch: a folder, made if missing (its parent must exist)."""
+    if output.exists() and not output.is_dir():
+        raise InputError(f"{output} must be a folder when the inputs are folders")
+    if not output.exists() and output.suffix.lower() in FILE_SUFFIXES:
+        raise InputError(f"{output} looks like a file, but with folders of inputs -o names the "
+                         "folder for the results")
+    if not output.parent.is_dir():
+        raise InputError(f"output folder does not exist: {output.parent}")
+    output.mkdir(exist_ok=True)
+    if not os.access(output, os.W_OK):
+        raise InputError(f"output folder is not writable: {output}")
+    return output

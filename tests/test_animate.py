@@ -297,6 +297,10 @@ def test_batch_folders(small_model, face_frames, short_mp4, tmp_path):
     result = run_cli("animate", sources, drivings, "-o", tmp_path / "other", "-c", small_model,
                      "--mode", "sideways")
     assert_one_line_error(result, "unknown mode 'sideways'; choose relative or absolute")
+    for command in (("animate", sources), ("reconstruct",)):
+        result = run_cli(*command, drivings, "-o", tmp_path / "other", "-c", small_model,
+                         "--precision", "fp8")
+        assert_one_line_error(result, "unknown precision 'fp8'")
     assert not (tmp_path / "other").exists() or not any((tmp_path / "other").iterdir())
 
 
