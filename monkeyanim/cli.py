@@ -25,6 +25,21 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 console = Console(highlight=False, soft_wrap=True)
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        from . import __version__
+
+        console.print(f"monkeyanim {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool | None, typer.Option(
+        "--version", callback=_print_version, is_eager=True,
+        help="Print the version and exit.")] = None) -> None:
+    """The options before any command (Typer(help=...) above is what --help shows)."""
+
+
 # Options shared by several commands, defined once.
 OutputOpt = Annotated[Path, typer.Option("--output", "-o", help="Output path.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]

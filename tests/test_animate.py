@@ -209,7 +209,7 @@ def test_bad_outputs_and_batch_sizes_are_refused_before_the_model_loads(source_p
 
 def test_help_and_missing_inputs_answer_without_importing_torch(source_png, tmp_path):
     """`--help` and a mistyped path are answered in about a second, not after torch's import."""
-    cases = [(("--help",), None), (("animate", "--help"), None),
+    cases = [(("--help",), None), (("animate", "--help"), None), (("--version",), None),
              (("animate", tmp_path / "nope.png", tmp_path / "d.mp4", "-o", tmp_path / "o.mp4"),
               "source image not found"),
              (("animate", source_png, tmp_path / "nope.mp4", "-o", tmp_path / "o.mp4"),
@@ -224,7 +224,10 @@ def test_help_and_missing_inputs_answer_without_importing_torch(source_png, tmp_
         assert "monkeyanim.cli" in imported and "torch" not in imported, args
         messages = [line for line in result.stderr.splitlines()
                     if not line.startswith("import time:")]
-        if error is None:
+        if args == ("--version",):
+            assert result.returncode == 0
+            assert result.stdout == f"monkeyanim {monkeyanim.__version__}\n"
+        elif error is None:
             assert result.returncode == 0 and "Usage" in result.stdout and not messages
         else:
             assert result.returncode == 1 and len(messages) == 1 and error in messages[0], messages
