@@ -152,6 +152,7 @@ TRANSFER_MODES = ("relative", "absolute")  # paper Eq. 7; the driving keypoints 
 
 
 def check_mode(mode: str) -> None:
+    """InputError unless ``mode`` is one of TRANSFER_MODES."""
     if mode not in TRANSFER_MODES:
         raise InputError(f"unknown mode {mode!r}; choose {' or '.join(TRANSFER_MODES)}")
 
