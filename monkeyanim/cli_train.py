@@ -224,7 +224,8 @@ def _metrics_table(report: dict, face_model: bool) -> Table:
     """evaluate's report as a table: each metric for the model and the static source."""
     table = Table("metric", "model", "static source", "note", title=escape(report["data"]))
     table.add_row("L1", f"{report['l1']:.4f}", f"{report['static_l1']:.4f}",
-                  f"{len(report['videos'])} videos")
+                  f"{len(report['videos'])} videos" + (f", {len(report['failed'])} failed"
+                                                       if report.get("failed") else ""))
     if report.get("refine_steps"):
         table.add_row("keypoints", f"refined {report['refine_steps']}", "",
                       "steps each, fitted to the frames: not the paper's protocol")
@@ -275,9 +276,13 @@ def evaluate(data_dir: Annotated[Path, typer.Argument(help="Folder with test/ (o
                      lambda name, v: console.print(escape(f"{name}: L1 {v['l1']:.4f}")),
                      fid_weights, progress, refine_keypoints)
     console.print(_metrics_table(report, bool(model.provenance.get("face_model"))))
+    for name, reason in report["failed"].items():
+        err_console.print(f"[bold red]failed:[/] {escape(name)}: {escape(reason)}")
     if json_path is not None:
         text = json.dumps(report, indent=2)
         atomic_write(json_path, lambda tmp: tmp.write_text(text))
+    if report["failed"]:  # measured without them: the exit code says so
+        raise typer.Exit(1)
 
 
 @app.command("train-predictor")

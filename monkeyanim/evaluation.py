@@ -53,8 +53,11 @@ class _Watcher:
         self.detector, self.scores, self.meter = detector, scores, meter
         self.static = type(scores)() if scores is not None else None
         self.first = None  # the detector's view of the current video's first frame
+        self.frames = 0  # of the current video, seen so far
+        self.active = detector is not None or meter is not None
 
     def __call__(self, real: np.ndarray, made: np.ndarray) -> None:  # (B, H, W, 3) uint8 each
+        self.frames += len(real)
         if self.detector is not None:
             self.first = self.detector(real[0]) if self.first is None else self.first
             for a, b in zip(real, made):
@@ -83,35 +86,56 @@ def evaluate(model: MonkeyNet, data_dir: Path, limit: int | None = None, batch_s
     baseline and the first frame's own (identity_l1), the external metrics that could be
     measured, and why the others could not. After each video, ``on_video(name, its numbers)``
     and ``progress(videos done, videos in all)``. ``refine_steps``: see
-    ``pipeline.KeypointRefiner`` (0: the detector's keypoints, the paper's protocol)."""
+    ``pipeline.KeypointRefiner`` (0: the detector's keypoints, the paper's protocol).
+    A video that cannot be read is left out, its reason under 'failed'; InputError if all are."""
     folder = data_dir / "test" if (data_dir / "test").is_dir() else data_dir
     videos = list_videos(folder)[:limit] if limit else list_videos(folder)
     detector, scores, unavailable = external_metrics(model)
     meter = _fid_meter(model, fid_weights)
     if isinstance(meter, str):
         unavailable["fid"], meter = meter, None
-    watcher, per_video = _Watcher(detector, scores, meter), {}
+    watcher, per_video, failed = _Watcher(detector, scores, meter), {}, {}
     for video in videos:
-        watcher.first = None
-        result = reconstruct_file(model, video, None, batch_size, crop=crop,
-                                  refine_steps=refine_steps,
-                                  inspect=watcher if detector or meter else None)
-        per_video[video.name] = {"frames": result.frames} | {
-            key: result.extra[key] for key in ("l1", "static_l1", "identity_l1")}
-        if on_video:
-            on_video(video.name, per_video[video.name])
+        outcome = _evaluate_one(model, video, watcher, batch_size, crop, refine_steps)
+        if isinstance(outcome, str):
+            failed[video.name] = outcome
+        else:
+            per_video[video.name] = outcome
+            if on_video:
+                on_video(video.name, outcome)
         if progress:
-            progress(len(per_video), len(videos))
+            progress(len(per_video) + len(failed), len(videos))
+    if not per_video:
+        raise InputError(f"no video in {folder} could be evaluated; {next(iter(failed))}: "
+                         f"{next(iter(failed.values()))}")
     mean = lambda key: sum(v[key] for v in per_video.values()) / len(per_video)
     report = {"data": str(folder), "videos": per_video, "l1": mean("l1"),
               "static_l1": mean("static_l1"), "identity_l1": mean("identity_l1"),
-              "refine_steps": refine_steps, "unavailable": unavailable}
+              "refine_steps": refine_steps, "unavailable": unavailable, "failed": failed}
     measured = watcher.results()
     report.update({k: v for k, v in measured.items() if not isinstance(v, str)})
     unavailable.update({k: v for k, v in measured.items() if isinstance(v, str)})
     if detector is not None:
         report["detector"] = detector.name
     return report
+
+
+def _evaluate_one(model: MonkeyNet, video: Path, watcher: _Watcher, batch_size: int, crop,
+                  refine_steps: int) -> dict | str:
+    """One video's L1s, or why it could not be evaluated. An error after some of its frames
+    reached the external metrics ends the evaluation instead: their running sums cannot drop
+    those frames again (unreadable files, and faces not found, fail before any frame)."""
+    watcher.first, watcher.frames = None, 0
+    try:
+        result = reconstruct_file(model, video, None, batch_size, crop=crop,
+                                  refine_steps=refine_steps,
+                                  inspect=watcher if watcher.active else None)
+    except InputError as exc:
+        if watcher.frames:
+            raise
+        return str(exc)
+    return {"frames": result.frames} | {
+        key: result.extra[key] for key in ("l1", "static_l1", "identity_l1")}
 
 
 def _fid_meter(model: MonkeyNet, weights: Path | None) -> fid.FIDMeter | str:

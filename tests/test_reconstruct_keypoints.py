@@ -92,6 +92,30 @@ def test_evaluate_reports_the_first_frame_rebuilt_from_itself(small_model, clips
         assert_one_line_error(result, "--limit must be at least 1")
 
 
+def test_evaluate_leaves_out_an_unreadable_video_and_says_so(small_model, clips, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("a.mp4", "b.mkv"):
+        (data / name).symlink_to(clips / name)
+    clean = tmp_path / "clean.json"
+    assert run_cli("evaluate", data, "-c", small_model, "--json", clean).returncode == 0
+    (data / "0-broken.mp4").write_bytes(b"garbage" * 100)  # first in order: read first
+    report_path = tmp_path / "e.json"
+    result = run_cli("evaluate", data, "-c", small_model, "--json", report_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"failed: 0-broken.mp4: cannot read video {data / '0-broken.mp4'}: Invalid data found "
+        "when processing input"]
+    assert "2 videos, 1 failed" in result.stdout
+    report, expected = json.loads(report_path.read_text()), json.loads(clean.read_text())
+    assert list(report["failed"]) == ["0-broken.mp4"] and expected["failed"] == {}
+    assert report["videos"] == expected["videos"] and report["l1"] == expected["l1"]
+    for name in ("a.mp4", "b.mkv"):
+        (data / name).unlink()
+    assert_one_line_error(run_cli("evaluate", data, "-c", small_model),
+                          "no video in", "could be evaluated; 0-broken.mp4: cannot read video")
+
+
 def test_keypoints_video_and_json(small_model, clips, tmp_path):
     out, tracks = tmp_path / "kp.mp4", tmp_path / "kp.json"
     result = run_cli("keypoints", clips / "a.mp4", "-o", out, "-c", small_model, "--json", tracks)
