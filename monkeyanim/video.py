@@ -28,6 +28,7 @@ IMAGE_OUTPUTS = (".png", ".jpg", ".jpeg")  # single frames (keypoints of an imag
 DEFAULT_FPS = Fraction(25)  # for frame strips and folders of frames, which carry no rate
 MP4_AUDIO_COPY = {"aac", "mp3", "alac", "opus", "ac3", "eac3", "flac"}
 X264_OPTIONS = {"crf": "18", "preset": "veryfast"}
+WHITE = 255.0  # what transparent pixels of an image become
 QUEUE_FRAMES = 64  # frames buffered between decoding / encoding threads and the model
 # ...and at most this many bytes of frames queued for the encoder: 64 frames of a
 # 4000 px output or a pasted-back phone photo are gigabytes
@@ -44,11 +45,23 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+def _opaque_rgb(frame: av.VideoFrame) -> np.ndarray:
+    """(H, W, 3) uint8, a frame with transparency composited onto white: dropping the alpha
+    would show what transparent pixels happen to hold, often black, and a cut-out animal is
+    meant to sit on white (MGif's, the cartoon checkpoint's data, do)."""
+    if not (frame.format.has_palette or any(c.is_alpha for c in frame.format.components)):
+        return frame.to_ndarray(format="rgb24")
+    rgba = frame.to_ndarray(format="rgba").astype(np.float32)  # (H, W, 4)
+    alpha = rgba[..., 3:] / 255  # (H, W, 1)
+    return (rgba[..., :3] * alpha + WHITE * (1 - alpha)).round().astype(np.uint8)
+
+
 def _upright(frame: av.VideoFrame) -> np.ndarray:
     """The frame as it is meant to be seen, (H, W, 3) uint8: phones store portrait videos and
     photos sideways plus a rotation (the container's display matrix, a JPEG's EXIF
-    orientation), which FFmpeg reports and does not apply. Mirrorings are not undone."""
-    image = frame.to_ndarray(format="rgb24")
+    orientation), which FFmpeg reports and does not apply. Mirrorings are not undone.
+    Transparent pixels come out white."""
+    image = _opaque_rgb(frame)
     quarter_turns = round(frame.rotation / 90) % 4  # counter-clockwise, as np.rot90 turns
     return np.ascontiguousarray(np.rot90(image, quarter_turns)) if quarter_turns else image
 

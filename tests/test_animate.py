@@ -155,6 +155,22 @@ def test_source_formats(kind, small_model, face_frames, short_mp4, tmp_path):
     assert probe(out)["frames"] == 24
 
 
+def test_transparent_pixels_of_an_image_come_out_white(face_frames, tmp_path):
+    from monkeyanim.video import read_image
+
+    rgb = face_frames[3][:48, :40]  # (48, 40, 3) RGB
+    bgra = cv2.cvtColor(rgb[..., ::-1], cv2.COLOR_BGR2BGRA)
+    cv2.imwrite(str(tmp_path / "opaque.png"), bgra)
+    assert np.array_equal(read_image(tmp_path / "opaque.png"), rgb)
+    bgra[:, :20, 3] = 0  # left half transparent (its colour channels still hold the face)
+    bgra[:, 20:, 3] = 128  # right half half-transparent
+    cv2.imwrite(str(tmp_path / "cut-out.png"), bgra)
+    image = read_image(tmp_path / "cut-out.png").astype(int)
+    assert (image[:, :20] == 255).all()
+    expected = np.round(rgb[:, 20:] * (128 / 255) + 255 * (127 / 255))
+    assert np.abs(image[:, 20:] - expected).max() <= 1
+
+
 def test_bad_inputs_give_one_line_errors(small_model, source_png, short_mp4, tmp_path):
     out = tmp_path / "out.mp4"
     cases = []
