@@ -76,8 +76,10 @@ def _crop_each(videos: list[Path], folder: Path, detector, settings: tuple, rows
             failed += 1
             err_console.print(f"[bold red]failed:[/] {escape(path.name)}: {escape(str(exc))}")
             continue
-        console.print(escape(f"{path.name}: {len(found)} clip(s), "
-                             f"{sum(r['end_frame'] - r['start_frame'] + 1 for r in found)} frames"))
+        frames = sum(r["end_frame"] - r["start_frame"] + 1 for r in found)
+        console.print(escape(f"{path.name}: {len(found)} clip(s), {frames} frames" if found else
+                             f"{path.name}: no clip (no face tracked for {settings[1]} frames "
+                             "or more)"))
         rows.extend(found)
     return failed
 

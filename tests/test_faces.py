@@ -195,3 +195,6 @@ def test_crop_shows_progress_on_a_terminal_only(datasets_dir, tmp_path):
     assert stdout.startswith("may.mp4: 1 clip(s), 34 frames")  # results stay on stdout
     result = run_cli("crop", video, "-o", tmp_path / "again", "--size", "64")
     assert result.returncode == 0 and result.stderr == ""  # no terminal: no bar
+    result = run_cli("crop", video, "-o", tmp_path / "longer", "--size", "64", "--min-frames", "40")
+    assert result.returncode == 0
+    assert result.stdout.startswith("may.mp4: no clip (no face tracked for 40 frames or more)")
