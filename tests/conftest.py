@@ -31,9 +31,10 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None):
                           env=full_env, capture_output=True, text=True, timeout=600)
 
 
-def run_cli_on_terminal(*args: str, tmp_path: Path) -> tuple[int, str, str]:
-    """The CLI with stderr on a pseudo-terminal, as from a shell: returns (exit code, what the
-    terminal showed, stdout)."""
+def run_cli_on_terminal(*args: str, tmp_path: Path, env: dict | None = None
+                        ) -> tuple[int, str, str]:
+    """The CLI with stderr on a pseudo-terminal, as from a shell (``env`` added to this
+    process's): returns (exit code, what the terminal showed, stdout)."""
     import pty
 
     master, slave = pty.openpty()
@@ -41,7 +42,8 @@ def run_cli_on_terminal(*args: str, tmp_path: Path) -> tuple[int, str, str]:
     with stdout.open("w") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "monkeyanim", *map(str, args)], stdout=out, stderr=slave,
-            env={**os.environ, "MONKEYANIM_DEBUG": "0", "TERM": "xterm", "COLUMNS": "120"})
+            env={**os.environ, "MONKEYANIM_DEBUG": "0", "TERM": "xterm", "COLUMNS": "120",
+                 **(env or {})})
         os.close(slave)
         shown = []
         while True:

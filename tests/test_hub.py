@@ -6,7 +6,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conftest import ROOT, assert_one_line_error, probe, run_cli
+from conftest import ROOT, assert_one_line_error, probe, run_cli, run_cli_on_terminal
 
 COMMIT = "a" * 40
 
@@ -92,8 +92,11 @@ def test_download_then_cache_with_server_stopped(hub_env, tmp_path):
     cached = list((tmp_path / "hf").rglob("model.safetensors"))
     assert cached, "the file went to huggingface_hub's standard cache"
     hub.stop()
-    result = animate("hf://owner/models", tmp_path / "b.mp4", env)
-    assert result.returncode == 0, result.stderr
+    code, shown, _ = run_cli_on_terminal(
+        "animate", ROOT / "examples/shapes/source.png", ROOT / "examples/shapes/driving.mp4",
+        "-o", tmp_path / "b.mp4", "-c", "hf://owner/models", tmp_path=tmp_path, env=env)
+    assert code == 0, shown
+    assert "fetching hf://owner/models from the Hub or its cache" in shown  # on a terminal
     result = animate("hf://owner/models@main", tmp_path / "c.mp4", {**env, "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 0, result.stderr
 
