@@ -87,9 +87,11 @@ def _load(checkpoint: str | None, config: str | None, device: str, precision: st
     device = _device(device)
     check_precision(precision, torch.device(device))
     if checkpoint is None:
-        from .hub import DEFAULT_MODEL
+        from .hub import DEFAULT_MODEL, available_models
         checkpoint = DEFAULT_MODEL
-        err_console.print(f"using the default checkpoint '{checkpoint}' (--checkpoint to choose)")
+        others = ", ".join(name for name in available_models() if name != checkpoint)
+        err_console.print(f"using the default checkpoint '{checkpoint}' (--checkpoint to choose "
+                          f"another: {others}, a file or hf://)")
     if checkpoint.startswith("hf://"):
         _quiet_hub_logs()
         if err_console.is_terminal:  # huggingface_hub retries a dead network for about 25 s

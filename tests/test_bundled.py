@@ -98,7 +98,8 @@ def test_readme_example_moves_the_square_like_the_disc(tmp_path):
     result = run_cli("animate", ROOT / "examples/shapes/source.png",
                      ROOT / "examples/shapes/driving.mp4", "-o", out)
     assert result.returncode == 0, result.stderr
-    assert "default checkpoint 'shapes'" in result.stderr
+    assert "default checkpoint 'shapes' (--checkpoint to choose another: actions, mgif, a file " \
+           "or hf://)" in result.stderr
     import av
     with av.open(str(out)) as container:
         made = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
