@@ -318,6 +318,7 @@ def reconstruct(video: Annotated[Path, typer.Argument(help="Video, or a folder o
 
     check_batch_size(batch_size)
     _check_refine(refine_keypoints)
+    box = parse_crop(crop)
     videos = input_files(video, VIDEO_SUFFIXES | IMAGE_SUFFIXES, "videos")
     if video.is_dir():
         outputs = [output_folder(output) / f"{v.stem}.mp4" for v in videos]
@@ -328,7 +329,6 @@ def reconstruct(video: Annotated[Path, typer.Argument(help="Video, or a folder o
     from .jobs import reconstruct_file  # torch: only once the inputs are there
 
     model = _load(checkpoint, config, device, precision)
-    box = parse_crop(crop)
     jobs = [((v.name,), out, partial(reconstruct_file, model, v, out, batch_size, precision, box,
                                      refine_keypoints))
             for v, out in zip(videos, outputs)]

@@ -270,10 +270,11 @@ def evaluate(data_dir: Annotated[Path, typer.Argument(help="Folder with test/ (o
     _check_refine(refine_keypoints)
     if json_path is not None:
         check_output(json_path, overwrite)
+    box = parse_crop(crop)
     model = _load(checkpoint, config, device)
     with _progress(f"evaluating {data_dir.name}", "videos") as progress:
         # on a terminal a bar; otherwise one parseable line per video
-        report = run(model, data_dir, limit, batch_size, parse_crop(crop),
+        report = run(model, data_dir, limit, batch_size, box,
                      None if progress else
                      lambda name, v: console.print(escape(f"{name}: L1 {v['l1']:.4f}")),
                      fid_weights, progress, refine_keypoints)
@@ -349,10 +350,11 @@ def predict(source: Annotated[Path, typer.Argument(help="Still image to bring to
         raise InputError("--frames and --fps must be positive")
     if fid_weights is not None and fid_reference is None:
         raise InputError("--fid-weights needs --fid-reference: the real videos to compare with")
+    box = parse_crop(crop)
     net = load_predictor(predictor)
     model = _load(checkpoint, config, device)
     scorer = ReferenceFID(model, fid_weights, fid_reference) if fid_reference else None
-    result = predict_file(model, net, source, output, frames, fps, parse_crop(crop),
+    result = predict_file(model, net, source, output, frames, fps, box,
                           inspect=scorer.add_generated if scorer else None)
     if scorer is not None:
         result.extra["fid"] = scorer.result()

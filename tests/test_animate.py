@@ -217,7 +217,10 @@ def test_bad_outputs_and_batch_sizes_are_refused_before_the_model_loads(source_p
                         (("keypoints", short_mp4, "-o", out / "o.mp4", "--batch-size", "-2"),
                          "--batch-size must be at least 1"),
                         (("evaluate", out, "--batch-size", "0"),
-                         "--batch-size must be at least 1")):
+                         "--batch-size must be at least 1"),
+                        (("reconstruct", short_mp4.parent, "-o", out / "folder", "--crop",
+                          "1,2"), "--crop expects auto, none or x,y,w,h"),
+                        (("evaluate", out, "--crop", "1,2"), "--crop expects")):
         result = run_cli(*args)
         assert_one_line_error(result, error)
     assert not list(out.iterdir()) and folder.is_dir() and not list(folder.iterdir())
