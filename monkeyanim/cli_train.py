@@ -16,7 +16,7 @@ from .cli import (BatchOpt, CheckpointOpt, ConfigOpt, CropOpt, DeviceOpt, JsonOp
                   OverwriteOpt, PrecisionOpt, RefineOpt, _check_refine, _device, _load,
                   _progress, _report, app, console, err_console)
 from .errors import InputError, Interrupted, MonkeyAnimError
-from .files import check_output, input_files, output_folder
+from .files import check_output, input_files, output_folder, require
 
 SUBJECTS = {None: None, "face": "face_model", "body": "body_model"}  # --subject: metadata key
 FidWeightsOpt = Annotated[Path | None, typer.Option(
@@ -222,6 +222,13 @@ class StopRequest:
         return self.reason is not None
 
 
+def _require_all(*paths: tuple[Path | None, str]) -> None:
+    """Each (path, what) given (not None) must exist: checked before the model loads."""
+    for path, what in paths:
+        if path is not None:
+            require(path, what)
+
+
 def _metrics_table(report: dict, face_model: bool) -> Table:
     """evaluate's report as a table: each metric for the model and the static source."""
     table = Table("metric", "model", "static source", "note", title=escape(report["data"]))
@@ -271,6 +278,7 @@ def evaluate(data_dir: Annotated[Path, typer.Argument(help="Folder with test/ (o
     if json_path is not None:
         check_output(json_path, overwrite)
     box = parse_crop(crop)
+    _require_all((data_dir, "data folder"), (fid_weights, "FID weights"))
     model = _load(checkpoint, config, device)
     with _progress(f"evaluating {data_dir.name}", "videos") as progress:
         # on a terminal a bar; otherwise one parseable line per video
@@ -351,6 +359,7 @@ def predict(source: Annotated[Path, typer.Argument(help="Still image to bring to
     if fid_weights is not None and fid_reference is None:
         raise InputError("--fid-weights needs --fid-reference: the real videos to compare with")
     box = parse_crop(crop)
+    _require_all((fid_weights, "FID weights"), (fid_reference, "FID reference"))
     net = load_predictor(predictor)
     model = _load(checkpoint, config, device)
     scorer = ReferenceFID(model, fid_weights, fid_reference) if fid_reference else None

@@ -220,7 +220,10 @@ def test_bad_outputs_and_batch_sizes_are_refused_before_the_model_loads(source_p
                          "--batch-size must be at least 1"),
                         (("reconstruct", short_mp4.parent, "-o", out / "folder", "--crop",
                           "1,2"), "--crop expects auto, none or x,y,w,h"),
-                        (("evaluate", out, "--crop", "1,2"), "--crop expects")):
+                        (("evaluate", out, "--crop", "1,2"), "--crop expects"),
+                        (("evaluate", tmp_path / "nope"), "data folder not found"),
+                        (("evaluate", out, "--fid-weights", tmp_path / "nope.pt"),
+                         "FID weights not found")):
         result = run_cli(*args)
         assert_one_line_error(result, error)
     assert not list(out.iterdir()) and folder.is_dir() and not list(folder.iterdir())
