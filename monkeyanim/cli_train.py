@@ -359,7 +359,8 @@ def predict(source: Annotated[Path, typer.Argument(help="Still image to bring to
     if fid_weights is not None and fid_reference is None:
         raise InputError("--fid-weights needs --fid-reference: the real videos to compare with")
     box = parse_crop(crop)
-    _require_all((fid_weights, "FID weights"), (fid_reference, "FID reference"))
+    _require_all((source, "source image"), (fid_weights, "FID weights"),
+                 (fid_reference, "FID reference"))
     net = load_predictor(predictor)
     model = _load(checkpoint, config, device)
     scorer = ReferenceFID(model, fid_weights, fid_reference) if fid_reference else None

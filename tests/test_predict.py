@@ -65,6 +65,10 @@ def test_cli_train_predictor_and_predict(shapes_split, tmp_path):
     result = run_cli("predict", ROOT / "examples/shapes/source.png", "-c", "shapes",
                      "--predictor", ROOT / "examples/shapes/source.png", "-o", tmp_path / "x.mp4")
     assert_one_line_error(result, "not a readable predictor")
+    # no -c: a missing source is refused before the default checkpoint loads and says so
+    result = run_cli("predict", tmp_path / "nope.png", "--predictor", predictor, "-o",
+                     tmp_path / "y.mp4")
+    assert_one_line_error(result, "source image not found")
     check_prediction_fid(predictor, tmp_path)
     result = run_cli("train-predictor", shapes_split, "-c", "shapes", "-o", tmp_path / "p2",
                      "--frames", "64")
