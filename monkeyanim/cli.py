@@ -377,15 +377,24 @@ def keypoints(video: Annotated[Path, typer.Argument(help="Video or image.")],
 from . import cli_train  # noqa: E402,F401  (registers crop, train, evaluate, predict)
 
 
+STOP_SIGNALS = {signal.SIGINT: ("interrupted", signal.default_int_handler),
+                signal.SIGTERM: ("terminated", signal.SIG_DFL)}  # name, Python's own handling
+
+
 def _interrupt(signum, frame) -> None:
-    raise Interrupted("interrupted: unfinished outputs were removed")
+    raise Interrupted(f"{STOP_SIGNALS[signum][0]}: unfinished outputs were removed",
+                      exit_code=128 + signum)
 
 
 def main() -> None:
-    """Entry point: library errors become one readable line and exit code 1 (130 on Ctrl-C)."""
-    # Typer turns KeyboardInterrupt into a silent exit; our own exception keeps the message.
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-        signal.signal(signal.SIGINT, _interrupt)
+    """Entry point: library errors become one readable line and exit code 1 (128 + the
+    signal's number on Ctrl-C or kill: 130, 143)."""
+    # Typer turns KeyboardInterrupt into a silent exit and SIGTERM would end Python at once,
+    # leaving the hidden temporary output behind; our own exception keeps the message and
+    # lets every writer remove what it started. A signal ignored by the parent stays ignored.
+    for signum, (_, python_default) in STOP_SIGNALS.items():
+        if signal.getsignal(signum) is python_default:
+            signal.signal(signum, _interrupt)
     keep_freed_memory()
     try:
         app()
@@ -394,4 +403,4 @@ def main() -> None:
             raise
         err_console.print(escape(str(exc)) if isinstance(exc, Interrupted)
                           else f"[bold red]error:[/] {escape(str(exc))}")
-        sys.exit(130 if isinstance(exc, Interrupted) else 1)
+        sys.exit(exc.exit_code if isinstance(exc, Interrupted) else 1)

@@ -18,4 +18,9 @@ class InputError(MonkeyAnimError):
 
 
 class Interrupted(MonkeyAnimError):
-    """Ctrl-C: raised from the SIGINT handler so outputs in progress are discarded."""
+    """Ctrl-C or kill: raised from the SIGINT / SIGTERM handler so outputs in progress are
+    discarded; ``exit_code`` is the shell's convention, 128 + the signal's number."""
+
+    def __init__(self, message: str, exit_code: int = 130):
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -278,7 +278,10 @@ def test_existing_output_and_unwritable_folder(small_model, source_png, short_mp
     assert_one_line_error(result, "unknown checkpoint")
 
 
-def test_ctrl_c_leaves_nothing(small_model, source_png, face_frames, tmp_path):
+@pytest.mark.parametrize("signum, exit_code, said", [(signal.SIGINT, 130, "interrupted"),
+                                                     (signal.SIGTERM, 143, "terminated")])
+def test_ctrl_c_or_kill_leaves_nothing(small_model, source_png, face_frames, tmp_path, signum,
+                                       exit_code, said):
     long_video = write_video(tmp_path / "long.mp4", face_frames * 20)  # 800 frames
     out = tmp_path / "out.mp4"
     out_existing = tmp_path / "kept.mp4"
@@ -292,10 +295,10 @@ def test_ctrl_c_leaves_nothing(small_model, source_png, face_frames, tmp_path):
         while not list(tmp_path.glob(f".{target.name}.*")) and time.time() < deadline:
             time.sleep(0.05)
         time.sleep(0.5)
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signum)
         _, stderr = process.communicate(timeout=60)
-        assert process.returncode == 130, stderr
-        assert "Traceback" not in stderr and "interrupted" in stderr
+        assert process.returncode == exit_code, stderr
+        assert "Traceback" not in stderr and said in stderr
         assert not list(tmp_path.glob(f".{target.name}.*"))
     assert not out.exists()
     assert out_existing.read_bytes() == b"old"
