@@ -23,8 +23,8 @@ from .faces import Box, crop_box, get_detector, largest, track_faces
 from .models import Keypoints, MonkeyNet
 from .pipeline import (Animator, ReconstructionScores, best_frame, driving_keypoints,
                        reconstruct, to_tensor, to_uint8)
-from .video import (IMAGE_OUTPUTS, Progress, VideoReader, VideoWriter, check_batch_size,
-                    fit_frame, open_video, prefetch, read_source)
+from .video import (IMAGE_OUTPUTS, VIDEO_SUFFIXES, Progress, VideoReader, VideoWriter,
+                    check_batch_size, fit_frame, open_video, prefetch, read_source)
 
 DRAW_MIN_SIZE_PX = 256  # keypoint overlays are drawn at least this large to stay readable
 
@@ -130,21 +130,34 @@ def _resize_all(frames: np.ndarray, side: int | None) -> list[np.ndarray]:
     return [cv2.resize(f, (side, side), interpolation=cv2.INTER_CUBIC) for f in frames]
 
 
+def _check_still_driving(reader: VideoReader, transfer: str, source: Path) -> None:
+    """A still image drives nothing in relative mode (its one frame is its own first frame);
+    a video as SOURCE with one there means the two arguments were swapped."""
+    if reader.kind != "image" or transfer != "relative":
+        return
+    hint = (" (the arguments look swapped: animate SOURCE_IMAGE DRIVING_VIDEO)"
+            if source.suffix.lower() in VIDEO_SUFFIXES else
+            ", or --mode absolute to pose the source like it")
+    raise InputError(f"driving {reader.path} is a still image, which moves nothing in relative "
+                     f"mode: give a video, a frame strip or a folder of frames{hint}")
+
+
 def animate_file(model: MonkeyNet, source: Path, driving: Path, output: Path,
                  settings: AnimateSettings, progress: Progress | None = None) -> JobResult:
     """Animate ``source`` with ``driving``'s motion into ``output`` (mp4 or gif)."""
     start = time.perf_counter()
     size = model.config.frame_size
     mode = crop_mode(settings.crop, model)
+    transfer = settings.mode or default_mode(model)
+    reader = open_video(driving)
+    _check_still_driving(reader, transfer, source)
     source_image = read_source(source)
     box, detector = source_crop(source_image, mode, source)
     source_frame = fit_frame(source_image, size, box)
-    reader = open_video(driving)
     crop_at, _ = video_crops(reader, mode)
     batches = lambda: frame_batches(reader, size, settings.batch_size, crop_at, model.device)
     paste = PasteBack(source_image, box) if settings.paste_back else None
     source_tensor = to_tensor([source_frame], model.device)[0]
-    transfer = settings.mode or default_mode(model)
     animator = Animator(model, source_tensor, transfer, settings.adapt_scale,
                         precision=settings.precision, refine_steps=settings.refine_steps)
     best = None

@@ -278,6 +278,21 @@ def test_existing_output_and_unwritable_folder(small_model, source_png, short_mp
     assert_one_line_error(result, "unknown checkpoint")
 
 
+def test_still_image_driving(small_model, source_png, short_mp4, tmp_path):
+    """One still frame moves nothing in relative mode: refused, with a hint when the source is
+    a video (the two arguments swapped); in absolute mode it poses the source (one frame)."""
+    out = tmp_path / "out.mp4"
+    swapped = run_cli("animate", short_mp4, source_png, "-o", out, "-c", small_model)
+    assert_one_line_error(swapped, "still image", "arguments look swapped")
+    still = run_cli("animate", source_png, source_png, "-o", out, "-c", small_model)
+    assert_one_line_error(still, "still image", "--mode absolute")
+    assert not out.exists()
+    posed = run_cli("animate", source_png, source_png, "-o", out, "-c", small_model,
+                    "--mode", "absolute")
+    assert posed.returncode == 0, posed.stderr
+    assert probe(out)["frames"] == 1
+
+
 @pytest.mark.parametrize("signum, exit_code, said", [(signal.SIGINT, 130, "interrupted"),
                                                      (signal.SIGTERM, 143, "terminated")])
 def test_ctrl_c_or_kill_leaves_nothing(small_model, source_png, face_frames, tmp_path, signum,
