@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .errors import InputError, Interrupted, MonkeyAnimError
-from .files import check_output, input_files, output_folder, require
+from .files import check_not_input, check_output, input_files, output_folder, require
 from .native import keep_freed_memory
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -150,7 +150,7 @@ def convert(checkpoint: Annotated[Path, typer.Argument(help="Authors' .pth.tar c
     from .checkpoint import convert_authors_checkpoint, save_checkpoint
     from .hub import resolve_config
 
-    check_output(output, overwrite)
+    check_output(output, overwrite, inputs=(checkpoint,))
     model = convert_authors_checkpoint(checkpoint, resolve_config(config))
     model.provenance.update(name=name or checkpoint.name.split(".")[0],
                             source="authors' checkpoint", config=str(config))
@@ -228,8 +228,10 @@ def animate(source: Annotated[Path, typer.Argument(help="Image, or a folder of i
                     if batch_driving else [driving])
         folder = output_folder(output)
         pairs = [(s, d, folder / f"{s.stem}__{d.stem}.mp4") for s in sources for d in drivings]
+        for s, d, out in pairs:
+            check_not_input(out, s, d)
     else:
-        check_output(output, overwrite, VIDEO_OUTPUTS)
+        check_output(output, overwrite, VIDEO_OUTPUTS, inputs=(source, driving))
         input_files(source, IMAGE_SUFFIXES | VIDEO_SUFFIXES, "source images")
         require(driving, "video")
     from .jobs import AnimateSettings, animate_file  # torch: only once the inputs are there
@@ -322,10 +324,12 @@ def reconstruct(video: Annotated[Path, typer.Argument(help="Video, or a folder o
     videos = input_files(video, VIDEO_SUFFIXES | IMAGE_SUFFIXES, "videos")
     if video.is_dir():
         outputs = [output_folder(output) / f"{v.stem}.mp4" for v in videos]
+        for v, out in zip(videos, outputs):
+            check_not_input(out, v)
     else:
-        outputs = [check_output(output, overwrite, VIDEO_OUTPUTS)]
+        outputs = [check_output(output, overwrite, VIDEO_OUTPUTS, inputs=(video,))]
     if json_path is not None:
-        check_output(json_path, overwrite)
+        check_output(json_path, overwrite, inputs=tuple(videos))
     from .jobs import reconstruct_file  # torch: only once the inputs are there
 
     model = _load(checkpoint, config, device, precision)
@@ -361,9 +365,9 @@ def keypoints(video: Annotated[Path, typer.Argument(help="Video or image.")],
     from .faces import parse_crop
     from .video import IMAGE_OUTPUTS, VIDEO_OUTPUTS, check_batch_size
 
-    check_output(output, overwrite, VIDEO_OUTPUTS + IMAGE_OUTPUTS)
+    check_output(output, overwrite, VIDEO_OUTPUTS + IMAGE_OUTPUTS, inputs=(video,))
     if json_path is not None:
-        check_output(json_path, overwrite)
+        check_output(json_path, overwrite, inputs=(video,))
     check_batch_size(batch_size)
     require(video, "video or image")
     box = parse_crop(crop)

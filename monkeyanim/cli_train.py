@@ -311,7 +311,7 @@ def train_predictor(data_dir: Annotated[Path, typer.Argument(
     from .models.predictor import PredictorConfig
     from .prediction import extract_keypoints, save_predictor, train_predictor as fit
 
-    check_output(output, overwrite)
+    check_output(output, overwrite, inputs=(Path(checkpoint) if checkpoint else None,))
     if min(epochs, hidden, batch_size) < 1 or frames < 2:
         raise InputError("--epochs, --hidden and --batch-size must be at least 1, --frames at "
                          "least 2 (the first frame is given, the others predicted)")
@@ -353,7 +353,7 @@ def predict(source: Annotated[Path, typer.Argument(help="Still image to bring to
     from .faces import parse_crop
     from .video import VIDEO_OUTPUTS
 
-    check_output(output, overwrite, VIDEO_OUTPUTS)
+    check_output(output, overwrite, VIDEO_OUTPUTS, inputs=(source, predictor))
     if frames < 1 or fps <= 0:
         raise InputError("--frames and --fps must be positive")
     if fid_weights is not None and fid_reference is None:

@@ -43,9 +43,23 @@ FILE_SUFFIXES = {".mp4", ".gif", ".png", ".jpg", ".jpeg", ".json", ".mov", ".mkv
                  ".avi", ".safetensors"}
 
 
-def check_output(path: Path, overwrite: bool, suffixes: tuple[str, ...] = ()) -> Path:
-    """Refuse to clobber an existing output, and fail early if its folder is not writable or
-    its name does not end in one of ``suffixes`` (when given)."""
+def check_not_input(path: Path, *inputs: Path | None) -> None:
+    """Refuse an output that is one of the ``inputs`` (the same file by any name, links
+    included): even with --overwrite, replacing what is being read is a slip of the keyboard."""
+    for source in inputs:
+        try:
+            same = source is not None and os.path.samefile(path, source)
+        except OSError:  # either does not exist (yet)
+            same = False
+        if same:
+            raise InputError(f"output {path} is the input {source} itself: name another file")
+
+
+def check_output(path: Path, overwrite: bool, suffixes: tuple[str, ...] = (),
+                 inputs: tuple[Path | None, ...] = ()) -> Path:
+    """Refuse to clobber an existing output or any of ``inputs``, and fail early if its folder
+    is not writable or its name does not end in one of ``suffixes`` (when given)."""
+    check_not_input(path, *inputs)
     if suffixes and path.suffix.lower() not in suffixes:
         choices = ", ".join(suffixes[:-1]) + " or " + suffixes[-1] if len(suffixes) > 1 \
             else suffixes[0]

@@ -293,6 +293,28 @@ def test_still_image_driving(small_model, source_png, short_mp4, tmp_path):
     assert probe(out)["frames"] == 1
 
 
+def test_output_that_is_an_input_is_refused(small_model, source_png, short_mp4, tmp_path):
+    """--overwrite replaces outputs, never what is being read: an output that is an input
+    (by its own name, through a link, or a batch written into its own folder) is refused
+    before anything runs, and the input is left byte for byte."""
+    driving = tmp_path / "drive.mp4"
+    driving.write_bytes(short_mp4.read_bytes())
+    link = tmp_path / "link.mp4"
+    link.symlink_to(driving)
+    source = tmp_path / "portrait.png"
+    source.write_bytes(source_png.read_bytes())
+    before = {p: p.read_bytes() for p in (driving, source)}
+    common = ("-c", small_model, "--overwrite")
+    for args in (("animate", source, driving, "-o", driving), ("animate", source, driving, "-o", link),
+                 ("animate", source, driving, "-o", source),
+                 ("keypoints", driving, "-o", driving), ("keypoints", source, "-o", source),
+                 ("reconstruct", driving, "-o", link), ("reconstruct", tmp_path, "-o", tmp_path)):
+        result = run_cli(*args, *common)
+        assert_one_line_error(result, "is the input", "name another file")
+    assert {p: p.read_bytes() for p in before} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["drive.mp4", "link.mp4", "portrait.png"]
+
+
 @pytest.mark.parametrize("signum, exit_code, said", [(signal.SIGINT, 130, "interrupted"),
                                                      (signal.SIGTERM, 143, "terminated")])
 def test_ctrl_c_or_kill_leaves_nothing(small_model, source_png, face_frames, tmp_path, signum,

@@ -80,6 +80,11 @@ def test_convert_refuses_to_overwrite_and_keeps_the_file(authors_ckpt, small_con
     result = run_cli("convert", authors_ckpt, "--config", small_config, "-o", out, "--overwrite")
     assert result.returncode == 0, result.stderr
     assert monkeyanim.load_model(out).config.num_kp == 10
+    before = authors_ckpt.read_bytes()  # the input itself is never the output, --overwrite or not
+    result = run_cli("convert", authors_ckpt, "--config", small_config, "-o", authors_ckpt,
+                     "--overwrite")
+    assert_one_line_error(result, "is the input", "name another file")
+    assert authors_ckpt.read_bytes() == before
 
 
 @pytest.mark.parametrize("case", ["missing", "unknown-config", "mismatch", "corrupt", "not-dict",

@@ -65,6 +65,10 @@ def test_cli_train_predictor_and_predict(shapes_split, tmp_path):
     result = run_cli("predict", ROOT / "examples/shapes/source.png", "-c", "shapes",
                      "--predictor", ROOT / "examples/shapes/source.png", "-o", tmp_path / "x.mp4")
     assert_one_line_error(result, "not a readable predictor")
+    result = run_cli("predict", ROOT / "examples/shapes/source.png", "-c", "shapes",
+                     "--predictor", predictor, "-o", predictor, "--overwrite")
+    assert_one_line_error(result, "is the input", "name another file")
+    assert load_predictor(predictor).config.num_frames == 16
     # no -c: a missing source is refused before the default checkpoint loads and says so
     result = run_cli("predict", tmp_path / "nope.png", "--predictor", predictor, "-o",
                      tmp_path / "y.mp4")
