@@ -17,7 +17,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .errors import InputError, Interrupted, MonkeyAnimError
-from .files import check_not_input, check_output, input_files, output_folder, require
+from .files import (check_json_apart, check_not_input, check_output, input_files,
+                    output_folder, require)
 from .native import keep_freed_memory
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -328,6 +329,7 @@ def reconstruct(video: Annotated[Path, typer.Argument(help="Video, or a folder o
             check_not_input(out, v)
     else:
         outputs = [check_output(output, overwrite, VIDEO_OUTPUTS, inputs=(video,))]
+        check_json_apart(json_path, output)
     if json_path is not None:
         check_output(json_path, overwrite, inputs=tuple(videos))
     from .jobs import reconstruct_file  # torch: only once the inputs are there
@@ -366,6 +368,7 @@ def keypoints(video: Annotated[Path, typer.Argument(help="Video or image.")],
     from .video import IMAGE_OUTPUTS, VIDEO_OUTPUTS, check_batch_size
 
     check_output(output, overwrite, VIDEO_OUTPUTS + IMAGE_OUTPUTS, inputs=(video,))
+    check_json_apart(json_path, output)
     if json_path is not None:
         check_output(json_path, overwrite, inputs=(video,))
     check_batch_size(batch_size)

@@ -295,8 +295,8 @@ def test_still_image_driving(small_model, source_png, short_mp4, tmp_path):
 
 def test_output_that_is_an_input_is_refused(small_model, source_png, short_mp4, tmp_path):
     """--overwrite replaces outputs, never what is being read: an output that is an input
-    (by its own name, through a link, or a batch written into its own folder) is refused
-    before anything runs, and the input is left byte for byte."""
+    (by its own name, through a link, or a batch written into its own folder), or a --json
+    naming the output, is refused before anything runs, and the input is left byte for byte."""
     driving = tmp_path / "drive.mp4"
     driving.write_bytes(short_mp4.read_bytes())
     link = tmp_path / "link.mp4"
@@ -311,6 +311,10 @@ def test_output_that_is_an_input_is_refused(small_model, source_png, short_mp4, 
                  ("reconstruct", driving, "-o", link), ("reconstruct", tmp_path, "-o", tmp_path)):
         result = run_cli(*args, *common)
         assert_one_line_error(result, "is the input", "name another file")
+    same = tmp_path / "out.mp4"  # --json and -o naming one file: one would clobber the other
+    for command, source_file in (("keypoints", driving), ("reconstruct", driving)):
+        result = run_cli(command, source_file, "-o", same, "--json", same, *common)
+        assert_one_line_error(result, "--json", "names the output file itself")
     assert {p: p.read_bytes() for p in before} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["drive.mp4", "link.mp4", "portrait.png"]
 
