@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as safetensors_bytes
 
 from .config import ModelConfig
 from .errors import CheckpointError
@@ -42,7 +42,10 @@ def save_checkpoint(model: MonkeyNet, path: str | Path, provenance: dict | None 
     metadata = {"format": FORMAT, "config": model.config.to_json(),
                 "provenance": json.dumps(provenance if provenance is not None
                                          else model.provenance, sort_keys=True)}
-    atomic_write(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    # bytes first: written by Python, a full disk is an OSError (safetensors' own writer
+    # raises an opaque SafetensorError)
+    data = safetensors_bytes(tensors, metadata=metadata)
+    atomic_write(Path(path), lambda tmp: tmp.write_bytes(data))
 
 
 def read_metadata(path: str | Path) -> tuple[ModelConfig, dict[str, Any]]:

@@ -17,6 +17,15 @@ class InputError(MonkeyAnimError):
     """A user input (image, video, folder, option value) that cannot be used."""
 
 
+class OutputError(MonkeyAnimError):
+    """An output that could not be written: disk full, no permission, an I/O error."""
+
+
+def cannot_write(path, exc: OSError) -> OutputError:
+    """The one-line OutputError for ``exc`` raised while writing ``path``."""
+    return OutputError(f"cannot write {path}: {exc.strerror or exc}")
+
+
 class Interrupted(MonkeyAnimError):
     """Ctrl-C or kill: raised from the SIGINT / SIGTERM handler so outputs in progress are
     discarded; ``exit_code`` is the shell's convention, 128 + the signal's number."""

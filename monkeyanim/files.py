@@ -8,7 +8,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import InputError
+from .errors import InputError, cannot_write
 
 
 def temp_beside(path: Path, suffix: str = ".tmp") -> Path:
@@ -28,12 +28,18 @@ def publish(tmp: Path, path: Path) -> None:
 
 def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
     """Call ``write(tmp_path)``, then move the result to ``path``; on failure or interruption
-    the temp file is removed and an existing ``path`` is left untouched."""
+    the temp file is removed and an existing ``path`` is left untouched. An OSError (disk
+    full, no permission) becomes OutputError."""
     path = Path(path)
-    tmp = temp_beside(path)
+    try:
+        tmp = temp_beside(path)
+    except OSError as exc:
+        raise cannot_write(path, exc) from exc
     try:
         write(tmp)
         publish(tmp, path)
+    except OSError as exc:
+        raise cannot_write(path, exc) from exc
     finally:
         tmp.unlink(missing_ok=True)
 

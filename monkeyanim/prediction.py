@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as safetensors_bytes
 
 from .data import list_videos
 from .errors import CheckpointError, InputError
@@ -107,7 +107,8 @@ def save_predictor(predictor: KPPredictor, path: Path, provenance: dict) -> None
     tensors = {k: v.detach().cpu().contiguous() for k, v in predictor.state_dict().items()}
     metadata = {"format": FORMAT, "config": json.dumps(dataclasses.asdict(predictor.config)),
                 "provenance": json.dumps(provenance)}
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    data = safetensors_bytes(tensors, metadata=metadata)  # bytes first, as save_checkpoint does
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def load_predictor(path: Path) -> KPPredictor:

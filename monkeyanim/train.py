@@ -4,6 +4,7 @@ another, with an LSGAN and discriminator feature matching. Single process or DDP
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import random
@@ -25,7 +26,7 @@ from .files import atomic_write
 from .config import ModelConfig, check_discriminator
 from .data import (EndlessSampler, PairDataset, init_worker, iterations_per_epoch,
                    training_folder)
-from .errors import CheckpointError, ConfigError, InputError
+from .errors import CheckpointError, ConfigError, InputError, cannot_write
 from .losses import DeformedReconstruction, DiscriminatorGAN, FeatureMatching, GeneratorGAN
 from .models import Keypoints, MonkeyNet, build_model
 from .pipeline import check_precision, precision_context, to_uint8
@@ -288,8 +289,11 @@ class Trainer:
                       "lr": scheduler.get_last_lr()[0], **losses}
             if val_l1 is not None:
                 record["val_l1"] = val_l1
-            with open(self.run_dir / LOG_FILE, "a") as log:
-                log.write(json.dumps(record) + "\n")
+            try:
+                with open(self.run_dir / LOG_FILE, "a") as log:
+                    log.write(json.dumps(record) + "\n")
+            except OSError as exc:  # disk full: stop here, the last checkpoint stays whole
+                raise cannot_write(self.run_dir / LOG_FILE, exc) from exc
         if on_step:
             on_step(Step(self.iteration, self.total, losses, seconds, val_l1))
 
@@ -314,7 +318,9 @@ class Trainer:
                  "schedulers": {k: v.state_dict() for k, v in self.schedulers.items()},
                  "torch_rng": torch.get_rng_state(), "python_rng": list(random.getstate()[1]),
                  "total": self.total}
-        atomic_write(self.run_dir / STATE_FILE, lambda tmp: torch.save(state, tmp))
+        buffer = io.BytesIO()  # torch.save into a full disk fails as 'unexpected pos', not ENOSPC
+        torch.save(state, buffer)
+        atomic_write(self.run_dir / STATE_FILE, lambda tmp: tmp.write_bytes(buffer.getbuffer()))
 
     def _resume(self) -> None:
         model_path, state_path = self.run_dir / MODEL_FILE, self.run_dir / STATE_FILE

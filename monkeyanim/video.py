@@ -18,7 +18,7 @@ import av.filter
 import cv2
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, cannot_write
 from .files import publish, temp_beside
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
@@ -262,7 +262,10 @@ class VideoWriter:
             raise InputError(f"output {self.path} must end in .mp4 or .gif")
         self.fps = Fraction(fps).limit_denominator(100_000)
         self.audio_from = Path(audio_from) if audio_from and self.suffix == ".mp4" else None
-        self._tmp = temp_beside(self.path, self.suffix)
+        try:
+            self._tmp = temp_beside(self.path, self.suffix)
+        except OSError as exc:
+            raise cannot_write(self.path, exc) from exc
         self._container = av.open(str(self._tmp), mode="w",
                                   format="mp4" if self.suffix == ".mp4" else "gif")
         self._stream = None
@@ -317,7 +320,7 @@ class VideoWriter:
                 if self._error is None:
                     self._encode(frame)
         except BaseException as exc:
-            self._error = exc
+            self._error = cannot_write(self.path, exc) if isinstance(exc, OSError) else exc
             while self._queue.get() is not None:  # drain so writers never block
                 pass
 
@@ -349,6 +352,8 @@ class VideoWriter:
                 self._audio.copy(self._count / self.fps)
             self._container.close()
             publish(self._tmp, self.path)
+        except OSError as exc:  # disk full, no permission: FFmpeg's and the OS's own errors
+            raise cannot_write(self.path, exc) from exc
         finally:
             self._discard()
 

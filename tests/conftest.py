@@ -24,11 +24,20 @@ def datasets_dir() -> Path:
     return path
 
 
-def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None):
-    """Run the real console entry point in a subprocess; returns CompletedProcess (text)."""
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None,
+            max_file_bytes: int | None = None):
+    """Run the real console entry point in a subprocess; returns CompletedProcess (text).
+    ``max_file_bytes``: the kernel refuses to grow any file the command writes past this
+    (RLIMIT_FSIZE; Python ignores SIGXFSZ, so writes fail with EFBIG as on a full disk)."""
     full_env = {**os.environ, "MONKEYANIM_DEBUG": "0", **(env or {})}
+
+    def limit() -> None:
+        import resource
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
+
     return subprocess.run([sys.executable, "-m", "monkeyanim", *map(str, args)], cwd=cwd,
-                          env=full_env, capture_output=True, text=True, timeout=600)
+                          env=full_env, capture_output=True, text=True, timeout=600,
+                          preexec_fn=limit if max_file_bytes is not None else None)
 
 
 def run_cli_on_terminal(*args: str, tmp_path: Path, env: dict | None = None

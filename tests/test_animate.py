@@ -319,6 +319,21 @@ def test_output_that_is_an_input_is_refused(small_model, source_png, short_mp4, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["drive.mp4", "link.mp4", "portrait.png"]
 
 
+def test_a_write_that_fails_is_one_line_and_keeps_the_old_output(small_model, source_png,
+                                                                  short_mp4, tmp_path):
+    """A disk that fills up (here a file-size limit, which fails writes as a full disk does)
+    stops the command in one line naming the output; the old file stays, no temp is left."""
+    for name in ("out.mp4", "out.gif", "keypoints.png"):
+        (tmp_path / name).write_bytes(b"old")
+    for args in (("animate", source_png, short_mp4, "--size", "512", "-o", tmp_path / "out.mp4"),
+                 ("animate", source_png, short_mp4, "-o", tmp_path / "out.gif"),
+                 ("keypoints", source_png, "-o", tmp_path / "keypoints.png")):
+        result = run_cli(*args, "-c", small_model, "--overwrite", max_file_bytes=2000)
+        assert_one_line_error(result, f"cannot write {args[-1]}", "File too large")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keypoints.png", "out.gif", "out.mp4"]
+    assert all(p.read_bytes() == b"old" for p in tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("signum, exit_code, said", [(signal.SIGINT, 130, "interrupted"),
                                                      (signal.SIGTERM, 143, "terminated")])
 def test_ctrl_c_or_kill_leaves_nothing(small_model, source_png, face_frames, tmp_path, signum,

@@ -85,6 +85,11 @@ def test_convert_refuses_to_overwrite_and_keeps_the_file(authors_ckpt, small_con
                      "--overwrite")
     assert_one_line_error(result, "is the input", "name another file")
     assert authors_ckpt.read_bytes() == before
+    out.write_bytes(b"precious")  # a disk that fills up (a file-size limit) keeps the old file
+    result = run_cli("convert", authors_ckpt, "--config", small_config, "-o", out, "--overwrite",
+                     max_file_bytes=100_000)
+    assert_one_line_error(result, f"cannot write {out}", "File too large")
+    assert out.read_bytes() == b"precious" and sorted(tmp_path.iterdir()) == [out]
 
 
 @pytest.mark.parametrize("case", ["missing", "unknown-config", "mismatch", "corrupt", "not-dict",
