@@ -12,8 +12,12 @@ from .errors import InputError, cannot_write
 
 
 def temp_beside(path: Path, suffix: str = ".tmp") -> Path:
-    """An empty temp file in ``path``'s folder (so the final rename stays on one filesystem)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    """An empty temp file in ``path``'s folder (so the final rename stays on one filesystem);
+    OutputError when it cannot be made."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    except OSError as exc:
+        raise cannot_write(path, exc) from exc
     os.close(fd)
     return Path(tmp)
 
@@ -31,10 +35,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
     the temp file is removed and an existing ``path`` is left untouched. An OSError (disk
     full, no permission) becomes OutputError."""
     path = Path(path)
-    try:
-        tmp = temp_beside(path)
-    except OSError as exc:
-        raise cannot_write(path, exc) from exc
+    tmp = temp_beside(path)
     try:
         write(tmp)
         publish(tmp, path)

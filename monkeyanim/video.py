@@ -262,10 +262,7 @@ class VideoWriter:
             raise InputError(f"output {self.path} must end in .mp4 or .gif")
         self.fps = Fraction(fps).limit_denominator(100_000)
         self.audio_from = Path(audio_from) if audio_from and self.suffix == ".mp4" else None
-        try:
-            self._tmp = temp_beside(self.path, self.suffix)
-        except OSError as exc:
-            raise cannot_write(self.path, exc) from exc
+        self._tmp = temp_beside(self.path, self.suffix)
         self._container = av.open(str(self._tmp), mode="w",
                                   format="mp4" if self.suffix == ".mp4" else "gif")
         self._stream = None

@@ -305,7 +305,8 @@ def test_output_that_is_an_input_is_refused(small_model, source_png, short_mp4, 
     source.write_bytes(source_png.read_bytes())
     before = {p: p.read_bytes() for p in (driving, source)}
     common = ("-c", small_model, "--overwrite")
-    for args in (("animate", source, driving, "-o", driving), ("animate", source, driving, "-o", link),
+    for args in (("animate", source, driving, "-o", driving),
+                 ("animate", source, driving, "-o", link),
                  ("animate", source, driving, "-o", source),
                  ("keypoints", driving, "-o", driving), ("keypoints", source, "-o", source),
                  ("reconstruct", driving, "-o", link), ("reconstruct", tmp_path, "-o", tmp_path)):
