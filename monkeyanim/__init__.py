@@ -2,7 +2,7 @@
 
 from importlib import import_module
 
-from .errors import CheckpointError, ConfigError, InputError, MonkeyAnimError
+from .errors import CheckpointError, ConfigError, InputError, MonkeyAnimError, OutputError
 
 __version__ = "0.1.0"
 
@@ -13,8 +13,8 @@ _LAZY = {"save_checkpoint": ".checkpoint", "available_models": ".hub", "load_mod
          "build_model": ".models"}
 
 __all__ = ["CheckpointError", "ConfigError", "InputError", "Keypoints", "ModelConfig",
-           "MonkeyAnimError", "MonkeyNet", "available_models", "build_model", "load_model",
-           "save_checkpoint"]
+           "MonkeyAnimError", "MonkeyNet", "OutputError", "available_models", "build_model",
+           "load_model", "save_checkpoint"]
 
 
 def __getattr__(name: str):

@@ -80,6 +80,8 @@ def test_convert_refuses_to_overwrite_and_keeps_the_file(authors_ckpt, small_con
     result = run_cli("convert", authors_ckpt, "--config", small_config, "-o", out, "--overwrite")
     assert result.returncode == 0, result.stderr
     assert monkeyanim.load_model(out).config.num_kp == 10
+    with pytest.raises(monkeyanim.OutputError, match="cannot write .*Not a directory"):
+        monkeyanim.save_checkpoint(monkeyanim.load_model(out), out / "inside-a-file.safetensors")
     before = authors_ckpt.read_bytes()  # the input itself is never the output, --overwrite or not
     result = run_cli("convert", authors_ckpt, "--config", small_config, "-o", authors_ckpt,
                      "--overwrite")
