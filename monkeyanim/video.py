@@ -18,7 +18,7 @@ import av.filter
 import cv2
 import numpy as np
 
-from .errors import InputError, cannot_write
+from .errors import InputError, OutputError, cannot_write
 from .files import publish, temp_beside
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
@@ -328,7 +328,12 @@ class VideoWriter:
                            mode="edge")
         if self._stream is None:
             self._stream = self._open_stream(*frame.shape[:2])
-        video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+        try:
+            video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+        except av.FFmpegError as exc:  # FFmpeg caps a frame at about 268 M pixels (16,000 px)
+            height, width = frame.shape[:2]
+            raise OutputError(f"cannot encode {width}x{height} frames to {self.path}: too "
+                              f"large for FFmpeg ({exc})") from exc
         video_frame.pts = self._count
         video_frame.time_base = 1 / self.fps
         for ready in self._palette.convert(video_frame) if self._palette else [video_frame]:

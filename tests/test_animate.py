@@ -428,6 +428,19 @@ def test_the_encoder_queue_holds_few_frames_when_they_are_large(tmp_path):
     assert (info["frames"], info["height"], info["width"]) == (3, 3000, 3000)
 
 
+@pytest.mark.parametrize("suffix", [".mp4", ".gif"])
+def test_frames_too_large_for_ffmpeg_are_one_error(tmp_path, suffix):
+    """FFmpeg refuses frames over about 268 M pixels (padding included; e.g. --size 20000 or a
+    pasted-back 200 MP photo): an OutputError naming the size, nothing left on disk. A
+    2 x 2,100,000 frame crosses that bound in 12 MB."""
+    from monkeyanim.video import VideoWriter
+
+    with pytest.raises(monkeyanim.OutputError, match="cannot encode 2100000x2 frames .* large"):
+        with VideoWriter(tmp_path / f"wide{suffix}", 25) as writer:
+            writer.write(np.zeros((2, 2_100_000, 3), np.uint8))
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_bf16_close_to_fp32(small_model, face_frames):
     """bf16 autocast on CPU: mean abs difference to fp32 at most 0.02, max 0.25 (pixels in
     [0, 1]); bf16 keeps 8 bits of mantissa, so a few pixels move visibly, most do not."""
