@@ -255,8 +255,12 @@ def animate(source: Annotated[Path, typer.Argument(help="Image, or a folder of i
 
 def _check_animate_options(fps: float | None, size: int | None, paste_back: bool,
                            side_by_side: bool) -> None:
-    if fps is not None and fps <= 0 or size is not None and size < 2:
-        raise InputError("--fps must be positive and --size at least 2")
+    from .video import check_fps
+
+    if fps is not None:
+        check_fps(fps)
+    if size is not None and size < 2:
+        raise InputError("--size must be at least 2")
     if paste_back and (side_by_side or size):
         raise InputError("--paste-back writes at the source's resolution: drop --side-by-side "
                          "and --size")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import signal
 import time
 from contextlib import contextmanager
@@ -159,10 +160,10 @@ def _check_train_options(init: str | None, resume: bool, subject: str | None,
         raise InputError("--init starts a new run; --resume continues one: use one of them")
     if subject not in SUBJECTS:
         raise InputError(f"--subject must be face or body, not {subject}")
-    if lr is not None and not lr > 0:
+    if lr is not None and not 0 < lr < math.inf:  # NaN fails every comparison
         raise InputError(f"--lr must be positive, not {lr}")
-    if max_minutes is not None and max_minutes < 0:
-        raise InputError("--max-minutes must be 0 or more")
+    if max_minutes is not None and not 0 <= max_minutes < math.inf:
+        raise InputError(f"--max-minutes must be 0 or more, not {max_minutes}")
 
 
 def _report_end(trainer, stop: StopRequest, output: Path) -> None:
@@ -351,11 +352,12 @@ def predict(source: Annotated[Path, typer.Argument(help="Still image to bring to
     from .jobs import predict_file
     from .prediction import load_predictor
     from .faces import parse_crop
-    from .video import VIDEO_OUTPUTS
+    from .video import VIDEO_OUTPUTS, check_fps
 
     check_output(output, overwrite, VIDEO_OUTPUTS, inputs=(source, predictor))
-    if frames < 1 or fps <= 0:
-        raise InputError("--frames and --fps must be positive")
+    if frames < 1:
+        raise InputError("--frames must be at least 1")
+    check_fps(fps)
     if fid_weights is not None and fid_reference is None:
         raise InputError("--fid-weights needs --fid-reference: the real videos to compare with")
     box = parse_crop(crop)

@@ -26,9 +26,14 @@ VIDEO_SUFFIXES = {".mp4", ".mov", ".webm", ".mkv", ".avi", ".gif", ".m4v"}
 VIDEO_OUTPUTS = (".mp4", ".gif")  # what VideoWriter writes
 IMAGE_OUTPUTS = (".png", ".jpg", ".jpeg")  # single frames (keypoints of an image)
 DEFAULT_FPS = Fraction(25)  # for frame strips and folders of frames, which carry no rate
+MIN_FPS, MAX_FPS = 0.01, 1000.0  # the output rates --fps accepts, in frames a second
 MP4_AUDIO_COPY = {"aac", "mp3", "alac", "opus", "ac3", "eac3", "flac"}
 X264_OPTIONS = {"crf": "18", "preset": "veryfast"}
 WHITE = 255.0  # what transparent pixels of an image become
+# GIF frame delays are whole hundredths of a second, and browsers show delays under two of
+# them as a tenth of a second: faster videos (phones film at 60-240 fps) keep a frame every 20 ms
+GIF_TICKS_PER_S = 100
+GIF_MIN_DELAY_TICKS = 2
 QUEUE_FRAMES = 64  # frames buffered between decoding / encoding threads and the model
 # ...and at most this many bytes of frames queued for the encoder: 64 frames of a
 # 4000 px output or a pasted-back phone photo are gigabytes
@@ -193,6 +198,14 @@ def check_batch_size(batch_size: int) -> None:
         raise InputError("--batch-size must be at least 1")
 
 
+def check_fps(fps: float) -> None:
+    """An output frame rate asked for (--fps): NaN, infinities and rates no player shows
+    (beyond a frame every 100 s or 1,000 a second) would fail deep in FFmpeg or Fraction."""
+    if not MIN_FPS <= fps <= MAX_FPS:  # also False for NaN
+        raise InputError(f"--fps must be between {MIN_FPS:g} and {MAX_FPS:g} frames a second, "
+                         f"not {fps:g}")
+
+
 def fit_frame(frame: np.ndarray, size: tuple[int, int],
               crop: tuple[int, int, int, int] | None = None) -> np.ndarray:
     """Cut ``crop`` (default: the centred square) and resize to ``size`` (H, W): (H, W, 3)."""
@@ -269,6 +282,7 @@ class VideoWriter:
         self._audio: _AudioCopy | None = None
         self._palette: _GifPalette | None = None
         self._count = 0
+        self._last_tick: int | None = None  # GIF time of the last frame kept
         self._queue: queue.Queue = queue.Queue(maxsize=QUEUE_FRAMES)
         self._sized = False
         self._error: BaseException | None = None
@@ -299,9 +313,9 @@ class VideoWriter:
 
     def _open_stream(self, height: int, width: int):
         if self.suffix == ".gif":
-            stream = self._container.add_stream("gif", rate=self.fps)
+            stream = self._container.add_stream("gif", rate=GIF_TICKS_PER_S)
             stream.pix_fmt = "pal8"
-            self._palette = _GifPalette(height, width, self.fps)
+            self._palette = _GifPalette(height, width)
         else:
             stream = self._container.add_stream("libx264", rate=self.fps, options=X264_OPTIONS)
             stream.pix_fmt = "yuv420p"
@@ -334,11 +348,27 @@ class VideoWriter:
             height, width = frame.shape[:2]
             raise OutputError(f"cannot encode {width}x{height} frames to {self.path}: too "
                               f"large for FFmpeg ({exc})") from exc
-        video_frame.pts = self._count
-        video_frame.time_base = 1 / self.fps
-        for ready in self._palette.convert(video_frame) if self._palette else [video_frame]:
-            self._container.mux(self._stream.encode(ready))
+        video_frame.pts, video_frame.time_base = self._count, 1 / self.fps
+        if self._palette is not None:
+            video_frame.pts, video_frame.time_base = self._gif_tick(), Fraction(1, GIF_TICKS_PER_S)
         self._count += 1
+        if video_frame.pts is None:
+            return
+        for ready in self._palette.convert(video_frame) if self._palette else [video_frame]:
+            packets = self._stream.encode(ready)
+            if self._palette is not None:  # else the last frame would flash for one tick
+                for packet in packets:
+                    packet.duration = max(GIF_MIN_DELAY_TICKS, round(GIF_TICKS_PER_S / self.fps))
+            self._container.mux(packets)
+
+    def _gif_tick(self) -> int | None:
+        """The frame's time in GIF ticks, or None to drop it: it would follow the last frame
+        kept sooner than GIF_MIN_DELAY_TICKS (the video keeps its duration, not its frames)."""
+        tick = round(self._count * GIF_TICKS_PER_S / self.fps)
+        if self._last_tick is not None and tick - self._last_tick < GIF_MIN_DELAY_TICKS:
+            return None
+        self._last_tick = tick
+        return tick
 
     def close(self) -> None:
         """Finish encoding, copy audio, and move the file into place."""
@@ -380,10 +410,10 @@ class _GifPalette:
     """FFmpeg's palettegen + paletteuse: a palette of 256 colours chosen for each frame
     (the fixed 3-3-2 bit palette bands faces and gradients badly)."""
 
-    def __init__(self, height: int, width: int, fps: Fraction):
+    def __init__(self, height: int, width: int):
         graph = av.filter.Graph()
         source = graph.add_buffer(width=width, height=height, format="rgb24",
-                                  time_base=1 / fps)
+                                  time_base=Fraction(1, GIF_TICKS_PER_S))
         split = graph.add("split")
         palette = graph.add("palettegen", "stats_mode=single:reserve_transparent=0")
         use = graph.add("paletteuse", "new=1:dither=sierra2_4a")

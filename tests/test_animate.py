@@ -5,7 +5,9 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -55,6 +57,37 @@ def test_gif_fps_size_and_side_by_side(small_model, source_png, short_mp4, tmp_p
     # the middle panel is the (still) source
     source = fit_frame(cv2.imread(str(source_png))[..., ::-1], (96, 96))
     assert np.abs(info["first"][:, 96:192].astype(int) - source).mean() < 12
+
+
+def gif_delays(path: Path) -> list[int]:
+    """Each frame's delay in the GIF's hundredths of a second, the last one's included."""
+    with av.open(str(path)) as container:
+        frames = list(container.decode(video=0))
+    return [b.pts - a.pts for a, b in zip(frames, frames[1:])] + [frames[-1].duration]
+
+
+@pytest.mark.parametrize("fps, frames, delays", [(10, 12, {10}), (30, 30, {3, 4}),
+                                                 (120, 30, {2})])
+def test_gif_keeps_the_video_duration_with_frames_at_least_20_ms_apart(tmp_path, fps, frames,
+                                                                       delays):
+    """GIF delays are whole hundredths of a second and browsers slow down shorter ones than
+    two: a 120 fps video (phone slow motion) keeps every 2.4th frame, once crashed the writer."""
+    from monkeyanim.video import VideoWriter
+
+    with VideoWriter(tmp_path / "out.gif", fps) as writer:
+        for i in range(frames):
+            writer.write(np.full((16, 16, 3), i * 8, np.uint8))
+    written = gif_delays(tmp_path / "out.gif")
+    assert set(written) == delays
+    assert abs(sum(written) - 100 * frames / fps) <= 1  # the last frame lasts two ticks too
+
+
+def test_gif_from_a_120_fps_video(small_model, face_frames, tmp_path):
+    driving = write_video(tmp_path / "slowmo.mp4", face_frames[:24], fps=120)  # 0.2 s
+    out = tmp_path / "kp.gif"
+    result = run_cli("keypoints", driving, "-o", out, "-c", small_model)
+    assert result.returncode == 0, result.stderr
+    assert gif_delays(out) == [2] * 10
 
 
 def test_streamed_batches_equal_direct_generation(small_model, face_frames):
@@ -195,7 +228,7 @@ def test_bad_inputs_give_one_line_errors(small_model, source_png, short_mp4, tmp
     assert not list(tmp_path.glob(".out*"))
 
 
-def test_bad_outputs_and_batch_sizes_are_refused_before_the_model_loads(source_png, short_mp4,
+def test_bad_outputs_and_options_are_refused_before_the_model_loads(source_png, short_mp4,
                                                                          tmp_path):
     # without -c the default checkpoint would load first and say so on stderr: one line only
     folder = tmp_path / "taken.mp4"
@@ -218,6 +251,13 @@ def test_bad_outputs_and_batch_sizes_are_refused_before_the_model_loads(source_p
                          "--batch-size must be at least 1"),
                         (("evaluate", out, "--batch-size", "0"),
                          "--batch-size must be at least 1"),
+                        *((("animate", source_png, short_mp4, "-o", out / "o.mp4", "--fps",
+                            fps), "--fps must be between 0.01 and 1000 frames a second")
+                          for fps in ("nan", "inf", "0", "1e-300", "5000")),
+                        (("predict", source_png, "--predictor", tmp_path / "p.safetensors", "-o",
+                          out / "p.mp4", "--fps", "-inf"), "--fps must be between"),
+                        (("animate", source_png, short_mp4, "-o", out / "o.mp4", "--size", "1"),
+                         "--size must be at least 2"),
                         (("reconstruct", short_mp4.parent, "-o", out / "folder", "--crop",
                           "1,2"), "--crop expects auto, none or x,y,w,h"),
                         (("evaluate", out, "--crop", "1,2"), "--crop expects"),

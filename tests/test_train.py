@@ -126,10 +126,10 @@ def test_max_minutes_stops_with_a_checkpoint(shapes_slice, tiny_config, tmp_path
     assert result.returncode == 0, result.stderr
     assert "iterations 1 -> 2" in result.stdout and "done: 2 iterations" in result.stdout
     assert [r["lr"] for r in read_log(run)] == [2e-4, 3e-5]
-    assert_one_line_error(run_cli("train", shapes_slice, "-o", run, "--resume", "--lr", "0"),
-                          "--lr")
-    assert_one_line_error(run_cli("train", shapes_slice, "-o", tmp_path / "other",
-                                  "--max-minutes", "-1"), "--max-minutes")
+    for option, value in (("--lr", "0"), ("--lr", "nan"), ("--lr", "inf"),
+                          ("--max-minutes", "-1"), ("--max-minutes", "nan")):
+        assert_one_line_error(run_cli("train", shapes_slice, "-o", run, "--resume", option,
+                                      value), f"{option} must be")
 
 
 def test_validation_keeps_the_best_weights_on_held_out_videos(shapes_slice, tiny_config,
