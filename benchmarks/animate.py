@@ -95,7 +95,7 @@ def peak_rss_mb(frames: int, workdir: Path, checkpoint: Path,
                 photo: tuple[int, int] | None = None) -> tuple[float, float]:
     """Peak RSS (MB) and frames/s of a real `monkeyanim animate` run over a rendered video of
     ``frames``; with ``photo`` (width, height), pasted back onto a source of that size."""
-    from monkeyanim.video import VideoWriter
+    from monkeyanim.videowriter import VideoWriter
     video = workdir / f"drive{frames}.mp4"
     clip = (moving_frames(frames, 64).permute(0, 2, 3, 1) * 255).byte().numpy()
     if not video.exists():

@@ -15,7 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from monkeyanim.video import VideoWriter, open_video
+from monkeyanim.video import open_video
+from monkeyanim.videowriter import VideoWriter
 
 HERE = Path(__file__).parent / "actions"
 WINDOW_PX = 128  # about 1.3x a person's height in vtest.avi, as in the actions set

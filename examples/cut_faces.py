@@ -15,7 +15,8 @@ from pathlib import Path
 
 import cv2
 
-from monkeyanim.video import VideoWriter, open_video, read_image
+from monkeyanim.video import open_video, read_image
+from monkeyanim.videowriter import VideoWriter
 
 HERE = Path(__file__).parent / "faces"
 SOURCE_PX = 256

@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from monkeyanim.video import VideoWriter
+from monkeyanim.videowriter import VideoWriter
 
 SIZE_PX, FRAMES, FPS = 128, 24, 12
 HERE = Path(__file__).parent / "mgif"

@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from monkeyanim.video import VideoWriter
+from monkeyanim.videowriter import VideoWriter
 
 SIZE_PX, FRAMES, FPS = 64, 32, 12
 HERE = Path(__file__).parent / "shapes"

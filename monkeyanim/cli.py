@@ -213,7 +213,8 @@ def animate(source: Annotated[Path, typer.Argument(help="Image, or a folder of i
             overwrite: OverwriteOpt = False) -> None:
     """Animate SOURCE with the motion of DRIVING into OUTPUT (.mp4 or .gif)."""
     from .faces import parse_crop
-    from .video import IMAGE_SUFFIXES, VIDEO_OUTPUTS, VIDEO_SUFFIXES, check_batch_size
+    from .video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, check_batch_size
+    from .videowriter import VIDEO_OUTPUTS
 
     _check_animate_options(fps, size, paste_back, side_by_side)
     check_batch_size(batch_size)
@@ -255,7 +256,7 @@ def animate(source: Annotated[Path, typer.Argument(help="Image, or a folder of i
 
 def _check_animate_options(fps: float | None, size: int | None, paste_back: bool,
                            side_by_side: bool) -> None:
-    from .video import check_fps
+    from .videowriter import check_fps
 
     if fps is not None:
         check_fps(fps)
@@ -321,7 +322,8 @@ def reconstruct(video: Annotated[Path, typer.Argument(help="Video, or a folder o
 
     from .faces import parse_crop
     from .files import atomic_write
-    from .video import IMAGE_SUFFIXES, VIDEO_OUTPUTS, VIDEO_SUFFIXES, check_batch_size
+    from .video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, check_batch_size
+    from .videowriter import VIDEO_OUTPUTS
 
     check_batch_size(batch_size)
     _check_refine(refine_keypoints)
@@ -369,7 +371,8 @@ def keypoints(video: Annotated[Path, typer.Argument(help="Video or image.")],
               overwrite: OverwriteOpt = False) -> None:
     """Draw the learned keypoints over a video (.mp4/.gif) or an image (.png)."""
     from .faces import parse_crop
-    from .video import IMAGE_OUTPUTS, VIDEO_OUTPUTS, check_batch_size
+    from .video import IMAGE_OUTPUTS, check_batch_size
+    from .videowriter import VIDEO_OUTPUTS
 
     check_output(output, overwrite, VIDEO_OUTPUTS + IMAGE_OUTPUTS, inputs=(video,))
     check_json_apart(json_path, output)

@@ -352,7 +352,7 @@ def predict(source: Annotated[Path, typer.Argument(help="Still image to bring to
     from .jobs import predict_file
     from .prediction import load_predictor
     from .faces import parse_crop
-    from .video import VIDEO_OUTPUTS, check_fps
+    from .videowriter import VIDEO_OUTPUTS, check_fps
 
     check_output(output, overwrite, VIDEO_OUTPUTS, inputs=(source, predictor))
     if frames < 1:

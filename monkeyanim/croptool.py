@@ -16,7 +16,8 @@ import numpy as np
 from .errors import InputError
 from .faces import Box, crop_box, largest
 from .files import atomic_write
-from .video import Progress, VideoWriter, fit_frame, open_video
+from .video import Progress, fit_frame, open_video
+from .videowriter import VideoWriter
 
 SHOT_CHANGE_CORRELATION = 0.6  # histogram correlation of consecutive frames below this: a cut
 TRACK_MIN_IOU = 0.3  # a face box overlapping the previous one less than this starts a new track

@@ -1,4 +1,4 @@
-"""One job = one output file: read inputs (video.py), run the pipeline, write (video.py).
+"""One job = one output file: read inputs (video.py), run the pipeline, write (videowriter.py).
 
 No printing here: progress is reported through a callback ``progress(frames_done, total)``
 (total: the frame count the container states, or None).
@@ -23,8 +23,9 @@ from .faces import Box, crop_box, get_detector, largest, track_faces
 from .models import Keypoints, MonkeyNet
 from .pipeline import (Animator, ReconstructionScores, best_frame, driving_keypoints,
                        reconstruct, to_tensor, to_uint8)
-from .video import (IMAGE_OUTPUTS, VIDEO_SUFFIXES, Progress, VideoReader, VideoWriter,
-                    check_batch_size, fit_frame, open_video, prefetch, read_source)
+from .video import (IMAGE_OUTPUTS, VIDEO_SUFFIXES, Progress, VideoReader, check_batch_size,
+                    fit_frame, open_video, prefetch, read_source)
+from .videowriter import VideoWriter
 
 DRAW_MIN_SIZE_PX = 256  # keypoint overlays are drawn at least this large to stay readable
 

@@ -1,7 +1,7 @@
-"""Reading and writing images and videos through PyAV, streamed frame by frame.
+"""Reading images and videos through PyAV, streamed frame by frame, and fitting frames to a
+model's size (videowriter.py writes them).
 
-Frames are numpy arrays (H, W, 3) uint8 RGB. Every reader raises InputError on bad input; the
-writer writes to a temp file beside the output and renames it only when complete.
+Frames are numpy arrays (H, W, 3) uint8 RGB. Every reader raises InputError on bad input.
 """
 
 from __future__ import annotations
@@ -14,30 +14,17 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
-import av.filter
 import cv2
 import numpy as np
 
-from .errors import InputError, OutputError, cannot_write
-from .files import publish, temp_beside
+from .errors import InputError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".mov", ".webm", ".mkv", ".avi", ".gif", ".m4v"}
-VIDEO_OUTPUTS = (".mp4", ".gif")  # what VideoWriter writes
 IMAGE_OUTPUTS = (".png", ".jpg", ".jpeg")  # single frames (keypoints of an image)
 DEFAULT_FPS = Fraction(25)  # for frame strips and folders of frames, which carry no rate
-MIN_FPS, MAX_FPS = 0.01, 1000.0  # the output rates --fps accepts, in frames a second
-MP4_AUDIO_COPY = {"aac", "mp3", "alac", "opus", "ac3", "eac3", "flac"}
-X264_OPTIONS = {"crf": "18", "preset": "veryfast"}
 WHITE = 255.0  # what transparent pixels of an image become
-# GIF frame delays are whole hundredths of a second, and browsers show delays under two of
-# them as a tenth of a second: faster videos (phones film at 60-240 fps) keep a frame every 20 ms
-GIF_TICKS_PER_S = 100
-GIF_MIN_DELAY_TICKS = 2
 QUEUE_FRAMES = 64  # frames buffered between decoding / encoding threads and the model
-# ...and at most this many bytes of frames queued for the encoder: 64 frames of a
-# 4000 px output or a pasted-back phone photo are gigabytes
-QUEUE_BYTES = 256 << 20
 Progress = Callable[[int, int | None], None]  # told (frames done, total or None)
 
 
@@ -198,14 +185,6 @@ def check_batch_size(batch_size: int) -> None:
         raise InputError("--batch-size must be at least 1")
 
 
-def check_fps(fps: float) -> None:
-    """An output frame rate asked for (--fps): NaN, infinities and rates no player shows
-    (beyond a frame every 100 s or 1,000 a second) would fail deep in FFmpeg or Fraction."""
-    if not MIN_FPS <= fps <= MAX_FPS:  # also False for NaN
-        raise InputError(f"--fps must be between {MIN_FPS:g} and {MAX_FPS:g} frames a second, "
-                         f"not {fps:g}")
-
-
 def fit_frame(frame: np.ndarray, size: tuple[int, int],
               crop: tuple[int, int, int, int] | None = None) -> np.ndarray:
     """Cut ``crop`` (default: the centred square) and resize to ``size`` (H, W): (H, W, 3)."""
@@ -256,218 +235,3 @@ def prefetch(items: Iterable, depth: int = QUEUE_FRAMES) -> Iterator:
             yield item
     finally:
         stop.set()
-
-
-class VideoWriter:
-    """Encode frames to mp4 (H.264, yuv420p) or gif, chosen by the output's suffix.
-
-    Frames are encoded in a background thread. The file appears at ``path`` only after
-    ``close()`` succeeds; on error or interruption the temp file is removed and an existing
-    file at ``path`` is left untouched. ``audio_from``: copy that video's audio (mp4 only),
-    trimmed to the video's duration.
-    """
-
-    def __init__(self, path: str | Path, fps: Fraction | float,
-                 audio_from: str | Path | None = None):
-        self.path = Path(path)
-        self.suffix = self.path.suffix.lower()
-        if self.suffix not in VIDEO_OUTPUTS:
-            raise InputError(f"output {self.path} must end in .mp4 or .gif")
-        self.fps = Fraction(fps).limit_denominator(100_000)
-        self.audio_from = Path(audio_from) if audio_from and self.suffix == ".mp4" else None
-        self._tmp = temp_beside(self.path, self.suffix)
-        self._container = av.open(str(self._tmp), mode="w",
-                                  format="mp4" if self.suffix == ".mp4" else "gif")
-        self._stream = None
-        self._audio: _AudioCopy | None = None
-        self._palette: _GifPalette | None = None
-        self._count = 0
-        self._last_tick: int | None = None  # GIF time of the last frame kept
-        self._queue: queue.Queue = queue.Queue(maxsize=QUEUE_FRAMES)
-        self._sized = False
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._encode_all, daemon=True)
-        self._thread.start()
-
-    def __enter__(self) -> VideoWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
-
-    @property
-    def frames_written(self) -> int:
-        return self._count
-
-    def write(self, frame: np.ndarray) -> None:
-        """Queue one (H, W, 3) uint8 RGB frame."""
-        if self._error is not None:
-            raise self._error
-        if not self._sized:  # the first frame sizes the queue, before anything is queued
-            self._queue.maxsize = max(2, min(QUEUE_FRAMES, QUEUE_BYTES // max(1, frame.nbytes)))
-            self._sized = True
-        self._queue.put(frame)
-
-    def _open_stream(self, height: int, width: int):
-        if self.suffix == ".gif":
-            stream = self._container.add_stream("gif", rate=GIF_TICKS_PER_S)
-            stream.pix_fmt = "pal8"
-            self._palette = _GifPalette(height, width)
-        else:
-            stream = self._container.add_stream("libx264", rate=self.fps, options=X264_OPTIONS)
-            stream.pix_fmt = "yuv420p"
-        stream.width, stream.height = width, height
-        if self.audio_from is not None:
-            # every stream must exist before the first packet is written (the mp4 header)
-            self._audio = _AudioCopy(self.audio_from, self._container)
-        return stream
-
-    def _encode_all(self) -> None:
-        try:
-            while (frame := self._queue.get()) is not None:
-                if self._error is None:
-                    self._encode(frame)
-        except BaseException as exc:
-            self._error = cannot_write(self.path, exc) if isinstance(exc, OSError) else exc
-            while self._queue.get() is not None:  # drain so writers never block
-                pass
-
-    def _encode(self, frame: np.ndarray) -> None:
-        if self.suffix == ".mp4" and (frame.shape[0] % 2 or frame.shape[1] % 2):
-            # yuv420p needs even sizes: repeat the last row / column
-            frame = np.pad(frame, ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0)),
-                           mode="edge")
-        if self._stream is None:
-            self._stream = self._open_stream(*frame.shape[:2])
-        try:
-            video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-        except av.FFmpegError as exc:  # FFmpeg caps a frame at about 268 M pixels (16,000 px)
-            height, width = frame.shape[:2]
-            raise OutputError(f"cannot encode {width}x{height} frames to {self.path}: too "
-                              f"large for FFmpeg ({exc})") from exc
-        video_frame.pts, video_frame.time_base = self._count, 1 / self.fps
-        if self._palette is not None:
-            video_frame.pts, video_frame.time_base = self._gif_tick(), Fraction(1, GIF_TICKS_PER_S)
-        self._count += 1
-        if video_frame.pts is None:
-            return
-        for ready in self._palette.convert(video_frame) if self._palette else [video_frame]:
-            packets = self._stream.encode(ready)
-            if self._palette is not None:  # else the last frame would flash for one tick
-                for packet in packets:
-                    packet.duration = max(GIF_MIN_DELAY_TICKS, round(GIF_TICKS_PER_S / self.fps))
-            self._container.mux(packets)
-
-    def _gif_tick(self) -> int | None:
-        """The frame's time in GIF ticks, or None to drop it: it would follow the last frame
-        kept sooner than GIF_MIN_DELAY_TICKS (the video keeps its duration, not its frames)."""
-        tick = round(self._count * GIF_TICKS_PER_S / self.fps)
-        if self._last_tick is not None and tick - self._last_tick < GIF_MIN_DELAY_TICKS:
-            return None
-        self._last_tick = tick
-        return tick
-
-    def close(self) -> None:
-        """Finish encoding, copy audio, and move the file into place."""
-        self._queue.put(None)
-        self._thread.join()
-        try:
-            if self._error is not None:
-                raise self._error
-            if self._count == 0:
-                raise InputError(f"no frames to write to {self.path}")
-            self._container.mux(self._stream.encode(None))
-            if self._audio is not None:
-                self._audio.copy(self._count / self.fps)
-            self._container.close()
-            publish(self._tmp, self.path)
-        except OSError as exc:  # disk full, no permission: FFmpeg's and the OS's own errors
-            raise cannot_write(self.path, exc) from exc
-        finally:
-            self._discard()
-
-    def abort(self) -> None:
-        """Stop and remove the temp file; ``path`` is left as it was."""
-        self._error = self._error or InputError("aborted")
-        self._queue.put(None)
-        self._thread.join()
-        self._discard()
-
-    def _discard(self) -> None:
-        if self._audio is not None:
-            self._audio.input.close()
-        try:
-            self._container.close()
-        except Exception:  # the container may be half-written; it is deleted anyway
-            pass
-        self._tmp.unlink(missing_ok=True)
-
-
-class _GifPalette:
-    """FFmpeg's palettegen + paletteuse: a palette of 256 colours chosen for each frame
-    (the fixed 3-3-2 bit palette bands faces and gradients badly)."""
-
-    def __init__(self, height: int, width: int):
-        graph = av.filter.Graph()
-        source = graph.add_buffer(width=width, height=height, format="rgb24",
-                                  time_base=Fraction(1, GIF_TICKS_PER_S))
-        split = graph.add("split")
-        palette = graph.add("palettegen", "stats_mode=single:reserve_transparent=0")
-        use = graph.add("paletteuse", "new=1:dither=sierra2_4a")
-        sink = graph.add("buffersink")
-        source.link_to(split)
-        split.link_to(use, 0, 0)
-        split.link_to(palette, 1, 0)
-        palette.link_to(use, 0, 1)
-        use.link_to(sink)
-        graph.configure()
-        self.graph = graph
-
-    def convert(self, frame: av.VideoFrame) -> list[av.VideoFrame]:
-        self.graph.push(frame)
-        ready = []
-        while True:
-            try:
-                out = self.graph.pull()
-            except (av.BlockingIOError, av.EOFError):
-                return ready
-            out.pts, out.time_base = frame.pts, frame.time_base
-            ready.append(out)
-
-
-class _AudioCopy:
-    """Remux (or, for codecs mp4 cannot hold, transcode to AAC) a video's first audio stream."""
-
-    def __init__(self, source: Path, output):
-        self.input = av.open(str(source))
-        self.output = output
-        self.audio = self.input.streams.audio[0] if self.input.streams.audio else None
-        self.stream = None
-        if self.audio is None:
-            return
-        self.remux = self.audio.codec_context.name in MP4_AUDIO_COPY
-        self.stream = (output.add_stream_from_template(self.audio) if self.remux
-                       else output.add_stream("aac", rate=self.audio.rate))
-
-    def copy(self, duration: Fraction) -> None:
-        """Write the audio up to ``duration`` seconds, so both streams end together."""
-        if self.audio is None:
-            return
-        if self.remux:
-            for packet in self.input.demux(self.audio):
-                if packet.dts is None or packet.pts is None:
-                    continue
-                if packet.pts * packet.time_base >= duration:
-                    break
-                packet.stream = self.stream
-                self.output.mux(packet)
-            return
-        for frame in self.input.decode(self.audio):
-            if frame.time is not None and frame.time >= duration:
-                break
-            frame.pts = None
-            self.output.mux(self.stream.encode(frame))
-        self.output.mux(self.stream.encode(None))

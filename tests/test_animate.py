@@ -72,7 +72,7 @@ def test_gif_keeps_the_video_duration_with_frames_at_least_20_ms_apart(tmp_path,
                                                                        delays):
     """GIF delays are whole hundredths of a second and browsers slow down shorter ones than
     two: a 120 fps video (phone slow motion) keeps every 2.4th frame, once crashed the writer."""
-    from monkeyanim.video import VideoWriter
+    from monkeyanim.videowriter import VideoWriter
 
     with VideoWriter(tmp_path / "out.gif", fps) as writer:
         for i in range(frames):
@@ -457,7 +457,8 @@ def test_paste_back_blends_inside_the_box_only(face_frames):
 
 
 def test_the_encoder_queue_holds_few_frames_when_they_are_large(tmp_path):
-    from monkeyanim.video import QUEUE_BYTES, QUEUE_FRAMES, VideoWriter
+    from monkeyanim.video import QUEUE_FRAMES
+    from monkeyanim.videowriter import QUEUE_BYTES, VideoWriter
 
     frames = np.full((3, 3000, 3000, 3), 90, np.uint8)  # 27 MB each: a pasted-back photo
     with VideoWriter(tmp_path / "big.mp4", 25) as writer:
@@ -473,7 +474,7 @@ def test_frames_too_large_for_ffmpeg_are_one_error(tmp_path, suffix):
     """FFmpeg refuses frames over about 268 M pixels (padding included; e.g. --size 20000 or a
     pasted-back 200 MP photo): an OutputError naming the size, nothing left on disk. A
     2 x 2,100,000 frame crosses that bound in 12 MB."""
-    from monkeyanim.video import VideoWriter
+    from monkeyanim.videowriter import VideoWriter
 
     with pytest.raises(monkeyanim.OutputError, match="cannot encode 2100000x2 frames .* large"):
         with VideoWriter(tmp_path / f"wide{suffix}", 25) as writer:
