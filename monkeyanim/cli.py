@@ -137,6 +137,8 @@ def _report(result) -> None:
     frames = f"{result.frames} frame{'' if result.frames == 1 else 's'}"
     console.print(escape(f"wrote {result.output} ({frames}, "
                          f"{result.fps:.1f} frames/s{extra})"))
+    for warning in result.warnings:
+        err_console.print(escape(f"warning: {warning}"))
 
 
 @app.command()
@@ -298,7 +300,9 @@ def _run_batch(jobs, columns: tuple[str, ...], overwrite: bool) -> list:
             table.add_row(*map(escape, names), f"[red]failed: {escape(str(exc))}")
             continue
         _report(results[-1])
-        table.add_row(*map(escape, names), f"ok, {results[-1].frames} frames")
+        warned = len(results[-1].warnings)
+        table.add_row(*map(escape, names), f"ok, {results[-1].frames} frames"
+                      + (f" ({warned} warning{'s' * (warned > 1)})" if warned else ""))
     console.print(table)
     console.print(f"{len(jobs) - _failures(results)} of {len(jobs)} succeeded")
     return results
@@ -356,7 +360,10 @@ def reconstruct(video: Annotated[Path, typer.Argument(help="Video, or a folder o
         console.print(f"mean L1 {mean:.4f} over {len(scores)} video(s)")
     if json_path is not None:
         failed = {v.name: r for v, r in zip(videos, results) if isinstance(r, str)}
-        text = json.dumps({"videos": scores, "mean_l1": mean, "failed": failed}, indent=2)
+        warned = {v.name: r.warnings for v, r in zip(videos, results)
+                  if not isinstance(r, str) and r.warnings}
+        text = json.dumps({"videos": scores, "mean_l1": mean, "failed": failed,
+                           "warnings": warned}, indent=2)
         atomic_write(json_path, lambda tmp: tmp.write_text(text))
     if _failures(results):
         raise typer.Exit(1)

@@ -290,6 +290,9 @@ def evaluate(data_dir: Annotated[Path, typer.Argument(help="Folder with test/ (o
     console.print(_metrics_table(report, bool(model.provenance.get("face_model"))))
     for name, reason in report["failed"].items():
         err_console.print(f"[bold red]failed:[/] {escape(name)}: {escape(reason)}")
+    for warnings in report["warnings"].values():
+        for warning in warnings:
+            err_console.print(escape(f"warning: {warning}"))
     if json_path is not None:
         text = json.dumps(report, indent=2)
         atomic_write(json_path, lambda tmp: tmp.write_text(text))

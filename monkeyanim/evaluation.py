@@ -87,19 +87,22 @@ def evaluate(model: MonkeyNet, data_dir: Path, limit: int | None = None, batch_s
     measured, and why the others could not. After each video, ``on_video(name, its numbers)``
     and ``progress(videos done, videos in all)``. ``refine_steps``: see
     ``pipeline.KeypointRefiner`` (0: the detector's keypoints, the paper's protocol).
-    A video that cannot be read is left out, its reason under 'failed'; InputError if all are."""
+    A video that cannot be read is left out, its reason under 'failed'; InputError if all are.
+    'warnings': per video, what the user should know of one that was read (cut short)."""
     folder = data_dir / "test" if (data_dir / "test").is_dir() else data_dir
     videos = list_videos(folder)[:limit] if limit else list_videos(folder)
     detector, scores, unavailable = external_metrics(model)
     meter = _fid_meter(model, fid_weights)
     if isinstance(meter, str):
         unavailable["fid"], meter = meter, None
-    watcher, per_video, failed = _Watcher(detector, scores, meter), {}, {}
+    watcher, per_video, failed, warned = _Watcher(detector, scores, meter), {}, {}, {}
     for video in videos:
         outcome = _evaluate_one(model, video, watcher, batch_size, crop, refine_steps)
         if isinstance(outcome, str):
             failed[video.name] = outcome
         else:
+            if warnings := outcome.pop("warnings"):
+                warned[video.name] = warnings
             per_video[video.name] = outcome
             if on_video:
                 on_video(video.name, outcome)
@@ -111,7 +114,8 @@ def evaluate(model: MonkeyNet, data_dir: Path, limit: int | None = None, batch_s
     mean = lambda key: sum(v[key] for v in per_video.values()) / len(per_video)
     report = {"data": str(folder), "videos": per_video, "l1": mean("l1"),
               "static_l1": mean("static_l1"), "identity_l1": mean("identity_l1"),
-              "refine_steps": refine_steps, "unavailable": unavailable, "failed": failed}
+              "refine_steps": refine_steps, "unavailable": unavailable, "failed": failed,
+              "warnings": warned}
     measured = watcher.results()
     report.update({k: v for k, v in measured.items() if not isinstance(v, str)})
     unavailable.update({k: v for k, v in measured.items() if isinstance(v, str)})
@@ -134,7 +138,7 @@ def _evaluate_one(model: MonkeyNet, video: Path, watcher: _Watcher, batch_size: 
         if watcher.frames:
             raise
         return str(exc)
-    return {"frames": result.frames} | {
+    return {"frames": result.frames, "warnings": result.warnings} | {
         key: result.extra[key] for key in ("l1", "static_l1", "identity_l1")}
 
 

@@ -55,10 +55,17 @@ class JobResult:
     frames: int
     seconds: float
     extra: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # the output was written, but look
 
     @property
     def fps(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+def _reader_warnings(reader: VideoReader) -> list[str]:
+    """What a job that read all of ``reader``'s frames should tell the user."""
+    note = reader.ended_early()
+    return [note] if note else []
 
 
 def default_mode(model: MonkeyNet) -> str:
@@ -183,7 +190,8 @@ def animate_file(model: MonkeyNet, source: Path, driving: Path, output: Path,
             if progress:
                 progress(done, reader.expected_frames)
     return JobResult(output, done, time.perf_counter() - start,
-                     {"best_frame": best, "audio": keep_audio, "detector": detector})
+                     {"best_frame": best, "audio": keep_audio, "detector": detector},
+                     _reader_warnings(reader))
 
 
 def _compose(result: np.ndarray, driving: list[np.ndarray], source_frame: np.ndarray,
@@ -275,7 +283,7 @@ def reconstruct_file(model: MonkeyNet, video: Path, output: Path | None, batch_s
             if progress:
                 progress(scores.frames, reader.expected_frames)
     return JobResult(output, scores.frames, time.perf_counter() - start,
-                     {**scores.means(), "detector": detector})
+                     {**scores.means(), "detector": detector}, _reader_warnings(reader))
 
 
 def _colours(count: int) -> list[tuple[int, int, int]]:
@@ -338,7 +346,8 @@ def keypoints_file(model: MonkeyNet, video: Path, output: Path, json_path: Path 
                     "coordinates": "mean in [-1, 1], x first; covar in the same units",
                     "frames": tracks}
         atomic_write(json_path, lambda tmp: tmp.write_text(json.dumps(document)))
-    return JobResult(output, done, time.perf_counter() - start, {"detector": detector})
+    return JobResult(output, done, time.perf_counter() - start, {"detector": detector},
+                     [] if as_image else _reader_warnings(reader))
 
 
 def _write_image(path: Path, frame: np.ndarray) -> None:

@@ -1,6 +1,7 @@
 """`monkeyanim reconstruct` and `monkeyanim keypoints` on real videos."""
 
 import json
+import re
 
 import cv2
 import numpy as np
@@ -179,3 +180,35 @@ def test_progress_on_a_terminal(small_model, clips, tmp_path):
     code, shown, _ = run_cli_on_terminal("keypoints", clips / "b.mkv", "-o", tmp_path / "k.mp4",
                                          "-c", small_model, tmp_path=tmp_path)
     assert code == 0 and "6/6" in shown, shown
+
+
+def test_a_video_cut_short_is_used_with_a_warning(small_model, face_frames, tmp_path):
+    """A download stopped halfway leaves a Matroska file whose header still states the whole
+    duration: its frames are used and each command says the file ended early (a variable frame
+    rate video, whose rate times duration is no frame count, is not flagged)."""
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    cut = write_video(folder / "cut.mkv", face_frames, fps=10)  # 4 s stated
+    cut.write_bytes(cut.read_bytes()[:cut.stat().st_size // 2])
+    gaps_ms = [40, 120, 40, 200, 80, 40] * 2
+    write_video(folder / "vfr.webm", face_frames[:12], pts=np.cumsum(gaps_ms).tolist())
+    warning = rf"warning: {cut} ended at [0-9.]+ s of the 4\.0 s it states: the file may be cut short"
+
+    report = tmp_path / "r.json"
+    result = run_cli("reconstruct", folder, "-o", tmp_path / "out", "-c", small_model,
+                     "--json", report)
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning")]
+    assert len(warnings) == 1 and re.match(warning, warnings[0]), result.stderr
+    assert 0 < probe(tmp_path / "out" / "cut.mp4")["frames"] < len(face_frames)
+    assert "(1 warning)" in result.stdout
+    assert list(json.loads(report.read_text())["warnings"]) == ["cut.mkv"]
+
+    source = tmp_path / "source.png"
+    cv2.imwrite(str(source), face_frames[0][..., ::-1])
+    for args in (("animate", source, cut, "-o", tmp_path / "a.mp4"),
+                 ("keypoints", cut, "-o", tmp_path / "k.gif"), ("evaluate", folder)):
+        result = run_cli(*args, "-c", small_model)
+        assert result.returncode == 0, result.stderr
+        warnings = [line for line in result.stderr.splitlines() if line.startswith("warning")]
+        assert len(warnings) == 1 and re.match(warning, warnings[0]), (args, result.stderr)
