@@ -123,18 +123,19 @@ class VideoWriter:
                            mode="edge")
         if self._stream is None:
             self._stream = self._open_stream(*frame.shape[:2])
+        pts, time_base = self._count, 1 / self.fps
+        if self._palette is not None:
+            pts, time_base = self._gif_tick(), Fraction(1, GIF_TICKS_PER_S)
+        self._count += 1
+        if pts is None:  # a GIF frame too soon after the last one kept
+            return
         try:
             video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
         except av.FFmpegError as exc:  # FFmpeg caps a frame at about 268 M pixels (16,000 px)
             height, width = frame.shape[:2]
             raise OutputError(f"cannot encode {width}x{height} frames to {self.path}: too "
                               f"large for FFmpeg ({exc})") from exc
-        video_frame.pts, video_frame.time_base = self._count, 1 / self.fps
-        if self._palette is not None:
-            video_frame.pts, video_frame.time_base = self._gif_tick(), Fraction(1, GIF_TICKS_PER_S)
-        self._count += 1
-        if video_frame.pts is None:
-            return
+        video_frame.pts, video_frame.time_base = pts, time_base
         for ready in self._palette.convert(video_frame) if self._palette else [video_frame]:
             packets = self._stream.encode(ready)
             if self._palette is not None:  # else the last frame would flash for one tick
