@@ -85,7 +85,7 @@ class PairDataset(Dataset):
                 self.unreadable.append(f"{path.name}: {exc}")
                 continue
             count = reader.num_frames or 1
-            if reader.kind in ("video", "folder") or (reader.kind == "strip"
+            if reader.kind in ("video", "folder", "animation") or (reader.kind == "strip"
                                                       and self._strip_fits(count)):
                 # decoded once here, so that forked loader workers share the frames
                 self.cache[len(self.videos)] = np.stack(

@@ -21,6 +21,7 @@ from .errors import InputError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".mov", ".webm", ".mkv", ".avi", ".gif", ".m4v"}
+ANIMATED_SUFFIXES = {".webp", ".png"}  # image formats that may hold an animation
 IMAGE_OUTPUTS = (".png", ".jpg", ".jpeg")  # single frames (keypoints of an image)
 DEFAULT_FPS = Fraction(25)  # for frame strips and folders of frames, which carry no rate
 WHITE = 255.0  # what transparent pixels of an image become
@@ -73,13 +74,44 @@ def read_image(path: str | Path) -> np.ndarray:
             for frame in container.decode(video=0):
                 return _upright(frame)
     except av.FFmpegError as exc:
+        animation = _read_animation(path)  # FFmpeg decodes no animated WebP
+        if animation is not None:
+            return animation[0][0]
         raise InputError(f"cannot read image {path}: {_first_line(exc)}") from None
     raise InputError(f"{path} holds no image")
 
 
+def _read_animation(path: Path) -> tuple[np.ndarray, Fraction] | None:
+    """An animated WebP or PNG of 2 frames or more as (T, H, W, 3) uint8 frames (transparency
+    on white) and their mean rate; None for anything else, and where OpenCV is older than
+    4.11 (no imreadanimation; the package asks for 4.11, training/gpu.py's machine may not)."""
+    if path.suffix.lower() not in ANIMATED_SUFFIXES or not hasattr(cv2, "imreadanimation"):
+        return None
+    ok, animation = cv2.imreadanimation(str(path))
+    if not ok or len(animation.frames) < 2:
+        return None
+    frames = np.stack([_bgr_on_white(frame) for frame in animation.frames])  # (T, H, W, 3)
+    durations_ms = [int(d) for d in animation.durations if d > 0]
+    fps = (Fraction(1000 * len(durations_ms), sum(durations_ms)) if durations_ms
+           else DEFAULT_FPS)  # frames with other durations are shown evenly
+    return frames, fps
+
+
+def _bgr_on_white(frame: np.ndarray) -> np.ndarray:
+    """OpenCV's (H, W), (H, W, 3) BGR or (H, W, 4) BGRA uint8 as (H, W, 3) RGB on white."""
+    if frame.ndim == 2:
+        return cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
+    if frame.shape[2] == 3:
+        return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+    alpha = frame[..., 3:].astype(np.float32) / 255  # (H, W, 1)
+    rgb = cv2.cvtColor(frame[..., :3], cv2.COLOR_BGR2RGB).astype(np.float32)
+    return (rgb * alpha + WHITE * (1 - alpha)).round().astype(np.uint8)
+
+
 @dataclass
 class VideoReader:
-    """A source of frames: a video file, an authors' frame strip, a folder of frames or an image.
+    """A source of frames: a video file, an authors' frame strip, a folder of frames, an image
+    or an animated image (WebP, PNG).
 
     ``frames()`` may be called more than once; each call decodes again from the start.
     """
@@ -88,8 +120,9 @@ class VideoReader:
     fps: Fraction
     num_frames: int | None  # from the container; None when unknown
     has_audio: bool = False
-    kind: str = "video"  # 'video', 'strip', 'folder' or 'image'
-    # a strip or image, decoded once by open_video (which had to, to tell them apart)
+    kind: str = "video"  # 'video', 'strip', 'folder', 'image' or 'animation'
+    # a strip, image or animation ((T, H, W, 3)), decoded once by open_video (which had to, to
+    # tell them apart)
     image: np.ndarray | None = field(default=None, repr=False)
     duration_s: float | None = None  # the video stream's (else the container's), when stated
     # where the last pass through the frames got to: the last frame's end, in seconds
@@ -123,6 +156,8 @@ class VideoReader:
         elif self.kind == "folder":
             for file in _frame_files(self.path):
                 yield read_image(file)
+        elif self.kind == "animation":
+            yield from self.image  # (T, H, W, 3): (H, W, 3) each
         else:
             image = self.image if self.image is not None else read_image(self.path)
             yield from (split_strip(image) if self.kind == "strip" else [image])
@@ -154,6 +189,10 @@ def open_video(path: str | Path) -> VideoReader:
     if not path.is_file():
         raise InputError(f"video not found: {path}")
     if path.suffix.lower() in IMAGE_SUFFIXES:
+        animation = _read_animation(path)
+        if animation is not None:
+            frames, fps = animation
+            return VideoReader(path, fps, len(frames), kind="animation", image=frames)
         image = read_image(path)
         if is_strip(image):
             return VideoReader(path, DEFAULT_FPS, image.shape[1] // image.shape[0], kind="strip",

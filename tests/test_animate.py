@@ -145,7 +145,8 @@ def test_find_best_frame_and_adapt_scale_run(small_model, source_png, short_mp4,
 
 
 @pytest.mark.parametrize("kind", [".mov", ".webm", ".mkv", ".avi", ".gif", "strip", "folder",
-                                  "odd-size", "vfr", "one-frame"])
+                                  "odd-size", "vfr", "one-frame", "animated.webp",
+                                  "animated.png"])
 def test_driving_formats(kind, small_model, source_png, face_frames, tmp_path):
     frames = [cv2.resize(f, (96, 96)) for f in face_frames[:8]]
     if kind.startswith("."):
@@ -162,6 +163,8 @@ def test_driving_formats(kind, small_model, source_png, face_frames, tmp_path):
         driving = write_video(tmp_path / "odd.mkv", [f[:77, :95] for f in face_frames[:8]], codec="ffv1")
     elif kind == "vfr":
         driving = write_video(tmp_path / "vfr.mkv", frames, pts=[0, 40, 60, 140, 150, 230, 300, 310])
+    elif kind.startswith("animated"):
+        driving = write_animation(tmp_path / kind, frames, [80] * len(frames))
     else:
         driving = write_video(tmp_path / "one.mp4", frames[:1])
     expected = 1 if kind == "one-frame" else 8
@@ -169,6 +172,41 @@ def test_driving_formats(kind, small_model, source_png, face_frames, tmp_path):
     result = run_cli("animate", source_png, driving, "-o", out, "-c", small_model)
     assert result.returncode == 0, result.stderr
     assert probe(out)["frames"] == expected
+    if kind.startswith("animated"):
+        assert probe(out)["fps"] == 12.5  # 80 ms a frame
+
+
+def write_animation(path: Path, frames: list[np.ndarray], durations_ms: list[int]) -> Path:
+    """An animated WebP or PNG (by suffix) of RGB or RGBA frames, written by OpenCV."""
+    animation = cv2.Animation()
+    animation.frames = [cv2.cvtColor(f, cv2.COLOR_RGBA2BGRA if f.shape[2] == 4 else
+                                     cv2.COLOR_RGB2BGR) for f in frames]
+    animation.durations = durations_ms
+    assert cv2.imwriteanimation(str(path), animation)
+    return path
+
+
+def test_animated_images_are_videos_on_white(face_frames, tmp_path):
+    """FFmpeg decodes no animated WebP and only the first frame of an animated PNG: both are
+    read with OpenCV, transparency on white, at their mean frame rate; as a source image, an
+    animated WebP gives its first frame."""
+    from monkeyanim.video import read_image
+
+    rgba = [cv2.cvtColor(f[:48, :40], cv2.COLOR_RGB2RGBA) for f in face_frames[:3]]
+    for frame in rgba:
+        frame[:, :20, 3] = 0  # left half transparent
+    expected = [f[..., :3].copy() for f in rgba]
+    for frame in expected:
+        frame[:, :20] = 255
+    apng = write_animation(tmp_path / "a.png", rgba, [40, 80, 120])
+    reader = open_video(apng)
+    assert (reader.kind, reader.fps, reader.num_frames) == ("animation", 12.5, 3)
+    assert all(np.array_equal(a, b) for a, b in zip(reader.frames(), expected, strict=True))
+    webp = write_animation(tmp_path / "a.webp", rgba, [40, 40, 40])
+    assert open_video(webp).fps == 25
+    first = read_image(webp).astype(int)
+    assert first.shape == (48, 40, 3) and (first[:, :20] == 255).all()
+    assert np.abs(first[:, 20:] - expected[0][:, 20:]).mean() < 8  # lossy WebP
 
 
 @pytest.mark.parametrize("kind", ["jpg", "webp", "gray", "rgba", "odd"])

@@ -405,3 +405,15 @@ def test_frame_strips_are_cached_within_their_budget(datasets_dir, tmp_path):
     for index in range(4):
         assert cached.frames(index).shape[1:] == (64, 64, 3)
         assert np.array_equal(cached.frames(index), partly.frames(index))
+
+
+def test_an_animated_image_trains_as_a_video(face_frames, tmp_path):
+    import cv2
+
+    animation = cv2.Animation()
+    animation.frames = [f[..., ::-1].copy() for f in face_frames[:5]]  # BGR
+    animation.durations = [40] * 5
+    assert cv2.imwriteanimation(str(tmp_path / "talk.png"), animation)
+    dataset = PairDataset(tmp_path, (64, 64))
+    assert dataset.frames(0).shape == (5, 64, 64, 3)
+    assert dataset[0].shape == (2, 3, 64, 64)
