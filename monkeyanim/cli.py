@@ -193,8 +193,9 @@ def checkpoints() -> None:
 
 @app.command()
 def animate(source: Annotated[Path, typer.Argument(help="Image, or a folder of images.")],
-            driving: Annotated[Path, typer.Argument(help="Video, frame strip or folder of frames; "
-                                                         "or a folder of videos.")],
+            driving: Annotated[Path, typer.Argument(help="Video, animated WebP/PNG, frame strip "
+                                                         "or folder of frames; or a folder of "
+                                                         "videos.")],
             output: OutputOpt,
             checkpoint: CheckpointOpt = None, config: ConfigOpt = None,
             mode: Annotated[str | None, typer.Option(
