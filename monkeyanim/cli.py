@@ -214,7 +214,7 @@ def animate(source: Annotated[Path, typer.Argument(help="Image, or a folder of i
             device: DeviceOpt = "auto", batch_size: BatchOpt = 8,
             precision: PrecisionOpt = "fp32", refine_keypoints: RefineOpt = 0,
             overwrite: OverwriteOpt = False) -> None:
-    """Animate SOURCE with the motion of DRIVING into OUTPUT (.mp4 or .gif)."""
+    """Animate SOURCE with the motion of DRIVING into OUTPUT (.mp4, .gif or .webp)."""
     from .faces import parse_crop
     from .video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, check_batch_size
     from .videowriter import VIDEO_OUTPUTS
@@ -377,7 +377,7 @@ def keypoints(video: Annotated[Path, typer.Argument(help="Video or image.")],
               json_path: JsonOpt = None,
               crop: CropOpt = None, device: DeviceOpt = "auto", batch_size: BatchOpt = 8,
               overwrite: OverwriteOpt = False) -> None:
-    """Draw the learned keypoints over a video (.mp4/.gif) or an image (.png)."""
+    """Draw the learned keypoints over a video (.mp4/.gif/.webp) or an image (.png)."""
     from .faces import parse_crop
     from .video import IMAGE_OUTPUTS, check_batch_size
     from .videowriter import VIDEO_OUTPUTS

@@ -152,7 +152,7 @@ def _check_still_driving(reader: VideoReader, transfer: str, source: Path) -> No
 
 def animate_file(model: MonkeyNet, source: Path, driving: Path, output: Path,
                  settings: AnimateSettings, progress: Progress | None = None) -> JobResult:
-    """Animate ``source`` with ``driving``'s motion into ``output`` (mp4 or gif)."""
+    """Animate ``source`` with ``driving``'s motion into ``output`` (mp4, gif or webp)."""
     start = time.perf_counter()
     size = model.config.frame_size
     mode = crop_mode(settings.crop, model)
@@ -316,7 +316,7 @@ def draw_keypoints(frame: np.ndarray, kp: Keypoints) -> np.ndarray:
 
 def keypoints_file(model: MonkeyNet, video: Path, output: Path, json_path: Path | None = None,
                    batch_size: int = 16, crop=None, progress: Progress | None = None) -> JobResult:
-    """Draw the learned keypoints over ``video`` (or an image) into ``output`` (mp4, gif or png)
+    """Draw the learned keypoints over ``video`` (or an image) into ``output`` (mp4, gif, webp or png)
     and optionally write their per-frame means and covariances as JSON."""
     start = time.perf_counter()
     reader = open_video(video)

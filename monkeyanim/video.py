@@ -6,6 +6,7 @@ Frames are numpy arrays (H, W, 3) uint8 RGB. Every reader raises InputError on b
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -94,9 +95,22 @@ def _read_animation(path: Path) -> tuple[np.ndarray, Fraction] | None:
         return None
     frames = np.stack([_bgr_on_white(frame) for frame in animation.frames])  # (T, H, W, 3)
     durations_ms = [int(d) for d in animation.durations if d > 0]
-    fps = (Fraction(1000 * len(durations_ms), sum(durations_ms)) if durations_ms
-           else DEFAULT_FPS)  # frames with other durations are shown evenly
-    return frames, fps
+    # frames with other durations than the mean are shown evenly
+    return frames, _rate_from(durations_ms) if durations_ms else DEFAULT_FPS
+
+
+def _rate_from(durations_ms: list[int]) -> Fraction:
+    """The frame rate of smallest denominator (nearest the mean among those) that whole-
+    millisecond durations of this mean allow: 12 fps is stored as 83, 83, 84 ms..., which
+    read back as 12, not 12.012."""
+    mean = Fraction(1000 * len(durations_ms), sum(durations_ms))
+    mean_ms = sum(durations_ms) / len(durations_ms)
+    slowest, fastest = 1000 / (mean_ms + 0.5), 1000 / max(mean_ms - 0.5, 0.5)
+    for denominator in range(1, 1001):
+        low, high = math.ceil(slowest * denominator), math.floor(fastest * denominator)
+        if low <= high:
+            return Fraction(min(max(round(mean * denominator), low), high), denominator)
+    return mean
 
 
 def _is_animated(path: Path) -> bool:

@@ -1,5 +1,5 @@
-"""Writing videos through PyAV: mp4 (H.264, with the driving video's audio) or gif (a
-palette per frame), encoded in a background thread into a temp file beside the output that is
+"""Writing videos through PyAV: mp4 (H.264, with the driving video's audio), gif (a palette
+per frame) or animated WebP, encoded in a background thread into a temp file beside the output that is
 renamed only when complete.
 """
 
@@ -18,10 +18,14 @@ from .errors import InputError, OutputError, cannot_write
 from .files import publish, temp_beside
 from .video import QUEUE_FRAMES
 
-VIDEO_OUTPUTS = (".mp4", ".gif")  # what VideoWriter writes
+VIDEO_OUTPUTS = (".mp4", ".gif", ".webp")  # what VideoWriter writes
+CONTAINERS = {".mp4": "mp4", ".gif": "gif", ".webp": "webp"}  # FFmpeg's muxer for each
 MIN_FPS, MAX_FPS = 0.01, 1000.0  # the output rates --fps accepts, in frames a second
 MP4_AUDIO_COPY = {"aac", "mp3", "alac", "opus", "ac3", "eac3", "flac"}
 X264_OPTIONS = {"crf": "18", "preset": "veryfast"}
+# libwebp's lossy quality (0-100): at 90 a 256 px animation takes a seventh of its gif's bytes
+WEBP_OPTIONS = {"quality": "90"}
+WEBP_LOOP_FOREVER = {"loop": "0"}  # the muxer's default plays once; gifs loop, so do these
 # GIF frame delays are whole hundredths of a second, and browsers show delays under two of
 # them as a tenth of a second: faster videos (phones film at 60-240 fps) keep a frame every 20 ms
 GIF_TICKS_PER_S = 100
@@ -40,7 +44,8 @@ def check_fps(fps: float) -> None:
 
 
 class VideoWriter:
-    """Encode frames to mp4 (H.264, yuv420p) or gif, chosen by the output's suffix.
+    """Encode frames to mp4 (H.264, yuv420p), gif or animated WebP (lossy, looping), chosen
+    by the output's suffix.
 
     Frames are encoded in a background thread. The file appears at ``path`` only after
     ``close()`` succeeds; on error or interruption the temp file is removed and an existing
@@ -53,12 +58,13 @@ class VideoWriter:
         self.path = Path(path)
         self.suffix = self.path.suffix.lower()
         if self.suffix not in VIDEO_OUTPUTS:
-            raise InputError(f"output {self.path} must end in .mp4 or .gif")
+            raise InputError(f"output {self.path} must end in {', '.join(VIDEO_OUTPUTS[:-1])} "
+                             f"or {VIDEO_OUTPUTS[-1]}")
         self.fps = Fraction(fps).limit_denominator(100_000)
         self.audio_from = Path(audio_from) if audio_from and self.suffix == ".mp4" else None
         self._tmp = temp_beside(self.path, self.suffix)
-        self._container = av.open(str(self._tmp), mode="w",
-                                  format="mp4" if self.suffix == ".mp4" else "gif")
+        self._container = av.open(str(self._tmp), mode="w", format=CONTAINERS[self.suffix],
+                                  options=WEBP_LOOP_FOREVER if self.suffix == ".webp" else {})
         self._stream = None
         self._audio: _AudioCopy | None = None
         self._palette: _GifPalette | None = None
@@ -97,6 +103,10 @@ class VideoWriter:
             stream = self._container.add_stream("gif", rate=GIF_TICKS_PER_S)
             stream.pix_fmt = "pal8"
             self._palette = _GifPalette(height, width)
+        elif self.suffix == ".webp":
+            stream = self._container.add_stream("libwebp_anim", rate=self.fps,
+                                                options=WEBP_OPTIONS)
+            stream.pix_fmt = "yuv420p"
         else:
             stream = self._container.add_stream("libx264", rate=self.fps, options=X264_OPTIONS)
             stream.pix_fmt = "yuv420p"

@@ -82,6 +82,28 @@ def test_gif_keeps_the_video_duration_with_frames_at_least_20_ms_apart(tmp_path,
     assert abs(sum(written) - 100 * frames / fps) <= 1  # the last frame lasts two ticks too
 
 
+def test_webp_output_loops_at_the_video_rate(small_model, face_frames, tmp_path):
+    """Animated WebP: lossy, a seventh of a gif's size, read back by monkeyanim itself."""
+    import cv2
+
+    from monkeyanim.videowriter import VideoWriter
+
+    frames = [np.ascontiguousarray(f[:96, :96]) for f in face_frames[:12]]
+    with VideoWriter(tmp_path / "out.webp", 12) as writer:
+        for frame in frames:
+            writer.write(frame)
+    reader = open_video(tmp_path / "out.webp")
+    assert (reader.kind, reader.fps) == ("animation", 12)
+    decoded = list(reader.frames())
+    assert len(decoded) == 12
+    assert np.mean([np.abs(a.astype(int) - b).mean() for a, b in zip(decoded, frames)]) < 3
+    assert cv2.imreadanimation(str(tmp_path / "out.webp"))[1].loop_count == 0  # forever
+    result = run_cli("keypoints", tmp_path / "out.webp", "-o", tmp_path / "kp.webp",
+                     "-c", small_model)
+    assert result.returncode == 0, result.stderr
+    assert open_video(tmp_path / "kp.webp").num_frames == 12
+
+
 def test_gif_from_a_120_fps_video(small_model, face_frames, tmp_path):
     driving = write_video(tmp_path / "slowmo.mp4", face_frames[:24], fps=120)  # 0.2 s
     out = tmp_path / "kp.gif"
@@ -274,11 +296,11 @@ def test_bad_outputs_and_options_are_refused_before_the_model_loads(source_png, 
     out = tmp_path / "new"
     out.mkdir()
     for args, error in ((("animate", source_png, short_mp4, "-o", out / "o.avi"),
-                         "must end in .mp4 or .gif"),
+                         "must end in .mp4, .gif or .webp"),
                         (("reconstruct", short_mp4, "-o", out / "o.webm"),
-                         "must end in .mp4 or .gif"),
+                         "must end in .mp4, .gif or .webp"),
                         (("keypoints", short_mp4, "-o", out / "o.bmp"),
-                         "must end in .mp4, .gif, .png, .jpg or .jpeg"),
+                         "must end in .mp4, .gif, .webp, .png, .jpg or .jpeg"),
                         (("animate", source_png, short_mp4, "-o", folder, "--overwrite"),
                          "is a folder"),
                         (("animate", source_png, short_mp4, "-o", out / "o.mp4", "--batch-size",
@@ -351,7 +373,7 @@ def test_existing_output_and_unwritable_folder(small_model, source_png, short_mp
         result = run_cli("animate", source_png, short_mp4, "-o", locked / "o.mp4", "-c", small_model)
         assert_one_line_error(result, "not writable")
     result = run_cli("animate", source_png, short_mp4, "-o", tmp_path / "o.avi", "-c", small_model)
-    assert_one_line_error(result, ".mp4 or .gif")
+    assert_one_line_error(result, ".mp4, .gif or .webp")
     result = run_cli("animate", source_png, short_mp4, "-o", tmp_path / "o.mp4", "-c", "nope")
     assert_one_line_error(result, "unknown checkpoint")
 
