@@ -316,8 +316,8 @@ def draw_keypoints(frame: np.ndarray, kp: Keypoints) -> np.ndarray:
 
 def keypoints_file(model: MonkeyNet, video: Path, output: Path, json_path: Path | None = None,
                    batch_size: int = 16, crop=None, progress: Progress | None = None) -> JobResult:
-    """Draw the learned keypoints over ``video`` (or an image) into ``output`` (mp4, gif, webp or png)
-    and optionally write their per-frame means and covariances as JSON."""
+    """Draw the learned keypoints over ``video`` (or an image) into ``output`` (mp4, gif, webp
+    or png) and optionally write their per-frame means and covariances as JSON."""
     start = time.perf_counter()
     reader = open_video(video)
     as_image = output.suffix.lower() in IMAGE_OUTPUTS

@@ -86,8 +86,9 @@ def read_image(path: str | Path) -> np.ndarray:
 
 def _read_animation(path: Path) -> tuple[np.ndarray, Fraction] | None:
     """An animated WebP or PNG of 2 frames or more as (T, H, W, 3) uint8 frames (transparency
-    on white) and their mean rate; None for anything else, and where OpenCV is older than
-    4.11 (no imreadanimation; the package asks for 4.11, training/gpu.py's machine may not)."""
+    on white) and their frame rate (see _rate_from); None for anything else, and where OpenCV
+    is older than 4.11 (no imreadanimation: the package asks for 4.11, training/gpu.py's
+    machine may have less)."""
     if not hasattr(cv2, "imreadanimation") or not _is_animated(path):
         return None
     ok, animation = cv2.imreadanimation(str(path))

@@ -1,6 +1,6 @@
 """Writing videos through PyAV: mp4 (H.264, with the driving video's audio), gif (a palette
-per frame) or animated WebP, encoded in a background thread into a temp file beside the output that is
-renamed only when complete.
+per frame) or animated WebP, encoded in a background thread into a temp file beside the
+output that is renamed only when complete.
 """
 
 from __future__ import annotations
