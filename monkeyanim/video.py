@@ -50,8 +50,12 @@ def _opaque_rgb(frame: av.VideoFrame) -> np.ndarray:
     meant to sit on white (MGif's, the cartoon checkpoint's data, do)."""
     if not (frame.format.has_palette or any(c.is_alpha for c in frame.format.components)):
         return frame.to_ndarray(format="rgb24")
-    rgba = frame.to_ndarray(format="rgba").astype(np.float32)  # (H, W, 4)
-    alpha = rgba[..., 3:] / 255  # (H, W, 1)
+    return _on_white(frame.to_ndarray(format="rgba"))
+
+
+def _on_white(rgba: np.ndarray) -> np.ndarray:
+    """(H, W, 4) uint8 RGBA composited onto white: (H, W, 3) uint8 RGB."""
+    alpha = rgba[..., 3:].astype(np.float32) / 255  # (H, W, 1)
     return (rgba[..., :3] * alpha + WHITE * (1 - alpha)).round().astype(np.uint8)
 
 
@@ -135,9 +139,7 @@ def _bgr_on_white(frame: np.ndarray) -> np.ndarray:
         return cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
     if frame.shape[2] == 3:
         return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-    alpha = frame[..., 3:].astype(np.float32) / 255  # (H, W, 1)
-    rgb = cv2.cvtColor(frame[..., :3], cv2.COLOR_BGR2RGB).astype(np.float32)
-    return (rgb * alpha + WHITE * (1 - alpha)).round().astype(np.uint8)
+    return _on_white(cv2.cvtColor(frame, cv2.COLOR_BGRA2RGBA))
 
 
 @dataclass
