@@ -87,6 +87,7 @@ class VideoWriter:
 
     @property
     def frames_written(self) -> int:
+        """Frames handed to the encoder so far (a gif keeps fewer of a video over 50 fps)."""
         return self._count
 
     def write(self, frame: np.ndarray) -> None:

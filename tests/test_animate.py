@@ -210,7 +210,7 @@ def write_animation(path: Path, frames: list[np.ndarray], durations_ms: list[int
 
 def test_animated_images_are_videos_on_white(face_frames, tmp_path):
     """FFmpeg decodes no animated WebP and only the first frame of an animated PNG: both are
-    read with OpenCV, transparency on white, at their mean frame rate; as a source image, an
+    read with OpenCV, transparency on white, at the rate their durations give; as a source, an
     animated WebP gives its first frame."""
     from monkeyanim.video import read_image
 
