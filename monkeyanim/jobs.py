@@ -168,16 +168,8 @@ def animate_file(model: MonkeyNet, source: Path, driving: Path, output: Path,
     source_tensor = to_tensor([source_frame], model.device)[0]
     animator = Animator(model, source_tensor, transfer, settings.adapt_scale,
                         precision=settings.precision, refine_steps=settings.refine_steps)
-    best = None
-    if settings.find_best_frame and transfer == "relative":
-        # A first pass finds keypoints only; animating every frame relative to the best one
-        # is the same as animating forward and backward from it.
-        kp_all = driving_keypoints(model, (b for _, b in batches()), settings.precision)
-        best = best_frame(animator.kp_source, kp_all)
-        if settings.refine_steps:  # refinement rebuilds the others from that frame's picture
-            animator.set_reference(_frame_at(batches(), best), kp_all[best:best + 1])
-        else:
-            animator.kp_first = kp_all[best:best + 1]
+    best = (_align_to_best(model, animator, batches, settings)
+            if settings.find_best_frame and transfer == "relative" else None)
     keep_audio = reader.has_audio and settings.fps is None
     done = 0
     with VideoWriter(output, settings.fps or reader.fps,
@@ -192,6 +184,20 @@ def animate_file(model: MonkeyNet, source: Path, driving: Path, output: Path,
     return JobResult(output, done, time.perf_counter() - start,
                      {"best_frame": best, "audio": keep_audio, "detector": detector},
                      _reader_warnings(reader))
+
+
+def _align_to_best(model: MonkeyNet, animator: Animator, batches,
+                   settings: AnimateSettings) -> int:
+    """Make the driving frame whose pose is closest to the source's the reference of relative
+    motion; returns its index. A first pass finds keypoints only: animating every frame
+    relative to the best one is the same as animating forward and backward from it."""
+    kp_all = driving_keypoints(model, (b for _, b in batches()), settings.precision)
+    best = best_frame(animator.kp_source, kp_all)
+    if settings.refine_steps:  # refinement rebuilds the others from that frame's picture
+        animator.set_reference(_frame_at(batches(), best), kp_all[best:best + 1])
+    else:
+        animator.kp_first = kp_all[best:best + 1]
+    return best
 
 
 def _compose(result: np.ndarray, driving: list[np.ndarray], source_frame: np.ndarray,

@@ -22,11 +22,12 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .files import atomic_write
 from .config import ModelConfig, check_discriminator
 from .data import (EndlessSampler, PairDataset, init_worker, iterations_per_epoch,
                    training_folder)
-from .errors import CheckpointError, ConfigError, InputError, cannot_write
+from .errors import InputError, cannot_write
+from .files import atomic_write
+from .finetune import freeze_all_but, load_initial_weights
 from .losses import DeformedReconstruction, DiscriminatorGAN, FeatureMatching, GeneratorGAN
 from .models import Keypoints, MonkeyNet, build_model
 from .pipeline import check_precision, precision_context, to_uint8
@@ -36,8 +37,6 @@ from .validation import BEST_FILE, VAL_SPLIT, HeldOut, KeepBest
 MODEL_FILE, STATE_FILE, LOG_FILE, CONFIG_FILE = ("model.safetensors", "state.pt", "log.jsonl",
                                                  "config.json")
 NETWORKS = ("kp_detector", "generator", "discriminator")
-# the blend head's weights: a run may start with or without them whatever its config says
-BLEND_HEAD = "generator.blend_mask."
 
 
 @dataclass
@@ -367,43 +366,6 @@ class Trainer:
 def _twice(kp):
     """Keypoints for the [fake; real] batch: both halves use the same keypoints."""
     return Keypoints.cat([kp, kp])
-
-
-def freeze_all_but(model: MonkeyNet, trainable: list[str]) -> None:
-    """Fix every parameter whose name does not start with one of ``trainable``."""
-    names = [name for name, _ in model.named_parameters()]
-    unmatched = [p for p in trainable if not any(n.startswith(p) for n in names)]
-    if unmatched or not trainable:
-        raise ConfigError(f"train.trainable: no parameter is named {unmatched or trainable}")
-    for name, param in model.named_parameters():
-        param.requires_grad_(any(name.startswith(prefix) for prefix in trainable))
-
-
-def load_initial_weights(model: MonkeyNet, start: MonkeyNet) -> None:
-    """Fine-tune from ``start`` (same architecture): every weight it has is copied; a checkpoint
-    shipped without its discriminator, or trained without the blend head, leaves those freshly
-    initialised. A start with the head, for a run without it, leaves its head out (taichi64
-    trains without it and gets it back, untrained, when exported)."""
-    if _weight_layout(start.config) != _weight_layout(model.config):
-        raise CheckpointError("the --init checkpoint's architecture differs from the run's")
-    state = start.state_dict()
-    if not model.config.generator.blend_source:
-        state = {k: v for k, v in state.items() if not k.startswith(BLEND_HEAD)}
-    result = model.load_state_dict(state, strict=False)
-    fresh = ("discriminator.",) + ((BLEND_HEAD,) if not start.config.generator.blend_source
-                                   else ())
-    missing = [k for k in result.missing_keys if not k.startswith(fresh)]
-    if missing or result.unexpected_keys:
-        raise CheckpointError(f"the --init checkpoint does not fit: missing {missing[:4]}, "
-                              f"unexpected {result.unexpected_keys[:4]}")
-    model.provenance["initialised_from"] = start.provenance.get("name", "a checkpoint")
-
-
-def _weight_layout(config: ModelConfig) -> ModelConfig:
-    """The settings that shape the weights the two share: align_flow changes none and
-    blend_source only adds its own, so a run may turn either on over weights without them."""
-    return dataclasses.replace(config, generator=dataclasses.replace(
-        config.generator, align_flow=False, blend_source=False))
 
 
 def finish(trainer: Trainer) -> None:

@@ -91,7 +91,7 @@ def export(run_dir: Path, target: Path, previous: int | None = None,
 
     from monkeyanim.checkpoint import load_checkpoint, save_checkpoint
     from monkeyanim.models import build_model
-    from monkeyanim.train import load_initial_weights
+    from monkeyanim.finetune import load_initial_weights
 
     model = load_checkpoint(run_dir / ("best.safetensors" if best else "model.safetensors"))
     if blend is not None and not model.config.generator.blend_source:
@@ -153,7 +153,7 @@ def main() -> None:
     if len(sys.argv) < 2 or sys.argv[1] not in ("prep", "run", "export"):
         raise SystemExit(__doc__)
     if sys.argv[1] == "export":
-        _opencv_video()  # export loads monkeyanim.train, which imports video.py and so PyAV
+        _opencv_video()  # no PyAV on the GPU machine, should anything export loads import video.py
         parser = argparse.ArgumentParser(prog="gpu.py export")
         parser.add_argument("run_dir", type=Path)
         parser.add_argument("target", type=Path)

@@ -1,0 +1,64 @@
+"""Commands about checkpoint files: list the bundled ones, convert the authors' (registered on
+cli.app)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from .cli import OutputOpt, OverwriteOpt, app, console
+from .files import check_output
+
+
+@app.command()
+def convert(checkpoint: Annotated[Path, typer.Argument(help="Authors' .pth.tar checkpoint.")],
+            output: OutputOpt,
+            config: Annotated[str, typer.Option(
+                "--config", help="taichi, nemo, bair, moving-gif, vox, vox-full, actions, "
+                                 "shapes, or a .json config.")],
+            name: Annotated[str | None, typer.Option(help="Name recorded in the metadata.")] = None,
+            overwrite: OverwriteOpt = False) -> None:
+    """Convert an authors' Monkey-Net checkpoint into a monkeyanim .safetensors file."""
+    from .checkpoint import convert_authors_checkpoint, save_checkpoint
+    from .hub import resolve_config
+
+    check_output(output, overwrite, inputs=(checkpoint,))
+    model = convert_authors_checkpoint(checkpoint, resolve_config(config))
+    model.provenance.update(name=name or checkpoint.name.split(".")[0],
+                            source="authors' checkpoint", config=str(config))
+    save_checkpoint(model, output)
+    parameters = sum(p.numel() for p in model.parameters())
+    console.print(f"wrote {output} ({parameters:,} parameters, frame size "
+                  f"{model.config.frame_size[0]}x{model.config.frame_size[1]})")
+
+
+@app.command()
+def checkpoints() -> None:
+    """List the bundled checkpoints."""
+    from .checkpoint import read_metadata
+    from .hub import DEFAULT_MODEL, _MODELS, bundled_path
+
+    header = ("name", "size", "frame", "iterations", "L1 (baseline)", "data", "file")
+    rows = []
+    for name, entry in sorted(_MODELS.items()):
+        path = bundled_path(name)
+        config, provenance = read_metadata(path)
+        metrics = provenance.get("metrics", {})
+        l1 = (f"{metrics['reconstruction_l1']} ({metrics.get('static_baseline_l1', '?')})"
+              if "reconstruction_l1" in metrics else "-")
+        rows.append((name + (" (default)" if name == DEFAULT_MODEL else ""),
+                     f"{path.stat().st_size / 1e6:.1f} MB",
+                     f"{config.frame_size[0]}x{config.frame_size[1]}",
+                     str(provenance.get("iterations", "?")), l1, entry.description, str(path)))
+    if not console.is_terminal:  # one tab-separated line each: readable and parseable
+        for row in (header, *rows):
+            print("\t".join(row))
+        return
+    table = Table(*header)
+    for row in rows:
+        table.add_row(*map(escape, row))
+    console.print(table)

@@ -1,0 +1,92 @@
+"""Image-to-video commands: train the keypoint-sequence GRU, then predict a video from one
+image (registered on cli.app)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from .cli import (CheckpointOpt, ConfigOpt, CropOpt, DeviceOpt, OutputOpt, OverwriteOpt, _load,
+                  _report, app, console, err_console)
+from .cli_train import FidWeightsOpt, _require_all, _warn_unreadable
+from .errors import InputError
+from .files import check_output
+
+
+@app.command("train-predictor")
+def train_predictor(data_dir: Annotated[Path, typer.Argument(
+                        help="Folder with train/ videos, or a folder of videos.")],
+                    output: OutputOpt, checkpoint: CheckpointOpt = None,
+                    config: ConfigOpt = None, device: DeviceOpt = "auto",
+                    epochs: Annotated[int, typer.Option(help="Passes over the videos.")] = 1000,
+                    frames: Annotated[int, typer.Option(help="Sequence length.")] = 32,
+                    hidden: Annotated[int, typer.Option(help="GRU units (paper: 1024).")] = 1024,
+                    batch_size: Annotated[int, typer.Option("--batch-size")] = 256,
+                    overwrite: OverwriteOpt = False) -> None:
+    """Train the image-to-video GRU on keypoints of DATA_DIR/train's videos (or DATA_DIR's)."""
+    from .data import training_folder
+    from .models.predictor import PredictorConfig
+    from .prediction import extract_keypoints, save_predictor, train_predictor as fit
+
+    check_output(output, overwrite, inputs=(Path(checkpoint) if checkpoint else None,))
+    if min(epochs, hidden, batch_size) < 1 or frames < 2:
+        raise InputError("--epochs, --hidden and --batch-size must be at least 1, --frames at "
+                         "least 2 (the first frame is given, the others predicted)")
+    folder = training_folder(data_dir)
+    model = _load(checkpoint, config, device)
+    tracks, short, unreadable = extract_keypoints(model, folder, frames)
+    if short:
+        err_console.print(f"warning: skipped {short} video(s) shorter than {frames} frames")
+    _warn_unreadable(unreadable)
+    settings = PredictorConfig(num_kp=model.config.num_kp,
+                               kp_variance=str(model.config.kp_variance),
+                               num_features=hidden, num_frames=frames)
+    every = max(1, epochs // 20)
+
+    def report(epoch: int, loss: float) -> None:
+        if epoch % every == 0 or epoch == epochs:
+            console.print(f"epoch {epoch}/{epochs} L1 {loss:.5f}")
+    predictor = fit(tracks, settings, epochs, batch_size, on_epoch=report)
+    save_predictor(predictor, output, {"videos": len(tracks), "epochs": epochs,
+                                       "checkpoint": model.provenance.get("name", "")})
+    console.print(escape(f"wrote {output} (trained on {len(tracks)} videos)"))
+
+
+@app.command()
+def predict(source: Annotated[Path, typer.Argument(help="Still image to bring to life.")],
+            output: OutputOpt, predictor: Annotated[Path, typer.Option(help="From train-predictor.")],
+            checkpoint: CheckpointOpt = None, config: ConfigOpt = None,
+            frames: Annotated[int, typer.Option(help="Frames to generate.")] = 32,
+            fps: Annotated[float, typer.Option()] = 25.0, crop: CropOpt = None,
+            device: DeviceOpt = "auto",
+            fid_reference: Annotated[Path | None, typer.Option(
+                help="Real videos (a folder, its test/ split, or one video) to measure the FID "
+                     "of the generated frames against (measured with --fid-weights).")] = None,
+            fid_weights: FidWeightsOpt = None, overwrite: OverwriteOpt = False) -> None:
+    """Image-to-video: predict a keypoint sequence from SOURCE and generate its frames."""
+    from .evaluation import ReferenceFID
+    from .jobs import predict_file
+    from .prediction import load_predictor
+    from .faces import parse_crop
+    from .videowriter import VIDEO_OUTPUTS, check_fps
+
+    check_output(output, overwrite, VIDEO_OUTPUTS, inputs=(source, predictor))
+    if frames < 1:
+        raise InputError("--frames must be at least 1")
+    check_fps(fps)
+    if fid_weights is not None and fid_reference is None:
+        raise InputError("--fid-weights needs --fid-reference: the real videos to compare with")
+    box = parse_crop(crop)
+    _require_all((source, "source image"), (fid_weights, "FID weights"),
+                 (fid_reference, "FID reference"))
+    net = load_predictor(predictor)
+    model = _load(checkpoint, config, device)
+    scorer = ReferenceFID(model, fid_weights, fid_reference) if fid_reference else None
+    result = predict_file(model, net, source, output, frames, fps, box,
+                          inspect=scorer.add_generated if scorer else None)
+    if scorer is not None:
+        result.extra["fid"] = scorer.result()
+    _report(result)
