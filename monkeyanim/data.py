@@ -48,6 +48,21 @@ def training_folder(data_dir: Path) -> Path:
     return data_dir
 
 
+def test_folder(data_dir: Path) -> Path:
+    """DATA_DIR/test/, or DATA_DIR itself when it is a plain folder of videos (no train/ or
+    val/ in it: those would otherwise be read as folders of frames)."""
+    data_dir = Path(data_dir)
+    if (data_dir / "test").is_dir():
+        return data_dir / "test"
+    if not data_dir.is_dir():
+        raise InputError(f"data folder not found: {data_dir}")
+    splits = [f"{name}/" for name in ("train", "val") if (data_dir / name).is_dir()]
+    if splits:
+        raise InputError(f"{data_dir} has {' and '.join(splits)} but no test/ folder of "
+                         "videos to evaluate")
+    return data_dir
+
+
 def list_videos(folder: Path) -> list[Path]:
     """Videos, frame strips and frame folders directly inside ``folder``."""
     if not folder.is_dir():

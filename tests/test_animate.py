@@ -295,6 +295,8 @@ def test_bad_outputs_and_options_are_refused_before_the_model_loads(source_png, 
     folder.mkdir()
     out = tmp_path / "new"
     out.mkdir()
+    train_only = tmp_path / "split"
+    (train_only / "train").mkdir(parents=True)
     for args, error in ((("animate", source_png, short_mp4, "-o", out / "o.avi"),
                          "must end in .mp4, .gif or .webp"),
                         (("reconstruct", short_mp4, "-o", out / "o.webm"),
@@ -322,6 +324,8 @@ def test_bad_outputs_and_options_are_refused_before_the_model_loads(source_png, 
                           "1,2"), "--crop expects auto, none or x,y,w,h"),
                         (("evaluate", out, "--crop", "1,2"), "--crop expects"),
                         (("evaluate", tmp_path / "nope"), "data folder not found"),
+                        (("evaluate", out), "holds no videos, frame strips or frame folders"),
+                        (("evaluate", train_only), "has train/ but no test/ folder"),
                         (("evaluate", out, "--fid-weights", tmp_path / "nope.pt"),
                          "FID weights not found")):
         result = run_cli(*args)
