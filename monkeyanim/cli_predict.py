@@ -27,7 +27,7 @@ def train_predictor(data_dir: Annotated[Path, typer.Argument(
                     batch_size: Annotated[int, typer.Option("--batch-size")] = 256,
                     overwrite: OverwriteOpt = False) -> None:
     """Train the image-to-video GRU on keypoints of DATA_DIR/train's videos (or DATA_DIR's)."""
-    from .data import training_folder
+    from .data import list_videos, training_folder
     from .models.predictor import PredictorConfig
     from .prediction import extract_keypoints, save_predictor, train_predictor as fit
 
@@ -36,6 +36,7 @@ def train_predictor(data_dir: Annotated[Path, typer.Argument(
         raise InputError("--epochs, --hidden and --batch-size must be at least 1, --frames at "
                          "least 2 (the first frame is given, the others predicted)")
     folder = training_folder(data_dir)
+    list_videos(folder)  # before the model loads: a folder with nothing to read
     model = _load(checkpoint, config, device)
     tracks, short, unreadable = extract_keypoints(model, folder, frames)
     if short:

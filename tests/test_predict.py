@@ -73,6 +73,9 @@ def test_cli_train_predictor_and_predict(shapes_split, tmp_path):
     result = run_cli("predict", tmp_path / "nope.png", "--predictor", predictor, "-o",
                      tmp_path / "y.mp4")
     assert_one_line_error(result, "source image not found")
+    (tmp_path / "empty").mkdir()
+    result = run_cli("train-predictor", tmp_path / "empty", "-o", tmp_path / "p0")
+    assert_one_line_error(result, "holds no videos")
     check_prediction_fid(predictor, tmp_path)
     result = run_cli("train-predictor", shapes_split, "-c", "shapes", "-o", tmp_path / "p2",
                      "--frames", "64")
