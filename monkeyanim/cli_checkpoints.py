@@ -39,21 +39,10 @@ def convert(checkpoint: Annotated[Path, typer.Argument(help="Authors' .pth.tar c
 @app.command()
 def checkpoints() -> None:
     """List the bundled checkpoints."""
-    from .checkpoint import read_metadata
-    from .hub import DEFAULT_MODEL, _MODELS, bundled_path
+    from .hub import available_models
 
     header = ("name", "size", "frame", "iterations", "L1 (baseline)", "data", "file")
-    rows = []
-    for name, entry in sorted(_MODELS.items()):
-        path = bundled_path(name)
-        config, provenance = read_metadata(path)
-        metrics = provenance.get("metrics", {})
-        l1 = (f"{metrics['reconstruction_l1']} ({metrics.get('static_baseline_l1', '?')})"
-              if "reconstruction_l1" in metrics else "-")
-        rows.append((name + (" (default)" if name == DEFAULT_MODEL else ""),
-                     f"{path.stat().st_size / 1e6:.1f} MB",
-                     f"{config.frame_size[0]}x{config.frame_size[1]}",
-                     str(provenance.get("iterations", "?")), l1, entry.description, str(path)))
+    rows = [_checkpoint_row(name) for name in available_models()]
     if not console.is_terminal:  # one tab-separated line each: readable and parseable
         for row in (header, *rows):
             print("\t".join(row))
@@ -62,3 +51,25 @@ def checkpoints() -> None:
     for row in rows:
         table.add_row(*map(escape, row))
     console.print(table)
+
+
+def _checkpoint_row(name: str) -> tuple[str, ...]:
+    """One registered checkpoint's row; a missing or damaged file is shown as such, so that
+    the others are still listed."""
+    from .checkpoint import read_metadata
+    from .errors import CheckpointError
+    from .hub import DEFAULT_MODEL, bundled_path, registry_entry
+
+    entry = registry_entry(name)
+    label = name + (" (default)" if name == DEFAULT_MODEL else "")
+    try:
+        path = bundled_path(name)
+        config, provenance = read_metadata(path)
+    except CheckpointError as exc:
+        return (label, "-", "-", "-", "-", entry.description, f"unusable: {exc}")
+    metrics = provenance.get("metrics", {})
+    l1 = (f"{metrics['reconstruction_l1']} ({metrics.get('static_baseline_l1', '?')})"
+          if "reconstruction_l1" in metrics else "-")
+    return (label, f"{path.stat().st_size / 1e6:.1f} MB",
+            f"{config.frame_size[0]}x{config.frame_size[1]}",
+            str(provenance.get("iterations", "?")), l1, entry.description, str(path))

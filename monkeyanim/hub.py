@@ -51,6 +51,15 @@ def available_models() -> list[str]:
     return sorted(_MODELS)
 
 
+def registry_entry(name: str) -> RegistryEntry:
+    """A registered checkpoint's file, sha256 and description; CheckpointError naming the
+    registered ones if ``name`` is not among them."""
+    if name not in _MODELS:
+        raise CheckpointError(f"no checkpoint is registered as {name!r}; registered: "
+                              f"{', '.join(available_models()) or 'none'}")
+    return _MODELS[name]
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -61,7 +70,7 @@ def sha256_file(path: Path) -> str:
 
 def bundled_path(name: str) -> Path:
     """Where a registered checkpoint is installed, verified against its sha256."""
-    entry = _MODELS[name]
+    entry = registry_entry(name)
     path = Path(str(resources.files("monkeyanim.checkpoints") / entry.file))
     if not path.is_file():
         raise CheckpointError(f"checkpoint {name!r} is registered but {entry.file} is not "

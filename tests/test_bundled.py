@@ -28,6 +28,15 @@ def test_registry_loads_and_verifies(monkeypatch):
     monkeypatch.setitem(hub._MODELS, "shapes", hub.RegistryEntry(entry.file, "0" * 64, ""))
     with pytest.raises(monkeyanim.CheckpointError, match="does not match the sha256"):
         monkeyanim.load_model("shapes")
+    # `monkeyanim checkpoints` still lists the others, and says what is wrong with this one
+    from monkeyanim.cli_checkpoints import _checkpoint_row
+
+    row = _checkpoint_row("shapes")
+    assert row[0] == "shapes (default)" and row[1] == "-"
+    assert row[-1].startswith("unusable: ") and "does not match the sha256" in row[-1]
+    assert _checkpoint_row("actions")[1] == "9.2 MB"
+    with pytest.raises(monkeyanim.CheckpointError, match="registered: actions, mgif, shapes"):
+        hub.registry_entry("shape")
 
 
 def test_unknown_name_lists_the_valid_ones(tmp_path):
