@@ -59,6 +59,9 @@ RefineOpt = Annotated[int, typer.Option(
          "gradient steps (better motion on unfamiliar faces and bodies; each step costs a "
          "pass of the generator and its gradient per frame). 0: off, the detector's "
          "keypoints as they are.")]
+FormatOpt = Annotated[str | None, typer.Option(
+    "--format", help="With folders of inputs: what each output is, mp4, gif or webp "
+                     "(default mp4). One OUT file's own suffix chooses its format.")]
 CropOpt = Annotated[str | None, typer.Option(
     help="auto (find the face), none (centred square) or a box x,y,w,h in pixels; "
          "default: auto for face checkpoints, none otherwise.")]
@@ -163,7 +166,7 @@ def animate(source: Annotated[Path, typer.Argument(help="Image, or a folder of i
                 help="Blend the result into the full-size source image.")] = False,
             device: DeviceOpt = "auto", batch_size: BatchOpt = 8,
             precision: PrecisionOpt = "fp32", refine_keypoints: RefineOpt = 0,
-            overwrite: OverwriteOpt = False) -> None:
+            output_format: FormatOpt = None, overwrite: OverwriteOpt = False) -> None:
     """Animate SOURCE with the motion of DRIVING into OUTPUT (.mp4, .gif or .webp)."""
     from .faces import parse_crop
     from .video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, check_batch_size
@@ -181,11 +184,12 @@ def animate(source: Annotated[Path, typer.Argument(help="Image, or a folder of i
         sources = input_files(source, IMAGE_SUFFIXES, "source images")
         drivings = (input_files(driving, VIDEO_SUFFIXES, "driving videos")
                     if batch_driving else [driving])
-        folder = output_folder(output)
-        pairs = [(s, d, folder / f"{s.stem}__{d.stem}.mp4") for s in sources for d in drivings]
+        suffix, folder = _batch_suffix(output_format), output_folder(output)
+        pairs = [(s, d, folder / f"{s.stem}__{d.stem}{suffix}") for s in sources for d in drivings]
         for s, d, out in pairs:
             check_not_input(out, s, d)
     else:
+        _check_single_format(output_format, output)
         check_output(output, overwrite, VIDEO_OUTPUTS, inputs=(source, driving))
         input_files(source, IMAGE_SUFFIXES | VIDEO_SUFFIXES, "source images")
         require(driving, "video")
@@ -218,6 +222,24 @@ def _check_animate_options(fps: float | None, size: int | None, paste_back: bool
     if paste_back and (side_by_side or size):
         raise InputError("--paste-back writes at the source's resolution: drop --side-by-side "
                          "and --size")
+
+
+def _batch_suffix(output_format: str | None) -> str:
+    """The suffix of a batch's outputs: --format's, mp4 by default."""
+    from .videowriter import VIDEO_OUTPUTS
+
+    suffix = "." + (output_format or "mp4").lower().lstrip(".")
+    if suffix not in VIDEO_OUTPUTS:
+        raise InputError(f"--format must be mp4, gif or webp, not {output_format!r}")
+    return suffix
+
+
+def _check_single_format(output_format: str | None, output: Path) -> None:
+    """--format is for folders of outputs; one file's suffix says its format, and a --format
+    that contradicts it is a slip worth naming."""
+    if output_format is not None and _batch_suffix(output_format) != output.suffix.lower():
+        raise InputError(f"--format {output_format} names the format of a folder's outputs; "
+                         f"one output file takes its format from its suffix ({output.name})")
 
 
 def _check_refine(steps: int) -> None:
@@ -271,7 +293,7 @@ def reconstruct(video: Annotated[Path, typer.Argument(help="Video, or a folder o
                 json_path: JsonOpt = None,
                 crop: CropOpt = None, device: DeviceOpt = "auto", batch_size: BatchOpt = 8,
                 precision: PrecisionOpt = "fp32", refine_keypoints: RefineOpt = 0,
-                overwrite: OverwriteOpt = False) -> None:
+                output_format: FormatOpt = None, overwrite: OverwriteOpt = False) -> None:
     """Reconstruct videos from their first frame and each frame's keypoints; print L1."""
     import json
 
@@ -285,10 +307,12 @@ def reconstruct(video: Annotated[Path, typer.Argument(help="Video, or a folder o
     box = parse_crop(crop)
     videos = input_files(video, VIDEO_SUFFIXES | IMAGE_SUFFIXES, "videos")
     if video.is_dir():
-        outputs = [output_folder(output) / f"{v.stem}.mp4" for v in videos]
+        suffix, folder = _batch_suffix(output_format), output_folder(output)
+        outputs = [folder / f"{v.stem}{suffix}" for v in videos]
         for v, out in zip(videos, outputs):
             check_not_input(out, v)
     else:
+        _check_single_format(output_format, output)
         outputs = [check_output(output, overwrite, VIDEO_OUTPUTS, inputs=(video,))]
         check_json_apart(json_path, output)
     if json_path is not None:

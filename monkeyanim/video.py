@@ -88,28 +88,45 @@ def read_image(path: str | Path) -> np.ndarray:
     raise InputError(f"{path} holds no image")
 
 
-def _read_animation(path: Path) -> tuple[np.ndarray, Fraction] | None:
-    """An animated WebP or PNG of 2 frames or more as (T, H, W, 3) uint8 frames (transparency
-    on white) and their frame rate (see _rate_from); None for anything else, and where OpenCV
-    is older than 4.11 (no imreadanimation: the package asks for 4.11, training/gpu.py's
-    machine may have less)."""
+def _read_animation(path: Path) -> tuple[np.ndarray, list[int], Fraction] | None:
+    """An animated WebP or PNG of 2 frames or more: its distinct (T, H, W, 3) uint8 frames
+    (transparency on white), how many frame times each lasts (see _frame_times) and the frame
+    rate; None for anything else, and where OpenCV is older than 4.11 (no imreadanimation:
+    the package asks for 4.11, training/gpu.py's machine may have less)."""
     if not hasattr(cv2, "imreadanimation") or not _is_animated(path):
         return None
     ok, animation = cv2.imreadanimation(str(path))
     if not ok or len(animation.frames) < 2:
         return None
     frames = np.stack([_bgr_on_white(frame) for frame in animation.frames])  # (T, H, W, 3)
-    durations_ms = [int(d) for d in animation.durations if d > 0]
-    # frames with other durations than the mean are shown evenly
-    return frames, _rate_from(durations_ms) if durations_ms else DEFAULT_FPS
+    durations_ms = [int(d) for d in animation.durations]
+    if len(durations_ms) != len(frames) or min(durations_ms) <= 0:
+        timed = [d for d in durations_ms if d > 0]  # frames of no stated duration: shown evenly
+        return (frames, [1] * len(frames),
+                _rate_from(sum(timed), len(timed)) if timed else DEFAULT_FPS)
+    repeats = _frame_times(durations_ms)
+    return frames, repeats, _rate_from(sum(durations_ms), sum(repeats))
 
 
-def _rate_from(durations_ms: list[int]) -> Fraction:
+def _frame_times(durations_ms: list[int]) -> list[int]:
+    """How many frame times each frame lasts. Encoders merge a run of (nearly) identical
+    frames into one that lasts as long (libwebp does, as do gif optimisers): when every
+    duration is a whole number of the shortest, to a millisecond per frame time, the runs are
+    restored and the motion keeps its timing; otherwise each frame counts once (shown evenly
+    at the mean rate)."""
+    shortest = min(durations_ms)
+    repeats = [max(1, round(d / shortest)) for d in durations_ms]
+    if any(abs(d - k * shortest) > k for d, k in zip(durations_ms, repeats)):
+        return [1] * len(durations_ms)
+    return repeats
+
+
+def _rate_from(total_ms: int, frames: int) -> Fraction:
     """The frame rate of smallest denominator (nearest the mean among those) that whole-
     millisecond durations of this mean allow: 12 fps is stored as 83, 83, 84 ms..., which
     read back as 12, not 12.012."""
-    mean = Fraction(1000 * len(durations_ms), sum(durations_ms))
-    mean_ms = sum(durations_ms) / len(durations_ms)
+    mean = Fraction(1000 * frames, total_ms)
+    mean_ms = total_ms / frames
     slowest, fastest = 1000 / (mean_ms + 0.5), 1000 / max(mean_ms - 0.5, 0.5)
     for denominator in range(1, 1001):
         low, high = math.ceil(slowest * denominator), math.floor(fastest * denominator)
@@ -159,6 +176,8 @@ class VideoReader:
     # tell them apart)
     image: np.ndarray | None = field(default=None, repr=False)
     duration_s: float | None = None  # the video stream's (else the container's), when stated
+    # an animation's: how many frame times each of its distinct frames lasts
+    repeats: list[int] | None = field(default=None, repr=False)
     # where the last pass through the frames got to: the last frame's end, in seconds
     decoded_end_s: float | None = field(default=None, init=False, repr=False)
 
@@ -191,7 +210,8 @@ class VideoReader:
             for file in _frame_files(self.path):
                 yield read_image(file)
         elif self.kind == "animation":
-            yield from self.image  # (T, H, W, 3): (H, W, 3) each
+            for frame, count in zip(self.image, self.repeats, strict=True):  # (H, W, 3) each
+                yield from [frame] * count
         else:
             image = self.image if self.image is not None else read_image(self.path)
             yield from (split_strip(image) if self.kind == "strip" else [image])
@@ -225,8 +245,9 @@ def open_video(path: str | Path) -> VideoReader:
     if path.suffix.lower() in IMAGE_SUFFIXES:
         animation = _read_animation(path)
         if animation is not None:
-            frames, fps = animation
-            return VideoReader(path, fps, len(frames), kind="animation", image=frames)
+            frames, repeats, fps = animation
+            return VideoReader(path, fps, sum(repeats), kind="animation", image=frames,
+                               repeats=repeats)
         image = read_image(path)
         if is_strip(image):
             return VideoReader(path, DEFAULT_FPS, image.shape[1] // image.shape[0], kind="strip",

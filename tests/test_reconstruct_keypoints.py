@@ -9,7 +9,7 @@ import pytest
 
 import monkeyanim
 from monkeyanim.pipeline import to_tensor
-from monkeyanim.video import fit_frame
+from monkeyanim.video import fit_frame, open_video
 
 from conftest import assert_one_line_error, probe, run_cli, run_cli_on_terminal, write_video
 
@@ -47,6 +47,15 @@ def test_reconstruct_folder(small_model, clips, tmp_path):
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics["mean_l1"] == pytest.approx(np.mean(list(metrics["videos"].values())))
     assert probe(out / "b.mp4")["fps"] == 12
+    # --format webp: animated WebP outputs as long as the mp4s (libwebp may merge frames that
+    # hardly differ, and this small model's barely move, into longer ones)
+    result = run_cli("reconstruct", clips, "-o", tmp_path / "webps", "-c", small_model,
+                     "--format", "webp")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "webps").iterdir()) == ["a.webp", "b.webp"]
+    webp = open_video(tmp_path / "webps" / "b.webp")
+    assert len(list(webp.frames())) / webp.fps == pytest.approx(probe(out / "b.mp4")["frames"]
+                                                                / 12, abs=0.01)
 
 
 def test_reconstruct_folder_goes_on_past_a_broken_video(small_model, clips, tmp_path):
