@@ -27,6 +27,7 @@ ANIMATION_HEADER_BYTES = 64 << 10  # where a PNG's acTL chunk sits (after IHDR, 
 WEBP_ANIMATION_FLAG = 0x02  # in the flags byte of a WebP's VP8X chunk (file offset 20)
 IMAGE_OUTPUTS = (".png", ".jpg", ".jpeg")  # single frames (keypoints of an image)
 DEFAULT_FPS = Fraction(25)  # for frame strips and folders of frames, which carry no rate
+MS_PER_S = 1000  # animated WebP and PNG state each frame's duration in milliseconds
 WHITE = 255.0  # what transparent pixels of an image become
 # a video whose frames stop more than this before its stated end (seconds, fraction of it) is
 # reported as cut short; stated and decoded ends agree to 0.05 s on the 39 real face videos
@@ -100,34 +101,39 @@ def _read_animation(path: Path) -> tuple[np.ndarray, list[int], Fraction] | None
         return None
     frames = np.stack([_bgr_on_white(frame) for frame in animation.frames])  # (T, H, W, 3)
     durations_ms = [int(d) for d in animation.durations]
-    if len(durations_ms) != len(frames) or min(durations_ms) <= 0:
-        timed = [d for d in durations_ms if d > 0]  # frames of no stated duration: shown evenly
-        return (frames, [1] * len(frames),
-                _rate_from(sum(timed), len(timed)) if timed else DEFAULT_FPS)
-    repeats = _frame_times(durations_ms)
-    return frames, repeats, _rate_from(sum(durations_ms), sum(repeats))
+    if len(durations_ms) != len(frames):  # no usable timing: shown evenly
+        durations_ms = [0] * len(frames)
+    repeats, fps = frame_timing(durations_ms, MS_PER_S)
+    return frames, repeats, fps
 
 
-def _frame_times(durations_ms: list[int]) -> list[int]:
-    """How many frame times each frame lasts. Encoders merge a run of (nearly) identical
-    frames into one that lasts as long (libwebp does, as do gif optimisers): when every
-    duration is a whole number of the shortest, to a millisecond per frame time, the runs are
-    restored and the motion keeps its timing; otherwise each frame counts once (shown evenly
-    at the mean rate)."""
-    shortest = min(durations_ms)
-    repeats = [max(1, round(d / shortest)) for d in durations_ms]
-    if any(abs(d - k * shortest) > k for d, k in zip(durations_ms, repeats)):
-        return [1] * len(durations_ms)
-    return repeats
+def frame_timing(durations: list[int], ticks_per_s: int) -> tuple[list[int], Fraction]:
+    """How many frame times each frame lasts, and the frame rate, from each frame's duration
+    in whole ticks (ms for WebP and PNG, hundredths for GIF). Encoders merge a run of (nearly)
+    identical frames into one that lasts as long (libwebp does, as do gif optimisers): when
+    every duration is, to a tick, a whole number of one frame time, the runs are restored and
+    the motion keeps its timing; otherwise each frame counts once, shown evenly at the mean
+    rate. Frames without a duration: each once, at the others' mean rate."""
+    timed = [d for d in durations if d > 0]
+    if len(timed) < len(durations) or not timed:
+        return [1] * len(durations), (_rate_from(sum(timed), len(timed), ticks_per_s)
+                                      if timed else DEFAULT_FPS)
+    shortest = min(durations)
+    repeats = [max(1, round(d / shortest)) for d in durations]
+    frame_ticks = sum(durations) / sum(repeats)
+    if any(abs(d - k * frame_ticks) > 1 for d, k in zip(durations, repeats)):
+        repeats = [1] * len(durations)
+    return repeats, _rate_from(sum(durations), sum(repeats), ticks_per_s)
 
 
-def _rate_from(total_ms: int, frames: int) -> Fraction:
-    """The frame rate of smallest denominator (nearest the mean among those) that whole-
-    millisecond durations of this mean allow: 12 fps is stored as 83, 83, 84 ms..., which
-    read back as 12, not 12.012."""
-    mean = Fraction(1000 * frames, total_ms)
-    mean_ms = total_ms / frames
-    slowest, fastest = 1000 / (mean_ms + 0.5), 1000 / max(mean_ms - 0.5, 0.5)
+def _rate_from(total_ticks: int, frames: int, ticks_per_s: int) -> Fraction:
+    """The frame rate of smallest denominator (nearest the mean among those) that durations
+    in whole ticks of this mean allow: 12 fps is stored as 83, 83, 84 ms..., which read back
+    as 12, not 12.012."""
+    mean = Fraction(ticks_per_s * frames, total_ticks)
+    mean_ticks = total_ticks / frames
+    slowest = ticks_per_s / (mean_ticks + 0.5)
+    fastest = ticks_per_s / max(mean_ticks - 0.5, 0.5)
     for denominator in range(1, 1001):
         low, high = math.ceil(slowest * denominator), math.floor(fastest * denominator)
         if low <= high:
@@ -176,7 +182,7 @@ class VideoReader:
     # tell them apart)
     image: np.ndarray | None = field(default=None, repr=False)
     duration_s: float | None = None  # the video stream's (else the container's), when stated
-    # an animation's: how many frame times each of its distinct frames lasts
+    # an animation's or a gif's: how many frame times each frame it stores lasts
     repeats: list[int] | None = field(default=None, repr=False)
     # where the last pass through the frames got to: the last frame's end, in seconds
     decoded_end_s: float | None = field(default=None, init=False, repr=False)
@@ -203,9 +209,10 @@ class VideoReader:
     def frames(self) -> Iterator[np.ndarray]:
         if self.kind == "video":
             self.decoded_end_s = None
+            counts = iter(self.repeats or ())
             for frame, end_s in _decode_video(self.path):
                 self.decoded_end_s = end_s
-                yield frame
+                yield from [frame] * next(counts, 1)
         elif self.kind == "folder":
             for file in _frame_files(self.path):
                 yield read_image(file)
@@ -259,14 +266,27 @@ def open_video(path: str | Path) -> VideoReader:
                 raise InputError(f"video {path} has no frames (no video stream)")
             stream = container.streams.video[0]
             fps = stream.average_rate or stream.guessed_rate or DEFAULT_FPS
-            reader = VideoReader(path, Fraction(fps), stream.frames or None,
+            repeats, count = None, stream.frames or None
+            if container.format.name == "gif":  # the norm for gifs: still runs merged
+                repeats, fps = _gif_timing(container, stream) or (None, fps)
+                count = sum(repeats) if repeats else count
+            reader = VideoReader(path, Fraction(fps), count,
                                  has_audio=bool(container.streams.audio),
-                                 duration_s=_stated_duration(container, stream))
+                                 duration_s=_stated_duration(container, stream), repeats=repeats)
     except av.FFmpegError as exc:
         raise InputError(f"cannot read video {path}: {_first_line(exc)}") from None
     if next(reader.frames(), None) is None:
         raise InputError(f"video {path} has no frames")
     return reader
+
+
+def _gif_timing(container, stream) -> tuple[list[int], Fraction] | None:
+    """frame_timing of a GIF, from its packets' delays (read without decoding); None if its
+    time base is not whole ticks of a second."""
+    if stream.time_base is None or stream.time_base.numerator != 1:
+        return None
+    delays = [packet.duration or 0 for packet in container.demux(stream) if packet.size]
+    return frame_timing(delays, stream.time_base.denominator) if delays else None
 
 
 def _stated_duration(container, stream) -> float | None:

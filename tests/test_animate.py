@@ -239,6 +239,36 @@ def test_animated_images_are_videos_on_white(face_frames, tmp_path):
     assert np.abs(first[:, 20:] - expected[0][:, 20:]).mean() < 8  # lossy WebP
 
 
+def test_a_gif_with_merged_still_runs_keeps_its_timing(face_frames, tmp_path):
+    """Gif optimisers store a still moment as one longer frame: read back, it lasts as many
+    frame times (here 40, 80 and 120 ms: 6 frames at 25 fps, not 3 at 16.7)."""
+    frames = [np.ascontiguousarray(f[:48, :48]) for f in face_frames[:5:2]]
+    reader = open_video(write_animation(tmp_path / "a.gif", frames, [40, 80, 120]))
+    assert (reader.kind, reader.fps, reader.num_frames) == ("video", 25, 6)
+    decoded = list(reader.frames())
+    assert len(decoded) == 6 and reader.ended_early() is None
+    assert [int(np.array_equal(decoded[i], decoded[i + 1])) for i in range(5)] == [0, 1, 0, 1, 1]
+    # OpenCV's gif writer dithers to a fixed palette: the frames' mean colours stay
+    for i, j in ((0, 0), (1, 1), (3, 2), (5, 2)):
+        assert np.abs(decoded[i].mean((0, 1)) - frames[j].mean((0, 1))).max() < 10
+
+
+@pytest.mark.parametrize("durations, repeats, fps", [
+    ([40, 80, 120], [1, 2, 3], 25),  # exact multiples
+    ([83, 83, 84, 333, 83], [1, 1, 1, 4, 1], 12),  # 12 fps in whole ms, a run of 4 merged
+    ([3, 7, 10, 3, 4], [1, 2, 3, 1, 1], 30),  # 30 fps in gif hundredths, runs of 2 and 3
+    ([33, 34, 33, 34], [1, 1, 1, 1], 30),  # jitter is no run
+    ([40, 60, 40], [1, 1, 1], 21.5),  # no whole multiples: each once at the mean rate
+    ([250, 249], [1, 1], 4),  # every frame a run: nothing tells, so the rate is as stored
+    ([0, 40, 40], [1, 1, 1], 25)])  # a frame without a duration: the others' mean rate
+def test_frame_timing(durations, repeats, fps):
+    from monkeyanim.video import frame_timing
+
+    ticks_per_s = 100 if max(durations) < 20 else 1000
+    found, rate = frame_timing(durations, ticks_per_s)
+    assert found == repeats and float(rate) == pytest.approx(fps, abs=0.01)
+
+
 @pytest.mark.parametrize("kind", ["jpg", "webp", "gray", "rgba", "odd"])
 def test_source_formats(kind, small_model, face_frames, short_mp4, tmp_path):
     image = face_frames[3][..., ::-1]
