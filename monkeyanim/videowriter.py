@@ -16,7 +16,7 @@ import numpy as np
 
 from .errors import InputError, OutputError, cannot_write
 from .files import publish, temp_beside
-from .video import QUEUE_FRAMES
+from .video import MAX_RATE_DENOMINATOR, QUEUE_FRAMES
 
 VIDEO_OUTPUTS = (".mp4", ".gif", ".webp")  # what VideoWriter writes
 CONTAINERS = {".mp4": "mp4", ".gif": "gif", ".webp": "webp"}  # FFmpeg's muxer for each
@@ -60,7 +60,7 @@ class VideoWriter:
         if self.suffix not in VIDEO_OUTPUTS:
             raise InputError(f"output {self.path} must end in {', '.join(VIDEO_OUTPUTS[:-1])} "
                              f"or {VIDEO_OUTPUTS[-1]}")
-        self.fps = Fraction(fps).limit_denominator(100_000)
+        self.fps = Fraction(fps).limit_denominator(MAX_RATE_DENOMINATOR)
         self.audio_from = Path(audio_from) if audio_from and self.suffix == ".mp4" else None
         self._tmp = temp_beside(self.path, self.suffix)
         self._container = av.open(str(self._tmp), mode="w", format=CONTAINERS[self.suffix],

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -253,6 +254,25 @@ def test_a_gif_with_merged_still_runs_keeps_its_timing(face_frames, tmp_path):
         assert np.abs(decoded[i].mean((0, 1)) - frames[j].mean((0, 1))).max() < 10
 
 
+def test_a_video_that_drops_repeated_frames_keeps_its_timing(face_frames, datasets_dir,
+                                                              tmp_path):
+    """Some encoders leave out a frame that repeats the last one and let that last longer: a
+    30 fps mp4 whose fourth frame is missing plays 6 frame times, so it is read as 6 frames at
+    30 fps (not 5 at 25) and its audio stays in step. Two of the 39 real face videos do this."""
+    frames = [np.ascontiguousarray(f[:64, :64]) for f in face_frames[:5]]
+    reader = open_video(write_video(tmp_path / "gap.mp4", frames, fps=30,
+                                    pts=[0, 33, 67, 133, 167]))
+    decoded = list(reader.frames())
+    assert (reader.fps, len(decoded)) == (30, 6) and decoded[3] is decoded[2]
+    assert [np.abs(decoded[i].astype(int) - frames[j]).mean() < 4
+            for i, j in ((0, 0), (2, 2), (4, 3), (5, 4))] == [True] * 4
+    for name, fps, count in (("retalking-1.mp4", 30, 183), ("vexpress-rd-radio10.mp4",
+                                                           Fraction(30000, 1001), 62)):
+        reader = open_video(datasets_dir / "faces" / name)
+        assert reader.fps == fps and len(list(reader.frames())) == count
+        assert count / fps == pytest.approx(reader.duration_s, abs=0.05)
+
+
 @pytest.mark.parametrize("durations, repeats, fps", [
     ([40, 80, 120], [1, 2, 3], 25),  # exact multiples
     ([83, 83, 84, 333, 83], [1, 1, 1, 4, 1], 12),  # 12 fps in whole ms, a run of 4 merged
@@ -260,6 +280,7 @@ def test_a_gif_with_merged_still_runs_keeps_its_timing(face_frames, tmp_path):
     ([33, 34, 33, 34], [1, 1, 1, 1], 30),  # jitter is no run
     ([40, 60, 40], [1, 1, 1], 21.5),  # no whole multiples: each once at the mean rate
     ([250, 249], [1, 1], 4),  # every frame a run: nothing tells, so the rate is as stored
+    ([40, 20, 80, 10], [1, 1, 1, 1], 27),  # 10 ms is a short frame, not a steady 100 fps
     ([0, 40, 40], [1, 1, 1], 25)])  # a frame without a duration: the others' mean rate
 def test_frame_timing(durations, repeats, fps):
     from monkeyanim.video import frame_timing

@@ -126,13 +126,13 @@ def _opencv_video() -> None:
             raise InputError(f"cannot read image {path}")
         return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)  # (H, W, 3)
 
-    def decode(path):  # as video._decode_video: frames with their end times (unknown here)
+    def decode(path):  # as video._decode_video: frames, start and end times (unknown here)
         capture = cv2.VideoCapture(str(path))
         while True:
             ok, frame = capture.read()
             if not ok:
                 break
-            yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), None  # (H, W, 3)
+            yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), None, None  # (H, W, 3)
         capture.release()
 
     original_open = video.open_video
