@@ -6,7 +6,6 @@ Frames are numpy arrays (H, W, 3) uint8 RGB. Every reader raises InputError on b
 
 from __future__ import annotations
 
-import math
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -19,6 +18,8 @@ import cv2
 import numpy as np
 
 from .errors import InputError
+from .frametiming import (DEFAULT_FPS, MS_PER_S, frame_timing, restore_runs,
+                          restored_timing)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".mov", ".webm", ".mkv", ".avi", ".gif", ".m4v"}
@@ -26,10 +27,6 @@ ANIMATED_SUFFIXES = {".webp", ".png"}  # image formats that may hold an animatio
 ANIMATION_HEADER_BYTES = 64 << 10  # where a PNG's acTL chunk sits (after IHDR, an ICC profile)
 WEBP_ANIMATION_FLAG = 0x02  # in the flags byte of a WebP's VP8X chunk (file offset 20)
 IMAGE_OUTPUTS = (".png", ".jpg", ".jpeg")  # single frames (keypoints of an image)
-DEFAULT_FPS = Fraction(25)  # for frame strips and folders of frames, which carry no rate
-MS_PER_S = 1000  # animated WebP and PNG state each frame's duration in milliseconds
-MAX_RATE_DENOMINATOR = 100_000  # rates such as 30000/1001 stay exact
-MAX_RESTORED_FPS = 60  # frames merged into longer ones are restored up to this frame rate
 WHITE = 255.0  # what transparent pixels of an image become
 # a video whose frames stop more than this before its stated end (seconds, fraction of it) is
 # reported as cut short; stated and decoded ends agree to 0.05 s on the 39 real face videos
@@ -93,7 +90,7 @@ def read_image(path: str | Path) -> np.ndarray:
 
 def _read_animation(path: Path) -> tuple[np.ndarray, list[int], Fraction] | None:
     """An animated WebP or PNG of 2 frames or more: its distinct (T, H, W, 3) uint8 frames
-    (transparency on white), how many frame times each lasts (see _frame_times) and the frame
+    (transparency on white), how many frame times each lasts (see frame_timing) and the frame
     rate; None for anything else, and where OpenCV is older than 4.11 (no imreadanimation:
     the package asks for 4.11, training/gpu.py's machine may have less)."""
     if not hasattr(cv2, "imreadanimation") or not _is_animated(path):
@@ -107,47 +104,6 @@ def _read_animation(path: Path) -> tuple[np.ndarray, list[int], Fraction] | None
         durations_ms = [0] * len(frames)
     repeats, fps = frame_timing(durations_ms, MS_PER_S)
     return frames, repeats, fps
-
-
-def frame_timing(durations: list[int], ticks_per_s: int | Fraction
-                 ) -> tuple[list[int], Fraction]:
-    """How many frame times each frame lasts, and the frame rate, from each frame's duration
-    in whole ticks (ms for WebP and PNG, hundredths for GIF). Encoders merge a run of (nearly)
-    identical frames into one that lasts as long (libwebp does, as do gif optimisers): when
-    every duration is, to a tick, a whole number of one frame time, the runs are restored and
-    the motion keeps its timing; otherwise each frame counts once, shown evenly at the mean
-    rate, as they are when that frame time would make a rate above MAX_RESTORED_FPS (the
-    shortest frame is then a short one, not one of a steady rate). Frames without a
-    duration: each once, at the others' mean rate."""
-    timed = [d for d in durations if d > 0]
-    if len(timed) < len(durations) or not timed:
-        return [1] * len(durations), (_rate_from(sum(timed), len(timed), ticks_per_s)
-                                      if timed else DEFAULT_FPS)
-    shortest = min(durations)
-    repeats = [max(1, round(d / shortest)) for d in durations]
-    frame_ticks = sum(durations) / sum(repeats)
-    if (any(abs(d - k * frame_ticks) > 1 for d, k in zip(durations, repeats))
-            or ticks_per_s > MAX_RESTORED_FPS * frame_ticks):
-        repeats = [1] * len(durations)
-    return repeats, _rate_from(sum(durations), sum(repeats), ticks_per_s)
-
-
-def _rate_from(total_ticks: int, frames: int, ticks_per_s: int | Fraction) -> Fraction:
-    """The frame rate of smallest denominator (nearest the mean among those) that durations
-    in whole ticks of this mean allow: 12 fps is stored as 83, 83, 84 ms..., which read back
-    as 12, not 12.012. Ticks finer than a millisecond (mp4's) state rates such as 30000/1001
-    exactly: their mean is the rate."""
-    mean = Fraction(ticks_per_s * frames, total_ticks)
-    if ticks_per_s > MS_PER_S:
-        return mean.limit_denominator(MAX_RATE_DENOMINATOR)
-    mean_ticks = total_ticks / frames
-    slowest = ticks_per_s / (mean_ticks + 0.5)
-    fastest = ticks_per_s / max(mean_ticks - 0.5, 0.5)
-    for denominator in range(1, 1001):
-        low, high = math.ceil(slowest * denominator), math.floor(fastest * denominator)
-        if low <= high:
-            return Fraction(min(max(round(mean * denominator), low), high), denominator)
-    return mean
 
 
 def _is_animated(path: Path) -> bool:
@@ -193,8 +149,9 @@ class VideoReader:
     duration_s: float | None = None  # the video stream's (else the container's), when stated
     # an animation's: how many frame times each of its frames lasts
     repeats: list[int] | None = field(default=None, repr=False)
-    # a video's frames are repeated for each frame time (1 / fps) they last (see _restore_runs)
-    restore_runs: bool = False
+    # a video that stores repeated frames as longer ones: each is repeated for every frame
+    # time (1 / fps) it lasts (see frametiming.restore_runs)
+    merged_runs: bool = False
     # where the last pass through the frames got to: the last frame's end, in seconds
     decoded_end_s: float | None = field(default=None, init=False, repr=False)
 
@@ -221,7 +178,7 @@ class VideoReader:
         if self.kind == "video":
             self.decoded_end_s = None
             decoded = self._noting_end(_decode_video(self.path))
-            yield from (_restore_runs(decoded, 1 / self.fps) if self.restore_runs
+            yield from (restore_runs(decoded, 1 / self.fps) if self.merged_runs
                         else (frame for frame, _, _ in decoded))
         elif self.kind == "folder":
             for file in _frame_files(self.path):
@@ -233,36 +190,11 @@ class VideoReader:
             image = self.image if self.image is not None else read_image(self.path)
             yield from (split_strip(image) if self.kind == "strip" else [image])
 
-
     def _noting_end(self, decoded: Iterator[tuple]) -> Iterator[tuple]:
+        """Pass decoded frames on, keeping where the last one ends (see ended_early)."""
         for frame, start_s, end_s in decoded:
             self.decoded_end_s = end_s
             yield frame, start_s, end_s
-
-
-def _restore_runs(decoded: Iterator[tuple], frame_s: Fraction) -> Iterator[np.ndarray]:
-    """Frames every ``frame_s`` seconds from decoded (frame, start_s, end_s): each repeated for
-    the frame times it covers, counted from the first frame's start. None is dropped, and one
-    without a time passes once. Holds one frame back: its length is known at the next one."""
-    held, held_end, first, emitted = None, None, None, 0
-    for frame, start_s, end_s in decoded:
-        if held is not None:
-            count = _frames_until(start_s, first, frame_s, emitted)
-            yield from [held] * count
-            emitted += count
-        if first is None:
-            first = start_s
-        held, held_end = frame, end_s
-    if held is not None:
-        yield from [held] * _frames_until(held_end, first, frame_s, emitted)
-
-
-def _frames_until(time_s: float | None, first_s: float | None, frame_s: Fraction,
-                  emitted: int) -> int:
-    """How many copies of a frame fill the output up to ``time_s`` (at least one)."""
-    if time_s is None or first_s is None:
-        return 1
-    return max(1, round((time_s - first_s) / float(frame_s)) - emitted)
 
 
 def split_strip(image: np.ndarray) -> list[np.ndarray]:
@@ -307,38 +239,18 @@ def open_video(path: str | Path) -> VideoReader:
                 raise InputError(f"video {path} has no frames (no video stream)")
             stream = container.streams.video[0]
             fps = stream.average_rate or stream.guessed_rate or DEFAULT_FPS
-            count, restored = stream.frames or None, _restored_timing(container, stream)
+            count, restored = stream.frames or None, restored_timing(container, stream)
             if restored is not None:
                 count, fps = restored
             reader = VideoReader(path, Fraction(fps), count,
                                  has_audio=bool(container.streams.audio),
                                  duration_s=_stated_duration(container, stream),
-                                 restore_runs=restored is not None)
+                                 merged_runs=restored is not None)
     except av.FFmpegError as exc:
         raise InputError(f"cannot read video {path}: {_first_line(exc)}") from None
     if next(reader.frames(), None) is None:
         raise InputError(f"video {path} has no frames")
     return reader
-
-
-def _restored_timing(container, stream) -> tuple[int, Fraction] | None:
-    """The frame count (an estimate) and rate of a video whose frames last whole numbers of
-    one frame time but not all one (gifs with still runs merged; mp4s that drop repeated
-    frames, as 2 of the 39 real face videos do), from its packets' timestamps, read without
-    decoding (see frame_timing); None for the rest (most videos: a constant rate, or
-    durations of no common frame time)."""
-    base = stream.time_base
-    try:
-        packets = sorted((packet.pts, packet.duration or 0) for packet in container.demux(stream)
-                         if packet.size and packet.pts is not None)  # presentation order
-    except av.FFmpegError:  # damaged further on: decoding will say so where it is
-        return None
-    if base is None or len(packets) < 2:
-        return None
-    durations = [b - a for (a, _), (b, _) in zip(packets, packets[1:])]
-    durations.append(packets[-1][1] or min(durations))  # the last: as stated, else one frame
-    repeats, fps = frame_timing(durations, 1 / base)
-    return (sum(repeats), fps) if max(repeats) > 1 else None
 
 
 def _stated_duration(container, stream) -> float | None:

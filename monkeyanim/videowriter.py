@@ -16,7 +16,8 @@ import numpy as np
 
 from .errors import InputError, OutputError, cannot_write
 from .files import publish, temp_beside
-from .video import MAX_RATE_DENOMINATOR, QUEUE_FRAMES
+from .frametiming import MAX_RATE_DENOMINATOR
+from .video import QUEUE_FRAMES
 
 VIDEO_OUTPUTS = (".mp4", ".gif", ".webp")  # what VideoWriter writes
 CONTAINERS = {".mp4": "mp4", ".gif": "gif", ".webp": "webp"}  # FFmpeg's muxer for each

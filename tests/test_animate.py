@@ -283,7 +283,7 @@ def test_a_video_that_drops_repeated_frames_keeps_its_timing(face_frames, datase
     ([40, 20, 80, 10], [1, 1, 1, 1], 27),  # 10 ms is a short frame, not a steady 100 fps
     ([0, 40, 40], [1, 1, 1], 25)])  # a frame without a duration: the others' mean rate
 def test_frame_timing(durations, repeats, fps):
-    from monkeyanim.video import frame_timing
+    from monkeyanim.frametiming import frame_timing
 
     ticks_per_s = 100 if max(durations) < 20 else 1000
     found, rate = frame_timing(durations, ticks_per_s)

@@ -1,0 +1,102 @@
+"""When each frame shows: frame rates from stored durations, and frames that encoders merged
+into longer ones (a still moment stored once) given back as the frame times they stand for."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from fractions import Fraction
+
+import av
+import numpy as np
+
+DEFAULT_FPS = Fraction(25)  # for frame strips and folders of frames, which carry no rate
+MS_PER_S = 1000  # animated WebP and PNG state each frame's duration in milliseconds
+MAX_RATE_DENOMINATOR = 100_000  # rates such as 30000/1001 stay exact
+MAX_RESTORED_FPS = 60  # frames merged into longer ones are restored up to this frame rate
+
+
+def frame_timing(durations: list[int], ticks_per_s: int | Fraction
+                 ) -> tuple[list[int], Fraction]:
+    """How many frame times each frame lasts, and the frame rate, from each frame's duration
+    in whole ticks (ms for WebP and PNG, hundredths for GIF). Encoders merge a run of (nearly)
+    identical frames into one that lasts as long (libwebp does, as do gif optimisers): when
+    every duration is, to a tick, a whole number of one frame time, the runs are restored and
+    the motion keeps its timing; otherwise each frame counts once, shown evenly at the mean
+    rate, as they are when that frame time would make a rate above MAX_RESTORED_FPS (the
+    shortest frame is then a short one, not one of a steady rate). Frames without a
+    duration: each once, at the others' mean rate."""
+    timed = [d for d in durations if d > 0]
+    if len(timed) < len(durations) or not timed:
+        return [1] * len(durations), (_rate_from(sum(timed), len(timed), ticks_per_s)
+                                      if timed else DEFAULT_FPS)
+    shortest = min(durations)
+    repeats = [max(1, round(d / shortest)) for d in durations]
+    frame_ticks = sum(durations) / sum(repeats)
+    if (any(abs(d - k * frame_ticks) > 1 for d, k in zip(durations, repeats))
+            or ticks_per_s > MAX_RESTORED_FPS * frame_ticks):
+        repeats = [1] * len(durations)
+    return repeats, _rate_from(sum(durations), sum(repeats), ticks_per_s)
+
+
+def _rate_from(total_ticks: int, frames: int, ticks_per_s: int | Fraction) -> Fraction:
+    """The frame rate of smallest denominator (nearest the mean among those) that durations
+    in whole ticks of this mean allow: 12 fps is stored as 83, 83, 84 ms..., which read back
+    as 12, not 12.012. Ticks finer than a millisecond (mp4's) state rates such as 30000/1001
+    exactly: their mean is the rate."""
+    mean = Fraction(ticks_per_s * frames, total_ticks)
+    if ticks_per_s > MS_PER_S:
+        return mean.limit_denominator(MAX_RATE_DENOMINATOR)
+    mean_ticks = total_ticks / frames
+    slowest = ticks_per_s / (mean_ticks + 0.5)
+    fastest = ticks_per_s / max(mean_ticks - 0.5, 0.5)
+    for denominator in range(1, 1001):
+        low, high = math.ceil(slowest * denominator), math.floor(fastest * denominator)
+        if low <= high:
+            return Fraction(min(max(round(mean * denominator), low), high), denominator)
+    return mean
+
+
+def restored_timing(container, stream) -> tuple[int, Fraction] | None:
+    """The frame count (an estimate) and rate of a video whose frames last whole numbers of
+    one frame time but not all one (gifs with still runs merged; mp4s that drop repeated
+    frames, as 2 of the 39 real face videos do), from its packets' timestamps, read without
+    decoding (see frame_timing); None for the rest (most videos: a constant rate, or
+    durations of no common frame time)."""
+    base = stream.time_base
+    try:
+        packets = sorted((packet.pts, packet.duration or 0) for packet in container.demux(stream)
+                         if packet.size and packet.pts is not None)  # presentation order
+    except av.FFmpegError:  # damaged further on: decoding will say so where it is
+        return None
+    if base is None or len(packets) < 2:
+        return None
+    durations = [b - a for (a, _), (b, _) in zip(packets, packets[1:])]
+    durations.append(packets[-1][1] or min(durations))  # the last: as stated, else one frame
+    repeats, fps = frame_timing(durations, 1 / base)
+    return (sum(repeats), fps) if max(repeats) > 1 else None
+
+
+def restore_runs(decoded: Iterator[tuple], frame_s: Fraction) -> Iterator[np.ndarray]:
+    """Frames every ``frame_s`` seconds from decoded (frame, start_s, end_s): each repeated for
+    the frame times it covers, counted from the first frame's start. None is dropped, and one
+    without a time passes once. Holds one frame back: its length is known at the next one."""
+    held, held_end, first, emitted = None, None, None, 0
+    for frame, start_s, end_s in decoded:
+        if held is not None:
+            count = _frames_until(start_s, first, frame_s, emitted)
+            yield from [held] * count
+            emitted += count
+        if first is None:
+            first = start_s
+        held, held_end = frame, end_s
+    if held is not None:
+        yield from [held] * _frames_until(held_end, first, frame_s, emitted)
+
+
+def _frames_until(time_s: float | None, first_s: float | None, frame_s: Fraction,
+                  emitted: int) -> int:
+    """How many copies of a frame fill the output up to ``time_s`` (at least one)."""
+    if time_s is None or first_s is None:
+        return 1
+    return max(1, round((time_s - first_s) / float(frame_s)) - emitted)
