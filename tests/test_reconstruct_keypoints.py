@@ -146,6 +146,30 @@ def test_keypoints_video_and_json(small_model, clips, tmp_path):
     assert 0.001 < changed.mean() < 0.5
 
 
+def test_keypoints_of_a_folder_of_videos(small_model, clips, tmp_path):
+    """One drawing and one JSON per video, in --format; a broken video is reported and the
+    others go on; an existing JSON is not replaced without --overwrite."""
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name in ("a.mp4", "b.mkv"):
+        (videos / name).symlink_to(clips / name)
+    (videos / "broken.mp4").write_bytes(b"garbage" * 100)
+    out, tracks = tmp_path / "drawn", tmp_path / "tracks"
+    result = run_cli("keypoints", videos, "-o", out, "--json", tracks, "--format", "gif",
+                     "-c", small_model)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "2 of 3 succeeded" in result.stdout and "broken.mp4" in result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["a.gif", "b.gif"]
+    assert probe(out / "b.gif")["frames"] == 6
+    assert [len(json.loads((tracks / f"{v}.json").read_text())["frames"]) for v in "ab"] == [10, 6]
+    (out / "a.gif").unlink()
+    before = (tracks / "a.json").read_bytes()
+    result = run_cli("keypoints", videos, "-o", out, "--json", tracks, "--format", "gif",
+                     "-c", small_model)
+    assert "0 of 3 succeeded" in result.stdout and "a.json already exists" in result.stderr
+    assert not (out / "a.gif").exists() and (tracks / "a.json").read_bytes() == before
+
+
 def test_keypoints_on_image(small_model, face_frames, tmp_path):
     image = tmp_path / "face.jpg"
     cv2.imwrite(str(image), face_frames[0][..., ::-1])

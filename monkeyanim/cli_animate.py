@@ -1,0 +1,239 @@
+"""The main commands: animate an image, reconstruct a video, draw keypoints (registered on
+cli.app)."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .cli import (BatchOpt, CheckpointOpt, ConfigOpt, CropOpt, DeviceOpt, FormatOpt, JsonOpt,
+                  OutputOpt, OverwriteOpt, PrecisionOpt, RefineOpt, _check_refine, _failures,
+                  _load, _progress, _report, _run_batch, app, console)
+from .errors import InputError
+from .files import (check_json_apart, check_not_input, check_output, input_files,
+                    output_folder, require)
+
+
+@app.command()
+def animate(source: Annotated[Path, typer.Argument(help="Image, or a folder of images.")],
+            driving: Annotated[Path, typer.Argument(help="Video, animated WebP/PNG, frame strip "
+                                                         "or folder of frames; or a folder of "
+                                                         "videos.")],
+            output: OutputOpt,
+            checkpoint: CheckpointOpt = None, config: ConfigOpt = None,
+            mode: Annotated[str | None, typer.Option(
+                help="relative (paper Eq. 7) or absolute; default: the checkpoint's.")] = None,
+            adapt_scale: Annotated[bool, typer.Option(
+                help="Scale motion by the keypoint hulls' size ratio.")] = False,
+            find_best_frame: Annotated[bool, typer.Option(
+                help="Align to the driving frame whose pose is closest to the source.")] = False,
+            side_by_side: Annotated[bool, typer.Option(
+                help="Write driving | source | result.")] = False,
+            fps: Annotated[float | None, typer.Option(help="Output frame rate.")] = None,
+            size: Annotated[int | None, typer.Option(help="Output side in pixels.")] = None,
+            crop: CropOpt = None,
+            paste_back: Annotated[bool, typer.Option(
+                help="Blend the result into the full-size source image.")] = False,
+            device: DeviceOpt = "auto", batch_size: BatchOpt = 8,
+            precision: PrecisionOpt = "fp32", refine_keypoints: RefineOpt = 0,
+            output_format: FormatOpt = None, overwrite: OverwriteOpt = False) -> None:
+    """Animate SOURCE with the motion of DRIVING into OUTPUT (.mp4, .gif or .webp)."""
+    from .faces import parse_crop
+    from .video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, check_batch_size
+    from .videowriter import VIDEO_OUTPUTS
+
+    _check_animate_options(fps, size, paste_back, side_by_side)
+    check_batch_size(batch_size)
+    _check_refine(refine_keypoints)
+    box = parse_crop(crop)
+    # a folder of images is one driving video (its frames); a folder of videos is a batch
+    batch_driving = driving.is_dir() and any(p.suffix.lower() in VIDEO_SUFFIXES
+                                             for p in driving.iterdir())
+    batch = source.is_dir() or batch_driving
+    if batch:
+        sources = input_files(source, IMAGE_SUFFIXES, "source images")
+        drivings = (input_files(driving, VIDEO_SUFFIXES, "driving videos")
+                    if batch_driving else [driving])
+        suffix, folder = _batch_suffix(output_format), output_folder(output)
+        pairs = [(s, d, folder / f"{s.stem}__{d.stem}{suffix}") for s in sources for d in drivings]
+        for s, d, out in pairs:
+            check_not_input(out, s, d)
+    else:
+        _check_single_format(output_format, output)
+        check_output(output, overwrite, VIDEO_OUTPUTS, inputs=(source, driving))
+        input_files(source, IMAGE_SUFFIXES | VIDEO_SUFFIXES, "source images")
+        require(driving, "video")
+    from .jobs import AnimateSettings, animate_file  # torch: only once the inputs are there
+    from .pipeline import check_mode
+
+    if mode is not None:  # before the model loads, and before a batch fails pair by pair
+        check_mode(mode)
+    settings = AnimateSettings(mode, adapt_scale, find_best_frame, side_by_side, fps, size,
+                               batch_size, precision, box, paste_back, refine_keypoints)
+    model = _load(checkpoint, config, device, precision)
+    if batch:
+        jobs = [((s.name, d.name), out, partial(animate_file, model, s, d, out, settings))
+                for s, d, out in pairs]
+        if _failures(_run_batch(jobs, ("source", "driving"), overwrite)):
+            raise typer.Exit(1)
+        return
+    with _progress(output.name) as progress:
+        _report(animate_file(model, source, driving, output, settings, progress))
+
+
+def _check_animate_options(fps: float | None, size: int | None, paste_back: bool,
+                           side_by_side: bool) -> None:
+    from .videowriter import check_fps
+
+    if fps is not None:
+        check_fps(fps)
+    if size is not None and size < 2:
+        raise InputError("--size must be at least 2")
+    if paste_back and (side_by_side or size):
+        raise InputError("--paste-back writes at the source's resolution: drop --side-by-side "
+                         "and --size")
+
+
+def _batch_suffix(output_format: str | None) -> str:
+    """The suffix of a batch's outputs: --format's, mp4 by default."""
+    from .videowriter import VIDEO_OUTPUTS
+
+    suffix = "." + (output_format or "mp4").lower().lstrip(".")
+    if suffix not in VIDEO_OUTPUTS:
+        raise InputError(f"--format must be mp4, gif or webp, not {output_format!r}")
+    return suffix
+
+
+def _check_single_format(output_format: str | None, output: Path) -> None:
+    """--format is for folders of outputs; one file's suffix says its format, and a --format
+    that contradicts it is a slip worth naming."""
+    if output_format is not None and _batch_suffix(output_format) != output.suffix.lower():
+        raise InputError(f"--format {output_format} names the format of a folder's outputs; "
+                         f"one output file takes its format from its suffix ({output.name})")
+
+
+@app.command()
+def reconstruct(video: Annotated[Path, typer.Argument(help="Video, or a folder of videos.")],
+                output: OutputOpt,
+                checkpoint: CheckpointOpt = None, config: ConfigOpt = None,
+                json_path: JsonOpt = None,
+                crop: CropOpt = None, device: DeviceOpt = "auto", batch_size: BatchOpt = 8,
+                precision: PrecisionOpt = "fp32", refine_keypoints: RefineOpt = 0,
+                output_format: FormatOpt = None, overwrite: OverwriteOpt = False) -> None:
+    """Reconstruct videos from their first frame and each frame's keypoints; print L1."""
+    import json
+
+    from .faces import parse_crop
+    from .files import atomic_write
+    from .video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, check_batch_size
+    from .videowriter import VIDEO_OUTPUTS
+
+    check_batch_size(batch_size)
+    _check_refine(refine_keypoints)
+    box = parse_crop(crop)
+    videos = input_files(video, VIDEO_SUFFIXES | IMAGE_SUFFIXES, "videos")
+    if video.is_dir():
+        suffix, folder = _batch_suffix(output_format), output_folder(output)
+        outputs = [folder / f"{v.stem}{suffix}" for v in videos]
+        for v, out in zip(videos, outputs):
+            check_not_input(out, v)
+    else:
+        _check_single_format(output_format, output)
+        outputs = [check_output(output, overwrite, VIDEO_OUTPUTS, inputs=(video,))]
+        check_json_apart(json_path, output)
+    if json_path is not None:
+        check_output(json_path, overwrite, inputs=tuple(videos))
+    from .jobs import reconstruct_file  # torch: only once the inputs are there
+
+    model = _load(checkpoint, config, device, precision)
+    jobs = [((v.name,), out, partial(reconstruct_file, model, v, out, batch_size, precision, box,
+                                     refine_keypoints))
+            for v, out in zip(videos, outputs)]
+    if video.is_dir():  # a batch: a video that fails is reported and the others go on
+        results = _run_batch(jobs, ("video",), overwrite)
+    else:
+        with _progress(output.name) as progress:
+            results = [jobs[0][2](progress)]
+        _report(results[0])
+    scores = {v.name: r.extra["l1"] for v, r in zip(videos, results) if not isinstance(r, str)}
+    mean = sum(scores.values()) / len(scores) if scores else None
+    if mean is not None:
+        console.print(f"mean L1 {mean:.4f} over {len(scores)} video(s)")
+    if json_path is not None:
+        failed = {v.name: r for v, r in zip(videos, results) if isinstance(r, str)}
+        warned = {v.name: r.warnings for v, r in zip(videos, results)
+                  if not isinstance(r, str) and r.warnings}
+        text = json.dumps({"videos": scores, "mean_l1": mean, "failed": failed,
+                           "warnings": warned}, indent=2)
+        atomic_write(json_path, lambda tmp: tmp.write_text(text))
+    if _failures(results):
+        raise typer.Exit(1)
+
+
+@app.command()
+def keypoints(video: Annotated[Path, typer.Argument(help="Video or image, or a folder of "
+                                                         "videos.")],
+              output: OutputOpt,
+              checkpoint: CheckpointOpt = None, config: ConfigOpt = None,
+              json_path: Annotated[Path | None, typer.Option(
+                  "--json", help="Also write each frame's keypoints as JSON here (with a "
+                                 "folder of videos: a folder, one VIDEO.json each).")] = None,
+              crop: CropOpt = None, device: DeviceOpt = "auto", batch_size: BatchOpt = 8,
+              output_format: FormatOpt = None, overwrite: OverwriteOpt = False) -> None:
+    """Draw the learned keypoints over a video (.mp4/.gif/.webp) or an image (.png)."""
+    from .faces import parse_crop
+    from .video import check_batch_size
+
+    check_batch_size(batch_size)
+    jobs = _keypoints_outputs(video, output, json_path, output_format, overwrite)
+    box = parse_crop(crop)
+    from .jobs import keypoints_file  # torch: only once the inputs are there
+
+    model = _load(checkpoint, config, device)
+    if jobs is not None:  # a folder of videos: one that fails is reported, the others go on
+        batch = [((v.name,), out, partial(_keypoints_job, keypoints_file, model, v, out, js,
+                                          batch_size, box, overwrite))
+                 for v, out, js in jobs]
+        if _failures(_run_batch(batch, ("video",), overwrite)):
+            raise typer.Exit(1)
+        return
+    with _progress(output.name) as progress:
+        _report(keypoints_file(model, video, output, json_path, batch_size, box, progress))
+
+
+def _keypoints_outputs(video: Path, output: Path, json_path: Path | None,
+                       output_format: str | None, overwrite: bool) -> list[tuple] | None:
+    """Check keypoints' inputs and outputs before the model loads: for a folder of videos,
+    (video, output, json or None) for each; None for one video or image (a folder of frames
+    is one video)."""
+    from .video import IMAGE_OUTPUTS, VIDEO_SUFFIXES
+    from .videowriter import VIDEO_OUTPUTS
+
+    if not (video.is_dir() and any(p.suffix.lower() in VIDEO_SUFFIXES for p in video.iterdir())):
+        _check_single_format(output_format, output)
+        check_output(output, overwrite, VIDEO_OUTPUTS + IMAGE_OUTPUTS, inputs=(video,))
+        check_json_apart(json_path, output)
+        if json_path is not None:
+            check_output(json_path, overwrite, inputs=(video,))
+        require(video, "video or image")
+        return None
+    videos = input_files(video, VIDEO_SUFFIXES, "videos")
+    suffix, folder = _batch_suffix(output_format), output_folder(output)
+    jsons = output_folder(json_path) if json_path is not None else None
+    jobs = [(v, folder / f"{v.stem}{suffix}", jsons / f"{v.stem}.json" if jsons else None)
+            for v in videos]
+    for v, out, js in jobs:
+        check_not_input(out, v)
+    return jobs
+
+
+def _keypoints_job(run, model, video: Path, output: Path, json_path: Path | None,
+                   batch_size: int, box, overwrite: bool, progress):
+    """One video of a keypoints batch: its JSON, like its drawing, is not replaced without
+    --overwrite."""
+    if json_path is not None:
+        check_output(json_path, overwrite)
+    return run(model, video, output, json_path, batch_size, box, progress)
