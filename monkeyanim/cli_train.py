@@ -281,9 +281,9 @@ def evaluate(data_dir: Annotated[Path, typer.Argument(help="Folder with test/ (o
         check_output(json_path, overwrite)
     box = parse_crop(crop)
     _require_all((data_dir, "data folder"), (fid_weights, "FID weights"))
-    from .data import list_videos, test_folder
+    from .data import evaluation_folder, list_videos
 
-    list_videos(test_folder(data_dir))  # before the model loads: a folder with nothing to read
+    list_videos(evaluation_folder(data_dir))  # an empty or mislaid folder: before the model
     model = _load(checkpoint, config, device)
     with _progress(f"evaluating {data_dir.name}", "videos") as progress:
         # on a terminal a bar; otherwise one parseable line per video

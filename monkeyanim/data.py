@@ -20,6 +20,7 @@ from .video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, fit_frame, open_video, read_i
 # Frame strips are PNG/JPEG images decoded whole for every pair: MGif's, up to 300 frames
 # wide, took a third of a training iteration on two cores. Cached up to this much memory.
 STRIP_CACHE_BYTES = 1 << 30
+SPLITS = ("train", "val", "test")  # the sub-folders of a data folder
 
 
 @dataclass
@@ -34,32 +35,27 @@ class Augmentation:
 
 
 def training_folder(data_dir: Path) -> Path:
-    """DATA_DIR/train/, or DATA_DIR itself when it is a plain folder of videos (no train/,
-    val/ or test/ in it: those would otherwise be read as folders of frames)."""
-    data_dir = Path(data_dir)
-    if (data_dir / "train").is_dir():
-        return data_dir / "train"
-    if not data_dir.is_dir():
-        raise InputError(f"data folder not found: {data_dir}")
-    splits = [f"{name}/" for name in ("val", "test") if (data_dir / name).is_dir()]
-    if splits:
-        raise InputError(f"{data_dir} has {' and '.join(splits)} but no train/ folder of "
-                         "training videos")
-    return data_dir
+    """DATA_DIR/train/, or DATA_DIR itself when it is a plain folder of videos."""
+    return _split_folder(Path(data_dir), "train", "training videos")
 
 
-def test_folder(data_dir: Path) -> Path:
-    """DATA_DIR/test/, or DATA_DIR itself when it is a plain folder of videos (no train/ or
-    val/ in it: those would otherwise be read as folders of frames)."""
-    data_dir = Path(data_dir)
-    if (data_dir / "test").is_dir():
-        return data_dir / "test"
+def evaluation_folder(data_dir: Path) -> Path:
+    """DATA_DIR/test/, or DATA_DIR itself when it is a plain folder of videos."""
+    return _split_folder(Path(data_dir), "test", "videos to evaluate")
+
+
+def _split_folder(data_dir: Path, split: str, what: str) -> Path:
+    """DATA_DIR/SPLIT/, or DATA_DIR itself when it holds none of train/, val/ or test/: those
+    would otherwise be read as folders of frames, so a folder with others but not SPLIT is
+    refused by name."""
+    if (data_dir / split).is_dir():
+        return data_dir / split
     if not data_dir.is_dir():
         raise InputError(f"data folder not found: {data_dir}")
-    splits = [f"{name}/" for name in ("train", "val") if (data_dir / name).is_dir()]
-    if splits:
-        raise InputError(f"{data_dir} has {' and '.join(splits)} but no test/ folder of "
-                         "videos to evaluate")
+    others = [f"{name}/" for name in SPLITS if name != split and (data_dir / name).is_dir()]
+    if others:
+        raise InputError(f"{data_dir} has {' and '.join(others)} but no {split}/ folder of "
+                         f"{what}")
     return data_dir
 
 

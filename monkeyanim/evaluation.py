@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from . import bodymetrics, facemetrics, fid
-from .data import list_videos, test_folder
+from .data import evaluation_folder, list_videos
 from .errors import InputError
 from .jobs import crop_mode, frame_batches, reconstruct_file, video_crops
 from .models import MonkeyNet
@@ -89,7 +89,7 @@ def evaluate(model: MonkeyNet, data_dir: Path, limit: int | None = None, batch_s
     ``pipeline.KeypointRefiner`` (0: the detector's keypoints, the paper's protocol).
     A video that cannot be read is left out, its reason under 'failed'; InputError if all are.
     'warnings': per video, what the user should know of one that was read (cut short)."""
-    folder = test_folder(data_dir)
+    folder = evaluation_folder(data_dir)
     videos = list_videos(folder)[:limit] if limit else list_videos(folder)
     detector, scores, unavailable = external_metrics(model)
     meter = _fid_meter(model, fid_weights)
@@ -156,7 +156,7 @@ class ReferenceFID:
     def __init__(self, model: MonkeyNet, weights: Path | None, reference: Path):
         if not reference.exists():
             raise InputError(f"FID reference not found: {reference}")
-        self.videos = (list_videos(test_folder(reference)) if reference.is_dir()
+        self.videos = (list_videos(evaluation_folder(reference)) if reference.is_dir()
                        else [reference])
         self.model, self.meter = model, _fid_meter(model, weights)
 
