@@ -1,9 +1,11 @@
-"""When each frame shows: frame rates from stored durations, and frames that encoders merged
-into longer ones (a still moment stored once) given back as the frame times they stand for."""
+"""When each frame shows: frame rates from stored durations; frames that encoders merged into
+longer ones (a still moment stored once) given back as the frame times they stand for; and
+variable frame rates placed on a steady one by their timestamps."""
 
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Iterator
 from fractions import Fraction
 
@@ -58,11 +60,13 @@ def _rate_from(total_ticks: int, frames: int, ticks_per_s: int | Fraction) -> Fr
 
 
 def restored_timing(container, stream) -> tuple[int, Fraction] | None:
-    """The frame count (an estimate) and rate of a video whose frames last whole numbers of
-    one frame time but not all one (gifs with still runs merged; mp4s that drop repeated
-    frames, as 2 of the 39 real face videos do), from its packets' timestamps, read without
-    decoding (see frame_timing); None for the rest (most videos: a constant rate, or
-    durations of no common frame time)."""
+    """The frame count (an estimate) and rate at which a video's frames are to be placed by
+    their timestamps (see restore_runs), from its packets' timestamps, read without decoding;
+    None for a video of constant rate (most), read frame by frame as stored. Two kinds are
+    placed: frames that last whole numbers of one frame time (gifs with still runs merged; mp4s
+    that leave out repeated frames, as 2 of the 39 real face videos do), at that frame time
+    (see frame_timing); and a variable rate (phones in low light, screen recordings), at the
+    rate of its median frame, so that the motion keeps in step with the audio."""
     base = stream.time_base
     try:
         packets = sorted((packet.pts, packet.duration or 0) for packet in container.demux(stream)
@@ -74,13 +78,23 @@ def restored_timing(container, stream) -> tuple[int, Fraction] | None:
     durations = [b - a for (a, _), (b, _) in zip(packets, packets[1:])]
     durations.append(packets[-1][1] or min(durations))  # the last: as stated, else one frame
     repeats, fps = frame_timing(durations, 1 / base)
-    return (sum(repeats), fps) if max(repeats) > 1 else None
+    if max(repeats) > 1:
+        return sum(repeats), fps
+    typical = statistics.median(durations)
+    if typical <= 0 or all(abs(d - typical) <= 1 for d in durations):
+        return None  # a constant rate, to a tick
+    fps = Fraction(1 / (typical * base)).limit_denominator(MAX_RATE_DENOMINATOR)
+    if fps > MAX_RESTORED_FPS:
+        return None
+    return max(1, round(sum(durations) * base * fps)), fps
 
 
 def restore_runs(decoded: Iterator[tuple], frame_s: Fraction) -> Iterator[np.ndarray]:
-    """Frames every ``frame_s`` seconds from decoded (frame, start_s, end_s): each repeated for
-    the frame times it covers, counted from the first frame's start. None is dropped, and one
-    without a time passes once. Holds one frame back: its length is known at the next one."""
+    """Frames every ``frame_s`` seconds from decoded (frame, start_s, end_s): output frame n
+    is the frame shown at n * frame_s after the first one's start, so a frame is repeated for
+    the frame times it covers and one shorter than half a frame time may be left out (never
+    the last of all). One without a time passes once. Holds one frame back: its length is
+    known at the next one."""
     held, held_end, first, emitted = None, None, None, 0
     for frame, start_s, end_s in decoded:
         if held is not None:
@@ -91,12 +105,13 @@ def restore_runs(decoded: Iterator[tuple], frame_s: Fraction) -> Iterator[np.nda
             first = start_s
         held, held_end = frame, end_s
     if held is not None:
-        yield from [held] * _frames_until(held_end, first, frame_s, emitted)
+        yield from [held] * max(1, _frames_until(held_end, first, frame_s, emitted))
 
 
 def _frames_until(time_s: float | None, first_s: float | None, frame_s: Fraction,
                   emitted: int) -> int:
-    """How many copies of a frame fill the output up to ``time_s`` (at least one)."""
+    """How many copies of a frame fill the output up to ``time_s``: none when the output is
+    already there, one when either time is unknown."""
     if time_s is None or first_s is None:
         return 1
-    return max(1, round((time_s - first_s) / float(frame_s)) - emitted)
+    return max(0, round((time_s - first_s) / float(frame_s)) - emitted)

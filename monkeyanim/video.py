@@ -149,9 +149,9 @@ class VideoReader:
     duration_s: float | None = None  # the video stream's (else the container's), when stated
     # an animation's: how many frame times each of its frames lasts
     repeats: list[int] | None = field(default=None, repr=False)
-    # a video that stores repeated frames as longer ones: each is repeated for every frame
-    # time (1 / fps) it lasts (see frametiming.restore_runs)
-    merged_runs: bool = False
+    # a video whose frames do not each last 1 / fps: each frame is placed by its timestamp,
+    # repeated for the frame times it lasts (see frametiming.restored_timing, restore_runs)
+    by_timestamp: bool = False
     # where the last pass through the frames got to: the last frame's end, in seconds
     decoded_end_s: float | None = field(default=None, init=False, repr=False)
 
@@ -178,7 +178,7 @@ class VideoReader:
         if self.kind == "video":
             self.decoded_end_s = None
             decoded = self._noting_end(_decode_video(self.path))
-            yield from (restore_runs(decoded, 1 / self.fps) if self.merged_runs
+            yield from (restore_runs(decoded, 1 / self.fps) if self.by_timestamp
                         else (frame for frame, _, _ in decoded))
         elif self.kind == "folder":
             for file in _frame_files(self.path):
@@ -245,7 +245,7 @@ def open_video(path: str | Path) -> VideoReader:
             reader = VideoReader(path, Fraction(fps), count,
                                  has_audio=bool(container.streams.audio),
                                  duration_s=_stated_duration(container, stream),
-                                 merged_runs=restored is not None)
+                                 by_timestamp=restored is not None)
     except av.FFmpegError as exc:
         raise InputError(f"cannot read video {path}: {_first_line(exc)}") from None
     if next(reader.frames(), None) is None:

@@ -192,7 +192,9 @@ def test_driving_formats(kind, small_model, source_png, face_frames, tmp_path):
         driving = write_animation(tmp_path / kind, frames, [80] * len(frames))
     else:
         driving = write_video(tmp_path / "one.mp4", frames[:1])
-    expected = 1 if kind == "one-frame" else 8
+    # the vfr file stores its times in 25ths of a second (0, 40, 80, 160, 160, 240, 320, 320
+    # ms, the last lasting 40): 9 frame times, each showing the frame on screen then
+    expected = {"one-frame": 1, "vfr": 9}.get(kind, 8)
     out = tmp_path / "out.mp4"
     result = run_cli("animate", source_png, driving, "-o", out, "-c", small_model)
     assert result.returncode == 0, result.stderr
@@ -271,6 +273,24 @@ def test_a_video_that_drops_repeated_frames_keeps_its_timing(face_frames, datase
         reader = open_video(datasets_dir / "faces" / name)
         assert reader.fps == fps and len(list(reader.frames())) == count
         assert count / fps == pytest.approx(reader.duration_s, abs=0.05)
+
+
+def test_a_variable_frame_rate_video_keeps_in_step_with_its_timestamps(tmp_path):
+    """A phone filming at 30 fps that slows to 24 in the dark: read at its median frame's
+    rate, output frame n is the frame on screen at n frame times (nearest), so the motion
+    keeps in step with the audio; frames shorter than half a frame time drop out."""
+    starts_ms = [0]
+    for i in range(1, 40):
+        starts_ms.append(starts_ms[-1] + (33 if i < 15 else 42) + (i % 3 == 0))
+    frames = [np.full((16, 16, 3), 6 * i, np.uint8) for i in range(40)]
+    reader = open_video(write_video(tmp_path / "vfr.mkv", frames, fps=1000, pts=starts_ms))
+    decoded = [round(int(f[8, 8, 0]) / 6) for f in reader.frames()]
+    assert reader.fps == Fraction(1000, 42)  # the median frame lasts 42 ms
+    frame_ms = 42
+    on_screen = [max(i for i, start in enumerate(starts_ms) if start <= (n + 0.5) * frame_ms)
+                 for n in range(len(decoded))]
+    assert decoded == on_screen and abs(len(decoded) * frame_ms - starts_ms[-1]) <= frame_ms
+    assert 2 not in decoded and 20 in decoded  # dropped at 30 fps, every frame at 24
 
 
 @pytest.mark.parametrize("durations, repeats, fps", [
