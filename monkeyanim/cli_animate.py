@@ -50,8 +50,7 @@ def animate(source: Annotated[Path, typer.Argument(help="Image, or a folder of i
     _check_refine(refine_keypoints)
     box = parse_crop(crop)
     # a folder of images is one driving video (its frames); a folder of videos is a batch
-    batch_driving = driving.is_dir() and any(p.suffix.lower() in VIDEO_SUFFIXES
-                                             for p in driving.iterdir())
+    batch_driving = _holds_videos(driving)
     batch = source.is_dir() or batch_driving
     if batch:
         sources = input_files(source, IMAGE_SUFFIXES, "source images")
@@ -95,6 +94,14 @@ def _check_animate_options(fps: float | None, size: int | None, paste_back: bool
     if paste_back and (side_by_side or size):
         raise InputError("--paste-back writes at the source's resolution: drop --side-by-side "
                          "and --size")
+
+
+def _holds_videos(path: Path) -> bool:
+    """Whether ``path`` is a folder of videos (a batch); a folder of images alone is the
+    frames of one video."""
+    from .video import VIDEO_SUFFIXES
+
+    return path.is_dir() and any(p.suffix.lower() in VIDEO_SUFFIXES for p in path.iterdir())
 
 
 def _batch_suffix(output_format: str | None) -> str:
@@ -212,7 +219,7 @@ def _keypoints_outputs(video: Path, output: Path, json_path: Path | None,
     from .video import IMAGE_OUTPUTS, VIDEO_SUFFIXES
     from .videowriter import VIDEO_OUTPUTS
 
-    if not (video.is_dir() and any(p.suffix.lower() in VIDEO_SUFFIXES for p in video.iterdir())):
+    if not _holds_videos(video):
         _check_single_format(output_format, output)
         check_output(output, overwrite, VIDEO_OUTPUTS + IMAGE_OUTPUTS, inputs=(video,))
         check_json_apart(json_path, output)
