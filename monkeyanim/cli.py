@@ -58,8 +58,8 @@ RefineOpt = Annotated[int, typer.Option(
          "pass of the generator and its gradient per frame). 0: off, the detector's "
          "keypoints as they are.")]
 FormatOpt = Annotated[str | None, typer.Option(
-    "--format", help="With folders of inputs: what each output is, mp4, gif or webp "
-                     "(default mp4). One OUT file's own suffix chooses its format.")]
+    "--format", help="With folders of inputs: what each output is, mp4, mov, mkv, webm, gif "
+                     "or webp (default mp4). One OUT file's own suffix chooses its format.")]
 CropOpt = Annotated[str | None, typer.Option(
     help="auto (find the face), none (centred square) or a box x,y,w,h in pixels; "
          "default: auto for face checkpoints, none otherwise.")]

@@ -40,7 +40,8 @@ def animate(source: Annotated[Path, typer.Argument(help="Image, or a folder of i
             device: DeviceOpt = "auto", batch_size: BatchOpt = 8,
             precision: PrecisionOpt = "fp32", refine_keypoints: RefineOpt = 0,
             output_format: FormatOpt = None, overwrite: OverwriteOpt = False) -> None:
-    """Animate SOURCE with the motion of DRIVING into OUTPUT (.mp4, .gif or .webp)."""
+    """Animate SOURCE with the motion of DRIVING into OUTPUT (.mp4, .mov, .mkv, .webm, .gif
+    or .webp)."""
     from .faces import parse_crop
     from .video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, check_batch_size
     from .videowriter import VIDEO_OUTPUTS
@@ -110,7 +111,8 @@ def _batch_suffix(output_format: str | None) -> str:
 
     suffix = "." + (output_format or "mp4").lower().lstrip(".")
     if suffix not in VIDEO_OUTPUTS:
-        raise InputError(f"--format must be mp4, gif or webp, not {output_format!r}")
+        names = ", ".join(s.lstrip(".") for s in VIDEO_OUTPUTS)
+        raise InputError(f"--format must be one of {names}, not {output_format!r}")
     return suffix
 
 
@@ -190,7 +192,8 @@ def keypoints(video: Annotated[Path, typer.Argument(help="Video or image, or a f
                                  "folder of videos: a folder, one VIDEO.json each).")] = None,
               crop: CropOpt = None, device: DeviceOpt = "auto", batch_size: BatchOpt = 8,
               output_format: FormatOpt = None, overwrite: OverwriteOpt = False) -> None:
-    """Draw the learned keypoints over a video (.mp4/.gif/.webp) or an image (.png)."""
+    """Draw the learned keypoints over a video (.mp4, .mov, .mkv, .webm, .gif, .webp) or an
+    image (.png, .jpg)."""
     from .faces import parse_crop
     from .video import check_batch_size
 

@@ -46,8 +46,8 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
 
 
 # what -o names when it is a file: a batch's -o ending so is a mistake, not a folder name
-FILE_SUFFIXES = {".mp4", ".gif", ".png", ".jpg", ".jpeg", ".json", ".mov", ".mkv", ".webm",
-                 ".avi", ".safetensors"}
+FILE_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".gif", ".webp", ".png", ".jpg",
+                 ".jpeg", ".json", ".safetensors"}
 
 
 def check_not_input(path: Path, *inputs: Path | None) -> None:

@@ -152,7 +152,7 @@ def _check_still_driving(reader: VideoReader, transfer: str, source: Path) -> No
 
 def animate_file(model: MonkeyNet, source: Path, driving: Path, output: Path,
                  settings: AnimateSettings, progress: Progress | None = None) -> JobResult:
-    """Animate ``source`` with ``driving``'s motion into ``output`` (mp4, gif or webp)."""
+    """Animate ``source`` with ``driving``'s motion into ``output`` (any of VIDEO_OUTPUTS)."""
     start = time.perf_counter()
     size = model.config.frame_size
     mode = crop_mode(settings.crop, model)

@@ -1,12 +1,13 @@
-"""Writing videos through PyAV: mp4 (H.264, with the driving video's audio), gif (a palette
-per frame) or animated WebP, encoded in a background thread into a temp file beside the
-output that is renamed only when complete.
+"""Writing videos through PyAV: mp4, mov and mkv (H.264) or webm (VP9), each with the
+driving video's audio, gif (a palette per frame) or animated WebP, encoded in a background
+thread into a temp file beside the output that is renamed only when complete.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
@@ -19,14 +20,43 @@ from .files import publish, temp_beside
 from .frametiming import MAX_RATE_DENOMINATOR
 from .video import QUEUE_FRAMES
 
-VIDEO_OUTPUTS = (".mp4", ".gif", ".webp")  # what VideoWriter writes
-CONTAINERS = {".mp4": "mp4", ".gif": "gif", ".webp": "webp"}  # FFmpeg's muxer for each
-MIN_FPS, MAX_FPS = 0.01, 1000.0  # the output rates --fps accepts, in frames a second
-MP4_AUDIO_COPY = {"aac", "mp3", "alac", "opus", "ac3", "eac3", "flac"}
 X264_OPTIONS = {"crf": "18", "preset": "veryfast"}
+# libvpx's fastest mode: 670 frames/s at 256 px on a 2-core laptop, within a tenth of
+# x264's pixel error at about its size
+VP9_OPTIONS = {"crf": "24", "b": "0", "deadline": "realtime", "cpu-used": "8", "row-mt": "1"}
 # libwebp's lossy quality (0-100): at 90 a 256 px animation takes a seventh of its gif's bytes
 WEBP_OPTIONS = {"quality": "90"}
 WEBP_LOOP_FOREVER = {"loop": "0"}  # the muxer's default plays once; gifs loop, so do these
+MP4_AUDIO_COPY = frozenset({"aac", "mp3", "alac", "opus", "ac3", "eac3", "flac"})
+MOV_AUDIO_COPY = frozenset({"aac", "mp3", "alac", "ac3", "eac3"})
+MKV_AUDIO_COPY = MP4_AUDIO_COPY | {"vorbis", "pcm_s16le", "pcm_s24le", "pcm_f32le"}
+OPUS_RATE_HZ = 48_000  # what libopus encodes at (it resamples everything else)
+
+
+@dataclass(frozen=True)
+class OutputFormat:
+    """How one output suffix is written: FFmpeg's muxer and video encoder, and what becomes
+    of the driving video's audio (remuxed when its codec is in ``audio_copy``, else
+    transcoded to ``audio_codec``; None: the format holds no sound)."""
+
+    muxer: str
+    codec: str
+    options: dict = field(default_factory=dict)
+    audio_copy: frozenset = frozenset()
+    audio_codec: str | None = None
+
+
+OUTPUT_FORMATS = {
+    ".mp4": OutputFormat("mp4", "libx264", X264_OPTIONS, MP4_AUDIO_COPY, "aac"),
+    ".mov": OutputFormat("mov", "libx264", X264_OPTIONS, MOV_AUDIO_COPY, "aac"),
+    ".mkv": OutputFormat("matroska", "libx264", X264_OPTIONS, MKV_AUDIO_COPY, "aac"),
+    ".webm": OutputFormat("webm", "libvpx-vp9", VP9_OPTIONS, frozenset({"opus", "vorbis"}),
+                          "libopus"),
+    ".gif": OutputFormat("gif", "gif"),
+    ".webp": OutputFormat("webp", "libwebp_anim", WEBP_OPTIONS),
+}
+VIDEO_OUTPUTS = tuple(OUTPUT_FORMATS)  # what VideoWriter writes, mp4 (the default) first
+MIN_FPS, MAX_FPS = 0.01, 1000.0  # the output rates --fps accepts, in frames a second
 # GIF frame delays are whole hundredths of a second, and browsers show delays under two of
 # them as a tenth of a second: faster videos (phones film at 60-240 fps) keep a frame every 20 ms
 GIF_TICKS_PER_S = 100
@@ -45,13 +75,13 @@ def check_fps(fps: float) -> None:
 
 
 class VideoWriter:
-    """Encode frames to mp4 (H.264, yuv420p), gif or animated WebP (lossy, looping), chosen
-    by the output's suffix.
+    """Encode frames to mp4, mov or mkv (H.264, yuv420p), webm (VP9), gif or animated WebP
+    (lossy, looping), chosen by the output's suffix (OUTPUT_FORMATS).
 
     Frames are encoded in a background thread. The file appears at ``path`` only after
     ``close()`` succeeds; on error or interruption the temp file is removed and an existing
-    file at ``path`` is left untouched. ``audio_from``: copy that video's audio (mp4 only),
-    trimmed to the video's duration.
+    file at ``path`` is left untouched. ``audio_from``: copy that video's audio (not into
+    gif or WebP), trimmed to the video's duration.
     """
 
     def __init__(self, path: str | Path, fps: Fraction | float,
@@ -61,10 +91,11 @@ class VideoWriter:
         if self.suffix not in VIDEO_OUTPUTS:
             raise InputError(f"output {self.path} must end in {', '.join(VIDEO_OUTPUTS[:-1])} "
                              f"or {VIDEO_OUTPUTS[-1]}")
+        self.format = OUTPUT_FORMATS[self.suffix]
         self.fps = Fraction(fps).limit_denominator(MAX_RATE_DENOMINATOR)
-        self.audio_from = Path(audio_from) if audio_from and self.suffix == ".mp4" else None
+        self.audio_from = Path(audio_from) if audio_from and self.format.audio_codec else None
         self._tmp = temp_beside(self.path, self.suffix)
-        self._container = av.open(str(self._tmp), mode="w", format=CONTAINERS[self.suffix],
+        self._container = av.open(str(self._tmp), mode="w", format=self.format.muxer,
                                   options=WEBP_LOOP_FOREVER if self.suffix == ".webp" else {})
         self._stream = None
         self._audio: _AudioCopy | None = None
@@ -105,17 +136,14 @@ class VideoWriter:
             stream = self._container.add_stream("gif", rate=GIF_TICKS_PER_S)
             stream.pix_fmt = "pal8"
             self._palette = _GifPalette(height, width)
-        elif self.suffix == ".webp":
-            stream = self._container.add_stream("libwebp_anim", rate=self.fps,
-                                                options=WEBP_OPTIONS)
-            stream.pix_fmt = "yuv420p"
         else:
-            stream = self._container.add_stream("libx264", rate=self.fps, options=X264_OPTIONS)
+            stream = self._container.add_stream(self.format.codec, rate=self.fps,
+                                                options=self.format.options)
             stream.pix_fmt = "yuv420p"
         stream.width, stream.height = width, height
         if self.audio_from is not None:
             # every stream must exist before the first packet is written (the mp4 header)
-            self._audio = _AudioCopy(self.audio_from, self._container)
+            self._audio = _AudioCopy(self.audio_from, self._container, self.format)
         return stream
 
     def _encode_all(self) -> None:
@@ -129,8 +157,9 @@ class VideoWriter:
                 pass
 
     def _encode(self, frame: np.ndarray) -> None:
-        if self.suffix == ".mp4" and (frame.shape[0] % 2 or frame.shape[1] % 2):
-            # yuv420p needs even sizes: repeat the last row / column
+        if self.format.codec == "libx264" and (frame.shape[0] % 2 or frame.shape[1] % 2):
+            # x264's yuv420p needs even sizes (VP9 and WebP take odd ones): repeat the last
+            # row / column
             frame = np.pad(frame, ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0)),
                            mode="edge")
         if self._stream is None:
@@ -233,18 +262,23 @@ class _GifPalette:
 
 
 class _AudioCopy:
-    """Remux (or, for codecs mp4 cannot hold, transcode to AAC) a video's first audio stream."""
+    """Remux (or, for codecs the container cannot hold, transcode) a video's first audio
+    stream."""
 
-    def __init__(self, source: Path, output):
+    def __init__(self, source: Path, output, output_format: OutputFormat):
         self.input = av.open(str(source))
         self.output = output
         self.audio = self.input.streams.audio[0] if self.input.streams.audio else None
         self.stream = None
         if self.audio is None:
             return
-        self.remux = self.audio.codec_context.name in MP4_AUDIO_COPY
-        self.stream = (output.add_stream_from_template(self.audio) if self.remux
-                       else output.add_stream("aac", rate=self.audio.rate))
+        self.remux = self.audio.codec_context.name in output_format.audio_copy
+        if self.remux:
+            self.stream = output.add_stream_from_template(self.audio)
+        else:
+            opus = output_format.audio_codec == "libopus"
+            self.stream = output.add_stream(output_format.audio_codec,
+                                            rate=OPUS_RATE_HZ if opus else self.audio.rate)
 
     def copy(self, duration: Fraction) -> None:
         """Write the audio up to ``duration`` seconds, so both streams end together."""

@@ -149,13 +149,25 @@ def probe(path: Path) -> dict:
         info = {"frames": len(frames), "height": frames[0].shape[0] if frames else 0,
                 "width": frames[0].shape[1] if frames else 0, "fps": float(video.average_rate),
                 "codec": video.codec_context.name, "first": frames[0] if frames else None,
-                "video_seconds": float(video.duration * video.time_base) if video.duration else None,
-                "audio_codec": None}
+                "video_seconds": stream_seconds(path, "video"), "audio_codec": None}
         if container.streams.audio:
-            audio = container.streams.audio[0]
-            info["audio_codec"] = audio.codec_context.name
-            info["audio_seconds"] = float(audio.duration * audio.time_base)
+            info["audio_codec"] = container.streams.audio[0].codec_context.name
+            info["audio_seconds"] = stream_seconds(path, "audio")
     return info
+
+
+def stream_seconds(path: Path, kind: str) -> float | None:
+    """How long a file's first video or audio stream lasts, from its packets' times (Matroska
+    and WebM state no duration per stream)."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = getattr(container.streams, kind)[0]
+        times = [(p.pts, p.duration or 0) for p in container.demux(stream) if p.pts is not None]
+    if not times:
+        return None
+    start, end = min(t for t, _ in times), max(t + d for t, d in times)
+    return float((end - start) * stream.time_base)
 
 
 def sigint_default() -> None:

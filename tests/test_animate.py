@@ -35,16 +35,36 @@ def short_mp4(face_frames, tmp_path_factory):
     return write_video(tmp_path_factory.mktemp("drv") / "talk.mp4", face_frames[:24], fps=25)
 
 
-def test_animate_mp4_keeps_rate_length_and_audio(small_model, source_png, face_video, tmp_path):
-    out = tmp_path / "out.mp4"
+@pytest.mark.parametrize("suffix, codec, audio", [(".mp4", "h264", "aac"), (".mov", "h264", "aac"),
+                                                  (".mkv", "h264", "aac"),
+                                                  (".webm", "vp9", "opus")])  # AAC transcoded
+def test_animate_keeps_rate_length_and_audio(small_model, source_png, face_video, tmp_path,
+                                             suffix, codec, audio):
+    out = tmp_path / f"out{suffix}"
     result = run_cli("animate", source_png, face_video, "-o", out, "-c", small_model)
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("\n") == 1 and "125 frames" in result.stdout  # one summary line
     info = probe(out)
     assert (info["frames"], info["height"], info["width"], info["fps"]) == (125, 64, 64, 25.0)
-    assert info["codec"] == "h264" and info["audio_codec"] == "aac"
+    assert info["codec"] == codec and info["audio_codec"] == audio
     assert abs(info["audio_seconds"] - info["video_seconds"]) < 0.05
     assert not list(tmp_path.glob(".*"))  # no temp file left
+
+
+def test_audio_a_container_cannot_hold_is_converted(face_video, tmp_path):
+    """AAC into webm becomes Opus, Opus into mov becomes AAC, Opus into mkv is copied as it
+    is; each cut to the video's 2 s."""
+    from monkeyanim.videowriter import VideoWriter
+
+    source = face_video
+    for name, audio in (("a.webm", "opus"), ("b.mov", "aac"), ("c.mkv", "opus")):
+        with VideoWriter(tmp_path / name, 25, audio_from=source) as writer:
+            for i in range(50):
+                writer.write(np.full((32, 48, 3), i * 5, np.uint8))
+        info = probe(tmp_path / name)
+        assert (info["frames"], info["audio_codec"]) == (50, audio)
+        assert abs(info["audio_seconds"] - 2) < 0.05
+        source = tmp_path / "a.webm"
 
 
 def test_gif_fps_size_and_side_by_side(small_model, source_png, short_mp4, tmp_path):
@@ -377,11 +397,11 @@ def test_bad_outputs_and_options_are_refused_before_the_model_loads(source_png, 
     train_only = tmp_path / "split"
     (train_only / "train").mkdir(parents=True)
     for args, error in ((("animate", source_png, short_mp4, "-o", out / "o.avi"),
-                         "must end in .mp4, .gif or .webp"),
-                        (("reconstruct", short_mp4, "-o", out / "o.webm"),
-                         "must end in .mp4, .gif or .webp"),
+                         "must end in .mp4, .mov, .mkv, .webm, .gif or .webp"),
+                        (("reconstruct", short_mp4, "-o", out / "o.flv"),
+                         "must end in .mp4, .mov, .mkv, .webm, .gif or .webp"),
                         (("keypoints", short_mp4, "-o", out / "o.bmp"),
-                         "must end in .mp4, .gif, .webp, .png, .jpg or .jpeg"),
+                         "must end in .mp4, .mov, .mkv, .webm, .gif, .webp, .png, .jpg or .jpeg"),
                         (("animate", source_png, short_mp4, "-o", folder, "--overwrite"),
                          "is a folder"),
                         (("animate", source_png, short_mp4, "-o", out / "o.mp4", "--batch-size",
@@ -460,7 +480,7 @@ def test_existing_output_and_unwritable_folder(small_model, source_png, short_mp
         result = run_cli("animate", source_png, short_mp4, "-o", locked / "o.mp4", "-c", small_model)
         assert_one_line_error(result, "not writable")
     result = run_cli("animate", source_png, short_mp4, "-o", tmp_path / "o.avi", "-c", small_model)
-    assert_one_line_error(result, ".mp4, .gif or .webp")
+    assert_one_line_error(result, ".mp4, .mov, .mkv, .webm, .gif or .webp")
     result = run_cli("animate", source_png, short_mp4, "-o", tmp_path / "o.mp4", "-c", "nope")
     assert_one_line_error(result, "unknown checkpoint")
 
@@ -579,7 +599,7 @@ def test_batch_folders(small_model, face_frames, short_mp4, tmp_path):
     assert_one_line_error(result, "unknown mode 'sideways'; choose relative or absolute")
     result = run_cli("animate", sources, drivings, "-o", tmp_path / "other", "-c", small_model,
                      "--format", "avi")
-    assert_one_line_error(result, "--format must be mp4, gif or webp, not 'avi'")
+    assert_one_line_error(result, "--format must be one of mp4, mov, mkv, webm, gif, webp, not 'avi'")
     for command in (("animate", sources), ("reconstruct",)):
         result = run_cli(*command, drivings, "-o", tmp_path / "other", "-c", small_model,
                          "--precision", "fp8")
