@@ -40,8 +40,7 @@ def animate(source: Annotated[Path, typer.Argument(help="Image, or a folder of i
             device: DeviceOpt = "auto", batch_size: BatchOpt = 8,
             precision: PrecisionOpt = "fp32", refine_keypoints: RefineOpt = 0,
             output_format: FormatOpt = None, overwrite: OverwriteOpt = False) -> None:
-    """Animate SOURCE with the motion of DRIVING into OUTPUT (.mp4, .mov, .mkv, .webm, .gif
-    or .webp)."""
+    """Animate SOURCE with the motion of DRIVING into OUTPUT (a video, a gif or a WebP)."""
     from .faces import parse_crop
     from .video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, check_batch_size
     from .videowriter import VIDEO_OUTPUTS
@@ -192,8 +191,7 @@ def keypoints(video: Annotated[Path, typer.Argument(help="Video or image, or a f
                                  "folder of videos: a folder, one VIDEO.json each).")] = None,
               crop: CropOpt = None, device: DeviceOpt = "auto", batch_size: BatchOpt = 8,
               output_format: FormatOpt = None, overwrite: OverwriteOpt = False) -> None:
-    """Draw the learned keypoints over a video (.mp4, .mov, .mkv, .webm, .gif, .webp) or an
-    image (.png, .jpg)."""
+    """Draw the learned keypoints over a video (into a video) or an image (into a .png)."""
     from .faces import parse_crop
     from .video import check_batch_size
 

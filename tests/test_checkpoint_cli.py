@@ -149,3 +149,11 @@ def test_help_lists_the_commands():
     assert result.returncode == 0
     for command in ("convert", "train", "animate", "reconstruct", "keypoints"):
         assert command in result.stdout
+    # each command's summary is one line, which --help's list shows as it is written
+    import typer.main
+
+    from monkeyanim.cli import app
+
+    for name, command in typer.main.get_command(app).commands.items():
+        summary = command.help.strip().split("\n\n")[0]
+        assert "\n" not in summary and len(summary) <= 90, (name, summary)
