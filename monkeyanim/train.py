@@ -339,6 +339,8 @@ class Trainer:
             self.optimizers[name].load_state_dict(state["optimizers"][name])
             self.schedulers[name].load_state_dict(state["schedulers"][name])
         self.iteration = int(state["iteration"])
+        # the schedulers keep the run's own drops, even when --iterations moves its end
+        self.milestones = sorted(next(iter(self.schedulers.values())).milestones)
         torch.set_rng_state(state["torch_rng"])
         random.setstate((3, tuple(state["python_rng"]), None))
         if self.iteration != saved.provenance.get("iterations"):

@@ -40,14 +40,18 @@ def test_training_lowers_reconstruction_loss(shapes_slice, tiny_config, tmp_path
     result = run_cli("train", shapes_slice, "-o", run, "--config", tiny_config, "--iterations", "10",
                      "--seed", "1", env={"OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr
+    assert "iterations 0 -> 10, lr drops at [5]" in result.stdout  # half way, as the preset's
     early = reconstruction_l1(run / "model.safetensors", shapes_slice)
     result = run_cli("train", shapes_slice, "-o", run, "--resume", "--iterations", "60",
                      env={"OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr
+    # a longer resumed run keeps the drop it made, and says so (it once claimed one at 30)
+    assert "iterations 10 -> 60, lr dropped at [5]\n" in result.stdout
     late = reconstruction_l1(run / "model.safetensors", shapes_slice)
     assert late < early * 0.95, (early, late)
     log = read_log(run)
     assert [r["iteration"] for r in log] == list(range(1, 61))
+    assert {r["lr"] for r in log[5:]} == {log[0]["lr"] / 10}
     first, last = log[:5], log[-5:]
     mean = lambda rows: sum(r["feature_matching"] for r in rows) / len(rows)
     assert mean(last) < mean(first)
