@@ -10,11 +10,13 @@ __version__ = "0.1.0"
 # without the 2-3 s import of torch.
 _LAZY = {"save_checkpoint": ".checkpoint", "available_models": ".hub", "load_model": ".hub",
          "ModelConfig": ".config", "Keypoints": ".models", "MonkeyNet": ".models",
-         "build_model": ".models"}
+         "build_model": ".models", "AnimateSettings": ".jobs", "animate_file": ".jobs",
+         "reconstruct_file": ".jobs", "keypoints_file": ".jobs"}
 
-__all__ = ["CheckpointError", "ConfigError", "InputError", "Keypoints", "ModelConfig",
-           "MonkeyAnimError", "MonkeyNet", "OutputError", "available_models", "build_model",
-           "load_model", "save_checkpoint"]
+__all__ = ["AnimateSettings", "CheckpointError", "ConfigError", "InputError", "Keypoints",
+           "ModelConfig", "MonkeyAnimError", "MonkeyNet", "OutputError", "animate_file",
+           "available_models", "build_model", "keypoints_file", "load_model", "reconstruct_file",
+           "save_checkpoint"]
 
 
 def __getattr__(name: str):

@@ -23,8 +23,8 @@ from .faces import Box, crop_box, get_detector, largest, track_faces
 from .models import Keypoints, MonkeyNet
 from .pipeline import (Animator, ReconstructionScores, best_frame, driving_keypoints,
                        reconstruct, to_tensor, to_uint8)
-from .video import (IMAGE_OUTPUTS, VIDEO_SUFFIXES, Progress, VideoReader, check_batch_size,
-                    fit_frame, open_video, prefetch, read_source)
+from .video import (BATCH_FRAMES, IMAGE_OUTPUTS, VIDEO_SUFFIXES, Progress, VideoReader,
+                    check_batch_size, fit_frame, open_video, prefetch, read_source)
 from .videowriter import VideoWriter
 
 DRAW_MIN_SIZE_PX = 256  # keypoint overlays are drawn at least this large to stay readable
@@ -40,7 +40,7 @@ class AnimateSettings:
     side_by_side: bool = False
     fps: float | None = None
     size: int | None = None  # output side in pixels; default: the model's frame size
-    batch_size: int = 16
+    batch_size: int = BATCH_FRAMES
     precision: str = "fp32"
     crop: str | tuple[int, int, int, int] | None = None  # see parse_crop; source and driving
     paste_back: bool = False  # blend the result into the full-size source image
@@ -150,10 +150,15 @@ def _check_still_driving(reader: VideoReader, transfer: str, source: Path) -> No
                      f"mode: give a video, a frame strip or a folder of frames{hint}")
 
 
-def animate_file(model: MonkeyNet, source: Path, driving: Path, output: Path,
-                 settings: AnimateSettings, progress: Progress | None = None) -> JobResult:
-    """Animate ``source`` with ``driving``'s motion into ``output`` (any of VIDEO_OUTPUTS)."""
+def animate_file(model: MonkeyNet, source: str | Path, driving: str | Path, output: str | Path,
+                 settings: AnimateSettings | None = None,
+                 progress: Progress | None = None) -> JobResult:
+    """Animate image ``source`` with ``driving``'s motion (a video, animated image, frame strip
+    or folder of frames) into ``output`` (any of VIDEO_OUTPUTS), as `monkeyanim animate` does;
+    an existing ``output`` is replaced once the new file is complete."""
     start = time.perf_counter()
+    source, driving, output = Path(source), Path(driving), Path(output)
+    settings = settings or AnimateSettings()
     size = model.config.frame_size
     mode = crop_mode(settings.crop, model)
     transfer = settings.mode or default_mode(model)
@@ -256,9 +261,9 @@ def _feathered(length: int, edge: int) -> np.ndarray:
     return cv2.GaussianBlur(profile, (0, 0), edge / 2)[0]  # (L,)
 
 
-def reconstruct_file(model: MonkeyNet, video: Path, output: Path | None, batch_size: int = 16,
-                     precision: str = "fp32", crop=None, refine_steps: int = 0,
-                     progress: Progress | None = None,
+def reconstruct_file(model: MonkeyNet, video: str | Path, output: str | Path | None,
+                     batch_size: int = BATCH_FRAMES, precision: str = "fp32", crop=None,
+                     refine_steps: int = 0, progress: Progress | None = None,
                      inspect: Callable[[np.ndarray, np.ndarray], None] | None = None) -> JobResult:
     """The paper's reconstruction of ``video``; extra['l1'] is the mean absolute error per
     pixel in [0, 1], averaged over frames; extra['static_l1'] the same for the first frame
@@ -266,6 +271,7 @@ def reconstruct_file(model: MonkeyNet, video: Path, output: Path | None, batch_s
     from itself (the model's appearance error with no motion to follow). ``refine_steps``: see
     ``pipeline.KeypointRefiner``. ``inspect`` sees every batch of real and generated frames."""
     start = time.perf_counter()
+    output = None if output is None else Path(output)
     reader = open_video(video)
     crop_at, detector = video_crops(reader, crop_mode(crop, model))
     batches = frame_batches(reader, model.config.frame_size, batch_size, crop_at, model.device)
@@ -320,11 +326,14 @@ def draw_keypoints(frame: np.ndarray, kp: Keypoints) -> np.ndarray:
     return canvas
 
 
-def keypoints_file(model: MonkeyNet, video: Path, output: Path, json_path: Path | None = None,
-                   batch_size: int = 16, crop=None, progress: Progress | None = None) -> JobResult:
-    """Draw the learned keypoints over ``video`` (or an image) into ``output`` (mp4, gif, webp
-    or png) and optionally write their per-frame means and covariances as JSON."""
+def keypoints_file(model: MonkeyNet, video: str | Path, output: str | Path,
+                   json_path: str | Path | None = None, batch_size: int = BATCH_FRAMES,
+                   crop=None, progress: Progress | None = None) -> JobResult:
+    """Draw the learned keypoints over ``video`` (or an image) into ``output`` (any of
+    VIDEO_OUTPUTS, or an image: png, jpg) and optionally write their per-frame means and
+    covariances as JSON."""
     start = time.perf_counter()
+    output, json_path = Path(output), None if json_path is None else Path(json_path)
     reader = open_video(video)
     as_image = output.suffix.lower() in IMAGE_OUTPUTS
     crop_at, detector = video_crops(reader, crop_mode(crop, model))

@@ -32,6 +32,8 @@ WHITE = 255.0  # what transparent pixels of an image become
 # reported as cut short; stated and decoded ends agree to 0.05 s on the 39 real face videos
 END_SLACK_S, END_SLACK_FRACTION = 1.0, 0.05
 QUEUE_FRAMES = 64  # frames buffered between decoding / encoding threads and the model
+# frames per network call: 8 ran fastest on a 2-core CPU (README, Speed and memory)
+BATCH_FRAMES = 8
 Progress = Callable[[int, int | None], None]  # told (frames done, total or None)
 
 

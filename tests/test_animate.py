@@ -714,6 +714,25 @@ def test_transfer_mode_defaults_to_the_checkpoints(small_model, source_png, shor
     assert np.abs(decoded["default"] - decoded["relative"]).mean() > 0.3  # 0 if the same
 
 
+def test_whole_files_from_python_with_plain_strings(small_model, source_png, short_mp4,
+                                                    tmp_path):
+    """The CLI's three jobs are one call each from Python, paths given as str or Path."""
+    import json
+
+    model = monkeyanim.load_model(small_model)
+    out, drawn, tracks = (str(tmp_path / name) for name in ("a.webm", "kp.mp4", "kp.json"))
+    result = monkeyanim.animate_file(model, str(source_png), str(short_mp4), out,
+                                     monkeyanim.AnimateSettings(side_by_side=True))
+    assert result.frames == 24 and result.output == Path(out)
+    info = probe(Path(out))
+    assert (info["frames"], info["width"], info["codec"]) == (24, 3 * 64, "vp9")
+    scores = monkeyanim.reconstruct_file(model, str(short_mp4), None).extra
+    assert 0 < scores["l1"] < 1 and scores["static_l1"] > 0
+    monkeyanim.keypoints_file(model, str(short_mp4), drawn, tracks)
+    assert probe(Path(drawn))["frames"] == 24
+    assert len(json.loads(Path(tracks).read_text())["frames"]) == 24
+
+
 def test_progress_bar_on_a_terminal_and_one_line_without(small_model, source_png, short_mp4,
                                                         tmp_path):
     out = tmp_path / "o.mp4"
