@@ -42,29 +42,13 @@ def animate(source: Annotated[Path, typer.Argument(help="Image, or a folder of i
             output_format: FormatOpt = None, overwrite: OverwriteOpt = False) -> None:
     """Animate SOURCE with the motion of DRIVING into OUTPUT (a video, a gif or a WebP)."""
     from .faces import parse_crop
-    from .video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, check_batch_size
-    from .videowriter import VIDEO_OUTPUTS
+    from .video import check_batch_size
 
     _check_animate_options(fps, size, paste_back, side_by_side)
     check_batch_size(batch_size)
     _check_refine(refine_keypoints)
     box = parse_crop(crop)
-    # a folder of images is one driving video (its frames); a folder of videos is a batch
-    batch_driving = _holds_videos(driving)
-    batch = source.is_dir() or batch_driving
-    if batch:
-        sources = input_files(source, IMAGE_SUFFIXES, "source images")
-        drivings = (input_files(driving, VIDEO_SUFFIXES, "driving videos")
-                    if batch_driving else [driving])
-        suffix, folder = _batch_suffix(output_format), output_folder(output)
-        pairs = [(s, d, folder / f"{s.stem}__{d.stem}{suffix}") for s in sources for d in drivings]
-        for s, d, out in pairs:
-            check_not_input(out, s, d)
-    else:
-        _check_single_format(output_format, output)
-        check_output(output, overwrite, VIDEO_OUTPUTS, inputs=(source, driving))
-        input_files(source, IMAGE_SUFFIXES | VIDEO_SUFFIXES, "source images")
-        require(driving, "video")
+    pairs = _animate_pairs(source, driving, output, output_format, overwrite)
     from .jobs import AnimateSettings, animate_file  # torch: only once the inputs are there
     from .pipeline import check_mode
 
@@ -73,7 +57,7 @@ def animate(source: Annotated[Path, typer.Argument(help="Image, or a folder of i
     settings = AnimateSettings(mode, adapt_scale, find_best_frame, side_by_side, fps, size,
                                batch_size, precision, box, paste_back, refine_keypoints)
     model = _load(checkpoint, config, device, precision)
-    if batch:
+    if pairs is not None:
         jobs = [((s.name, d.name), out, partial(animate_file, model, s, d, out, settings))
                 for s, d, out in pairs]
         if _failures(_run_batch(jobs, ("source", "driving"), overwrite)):
@@ -81,6 +65,31 @@ def animate(source: Annotated[Path, typer.Argument(help="Image, or a folder of i
         return
     with _progress(output.name) as progress:
         _report(animate_file(model, source, driving, output, settings, progress))
+
+
+def _animate_pairs(source: Path, driving: Path, output: Path, output_format: str | None,
+                   overwrite: bool) -> list[tuple[Path, Path, Path]] | None:
+    """A batch's (source, driving, output) triples, checked; None for one pair (its inputs
+    and OUTPUT checked). A folder of images is one driving video (its frames); a folder of
+    videos is a batch, and so is a folder of sources."""
+    from .video import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+    from .videowriter import VIDEO_OUTPUTS
+
+    batch_driving = _holds_videos(driving)
+    if not source.is_dir() and not batch_driving:
+        _check_single_format(output_format, output)
+        check_output(output, overwrite, VIDEO_OUTPUTS, inputs=(source, driving))
+        input_files(source, IMAGE_SUFFIXES | VIDEO_SUFFIXES, "source images")
+        require(driving, "video")
+        return None
+    sources = input_files(source, IMAGE_SUFFIXES, "source images")
+    drivings = (input_files(driving, VIDEO_SUFFIXES, "driving videos")
+                if batch_driving else [driving])
+    suffix, folder = _batch_suffix(output_format), output_folder(output)
+    pairs = [(s, d, folder / f"{s.stem}__{d.stem}{suffix}") for s in sources for d in drivings]
+    for s, d, out in pairs:
+        check_not_input(out, s, d)
+    return pairs
 
 
 def _check_animate_options(fps: float | None, size: int | None, paste_back: bool,
@@ -132,10 +141,7 @@ def reconstruct(video: Annotated[Path, typer.Argument(help="Video, or a folder o
                 precision: PrecisionOpt = "fp32", refine_keypoints: RefineOpt = 0,
                 output_format: FormatOpt = None, overwrite: OverwriteOpt = False) -> None:
     """Reconstruct videos from their first frame and each frame's keypoints; print L1."""
-    import json
-
     from .faces import parse_crop
-    from .files import atomic_write
     from .video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, check_batch_size
     from .videowriter import VIDEO_OUTPUTS
 
@@ -166,6 +172,18 @@ def reconstruct(video: Annotated[Path, typer.Argument(help="Video, or a folder o
         with _progress(output.name) as progress:
             results = [jobs[0][2](progress)]
         _report(results[0])
+    _sum_up_reconstructions(videos, results, json_path)
+    if _failures(results):
+        raise typer.Exit(1)
+
+
+def _sum_up_reconstructions(videos: list[Path], results: list, json_path: Path | None) -> None:
+    """The mean L1 over the videos that worked, and the --json: each video's L1, the mean,
+    the failures (a reason each) and the warnings of those that worked."""
+    import json
+
+    from .files import atomic_write
+
     scores = {v.name: r.extra["l1"] for v, r in zip(videos, results) if not isinstance(r, str)}
     mean = sum(scores.values()) / len(scores) if scores else None
     if mean is not None:
@@ -177,8 +195,6 @@ def reconstruct(video: Annotated[Path, typer.Argument(help="Video, or a folder o
         text = json.dumps({"videos": scores, "mean_l1": mean, "failed": failed,
                            "warnings": warned}, indent=2)
         atomic_write(json_path, lambda tmp: tmp.write_text(text))
-    if _failures(results):
-        raise typer.Exit(1)
 
 
 @app.command()
