@@ -27,6 +27,8 @@ VP9_OPTIONS = {"crf": "24", "b": "0", "deadline": "realtime", "cpu-used": "8", "
 # libwebp's lossy quality (0-100): at 90 a 256 px animation takes a seventh of its gif's bytes
 WEBP_OPTIONS = {"quality": "90"}
 WEBP_LOOP_FOREVER = {"loop": "0"}  # the muxer's default plays once; gifs loop, so do these
+# the index (moov) before the frames, so that browsers and players start before the end arrives
+FAST_START = {"movflags": "+faststart"}
 MP4_AUDIO_COPY = frozenset({"aac", "mp3", "alac", "opus", "ac3", "eac3", "flac"})
 MOV_AUDIO_COPY = frozenset({"aac", "mp3", "alac", "ac3", "eac3"})
 MKV_AUDIO_COPY = MP4_AUDIO_COPY | {"vorbis", "pcm_s16le", "pcm_s24le", "pcm_f32le"}
@@ -35,25 +37,28 @@ OPUS_RATE_HZ = 48_000  # what libopus encodes at (it resamples everything else)
 
 @dataclass(frozen=True)
 class OutputFormat:
-    """How one output suffix is written: FFmpeg's muxer and video encoder, and what becomes
-    of the driving video's audio (remuxed when its codec is in ``audio_copy``, else
-    transcoded to ``audio_codec``; None: the format holds no sound)."""
+    """How one output suffix is written: FFmpeg's muxer (with ``muxer_options``) and video
+    encoder (with ``options``), and what becomes of the driving video's audio (remuxed when
+    its codec is in ``audio_copy``, else transcoded to ``audio_codec``; None: the format holds
+    no sound)."""
 
     muxer: str
     codec: str
     options: dict = field(default_factory=dict)
     audio_copy: frozenset = frozenset()
     audio_codec: str | None = None
+    muxer_options: dict = field(default_factory=dict)
 
 
 OUTPUT_FORMATS = {
-    ".mp4": OutputFormat("mp4", "libx264", X264_OPTIONS, MP4_AUDIO_COPY, "aac"),
-    ".mov": OutputFormat("mov", "libx264", X264_OPTIONS, MOV_AUDIO_COPY, "aac"),
+    ".mp4": OutputFormat("mp4", "libx264", X264_OPTIONS, MP4_AUDIO_COPY, "aac", FAST_START),
+    ".mov": OutputFormat("mov", "libx264", X264_OPTIONS, MOV_AUDIO_COPY, "aac", FAST_START),
     ".mkv": OutputFormat("matroska", "libx264", X264_OPTIONS, MKV_AUDIO_COPY, "aac"),
     ".webm": OutputFormat("webm", "libvpx-vp9", VP9_OPTIONS, frozenset({"opus", "vorbis"}),
                           "libopus"),
     ".gif": OutputFormat("gif", "gif"),
-    ".webp": OutputFormat("webp", "libwebp_anim", WEBP_OPTIONS),
+    ".webp": OutputFormat("webp", "libwebp_anim", WEBP_OPTIONS,
+                          muxer_options=WEBP_LOOP_FOREVER),
 }
 VIDEO_OUTPUTS = tuple(OUTPUT_FORMATS)  # what VideoWriter writes, mp4 (the default) first
 MIN_FPS, MAX_FPS = 0.01, 1000.0  # the output rates --fps accepts, in frames a second
@@ -96,7 +101,7 @@ class VideoWriter:
         self.audio_from = Path(audio_from) if audio_from and self.format.audio_codec else None
         self._tmp = temp_beside(self.path, self.suffix)
         self._container = av.open(str(self._tmp), mode="w", format=self.format.muxer,
-                                  options=WEBP_LOOP_FOREVER if self.suffix == ".webp" else {})
+                                  options=self.format.muxer_options)
         self._stream = None
         self._audio: _AudioCopy | None = None
         self._palette: _GifPalette | None = None

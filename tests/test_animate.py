@@ -47,8 +47,25 @@ def test_animate_keeps_rate_length_and_audio(small_model, source_png, face_video
     info = probe(out)
     assert (info["frames"], info["height"], info["width"], info["fps"]) == (125, 64, 64, 25.0)
     assert info["codec"] == codec and info["audio_codec"] == audio
+    if suffix in (".mp4", ".mov"):  # the index first, so that playback starts while loading
+        boxes = top_level_boxes(out)
+        assert boxes.index("moov") < boxes.index("mdat"), boxes
     assert abs(info["audio_seconds"] - info["video_seconds"]) < 0.05
     assert not list(tmp_path.glob(".*"))  # no temp file left
+
+
+def top_level_boxes(path: Path) -> list[str]:
+    """The kinds of an MP4/MOV file's top-level boxes, in file order."""
+    import struct
+
+    data, kinds, at = path.read_bytes(), [], 0
+    while at + 8 <= len(data):
+        size, kind = struct.unpack(">I4s", data[at:at + 8])
+        if size == 1:  # a 64-bit size follows the kind
+            size = struct.unpack(">Q", data[at + 8:at + 16])[0]
+        kinds.append(kind.decode("latin-1"))
+        at += size or len(data)
+    return kinds
 
 
 def test_audio_a_container_cannot_hold_is_converted(face_video, tmp_path):
