@@ -41,7 +41,8 @@ def checkpoints() -> None:
     """List the bundled checkpoints."""
     from .hub import available_models
 
-    header = ("name", "size", "frame", "iterations", "L1 (baseline)", "data", "file")
+    header = ("name", "size", "frame", "iterations", "L1 (baseline)", "data", "file",
+              "image-to-video: keypoint L1 (still)")
     rows = [_checkpoint_row(name) for name in available_models()]
     if not console.is_terminal:  # one tab-separated line each: readable and parseable
         for row in (header, *rows):
@@ -66,10 +67,30 @@ def _checkpoint_row(name: str) -> tuple[str, ...]:
         path = bundled_path(name)
         config, provenance = read_metadata(path)
     except CheckpointError as exc:
-        return (label, "-", "-", "-", "-", entry.description, f"unusable: {exc}")
+        return (label, "-", "-", "-", "-", entry.description, f"unusable: {exc}",
+                _predictor_cell(name))
     metrics = provenance.get("metrics", {})
     l1 = (f"{metrics['reconstruction_l1']} ({metrics.get('static_baseline_l1', '?')})"
           if "reconstruction_l1" in metrics else "-")
     return (label, f"{path.stat().st_size / 1e6:.1f} MB",
             f"{config.frame_size[0]}x{config.frame_size[1]}",
-            str(provenance.get("iterations", "?")), l1, entry.description, str(path))
+            str(provenance.get("iterations", "?")), l1, entry.description, str(path),
+            _predictor_cell(name))
+
+
+def _predictor_cell(name: str) -> str:
+    """The held-out keypoint L1 of the predictor shipped with checkpoint ``name`` and that of
+    its first frame kept still; "-" when none ships."""
+    from .errors import CheckpointError
+    from .hub import available_predictors, predictor_path
+    from .prediction import predictor_provenance
+
+    if name not in available_predictors():
+        return "-"
+    try:
+        scores = predictor_provenance(predictor_path(name))
+    except CheckpointError as exc:
+        return f"unusable: {exc}"
+    if "test_l1" not in scores:
+        return "not measured"
+    return f"{scores['test_l1']:.4f} ({scores['test_static_l1']:.4f})"

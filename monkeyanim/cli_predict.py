@@ -25,11 +25,18 @@ def train_predictor(data_dir: Annotated[Path, typer.Argument(
                     frames: Annotated[int, typer.Option(help="Sequence length.")] = 32,
                     hidden: Annotated[int, typer.Option(help="GRU units (paper: 1024).")] = 1024,
                     batch_size: Annotated[int, typer.Option("--batch-size")] = 256,
+                    predict_variance: Annotated[bool, typer.Option(
+                        help="Also roll out the keypoints' covariances (the authors do for "
+                             "shapes); else each keeps the first frame's.")] = False,
+                    half: Annotated[bool, typer.Option(
+                        help="Store the weights as float16: half the file, scored as "
+                             "stored.")] = False,
                     overwrite: OverwriteOpt = False) -> None:
     """Train the image-to-video GRU on keypoints of DATA_DIR/train's videos (or DATA_DIR's)."""
     from .data import list_videos, training_folder
     from .models.predictor import PredictorConfig
-    from .prediction import extract_keypoints, save_predictor, train_predictor as fit
+    from .prediction import (extract_keypoints, save_predictor, to_half_precision,
+                             train_predictor as fit)
 
     check_output(output, overwrite, inputs=(Path(checkpoint) if checkpoint else None,))
     if min(epochs, hidden, batch_size) < 1 or frames < 2:
@@ -44,21 +51,45 @@ def train_predictor(data_dir: Annotated[Path, typer.Argument(
     _warn_unreadable(unreadable)
     settings = PredictorConfig(num_kp=model.config.num_kp,
                                kp_variance=str(model.config.kp_variance),
-                               num_features=hidden, num_frames=frames)
+                               num_features=hidden, num_frames=frames,
+                               predict_variance=predict_variance)
     every = max(1, epochs // 20)
 
     def report(epoch: int, loss: float) -> None:
         if epoch % every == 0 or epoch == epochs:
             console.print(f"epoch {epoch}/{epochs} L1 {loss:.5f}")
     predictor = fit(tracks, settings, epochs, batch_size, on_epoch=report)
-    save_predictor(predictor, output, {"videos": len(tracks), "epochs": epochs,
-                                       "checkpoint": model.provenance.get("name", "")})
+    if half:
+        predictor = to_half_precision(predictor)
+    provenance = {"videos": len(tracks), "epochs": epochs,
+                  "checkpoint": model.provenance.get("name", ""), **_held_out(model, predictor,
+                                                                             data_dir)}
+    save_predictor(predictor, output, provenance, half)
     console.print(escape(f"wrote {output} (trained on {len(tracks)} videos)"))
+
+
+def _held_out(model, predictor, data_dir: Path) -> dict:
+    """With DATA_DIR/test/: the predictor's keypoint L1 there against the first frame kept
+    still, printed and returned for the file's metadata; else nothing."""
+    from .prediction import extract_keypoints, score_predictor
+
+    if not (data_dir / "test").is_dir():
+        return {}
+    tracks, _, unreadable = extract_keypoints(model, data_dir / "test", 2)
+    _warn_unreadable(unreadable)
+    scores = score_predictor(predictor, tracks)
+    console.print(f"test: keypoint L1 {scores.l1:.4f} against {scores.static_l1:.4f} for the "
+                  f"first frame kept still; the predicted keypoints move {scores.moved:.4f} "
+                  f"from it, the real ones {scores.static_l1:.4f} ({scores.videos} videos)")
+    return {"test_l1": scores.l1, "test_static_l1": scores.static_l1,
+            "test_moved": scores.moved, "test_videos": scores.videos}
 
 
 @app.command()
 def predict(source: Annotated[Path, typer.Argument(help="Still image to bring to life.")],
-            output: OutputOpt, predictor: Annotated[Path, typer.Option(help="From train-predictor.")],
+            output: OutputOpt, predictor: Annotated[str | None, typer.Option(
+                help="A file from train-predictor (or hf://...); default: the one that ships "
+                     "with the checkpoint.")] = None,
             checkpoint: CheckpointOpt = None, config: ConfigOpt = None,
             frames: Annotated[int, typer.Option(help="Frames to generate.")] = 32,
             fps: Annotated[float, typer.Option()] = 25.0, crop: CropOpt = None,
@@ -69,12 +100,14 @@ def predict(source: Annotated[Path, typer.Argument(help="Still image to bring to
             fid_weights: FidWeightsOpt = None, overwrite: OverwriteOpt = False) -> None:
     """Image-to-video: predict a keypoint sequence from SOURCE and generate its frames."""
     from .evaluation import ReferenceFID
+    from .faces import parse_crop
+    from .hub import DEFAULT_MODEL, bundled_predictor, predictor_path
     from .jobs import predict_file
     from .prediction import load_predictor
-    from .faces import parse_crop
     from .videowriter import VIDEO_OUTPUTS, check_fps
 
-    check_output(output, overwrite, VIDEO_OUTPUTS, inputs=(source, predictor))
+    check_output(output, overwrite, VIDEO_OUTPUTS,
+                 inputs=(source, Path(predictor) if predictor else None))
     if frames < 1:
         raise InputError("--frames must be at least 1")
     check_fps(fps)
@@ -83,8 +116,14 @@ def predict(source: Annotated[Path, typer.Argument(help="Still image to bring to
     box = parse_crop(crop)
     _require_all((source, "source image"), (fid_weights, "FID weights"),
                  (fid_reference, "FID reference"))
-    net = load_predictor(predictor)
+    net = load_predictor(predictor_path(predictor) if predictor
+                         else bundled_predictor(checkpoint or DEFAULT_MODEL))
     model = _load(checkpoint, config, device)
+    rolled = (net.config.num_kp, net.config.kp_variance)
+    if rolled != (model.config.num_kp, str(model.config.kp_variance)):
+        raise InputError(f"the predictor rolls out {rolled[0]} keypoints ({rolled[1]} "
+                         f"variance) but the checkpoint detects {model.config.num_kp} "
+                         f"({model.config.kp_variance}): use the checkpoint it was trained with")
     scorer = ReferenceFID(model, fid_weights, fid_reference) if fid_reference else None
     result = predict_file(model, net, source, output, frames, fps, box,
                           inspect=scorer.add_generated if scorer else None)

@@ -43,6 +43,18 @@ _MODELS: dict[str, RegistryEntry] = {
         sha256="3c8a9d41997b72db95c0997b3f78c68c32c293196265e31bbec32e0c7962685c",
         description="the authors' synthetic shapes (one flat shape moving on black), 64x64"),
 }
+# Image-to-video predictors (models/predictor.py) shipped beside them, under the name of the
+# checkpoint whose keypoints they were trained on
+_PREDICTORS: dict[str, RegistryEntry] = {
+    "actions": RegistryEntry(
+        file="actions-predictor.safetensors",
+        sha256="7d9158e7da9b3814a0b336084b61cf9dd53d7e11cb60a64254be1b2ab1569ac4",
+        description="people acting before a wall, from the authors' actions recipe"),
+    "shapes": RegistryEntry(
+        file="shapes-predictor.safetensors",
+        sha256="4055a90cb405d78d4c91266a1a4262add31b2d61d546b4603cb532f7ba2e3dc3",
+        description="shapes moving on black, from the authors' 100-video recipe"),
+}
 DEFAULT_MODEL = "shapes"  # until a faces checkpoint is trained (see checkpoints/README.md)
 HASH_CHUNK_BYTES = 1 << 20
 
@@ -70,14 +82,46 @@ def sha256_file(path: Path) -> str:
 
 def bundled_path(name: str) -> Path:
     """Where a registered checkpoint is installed, verified against its sha256."""
-    entry = registry_entry(name)
+    return _installed(registry_entry(name), f"checkpoint {name!r}")
+
+
+def available_predictors() -> list[str]:
+    """The checkpoints that come with an image-to-video predictor."""
+    return sorted(_PREDICTORS)
+
+
+def predictor_path(spec: str | Path) -> Path:
+    """A predictor file: a path, hf://owner/repo/file[@revision], or the name of a checkpoint
+    that ships one (verified against its sha256)."""
+    name = str(spec)
+    if name.startswith(HF_PREFIX):
+        return download_from_hub(name)
+    if name in _PREDICTORS:
+        return bundled_predictor(name)
+    if not Path(name).exists():
+        raise CheckpointError(f"predictor not found: {name} (neither a file nor a checkpoint "
+                              f"that ships one: {', '.join(available_predictors()) or 'none'})")
+    return Path(name)
+
+
+def bundled_predictor(checkpoint: str) -> Path:
+    """The predictor that ships with registered checkpoint ``checkpoint``, verified;
+    CheckpointError naming those that have one otherwise."""
+    if checkpoint not in _PREDICTORS:
+        raise CheckpointError(f"no predictor ships with checkpoint {checkpoint!r} (only with "
+                              f"{', '.join(available_predictors()) or 'none'}): give "
+                              "--predictor, a file made by train-predictor")
+    return _installed(_PREDICTORS[checkpoint], f"the predictor for {checkpoint!r}")
+
+
+def _installed(entry: RegistryEntry, what: str) -> Path:
     path = Path(str(resources.files("monkeyanim.checkpoints") / entry.file))
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {name!r} is registered but {entry.file} is not "
-                              "installed; reinstall monkeyanim")
+        raise CheckpointError(f"{what} is registered but {entry.file} is not installed; "
+                              "reinstall monkeyanim")
     if sha256_file(path) != entry.sha256:
-        raise CheckpointError(f"{path} does not match the sha256 registered for {name!r}; "
-                              "the file is corrupt or was replaced")
+        raise CheckpointError(f"{path} does not match the sha256 registered for {what}; the "
+                              "file is corrupt or was replaced")
     return path
 
 
@@ -121,7 +165,7 @@ def download_from_hub(spec: str) -> Path:
         raise CheckpointError(f"download of {spec} failed: "
                               f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
                               ) from None
-    for name, entry in _MODELS.items():
+    for name, entry in [*_MODELS.items(), *_PREDICTORS.items()]:
         if entry.file == Path(filename).name and sha256_file(path) != entry.sha256:
             raise CheckpointError(f"{spec} does not match the sha256 registered for {name!r}; "
                                   "the download is corrupt or the file was replaced")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -103,8 +104,51 @@ def _prediction_loss(predictor: KPPredictor, target: Keypoints, given: int) -> t
     return loss
 
 
-def save_predictor(predictor: KPPredictor, path: Path, provenance: dict) -> None:
+@dataclass
+class PredictionScores:
+    """Mean L1 (in [-1, 1] coordinates) between the true keypoint means of held-out videos and
+    those predicted from each first frame alone, over the frames after it; ``static_l1`` is
+    the same for the first frame's keypoints kept still (the baseline to beat, and how far the
+    real keypoints move from their first frame); ``moved``: how far the predicted ones do
+    (near 0: a predictor that learned to stand still)."""
+
+    l1: float
+    static_l1: float
+    moved: float
+    videos: int
+
+
+def score_predictor(predictor: KPPredictor, tracks: list[Keypoints]) -> PredictionScores:
+    """Roll ``predictor`` out from the first frame of each track (T, K, ...) for the
+    sequence length it was trained on and compare with what the video did."""
+    frames = predictor.config.num_frames
+    errors, static, moved = [], [], []
+    for kp in tracks:
+        truth = kp.mean[:frames]  # (T, K, 2)
+        predicted = predictor.rollout(kp[0], len(truth)).mean  # (T, K, 2)
+        errors.append((predicted[1:] - truth[1:]).abs().mean().item())
+        static.append((truth[:1] - truth[1:]).abs().mean().item())
+        moved.append((predicted[:1] - predicted[1:]).abs().mean().item())
+    mean = lambda values: sum(values) / len(values)
+    return PredictionScores(mean(errors), mean(static), mean(moved), len(tracks))
+
+
+def to_half_precision(predictor: KPPredictor) -> KPPredictor:
+    """The predictor with its weights rounded to float16 (and computing in float32 still):
+    what a ``half`` file holds, so that it is scored as it will be used."""
+    with torch.no_grad():
+        for tensor in predictor.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.copy_(tensor.half())
+    return predictor
+
+
+def save_predictor(predictor: KPPredictor, path: Path, provenance: dict,
+                   half: bool = False) -> None:
+    """``half`` stores the weights as float16, half the file (they load as float32)."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in predictor.state_dict().items()}
+    if half:
+        tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
     metadata = {"format": FORMAT, "config": json.dumps(dataclasses.asdict(predictor.config)),
                 "provenance": json.dumps(provenance)}
     data = safetensors_bytes(tensors, metadata=metadata)  # bytes first, as save_checkpoint does
@@ -112,16 +156,27 @@ def save_predictor(predictor: KPPredictor, path: Path, provenance: dict) -> None
 
 
 def load_predictor(path: Path) -> KPPredictor:
+    metadata, state = _read_predictor(path, with_weights=True)
+    predictor = KPPredictor(PredictorConfig(**json.loads(metadata["config"])))
+    predictor.load_state_dict(state, strict=True)
+    return predictor.eval()
+
+
+def predictor_provenance(path: Path) -> dict:
+    """What a predictor file says of its training: videos, epochs, checkpoint and, when its
+    data had a test/ split, test_l1, test_static_l1, test_moved, test_videos."""
+    return json.loads(_read_predictor(path, with_weights=False)[0].get("provenance", "{}"))
+
+
+def _read_predictor(path: Path, with_weights: bool) -> tuple[dict, dict]:
     if not Path(path).is_file():
         raise CheckpointError(f"predictor not found: {path}")
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
-            state = {k: handle.get_tensor(k) for k in handle.keys()}
+            state = {k: handle.get_tensor(k) for k in handle.keys()} if with_weights else {}
     except Exception as exc:  # any damage to the file
         raise CheckpointError(f"{path} is not a readable predictor ({exc})") from None
     if metadata.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a monkeyanim predictor (no '{FORMAT}' metadata)")
-    predictor = KPPredictor(PredictorConfig(**json.loads(metadata["config"])))
-    predictor.load_state_dict(state, strict=True)
-    return predictor.eval()
+    return metadata, state

@@ -33,10 +33,16 @@ def test_registry_loads_and_verifies(monkeypatch):
 
     row = _checkpoint_row("shapes")
     assert row[0] == "shapes (default)" and row[1] == "-"
-    assert row[-1].startswith("unusable: ") and "does not match the sha256" in row[-1]
+    assert row[6].startswith("unusable: ") and "does not match the sha256" in row[6]
     assert _checkpoint_row("actions")[1] == "9.2 MB"
     with pytest.raises(monkeyanim.CheckpointError, match="registered: actions, mgif, shapes"):
         hub.registry_entry("shape")
+    # the predictors that ship beside them are verified the same way
+    assert hub.predictor_path("actions").name == "actions-predictor.safetensors"
+    entry = hub._PREDICTORS["actions"]
+    monkeypatch.setitem(hub._PREDICTORS, "actions", hub.RegistryEntry(entry.file, "0" * 64, ""))
+    with pytest.raises(monkeyanim.CheckpointError, match="sha256 registered for the predictor"):
+        hub.predictor_path("actions")
 
 
 def test_unknown_name_lists_the_valid_ones(tmp_path):
@@ -52,6 +58,8 @@ def test_checkpoints_command_lists_them():
     assert rows["shapes (default)"][1:3] == ["6.3 MB", "64x64"]  # no TTY: tab-separated
     assert rows["actions"][1:5] == ["9.2 MB", "64x64", "10250", "0.0126 (0.0308)"]
     assert Path(rows["actions"][6]).is_file()
+    # the shipped image-to-video predictor's held-out keypoint L1 (keypoints kept still)
+    assert rows["shapes (default)"][7] == "0.1823 (0.5378)" and rows["mgif"][7] == "-"
 
 
 def mean_reconstruction_l1(name: str, folder: Path, every: int) -> float:
@@ -128,6 +136,6 @@ def test_wheel_ships_every_registered_checkpoint(tmp_path):
     assert result.returncode == 0, result.stderr
     wheel = next(Path(tmp_path).glob("monkeyanim-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
-    for entry in hub._MODELS.values():
+    for entry in [*hub._MODELS.values(), *hub._PREDICTORS.values()]:
         assert f"monkeyanim/checkpoints/{entry.file}" in names
     assert "monkeyanim/models/generator.py" in names

@@ -8,7 +8,9 @@ import torch
 import monkeyanim
 from monkeyanim import fid
 from monkeyanim.models.predictor import PredictorConfig
-from monkeyanim.prediction import extract_keypoints, load_predictor, train_predictor
+from monkeyanim import hub
+from monkeyanim.prediction import (extract_keypoints, load_predictor, predictor_provenance,
+                                   score_predictor, train_predictor)
 
 from conftest import ROOT, assert_one_line_error, probe, run_cli
 
@@ -48,6 +50,12 @@ def test_predictor_learns_and_rolls_out(shapes_split):
     kp = predictor.rollout(tracks[0][0], 32)
     assert kp.mean.shape == (32, 4, 2) and torch.equal(kp.mean[0], tracks[0].mean[0])
     assert kp.mean.abs().max() <= 1 and torch.equal(kp.covar[5], tracks[0].covar[0])
+    # held-out scores: the baseline is the first frame's keypoints kept still
+    held_out, _, _ = extract_keypoints(model, shapes_split / "test", 32)
+    scores = score_predictor(predictor, held_out)
+    still = [(t.mean[1:32] - t.mean[:1]).abs().mean().item() for t in held_out]
+    assert scores.videos == 4 and scores.static_l1 == pytest.approx(sum(still) / 4)
+    assert scores.l1 > 0 and scores.moved > 0
 
 
 def test_cli_train_predictor_and_predict(shapes_split, tmp_path):
@@ -56,6 +64,11 @@ def test_cli_train_predictor_and_predict(shapes_split, tmp_path):
                      "--epochs", "3", "--hidden", "32", "--frames", "16")
     assert result.returncode == 0, result.stderr
     assert load_predictor(predictor).config.num_frames == 16
+    # scored on the data folder's test/ split, and the scores kept in the file
+    assert "test: keypoint L1 " in result.stdout and "(4 videos)" in result.stdout
+    provenance = predictor_provenance(predictor)
+    assert provenance["test_videos"] == 4 and provenance["checkpoint"] == "shapes"
+    assert f"{provenance['test_l1']:.4f}" in result.stdout
     out = tmp_path / "predicted.mp4"
     result = run_cli("predict", ROOT / "examples/shapes/source.png", "-c", "shapes",
                      "--predictor", predictor, "-o", out, "--frames", "20", "--fps", "10")
@@ -114,3 +127,49 @@ def check_prediction_fid(predictor, tmp_path):
     assert result.returncode == 0 and "fid unavailable (not asked for" in result.stdout
     result = run_cli(*args, "--fid-weights", fid.installed_weights())
     assert_one_line_error(result, "--fid-weights needs --fid-reference")
+
+
+def moving_centroids(path) -> list:
+    import av
+    import numpy as np
+
+    with av.open(str(path)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    points = []
+    for frame in frames:
+        ys, xs = np.nonzero(frame.max(axis=2) > 60)
+        points.append(np.array([xs.mean(), ys.mean()]))
+    return points
+
+
+def test_bundled_predictors_animate_a_still_out_of_the_box(tmp_path):
+    """`predict SOURCE -o OUT` with no --predictor takes the one shipped with the checkpoint
+    (the default, shapes, without -c): the source's shape moves."""
+    import numpy as np
+
+    assert hub.available_predictors() == ["actions", "shapes"]
+    out = tmp_path / "shapes.mp4"
+    result = run_cli("predict", ROOT / "examples/shapes/source.png", "-o", out)
+    assert result.returncode == 0, result.stderr
+    assert "default checkpoint 'shapes'" in result.stderr
+    points = moving_centroids(out)
+    assert len(points) == 32
+    assert max(np.linalg.norm(p - points[0]) for p in points) > 3  # pixels at 64x64
+    result = run_cli("predict", ROOT / "examples/actions/source.png", "-c", "actions", "-o",
+                     tmp_path / "actions.mp4", "--frames", "8")
+    assert result.returncode == 0, result.stderr
+    assert probe(tmp_path / "actions.mp4")["frames"] == 8
+    result = run_cli("predict", ROOT / "examples/mgif/source.png", "-c", "mgif", "-o",
+                     tmp_path / "x.mp4")
+    assert_one_line_error(result, "no predictor ships with checkpoint 'mgif' (only with "
+                                  "actions, shapes): give --predictor")
+    result = run_cli("predict", ROOT / "examples/shapes/source.png", "-c",
+                     hub.bundled_path("mgif"), "-o", tmp_path / "x.mp4")  # a file, not a name
+    assert_one_line_error(result, "no predictor ships with checkpoint")
+    result = run_cli("predict", ROOT / "examples/shapes/source.png", "--predictor", "mgif",
+                     "-o", tmp_path / "x.mp4")
+    assert_one_line_error(result, "predictor not found: mgif (neither a file nor a checkpoint "
+                                  "that ships one: actions, shapes)")
+    result = run_cli("predict", ROOT / "examples/shapes/source.png", "-c", "actions",
+                     "--predictor", "shapes", "-o", tmp_path / "y.mp4")
+    assert_one_line_error(result, "rolls out 4 keypoints", "detects 10")
