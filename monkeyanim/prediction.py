@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -104,7 +103,7 @@ def _prediction_loss(predictor: KPPredictor, target: Keypoints, given: int) -> t
     return loss
 
 
-@dataclass
+@dataclasses.dataclass
 class PredictionScores:
     """Mean L1 (in [-1, 1] coordinates) between the true keypoint means of held-out videos and
     those predicted from each first frame alone, over the frames after it; ``static_l1`` is

@@ -130,3 +130,23 @@ def test_unreachable_hub_without_cache_is_one_line(hub_env, tmp_path):
     assert_one_line_error(animate("hf://owner/models", out, dead),
                           "cannot reach the Hub", "not in the local cache")
     assert not out.exists()
+
+
+def test_predictor_from_the_hub(hub_env, tmp_path):
+    """predict --predictor hf://...: downloaded, and verified when its file name is registered."""
+    hub, env = hub_env
+    shipped = (ROOT / "checkpoints" / "actions-predictor.safetensors").read_bytes()
+    corrupted = bytearray(shipped)
+    corrupted[-100] ^= 0xFF
+    hub.files["owner/models/actions-predictor.safetensors"] = shipped
+    hub.files["owner/copy/actions-predictor.safetensors"] = bytes(corrupted)
+    args = ("predict", ROOT / "examples/actions/source.png", "-c", "actions", "--frames", "4")
+    result = run_cli(*args, "--predictor", "hf://owner/models/actions-predictor.safetensors",
+                     "-o", tmp_path / "a.mp4", env=env)
+    assert result.returncode == 0, result.stderr
+    assert probe(tmp_path / "a.mp4")["frames"] == 4
+    assert ("GET", "/owner/models/resolve/main/actions-predictor.safetensors") in hub.requests
+    result = run_cli(*args, "--predictor", "hf://owner/copy/actions-predictor.safetensors",
+                     "-o", tmp_path / "b.mp4", env=env)
+    assert_one_line_error(result, "does not match the sha256 registered for 'actions'")
+    assert not (tmp_path / "b.mp4").exists()
