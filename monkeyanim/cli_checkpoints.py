@@ -42,13 +42,14 @@ def checkpoints() -> None:
     from .hub import available_models
 
     header = ("name", "size", "frame", "iterations", "L1 (baseline)", "data", "file",
-              "image-to-video: keypoint L1 (still)")
+              "predictor L1 (still)")
     rows = [_checkpoint_row(name) for name in available_models()]
     if not console.is_terminal:  # one tab-separated line each: readable and parseable
         for row in (header, *rows):
             print("\t".join(row))
         return
     table = Table(*header)
+    table.columns[header.index("file")].overflow = "fold"  # a path cut short says nothing
     for row in rows:
         table.add_row(*map(escape, row))
     console.print(table)
