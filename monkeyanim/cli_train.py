@@ -316,13 +316,12 @@ def _announce(trainer) -> None:
     if data.skipped:
         err_console.print(f"warning: skipped {data.skipped} video(s) shorter than 2 frames")
     _warn_unreadable(data.unreadable)
-    ahead = [m for m in trainer.milestones if m > trainer.iteration]
     passed = [m for m in trainer.milestones if m <= trainer.iteration]
-    drops = ([f"lr dropped at {passed}"] if passed else []) + (
-        [f"lr drops at {ahead}"] if ahead or not passed else [])
+    ahead = [m for m in trainer.milestones if m > trainer.iteration]
+    drops = [f"lr dropped at {passed}"] * bool(passed) + [f"lr drops at {ahead}"] * bool(ahead)
     console.print(f"training on {len(data.videos)} videos, {trainer.world} process(es), "
                   f"iterations {trainer.iteration} -> {trainer.total}, "
-                  + ", ".join(drops).replace("at []", "never"))
+                  + (", ".join(drops) or "lr drops never"))
     if trainer.keep_best is not None:
         held_out = trainer.keep_best.held_out
         _warn_unreadable(held_out.unreadable)
