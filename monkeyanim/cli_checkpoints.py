@@ -83,13 +83,13 @@ def _predictor_cell(name: str) -> str:
     """The held-out keypoint L1 of the predictor shipped with checkpoint ``name`` and that of
     its first frame kept still; "-" when none ships."""
     from .errors import CheckpointError
-    from .hub import available_predictors, predictor_path
+    from .hub import available_predictors, bundled_predictor
     from .prediction import predictor_provenance
 
     if name not in available_predictors():
         return "-"
     try:
-        scores = predictor_provenance(predictor_path(name))
+        scores = predictor_provenance(bundled_predictor(name))
     except CheckpointError as exc:
         return f"unusable: {exc}"
     if "test_l1" not in scores:
