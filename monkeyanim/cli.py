@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .errors import InputError, Interrupted, MonkeyAnimError
+from .errors import InputError, Interrupted, MonkeyAnimError, OutOfMemory, out_of_memory
 from .files import check_output
 from .native import keep_freed_memory
 
@@ -166,7 +166,10 @@ def _run_batch(jobs, columns: tuple[str, ...], overwrite: bool) -> list:
                 results.append(run(progress))
         except Interrupted:
             raise
-        except MonkeyAnimError as exc:
+        except Exception as caught:  # a failed allocation fails this job; others may fit
+            exc = caught if isinstance(caught, MonkeyAnimError) else out_of_memory(caught)
+            if exc is None:
+                raise
             results.append(str(exc))
             err_console.print(f"[bold red]failed:[/] {escape(' + '.join(names))}: "
                               f"{escape(str(exc))}")
@@ -211,9 +214,22 @@ def main() -> None:
     keep_freed_memory()
     try:
         app()
-    except MonkeyAnimError as exc:
-        if os.environ.get("MONKEYANIM_DEBUG") == "1":
+    except Exception as caught:
+        exc = caught if isinstance(caught, MonkeyAnimError) else out_of_memory(caught)
+        if exc is None or os.environ.get("MONKEYANIM_DEBUG") == "1":
             raise
+        if isinstance(exc, OutOfMemory):
+            exc = OutOfMemory(f"{exc}: {_memory_advice(sys.argv[1:])}")
         err_console.print(escape(str(exc)) if isinstance(exc, Interrupted)
                           else f"[bold red]error:[/] {escape(str(exc))}")
         sys.exit(exc.exit_code if isinstance(exc, Interrupted) else 1)
+
+
+# what makes each command need less memory
+MEMORY_OPTIONS = {"animate": "--batch-size or --size", "crop": "--size", "predict": "--frames"}
+
+
+def _memory_advice(args: list[str]) -> str:
+    """How to fit in memory, for the command named first in ``args``."""
+    command = next((arg for arg in args if not arg.startswith("-")), "")
+    return f"try a smaller {MEMORY_OPTIONS.get(command, '--batch-size')}"

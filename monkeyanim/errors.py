@@ -1,5 +1,9 @@
 """Exception types raised by the library; the CLI turns each into one readable line."""
 
+from __future__ import annotations
+
+import re
+
 
 class MonkeyAnimError(Exception):
     """Base class of every error the library raises on purpose."""
@@ -33,3 +37,31 @@ class Interrupted(MonkeyAnimError):
     def __init__(self, message: str, exit_code: int = 130):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class OutOfMemory(MonkeyAnimError):
+    """The machine (or the GPU) ran out of memory; a smaller batch or frame size may fit."""
+
+
+# how PyTorch (CPU and CUDA), OpenCV and FFmpeg word a failed allocation
+_OOM_WORDS = ("out of memory", "can't allocate memory", "cannot allocate memory",
+              "not enough memory", "insufficient memory")
+_OOM_BYTES = re.compile(r"allocate (\d+) bytes")  # PyTorch's CPU allocator and OpenCV
+_OOM_CUDA_AMOUNT = re.compile(r"Tried to allocate ([\d.]+ [KMGT]iB)")
+
+
+def out_of_memory(exc: BaseException) -> OutOfMemory | None:
+    """The OutOfMemory that ``exc`` stands for when it is a failed allocation (Python's
+    MemoryError, PyTorch's CPU or CUDA allocator, OpenCV), else None."""
+    text = str(exc)
+    cuda = type(exc).__name__ == "OutOfMemoryError" or "CUDA out of memory" in text
+    if not (isinstance(exc, MemoryError) or cuda
+            or any(words in text.lower() for words in _OOM_WORDS)):
+        return None
+    if found := _OOM_BYTES.search(text):
+        amount = f" (an allocation of {int(found[1]) / 2 ** 30:.1f} GiB failed)"
+    elif found := _OOM_CUDA_AMOUNT.search(text):
+        amount = f" (an allocation of {found[1]} failed)"
+    else:
+        amount = ""
+    return OutOfMemory(f"out of {'GPU ' if cuda else ''}memory{amount}")

@@ -25,19 +25,25 @@ def datasets_dir() -> Path:
 
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None,
-            max_file_bytes: int | None = None):
+            max_file_bytes: int | None = None, max_memory_bytes: int | None = None):
     """Run the real console entry point in a subprocess; returns CompletedProcess (text).
     ``max_file_bytes``: the kernel refuses to grow any file the command writes past this
-    (RLIMIT_FSIZE; Python ignores SIGXFSZ, so writes fail with EFBIG as on a full disk)."""
+    (RLIMIT_FSIZE; Python ignores SIGXFSZ, so writes fail with EFBIG as on a full disk).
+    ``max_memory_bytes``: the kernel refuses to map more memory than this (RLIMIT_AS), so
+    allocations past it fail as on a machine that has run out."""
+    import resource
+
     full_env = {**os.environ, "MONKEYANIM_DEBUG": "0", **(env or {})}
+    limits = [(resource.RLIMIT_FSIZE, max_file_bytes), (resource.RLIMIT_AS, max_memory_bytes)]
 
     def limit() -> None:
-        import resource
-        resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
+        for kind, value in limits:
+            if value is not None:
+                resource.setrlimit(kind, (value, value))
 
     return subprocess.run([sys.executable, "-m", "monkeyanim", *map(str, args)], cwd=cwd,
                           env=full_env, capture_output=True, text=True, timeout=600,
-                          preexec_fn=limit if max_file_bytes is not None else None)
+                          preexec_fn=limit)
 
 
 def run_cli_on_terminal(*args: str, tmp_path: Path, env: dict | None = None

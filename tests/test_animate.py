@@ -559,6 +559,54 @@ def test_a_write_that_fails_is_one_line_and_keeps_the_old_output(small_model, so
     assert all(p.read_bytes() == b"old" for p in tmp_path.iterdir())
 
 
+def test_running_out_of_memory_is_one_line_and_keeps_the_old_output(small_model, source_png,
+                                                                     short_mp4, tmp_path):
+    """A real failed allocation: the process may map 3 GiB, and frames resized to 16,000 px
+    take 768 MB each. One line saying what to lower; the old output stays, no temp is left;
+    in a batch the pair is reported as failed."""
+    (tmp_path / "out.mp4").write_bytes(b"old")
+    result = run_cli("animate", source_png, short_mp4, "-c", small_model, "--size", "16000",
+                     "-o", tmp_path / "out.mp4", "--overwrite", max_memory_bytes=3 * 2 ** 30)
+    assert_one_line_error(result, "out of memory (an allocation of",
+                          "try a smaller --batch-size or --size")
+    (tmp_path / "sources").mkdir()
+    (tmp_path / "sources" / "face.png").write_bytes(source_png.read_bytes())
+    (tmp_path / "driving").mkdir()
+    (tmp_path / "driving" / "clip.mp4").write_bytes(short_mp4.read_bytes())
+    result = run_cli("animate", tmp_path / "sources", tmp_path / "driving", "-c", small_model,
+                     "--size", "16000", "-o", tmp_path / "batch", max_memory_bytes=3 * 2 ** 30)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "failed: face.png + clip.mp4: out of memory" in result.stderr, result.stderr
+    assert "0 of 1 succeeded" in result.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["batch", "driving", "out.mp4",
+                                                          "sources"]
+    assert (tmp_path / "out.mp4").read_bytes() == b"old"
+    assert list((tmp_path / "batch").iterdir()) == []
+
+
+def test_failed_allocations_are_told_apart_from_other_errors():
+    """PyTorch's, NumPy's and OpenCV's own errors for a failed allocation (raised for real),
+    and the wording of PyTorch's CUDA one, become OutOfMemory; other errors do not."""
+    from monkeyanim.errors import out_of_memory
+
+    def raised(allocate) -> BaseException:
+        with pytest.raises(Exception) as caught:
+            allocate()
+        return caught.value
+
+    tera = 2 ** 40
+    assert str(out_of_memory(raised(lambda: torch.empty(tera, dtype=torch.uint8)))) == \
+        "out of memory (an allocation of 1024.0 GiB failed)"
+    assert str(out_of_memory(raised(lambda: np.empty(tera, np.uint8)))) == "out of memory"
+    assert "1024.0 GiB" in str(out_of_memory(raised(
+        lambda: cv2.resize(np.zeros((2, 2), np.uint8), (2 ** 20, 2 ** 20)))))
+    cuda = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB. GPU 0 has "
+                                  "a total capacity of 139.81 GiB of which 1.2 GiB is free.")
+    assert str(out_of_memory(cuda)) == "out of GPU memory (an allocation of 20.00 GiB failed)"
+    assert out_of_memory(ValueError("bad frame")) is None
+    assert out_of_memory(RuntimeError("shape mismatch")) is None
+
+
 @pytest.mark.parametrize("signum, exit_code, said", [(signal.SIGINT, 130, "interrupted"),
                                                      (signal.SIGTERM, 143, "terminated")])
 def test_ctrl_c_or_kill_leaves_nothing(small_model, source_png, face_frames, tmp_path, signum,
