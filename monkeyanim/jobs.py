@@ -178,7 +178,8 @@ def animate_file(model: MonkeyNet, source: str | Path, driving: str | Path, outp
     keep_audio = reader.has_audio and settings.fps is None
     done = 0
     with VideoWriter(output, settings.fps or reader.fps,
-                     audio_from=reader.path if keep_audio else None) as writer:
+                     audio_from=reader.path if keep_audio else None,
+                     audio_start_s=reader.start_s) as writer:
         for frames, batch in batches():
             result = _compose(to_uint8(animator(batch)), frames, source_frame, paste, settings)
             for frame in result:

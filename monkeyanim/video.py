@@ -7,6 +7,7 @@ Frames are numpy arrays (H, W, 3) uint8 RGB. Every reader raises InputError on b
 from __future__ import annotations
 
 import queue
+import re
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -22,10 +23,14 @@ from .frametiming import (DEFAULT_FPS, MS_PER_S, frame_timing, restore_runs,
                           restored_timing)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
-VIDEO_SUFFIXES = {".mp4", ".mov", ".webm", ".mkv", ".avi", ".gif", ".m4v"}
+# what a folder's videos end in (any file FFmpeg reads works when named directly); .ts, .mts
+# and .m2ts: MPEG transport streams, from broadcast recordings and camcorders (AVCHD)
+VIDEO_SUFFIXES = {".mp4", ".mov", ".webm", ".mkv", ".avi", ".gif", ".m4v", ".ts", ".mts",
+                  ".m2ts", ".mpg", ".mpeg", ".3gp", ".flv", ".wmv"}
 ANIMATED_SUFFIXES = {".webp", ".png"}  # image formats that may hold an animation
 ANIMATION_HEADER_BYTES = 64 << 10  # where a PNG's acTL chunk sits (after IHDR, an ICC profile)
 WEBP_ANIMATION_FLAG = 0x02  # in the flags byte of a WebP's VP8X chunk (file offset 20)
+MATROSKA_DURATION = re.compile(r"(\d+):(\d\d):(\d\d(?:\.\d+)?)")  # a track's DURATION tag
 IMAGE_OUTPUTS = (".png", ".jpg", ".jpeg")  # single frames (keypoints of an image)
 WHITE = 255.0  # what transparent pixels of an image become
 # a video whose frames stop more than this before its stated end (seconds, fraction of it) is
@@ -149,6 +154,7 @@ class VideoReader:
     # tell them apart)
     image: np.ndarray | None = field(default=None, repr=False)
     duration_s: float | None = None  # the video stream's (else the container's), when stated
+    start_s: float = 0.0  # when the video stream starts (MPEG-TS: 1.4 s or later), seconds
     # an animation's: how many frame times each of its frames lasts
     repeats: list[int] | None = field(default=None, repr=False)
     # a video whose frames do not each last 1 / fps: each frame is placed by its timestamp,
@@ -247,6 +253,7 @@ def open_video(path: str | Path) -> VideoReader:
             reader = VideoReader(path, Fraction(fps), count,
                                  has_audio=bool(container.streams.audio),
                                  duration_s=_stated_duration(container, stream),
+                                 start_s=float((stream.start_time or 0) * stream.time_base),
                                  by_timestamp=restored is not None)
     except av.FFmpegError as exc:
         raise InputError(f"cannot read video {path}: {_first_line(exc)}") from None
@@ -257,10 +264,17 @@ def open_video(path: str | Path) -> VideoReader:
 
 def _stated_duration(container, stream) -> float | None:
     """Seconds from 0 to the video's end, as the file states: the video stream's own when it
-    has one (the container's may include longer audio), else the container's."""
+    has one (Matroska and WebM give it as a DURATION tag), else the container's, unless other
+    streams may have made that longer (audio that outlasts the picture)."""
     if stream.duration:
         return float((stream.duration + (stream.start_time or 0)) * stream.time_base)
-    return container.duration / av.time_base if container.duration else None
+    tagged = MATROSKA_DURATION.fullmatch(stream.metadata.get("DURATION", ""))
+    if tagged:
+        hours, minutes, seconds = tagged.groups()
+        return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    if container.duration and len(container.streams) == 1:
+        return container.duration / av.time_base
+    return None
 
 
 def _decode_video(path: Path) -> Iterator[tuple[np.ndarray, float | None, float | None]]:

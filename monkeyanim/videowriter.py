@@ -61,6 +61,9 @@ OUTPUT_FORMATS = {
                           muxer_options=WEBP_LOOP_FOREVER),
 }
 VIDEO_OUTPUTS = tuple(OUTPUT_FORMATS)  # what VideoWriter writes, mp4 (the default) first
+# the longest frame side every encoder here takes (x264 16,384, WebP 16,383; FFmpeg itself
+# refuses frames over about 268 M pixels), e.g. a pasted-back panorama goes past it
+ENCODER_MAX_SIDE_PX = 16_383
 MIN_FPS, MAX_FPS = 0.01, 1000.0  # the output rates --fps accepts, in frames a second
 # GIF frame delays are whole hundredths of a second, and browsers show delays under two of
 # them as a tenth of a second: faster videos (phones film at 60-240 fps) keep a frame every 20 ms
@@ -86,11 +89,12 @@ class VideoWriter:
     Frames are encoded in a background thread. The file appears at ``path`` only after
     ``close()`` succeeds; on error or interruption the temp file is removed and an existing
     file at ``path`` is left untouched. ``audio_from``: copy that video's audio (not into
-    gif or WebP), trimmed to the video's duration.
+    gif or WebP) from ``audio_start_s`` (its first frame's time) on, trimmed to the video's
+    duration.
     """
 
     def __init__(self, path: str | Path, fps: Fraction | float,
-                 audio_from: str | Path | None = None):
+                 audio_from: str | Path | None = None, audio_start_s: float = 0.0):
         self.path = Path(path)
         self.suffix = self.path.suffix.lower()
         if self.suffix not in VIDEO_OUTPUTS:
@@ -99,6 +103,7 @@ class VideoWriter:
         self.format = OUTPUT_FORMATS[self.suffix]
         self.fps = Fraction(fps).limit_denominator(MAX_RATE_DENOMINATOR)
         self.audio_from = Path(audio_from) if audio_from and self.format.audio_codec else None
+        self.audio_start_s = audio_start_s
         self._tmp = temp_beside(self.path, self.suffix)
         self._container = av.open(str(self._tmp), mode="w", format=self.format.muxer,
                                   options=self.format.muxer_options)
@@ -148,7 +153,8 @@ class VideoWriter:
         stream.width, stream.height = width, height
         if self.audio_from is not None:
             # every stream must exist before the first packet is written (the mp4 header)
-            self._audio = _AudioCopy(self.audio_from, self._container, self.format)
+            self._audio = _AudioCopy(self.audio_from, self._container, self.format,
+                                     self.audio_start_s)
         return stream
 
     def _encode_all(self) -> None:
@@ -167,6 +173,19 @@ class VideoWriter:
             # row / column
             frame = np.pad(frame, ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0)),
                            mode="edge")
+        try:
+            self._encode_frame(frame)
+        except av.FFmpegError as exc:
+            if isinstance(exc, OSError):  # a write that failed: close() names the output
+                raise
+            height, width = frame.shape[:2]
+            if max(height, width) > ENCODER_MAX_SIDE_PX:
+                raise OutputError(f"cannot encode {width}x{height} frames to {self.path}: too "
+                                  f"large for {self.format.codec} (at most "
+                                  f"{ENCODER_MAX_SIDE_PX:,} px a side)") from exc
+            raise OutputError(f"cannot write {self.path}: {exc}") from exc
+
+    def _encode_frame(self, frame: np.ndarray) -> None:
         if self._stream is None:
             self._stream = self._open_stream(*frame.shape[:2])
         pts, time_base = self._count, 1 / self.fps
@@ -175,12 +194,7 @@ class VideoWriter:
         self._count += 1
         if pts is None:  # a GIF frame too soon after the last one kept
             return
-        try:
-            video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-        except av.FFmpegError as exc:  # FFmpeg caps a frame at about 268 M pixels (16,000 px)
-            height, width = frame.shape[:2]
-            raise OutputError(f"cannot encode {width}x{height} frames to {self.path}: too "
-                              f"large for FFmpeg ({exc})") from exc
+        video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
         video_frame.pts, video_frame.time_base = pts, time_base
         for ready in self._palette.convert(video_frame) if self._palette else [video_frame]:
             packets = self._stream.encode(ready)
@@ -214,6 +228,8 @@ class VideoWriter:
             publish(self._tmp, self.path)
         except OSError as exc:  # disk full, no permission: FFmpeg's and the OS's own errors
             raise cannot_write(self.path, exc) from exc
+        except av.FFmpegError as exc:  # e.g. audio that no encoder setting here takes
+            raise OutputError(f"cannot write {self.path}: {exc}") from exc
         finally:
             self._discard()
 
@@ -268,39 +284,73 @@ class _GifPalette:
 
 class _AudioCopy:
     """Remux (or, for codecs the container cannot hold, transcode) a video's first audio
-    stream."""
+    stream: the part heard from ``start_s`` (the first video frame's time; MPEG-TS files
+    start at 1.4 s or later) on, moved to start with the output's first frame."""
 
-    def __init__(self, source: Path, output, output_format: OutputFormat):
+    def __init__(self, source: Path, output, output_format: OutputFormat, start_s: float):
         self.input = av.open(str(source))
         self.output = output
         self.audio = self.input.streams.audio[0] if self.input.streams.audio else None
         self.stream = None
+        self.start_s = Fraction(start_s).limit_denominator(MAX_RATE_DENOMINATOR)
         if self.audio is None:
             return
-        self.remux = self.audio.codec_context.name in output_format.audio_copy
+        # by codec id: the decoder's name can differ from the format's ("mp3float" for mp3)
+        self.remux = self.audio.codec_context.codec.id in _codec_ids(output_format.audio_copy)
         if self.remux:
             self.stream = output.add_stream_from_template(self.audio)
         else:
-            opus = output_format.audio_codec == "libopus"
-            self.stream = output.add_stream(output_format.audio_codec,
-                                            rate=OPUS_RATE_HZ if opus else self.audio.rate)
+            codec = output_format.audio_codec
+            # mono stays mono; more than two channels are mixed down to stereo, which every
+            # player and both encoders take
+            layout = "mono" if self.audio.channels == 1 else "stereo"
+            self.stream = output.add_stream(codec, rate=_encoder_rate(codec, self.audio.rate),
+                                            layout=layout)
 
     def copy(self, duration: Fraction) -> None:
-        """Write the audio up to ``duration`` seconds, so both streams end together."""
+        """Write ``duration`` seconds of audio, so both streams end together. Packets that end
+        before the first frame are left out, except the encoder's priming ones (negative
+        times, which end where the audio starts)."""
         if self.audio is None:
             return
+        end_s = self.start_s + duration
         if self.remux:
+            time_base = self.audio.time_base
+            shift = round(self.start_s / time_base)
             for packet in self.input.demux(self.audio):
-                if packet.dts is None or packet.pts is None:
-                    continue
-                if packet.pts * packet.time_base >= duration:
+                if packet.dts is None or packet.pts is None or packet.is_corrupt:
+                    continue  # a flush packet, or the torn last one of a cut download
+                if packet.pts * time_base >= end_s:
                     break
+                if (packet.pts + (packet.duration or 0)) * time_base < self.start_s:
+                    continue
+                packet.pts, packet.dts = packet.pts - shift, packet.dts - shift
                 packet.stream = self.stream
                 self.output.mux(packet)
             return
         for frame in self.input.decode(self.audio):
-            if frame.time is not None and frame.time >= duration:
+            if frame.time is None:
+                continue
+            if frame.time >= end_s:
                 break
-            frame.pts = None
+            if frame.time + frame.samples / frame.sample_rate < self.start_s:
+                continue
+            # the time it is heard, counted from the first frame (the encoder resamples)
+            frame.pts = round((Fraction(frame.time).limit_denominator(MAX_RATE_DENOMINATOR)
+                               - self.start_s) * frame.sample_rate)
+            frame.time_base = Fraction(1, frame.sample_rate)
             self.output.mux(self.stream.encode(frame))
         self.output.mux(self.stream.encode(None))
+
+
+def _codec_ids(names: frozenset) -> set[int]:
+    return {av.Codec(name, "r").id for name in names}
+
+
+def _encoder_rate(codec: str, rate: int) -> int:
+    """The sample rate to encode at: ``rate`` when the encoder takes it, else the nearest it
+    does (AAC stops at 96 kHz; libopus takes five rates and resamples to 48 kHz inside)."""
+    rates = av.Codec(codec, "w").audio_rates
+    if codec == "libopus":
+        return OPUS_RATE_HZ
+    return rate if not rates or rate in rates else min(rates, key=lambda r: abs(r - rate))

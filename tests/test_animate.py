@@ -19,7 +19,7 @@ from monkeyanim.jobs import frame_batches
 from monkeyanim.pipeline import Animator, best_frame, relative_keypoints, to_tensor
 from monkeyanim.video import fit_frame, open_video
 
-from conftest import (sigint_default, assert_one_line_error, probe, run_cli,
+from conftest import (sigint_default, assert_one_line_error, probe, run_cli, stream_seconds,
                       run_cli_on_terminal, write_video)
 
 
@@ -82,6 +82,116 @@ def test_audio_a_container_cannot_hold_is_converted(face_video, tmp_path):
         assert (info["frames"], info["audio_codec"]) == (50, audio)
         assert abs(info["audio_seconds"] - 2) < 0.05
         source = tmp_path / "a.webm"
+
+
+def write_clip_with_audio(path: Path, video_start_s: float, audio_codec: str,
+                          audio_start_s: float, tone_from_s: float, audio_s: float = 2.0,
+                          rate: int = 44100, layout: str = "stereo") -> Path:
+    """25 grey frames at 25 fps from ``video_start_s``, and ``audio_s`` seconds of audio from
+    ``audio_start_s``: silent, then a 440 Hz tone from ``tone_from_s`` on (times in the
+    file's own timeline, as a recording or broadcast stream that starts late has them)."""
+    fps, samples_per_frame = 25, 1024
+    index_first = {"movflags": "+faststart"} if path.suffix == ".mp4" else {}
+    with av.open(str(path), "w", options=index_first) as container:
+        video = container.add_stream("libx264", rate=fps)
+        video.width = video.height = 64
+        video.pix_fmt = "yuv420p"
+        audio = container.add_stream(audio_codec, rate=rate, layout=layout)
+        for i in range(25):
+            frame = av.VideoFrame.from_ndarray(np.full((64, 64, 3), 128, np.uint8), "rgb24")
+            frame.pts, frame.time_base = i + round(video_start_s * fps), Fraction(1, fps)
+            container.mux(video.encode(frame))
+        container.mux(video.encode(None))
+        channels = len(av.AudioLayout(layout).channels)
+        for at in range(0, int(audio_s * rate), samples_per_frame):
+            times = audio_start_s + np.arange(at, at + samples_per_frame) / rate
+            wave = np.where(times >= tone_from_s, 0.5 * np.sin(2 * np.pi * 440 * times), 0)
+            frame = av.AudioFrame.from_ndarray(
+                np.tile(wave.astype(np.float32), (channels, 1)), format="fltp", layout=layout)
+            frame.sample_rate, frame.time_base = rate, Fraction(1, rate)
+            frame.pts = round(audio_start_s * rate) + at
+            container.mux(audio.encode(frame))
+        container.mux(audio.encode(None))
+    return path
+
+
+def loudness(path: Path, start_s: float, end_s: float) -> float:
+    """Mean absolute sample of the file's audio heard between ``start_s`` and ``end_s`` (0
+    where none is)."""
+    heard = []
+    with av.open(str(path)) as container:
+        for frame in container.decode(audio=0):
+            samples = frame.to_ndarray().reshape(-1, frame.samples)  # (channels, samples)
+            times = frame.time + np.arange(frame.samples) / frame.sample_rate
+            heard.append(np.abs(samples[:, (times >= start_s) & (times < end_s)]).ravel())
+    heard = np.concatenate(heard)
+    return float(heard.mean()) if heard.size else 0.0
+
+
+@pytest.mark.parametrize("video_start_s, audio_codec, audio_start_s, output", [
+    (1.0, "aac", 0.0, "out.mp4"),  # the video starts a second in: the audio of 0-1 s is not its
+    (1.0, "pcm_s16le", 0.0, "out.mp4"),  # the same, converted to AAC
+    (10.0, "aac", 10.0, "out.webm"),  # both start at 10 s (a broadcast recording), to Opus
+    (0.0, "pcm_s16le", 0.5, "out.mp4"),  # the audio starts half a second after the picture
+])
+def test_audio_stays_with_the_frames_it_was_heard_with(tmp_path, video_start_s, audio_codec,
+                                                       audio_start_s, output):
+    """The tone starts with the first frame, or half a second in when the audio does; what
+    comes out plays with the frames it played with in the driving video, copied or
+    converted."""
+    from monkeyanim.videowriter import VideoWriter
+
+    tone_from_s = max(video_start_s, audio_start_s)
+    driving = write_clip_with_audio(tmp_path / "driving.mkv", video_start_s, audio_codec,
+                                    audio_start_s, tone_from_s)
+    reader = open_video(driving)
+    assert reader.start_s == pytest.approx(video_start_s)
+    with VideoWriter(tmp_path / output, reader.fps, audio_from=driving,
+                     audio_start_s=reader.start_s) as writer:
+        for frame in reader.frames():
+            writer.write(frame)
+    delay_s = tone_from_s - video_start_s  # when the tone should be heard in the output
+    assert loudness(tmp_path / output, delay_s + 0.1, 0.95) > 0.2
+    if delay_s:
+        assert loudness(tmp_path / output, 0, delay_s - 0.1) < 0.01
+    assert abs(stream_seconds(tmp_path / output, "audio") - (1 - delay_s)) < 0.06
+
+
+def test_audio_codecs_by_what_they_are_not_their_decoders_names(tmp_path):
+    """MP3 (whose decoder FFmpeg names mp3float) is copied into mp4; 192 kHz PCM, beyond
+    AAC, becomes AAC at 96 kHz; mono stays mono. An mkv whose audio outlasts its picture is
+    no 'cut short' file."""
+    from monkeyanim.videowriter import VideoWriter
+
+    for codec, rate, layout, expected in (("libmp3lame", 44100, "stereo", ("mp3", 44100, 2)),
+                                          ("pcm_s16le", 192000, "mono", ("aac", 96000, 1))):
+        driving = write_clip_with_audio(tmp_path / "driving.mkv", 0, codec, 0, 0, audio_s=3,
+                                        rate=rate, layout=layout)
+        reader = open_video(driving)
+        with VideoWriter(tmp_path / "out.mp4", reader.fps, audio_from=driving) as writer:
+            for frame in reader.frames():
+                writer.write(frame)
+        assert reader.ended_early() is None
+        with av.open(str(tmp_path / "out.mp4")) as container:
+            audio = container.streams.audio[0]
+            assert (audio.codec_context.codec.id, audio.rate, audio.channels) == (
+                av.Codec(expected[0], "r").id, *expected[1:])
+        (tmp_path / "out.mp4").unlink()
+
+
+def test_a_cut_download_leaves_out_its_torn_audio_packet(tmp_path):
+    """The last audio packet of a file cut short is incomplete (the demuxer flags it corrupt):
+    copied, it would stop players decoding the output's audio."""
+    from monkeyanim.videowriter import VideoWriter
+
+    whole = write_clip_with_audio(tmp_path / "whole.mp4", 0, "aac", 0, 0, audio_s=3)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[:int(whole.stat().st_size * 0.3)])  # 0.8 s of audio
+    reader = open_video(cut)
+    with VideoWriter(tmp_path / "out.mp4", reader.fps, audio_from=cut) as writer:
+        for frame in reader.frames():
+            writer.write(frame)
+    assert loudness(tmp_path / "out.mp4", 0, 10) > 0.2  # every packet decodes
 
 
 def test_gif_fps_size_and_side_by_side(small_model, source_png, short_mp4, tmp_path):
@@ -640,17 +750,19 @@ def test_batch_folders(small_model, face_frames, short_mp4, tmp_path):
         cv2.imwrite(str(sources / f"face{i}.png"), face_frames[i][..., ::-1])
     (drivings / "talk.mp4").write_bytes(short_mp4.read_bytes())
     (drivings / "broken.mp4").write_bytes(b"garbage" * 100)
+    write_video(drivings / "camcorder.mts", face_frames[:6], codec="libx264")  # AVCHD's MPEG-TS
     result = run_cli("animate", sources, drivings, "-o", out, "-c", small_model)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
-    assert "2 of 4 succeeded" in result.stdout
-    assert sorted(p.name for p in out.iterdir()) == ["face0__talk.mp4", "face20__talk.mp4"]
+    assert "4 of 6 succeeded" in result.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["face0__camcorder.mp4", "face0__talk.mp4",
+                                                     "face20__camcorder.mp4", "face20__talk.mp4"]
     assert result.stderr.count("failed:") == 2
     # --format: every output of the batch a gif, as long as its mp4
     result = run_cli("animate", sources, drivings, "-o", tmp_path / "gifs", "-c", small_model,
                      "--format", "gif")
-    assert "2 of 4 succeeded" in result.stdout
-    gifs = sorted((tmp_path / "gifs").iterdir())
+    assert "4 of 6 succeeded" in result.stdout
+    gifs = sorted((tmp_path / "gifs").glob("*talk*"))
     assert [p.name for p in gifs] == ["face0__talk.gif", "face20__talk.gif"]
     assert probe(gifs[0])["codec"] == "gif"
     assert probe(gifs[0])["frames"] == probe(out / "face0__talk.mp4")["frames"]
@@ -722,6 +834,19 @@ def test_frames_too_large_for_ffmpeg_are_one_error(tmp_path, suffix):
     with pytest.raises(monkeyanim.OutputError, match="cannot encode 2100000x2 frames .* large"):
         with VideoWriter(tmp_path / f"wide{suffix}", 25) as writer:
             writer.write(np.zeros((2, 2_100_000, 3), np.uint8))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".webp"])
+def test_frames_wider_than_the_encoder_takes_are_one_error(tmp_path, suffix):
+    """x264 and libwebp refuse frames wider than about 16,384 px (a pasted-back panorama),
+    one when it opens, the other at the first frame."""
+    from monkeyanim.videowriter import VideoWriter
+
+    with pytest.raises(monkeyanim.OutputError,
+                       match=r"cannot encode 16400x2 frames .* \(at most 16,383 px a side\)"):
+        with VideoWriter(tmp_path / f"wide{suffix}", 25) as writer:
+            writer.write(np.zeros((2, 16_400, 3), np.uint8))
     assert list(tmp_path.iterdir()) == []
 
 
