@@ -6,6 +6,7 @@ No printing here: progress is reported through a callback ``progress(frames_done
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from contextlib import nullcontext
@@ -139,15 +140,22 @@ def _resize_all(frames: np.ndarray, side: int | None) -> list[np.ndarray]:
 
 
 def _check_still_driving(reader: VideoReader, transfer: str, source: Path) -> None:
-    """A still image drives nothing in relative mode (its one frame is its own first frame);
-    a video as SOURCE with one there means the two arguments were swapped."""
-    if reader.kind != "image" or transfer != "relative":
+    """A still image, or a video of one frame, drives nothing in relative mode (its one frame
+    is its own first frame); a video as SOURCE with one there means the two arguments were
+    swapped."""
+    if transfer != "relative":
+        return
+    if reader.kind == "image":
+        what = "is a still image"
+    elif len(list(itertools.islice(reader.frames(), 2))) == 1:
+        what = "has a single frame"
+    else:
         return
     hint = (" (the arguments look swapped: animate SOURCE_IMAGE DRIVING_VIDEO)"
-            if source.suffix.lower() in VIDEO_SUFFIXES else
+            if source.suffix.lower() in VIDEO_SUFFIXES and reader.kind == "image" else
             ", or --mode absolute to pose the source like it")
-    raise InputError(f"driving {reader.path} is a still image, which moves nothing in relative "
-                     f"mode: give a video, a frame strip or a folder of frames{hint}")
+    raise InputError(f"driving {reader.path} {what}, which moves nothing in relative mode: "
+                     f"give a video, a frame strip or a folder of frames{hint}")
 
 
 def animate_file(model: MonkeyNet, source: str | Path, driving: str | Path, output: str | Path,

@@ -614,7 +614,8 @@ def test_existing_output_and_unwritable_folder(small_model, source_png, short_mp
 
 def test_still_image_driving(small_model, source_png, short_mp4, tmp_path):
     """One still frame moves nothing in relative mode: refused, with a hint when the source is
-    a video (the two arguments swapped); in absolute mode it poses the source (one frame)."""
+    a video (the two arguments swapped); in absolute mode it poses the source (one frame). A
+    video of one frame is refused the same way."""
     out = tmp_path / "out.mp4"
     swapped = run_cli("animate", short_mp4, source_png, "-o", out, "-c", small_model)
     assert_one_line_error(swapped, "still image", "arguments look swapped")
@@ -625,6 +626,11 @@ def test_still_image_driving(small_model, source_png, short_mp4, tmp_path):
                     "--mode", "absolute")
     assert posed.returncode == 0, posed.stderr
     assert probe(out)["frames"] == 1
+    # so does a video of one frame (a gif thumbnail), in relative mode
+    one_frame = write_video(tmp_path / "one.gif", [cv2.imread(str(source_png))[..., ::-1]])
+    single = run_cli("animate", source_png, one_frame, "-o", tmp_path / "one.mp4", "-c",
+                     small_model)
+    assert_one_line_error(single, "one.gif has a single frame", "--mode absolute")
 
 
 def test_output_that_is_an_input_is_refused(small_model, source_png, short_mp4, tmp_path):
