@@ -32,6 +32,13 @@ def save_checkpoint(model: MonkeyNet, path: str | Path, provenance: dict | None 
     ``half`` stores floating-point weights as float16, which halves the file (the bundled
     checkpoints use it to stay small); loading casts them back to the model's float32.
     """
+    data = checkpoint_bytes(model, provenance, with_discriminator, half)
+    atomic_write(Path(path), lambda tmp: tmp.write_bytes(data))
+
+
+def checkpoint_bytes(model: MonkeyNet, provenance: dict | None = None,
+                     with_discriminator: bool = True, half: bool = False) -> bytes:
+    """The safetensors file save_checkpoint writes, as bytes."""
     state = model.state_dict()
     if not with_discriminator:
         state = {k: v for k, v in state.items() if not k.startswith("discriminator.")}
@@ -44,8 +51,7 @@ def save_checkpoint(model: MonkeyNet, path: str | Path, provenance: dict | None 
                                          else model.provenance, sort_keys=True)}
     # bytes first: written by Python, a full disk is an OSError (safetensors' own writer
     # raises an opaque SafetensorError)
-    data = safetensors_bytes(tensors, metadata=metadata)
-    atomic_write(Path(path), lambda tmp: tmp.write_bytes(data))
+    return safetensors_bytes(tensors, metadata=metadata)
 
 
 def read_metadata(path: str | Path) -> tuple[ModelConfig, dict[str, Any]]:

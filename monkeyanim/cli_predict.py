@@ -49,6 +49,7 @@ def train_predictor(data_dir: Annotated[Path, typer.Argument(
     if short:
         err_console.print(f"warning: skipped {short} video(s) shorter than {frames} frames")
     _warn_unreadable(unreadable)
+    test_tracks = _test_tracks(model, data_dir)  # before training: a test/ it cannot use
     settings = PredictorConfig(num_kp=model.config.num_kp,
                                kp_variance=str(model.config.kp_variance),
                                num_features=hidden, num_frames=frames,
@@ -62,21 +63,31 @@ def train_predictor(data_dir: Annotated[Path, typer.Argument(
     if half:
         predictor = to_half_precision(predictor)
     provenance = {"videos": len(tracks), "epochs": epochs,
-                  "checkpoint": model.provenance.get("name", ""), **_held_out(model, predictor,
-                                                                             data_dir)}
+                  "checkpoint": model.provenance.get("name", ""),
+                  **_held_out(predictor, test_tracks)}
     save_predictor(predictor, output, provenance, half)
     console.print(escape(f"wrote {output} (trained on {len(tracks)} videos)"))
 
 
-def _held_out(model, predictor, data_dir: Path) -> dict:
-    """With DATA_DIR/test/: the predictor's keypoint L1 there against the first frame kept
-    still, printed and returned for the file's metadata; else nothing."""
-    from .prediction import extract_keypoints, score_predictor
+def _test_tracks(model, data_dir: Path) -> list | None:
+    """The keypoints of DATA_DIR/test/'s videos (None without one); InputError when none of
+    them can be read or has 2 frames."""
+    from .prediction import extract_keypoints
 
     if not (data_dir / "test").is_dir():
-        return {}
+        return None
     tracks, _, unreadable = extract_keypoints(model, data_dir / "test", 2)
     _warn_unreadable(unreadable)
+    return tracks
+
+
+def _held_out(predictor, tracks: list | None) -> dict:
+    """With test videos' keypoints: the predictor's keypoint L1 on them against the first
+    frame kept still, printed and returned for the file's metadata; else nothing."""
+    from .prediction import score_predictor
+
+    if tracks is None:
+        return {}
     scores = score_predictor(predictor, tracks)
     console.print(f"test: keypoint L1 {scores.l1:.4f} against {scores.static_l1:.4f} for the "
                   f"first frame kept still; the predicted keypoints move {scores.moved:.4f} "

@@ -142,13 +142,22 @@ def train(data_dir: Annotated[Path, typer.Argument(
 
 
 def _run_configs(output: Path, config: str | None, resume: bool, start):
-    """(model, train) configs: a resumed run's own, else the preset or YAML file's, with the
+    """(model, train) configs: a resumed run's own (with --config: that file's training
+    settings, its architecture being the run's), else the preset or YAML file's, with the
     architecture of --init's checkpoint when no --config names one."""
     from .train import CONFIG_FILE
     from .trainconfig import load_train_config, saved_run_config
 
     if resume and (output / CONFIG_FILE).is_file():
-        return saved_run_config(output / CONFIG_FILE)
+        model_cfg, train_cfg = saved_run_config(output / CONFIG_FILE)
+        if config is None:
+            return model_cfg, train_cfg
+        given_model, given_train = load_train_config(config)
+        if given_model != model_cfg:
+            raise InputError(f"--config {config} describes another network than the run in "
+                             f"{output} was trained as: resume without --config (its "
+                             "config.json is kept), or start a new run with --init")
+        return model_cfg, given_train
     model_cfg, train_cfg = load_train_config(config)
     if start is not None and config is None:
         model_cfg = start.config  # with --config, the weights must fit the config instead

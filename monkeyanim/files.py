@@ -4,8 +4,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
+import threading
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import InputError, cannot_write
@@ -28,6 +31,43 @@ def publish(tmp: Path, path: Path) -> None:
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)
     os.replace(tmp, path)
+
+
+def atomic_write_all(writes: dict[Path, Callable[[Path], object]]) -> None:
+    """atomic_write for files that belong together (a model and its training state): each
+    is written under a temp name, then all are renamed into place with Ctrl-C and kill held
+    back until the last rename, so an interruption or a full disk leaves the old set or the
+    new one, never a mix."""
+    temps: dict[Path, Path] = {}
+    path = next(iter(writes))
+    try:
+        for path, write in writes.items():
+            temps[path] = temp_beside(path)
+            write(temps[path])
+        with _signals_held():
+            for path, tmp in temps.items():
+                publish(tmp, path)
+    except OSError as exc:
+        raise cannot_write(path, exc) from exc
+    finally:
+        for tmp in temps.values():
+            tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def _signals_held():
+    """SIGINT and SIGTERM wait (the kernel keeps them pending) until the block ends; Python's
+    handlers would otherwise run between any two lines. Main thread, POSIX only."""
+    if not hasattr(signal, "pthread_sigmask") or \
+            threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:

@@ -21,12 +21,12 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import checkpoint_bytes, load_checkpoint
 from .config import ModelConfig, check_discriminator
 from .data import (EndlessSampler, PairDataset, init_worker, iterations_per_epoch,
                    training_folder)
 from .errors import InputError, cannot_write
-from .files import atomic_write
+from .files import atomic_write, atomic_write_all
 from .finetune import freeze_all_but, load_initial_weights
 from .losses import DeformedReconstruction, DiscriminatorGAN, FeatureMatching, GeneratorGAN
 from .models import Keypoints, MonkeyNet, build_model
@@ -73,6 +73,7 @@ class Trainer:
         check_precision(precision, self.device)  # before the data is read
         check_discriminator(model_config)
         self._check_run_dir(resume)
+        self._check_outside(training_folder(data_dir), Path(data_dir) / VAL_SPLIT)
         torch.manual_seed(train_config.seed)
         self.dataset = PairDataset(training_folder(data_dir), model_config.frame_size,
                                    train_config.augmentation, train_config.num_repeats,
@@ -94,7 +95,9 @@ class Trainer:
         if resume:
             self._resume()
         elif self.rank == 0:
-            self._start_run_dir(model_config)
+            self._start_run_dir()
+        if self.rank == 0:  # a resumed run's too: what the command line changed carries on
+            self._write_config(model_config)
         self.nets = self._wrap()
         self.feature_matching = FeatureMatching(train_config.feature_matching)
         self.generator_gan = GeneratorGAN(train_config.generator_gan)
@@ -111,6 +114,16 @@ class Trainer:
             raise InputError(f"nothing to resume in {self.run_dir} (no {STATE_FILE})")
         if not resume and (self.run_dir / STATE_FILE).exists():
             raise InputError(f"{self.run_dir} already holds a run: use --resume to continue it")
+
+    def _check_outside(self, *folders: Path) -> None:
+        """The run folder must not be among the videos read: its samples would become
+        training (or validation) videos on the next resume."""
+        run = self.run_dir.resolve()
+        for folder in map(Path.resolve, folders):
+            if run == folder or folder in run.parents:
+                raise InputError(f"run folder {self.run_dir} is inside {folder}, whose videos "
+                                 "it reads: its samples would be read as videos too; choose a "
+                                 "folder outside it")
 
     def _keep_best(self, data_dir: Path, size: tuple[int, int], resume: bool) -> KeepBest | None:
         """What validates the run on DATA/val/ (rank 0 alone: the others go on meanwhile and
@@ -131,7 +144,7 @@ class Trainer:
                                                     betas=self.cfg.adam_betas)
         return optimizers
 
-    def _start_run_dir(self, model_config: ModelConfig) -> None:
+    def _start_run_dir(self) -> None:
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -139,6 +152,9 @@ class Trainer:
                              f"{error.strerror}") from error
         if not os.access(self.run_dir, os.W_OK):
             raise InputError(f"run folder is not writable: {self.run_dir}")
+
+    def _write_config(self, model_config: ModelConfig) -> None:
+        """config.json: the architecture and the training settings as they now stand."""
         document = {"model": model_config.to_dict(), "train": dataclasses.asdict(self.cfg)}
         atomic_write(self.run_dir / CONFIG_FILE,
                      lambda tmp: tmp.write_text(json.dumps(document, indent=2)))
@@ -241,6 +257,19 @@ class Trainer:
             self._log({}, 0.0, None, self.keep_best(self.model, 0))
         start = time.perf_counter()
         batches = iter(self.loader())
+        try:
+            self._iterate(batches, on_step, should_stop)
+        finally:
+            # shut the loader's workers down now: they ignore SIGTERM (data.init_worker), and
+            # an iterator kept alive by the traceback of a second Ctrl-C would leave them to
+            # Python's exit, which terminates (SIGTERM) and waits on them forever. This is
+            # what the iterator's own __del__ calls; a loader without workers has none.
+            shutdown = getattr(batches, "_shutdown_workers", None)
+            if shutdown is not None:
+                shutdown()
+        self.elapsed = time.perf_counter() - start
+
+    def _iterate(self, batches, on_step, should_stop) -> None:
         while self.iteration < self.total:
             tick = time.perf_counter()
             losses = self.step(next(batches))
@@ -259,7 +288,6 @@ class Trainer:
                 self.save_sample()
             if stop:
                 break
-        self.elapsed = time.perf_counter() - start
 
     def _validate(self, ends: bool) -> float | None:
         """The held-out L1 where it is due (every validate_every-th iteration and the last
@@ -307,11 +335,13 @@ class Trainer:
                 buffer.div_(self.world)
 
     def save(self) -> None:
-        """Model (project format) then training state, each written atomically; rank 0 only."""
+        """Model (project format) and training state, written together atomically (a second
+        Ctrl-C, a kill or a full disk leaves the previous pair, which --resume takes); rank 0
+        only."""
         if self.rank != 0:
             return
         self.model.provenance.update(iterations=self.iteration, config_file=CONFIG_FILE)
-        save_checkpoint(self.model, self.run_dir / MODEL_FILE)
+        model = checkpoint_bytes(self.model)
         state = {"iteration": self.iteration,
                  "optimizers": {k: v.state_dict() for k, v in self.optimizers.items()},
                  "schedulers": {k: v.state_dict() for k, v in self.schedulers.items()},
@@ -319,7 +349,9 @@ class Trainer:
                  "total": self.total}
         buffer = io.BytesIO()  # torch.save into a full disk fails as 'unexpected pos', not ENOSPC
         torch.save(state, buffer)
-        atomic_write(self.run_dir / STATE_FILE, lambda tmp: tmp.write_bytes(buffer.getbuffer()))
+        atomic_write_all({self.run_dir / MODEL_FILE: lambda tmp: tmp.write_bytes(model),
+                          self.run_dir / STATE_FILE: lambda tmp: tmp.write_bytes(
+                              buffer.getbuffer())})
 
     def _resume(self) -> None:
         model_path, state_path = self.run_dir / MODEL_FILE, self.run_dir / STATE_FILE

@@ -58,6 +58,22 @@ def test_predictor_learns_and_rolls_out(shapes_split):
     assert scores.l1 > 0 and scores.moved > 0
 
 
+def test_a_test_split_it_cannot_score_on_is_refused_before_training(shapes_split, tmp_path):
+    """A test/ whose only video has one frame (no motion to score) stops train-predictor
+    before its epochs, not after them with the predictor thrown away."""
+    import numpy as np
+    from conftest import write_video
+
+    data = tmp_path / "data"
+    (data / "test").mkdir(parents=True)
+    (data / "train").symlink_to(shapes_split / "train")
+    write_video(data / "test" / "still.mp4", [np.zeros((64, 64, 3), np.uint8)])
+    result = run_cli("train-predictor", data, "-c", "shapes", "-o", tmp_path / "p.safetensors",
+                     "--epochs", "3", "--hidden", "8", "--frames", "16")
+    assert_one_line_error(result, "test", "2 frames")
+    assert "epoch" not in result.stdout and not (tmp_path / "p.safetensors").exists()
+
+
 def test_cli_train_predictor_and_predict(shapes_split, tmp_path):
     predictor = tmp_path / "predictor.safetensors"
     result = run_cli("train-predictor", shapes_split, "-c", "shapes", "-o", predictor,

@@ -100,6 +100,78 @@ def test_resume_after_interruption(shapes_slice, tiny_config, tmp_path):
     assert_one_line_error(result, "--resume")
 
 
+def test_a_second_interrupt_stops_at_once_with_loader_workers(shapes_slice, tiny_config,
+                                                               tmp_path):
+    """The second of two interrupts (here Ctrl-C and a kill that wait while the trainer is
+    stopped, so both arrive together, in order) stops at once: the loader workers, which
+    ignore SIGTERM, are shut down rather than waited on at exit; the run resumes."""
+    run = tmp_path / "run"
+    process = train_until_saved(shapes_slice, tiny_config, run, "--workers", "2")
+    process.send_signal(signal.SIGSTOP)
+    process.send_signal(signal.SIGINT)  # two different signals: pending, neither absorbs the other
+    process.send_signal(signal.SIGTERM)
+    process.send_signal(signal.SIGCONT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130 and "Traceback" not in stderr, stderr
+    assert "interrupted again: stopped at once" in stderr
+    saved = torch.load(run / "state.pt", weights_only=True)["iteration"]
+    result = run_cli("train", shapes_slice, "-o", run, "--resume", "--iterations", str(saved + 1),
+                     env={"OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr
+
+
+def test_model_and_state_are_saved_as_a_pair(shapes_slice, tiny_config, tmp_path):
+    """A save that fails half-way (here the disk takes the 1.4 MB model but not the 2.9 MB
+    optimizer state) leaves the previous model and state, which --resume takes."""
+    run = tmp_path / "run"
+    env = {"OMP_NUM_THREADS": "1"}
+    result = run_cli("train", shapes_slice, "-o", run, "--config", tiny_config, "--iterations",
+                     "10", env=env)
+    assert result.returncode == 0, result.stderr
+    result = run_cli("train", shapes_slice, "-o", run, "--resume", "--iterations", "20",
+                     env=env, max_file_bytes=2_000_000)
+    assert_one_line_error(result, f"cannot write {run / 'state.pt'}", "File too large")
+    assert monkeyanim.load_model(run / "model.safetensors").provenance["iterations"] == 10
+    assert torch.load(run / "state.pt", weights_only=True)["iteration"] == 10
+    assert not list(run.glob(".*"))  # no temp file left
+    result = run_cli("train", shapes_slice, "-o", run, "--resume", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "iterations 10 -> 20" in result.stdout  # the --iterations of the failed resume
+
+
+def test_resume_keeps_what_the_command_line_changed(shapes_slice, tiny_config, tmp_path):
+    """--iterations given with --resume is written back to config.json, so the next --resume
+    carries on to it; --config with --resume brings its training settings, and is refused
+    for another network."""
+    run = tmp_path / "run"
+    env = {"OMP_NUM_THREADS": "1"}
+    assert run_cli("train", shapes_slice, "-o", run, "--config", tiny_config, "--iterations",
+                   "2", env=env).returncode == 0
+    assert run_cli("train", shapes_slice, "-o", run, "--resume", "--iterations", "3",
+                   env=env).returncode == 0
+    result = run_cli("train", shapes_slice, "-o", run, "--resume", env=env)
+    assert "iterations 3 -> 3" in result.stdout, result.stdout + result.stderr
+    longer = tmp_path / "longer.yaml"
+    longer.write_text(TINY.replace("iterations: 40", "iterations: 5"))
+    result = run_cli("train", shapes_slice, "-o", run, "--resume", "--config", longer, env=env)
+    assert result.returncode == 0 and "iterations 3 -> 5" in result.stdout, result.stderr
+    assert [r["iteration"] for r in read_log(run)][-2:] == [4, 5]
+    result = run_cli("train", shapes_slice, "-o", run, "--resume", "--config", "shapes")
+    assert_one_line_error(result, "--config shapes describes another network", "--init")
+
+
+def test_a_run_folder_among_its_own_videos_is_refused(shapes_slice, tiny_config, tmp_path):
+    """Its sample images would be read as a video (a folder of frames) on the next resume."""
+    for data, run in ((shapes_slice / "train", shapes_slice / "train"),
+                      (shapes_slice / "train", shapes_slice / "train" / "run"),
+                      (shapes_slice, shapes_slice / "train" / "runs" / "1")):
+        result = run_cli("train", data, "-o", run, "--config", tiny_config)
+        assert_one_line_error(result, f"run folder {run} is inside",
+                              "choose a folder outside it")
+    assert not (shapes_slice / "train" / "run").exists()
+    assert not (shapes_slice / "train" / "runs").exists()
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signal_to_the_whole_job_stops_with_a_checkpoint(signum, shapes_slice, tiny_config,
                                                          tmp_path):

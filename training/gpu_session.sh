@@ -51,15 +51,15 @@ train() {  # NAME RUN DATA WORKERS [train options...]: training/NAME.* -> $RUNS/
     previous=$(committed_total "$name")
     [ "$run" = "$name-scratch" ] && previous=0  # counts from 0 as well
     [ -d "$data/val" ] && set -- --validate-every "$VALIDATE_EVERY" "$@"
-    if [ -n "${RESUME:-}" ]; then
+    if [ -n "${RESUME:-}" ]; then  # the run's config.json as the first call left it
         set -- --resume "$@"
     elif [ ! -f "training/$name.safetensors" ] || [ "$run" = "$name-scratch" ]; then
-        set -- --iterations "$CONFIG_ITERATIONS" "$@"
+        set -- --config "$config" --iterations "$CONFIG_ITERATIONS" "$@"
     else
-        set -- --init "training/$name.safetensors" \
+        set -- --config "$config" --init "training/$name.safetensors" \
             --iterations $((CONFIG_ITERATIONS - previous)) "$@"
     fi
-    python3 training/gpu.py run train "$data" -o "$RUNS/$run" --config "$config" \
+    python3 training/gpu.py run train "$data" -o "$RUNS/$run" \
         --device "$DEVICE" --workers "$workers" --max-minutes "$MINUTES" "$@" $TRAIN_OPTIONS \
         > "$OUT/$run.log" 2>&1
     # a run trained without the blend head is exported with it, untrained, as training/ keeps
