@@ -343,7 +343,9 @@ def test_driving_formats(kind, small_model, source_png, face_frames, tmp_path):
     # ms, the last lasting 40): 9 frame times, each showing the frame on screen then
     expected = {"one-frame": 1, "vfr": 9}.get(kind, 8)
     out = tmp_path / "out.mp4"
-    result = run_cli("animate", source_png, driving, "-o", out, "-c", small_model)
+    # one frame moves nothing relative to itself (refused, test_still_image_driving): it poses
+    mode = ["--mode", "absolute"] if kind == "one-frame" else []
+    result = run_cli("animate", source_png, driving, "-o", out, "-c", small_model, *mode)
     assert result.returncode == 0, result.stderr
     assert probe(out)["frames"] == expected
     if kind.startswith("animated"):
