@@ -253,13 +253,20 @@ def open_video(path: str | Path) -> VideoReader:
             reader = VideoReader(path, Fraction(fps), count,
                                  has_audio=bool(container.streams.audio),
                                  duration_s=_stated_duration(container, stream),
-                                 start_s=float((stream.start_time or 0) * stream.time_base),
+                                 start_s=_start_seconds(stream),
                                  by_timestamp=restored is not None)
     except av.FFmpegError as exc:
         raise InputError(f"cannot read video {path}: {_first_line(exc)}") from None
     if next(reader.frames(), None) is None:
         raise InputError(f"video {path} has no frames")
     return reader
+
+
+def _start_seconds(stream) -> float:
+    """When the video stream starts, in seconds (0 where the file does not say)."""
+    if stream.start_time is None or stream.time_base is None:
+        return 0.0
+    return float(stream.start_time * stream.time_base)
 
 
 def _stated_duration(container, stream) -> float | None:
