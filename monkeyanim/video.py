@@ -154,7 +154,7 @@ class VideoReader:
     # tell them apart)
     image: np.ndarray | None = field(default=None, repr=False)
     duration_s: float | None = None  # the video stream's (else the container's), when stated
-    start_s: float = 0.0  # when the video stream starts (MPEG-TS: 1.4 s or later), seconds
+    start_s: float = 0.0  # when the video stream starts, seconds (recordings, MPEG-TS: not 0)
     # an animation's: how many frame times each of its frames lasts
     repeats: list[int] | None = field(default=None, repr=False)
     # a video whose frames do not each last 1 / fps: each frame is placed by its timestamp,

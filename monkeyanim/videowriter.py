@@ -284,8 +284,8 @@ class _GifPalette:
 
 class _AudioCopy:
     """Remux (or, for codecs the container cannot hold, transcode) a video's first audio
-    stream: the part heard from ``start_s`` (the first video frame's time; MPEG-TS files
-    start at 1.4 s or later) on, moved to start with the output's first frame."""
+    stream: the part heard from ``start_s`` (the first video frame's time: recordings and
+    MPEG-TS streams seldom start at 0) on, moved to start with the output's first frame."""
 
     def __init__(self, source: Path, output, output_format: OutputFormat, start_s: float):
         self.input = av.open(str(source))
@@ -313,21 +313,26 @@ class _AudioCopy:
         times, which end where the audio starts)."""
         if self.audio is None:
             return
-        end_s = self.start_s + duration
         if self.remux:
-            time_base = self.audio.time_base
-            shift = round(self.start_s / time_base)
-            for packet in self.input.demux(self.audio):
-                if packet.dts is None or packet.pts is None or packet.is_corrupt:
-                    continue  # a flush packet, or the torn last one of a cut download
-                if packet.pts * time_base >= end_s:
-                    break
-                if (packet.pts + (packet.duration or 0)) * time_base < self.start_s:
-                    continue
-                packet.pts, packet.dts = packet.pts - shift, packet.dts - shift
-                packet.stream = self.stream
-                self.output.mux(packet)
-            return
+            self._remux(self.start_s + duration)
+        else:
+            self._transcode(self.start_s + duration)
+
+    def _remux(self, end_s: Fraction) -> None:
+        time_base = self.audio.time_base
+        shift = round(self.start_s / time_base)
+        for packet in self.input.demux(self.audio):
+            if packet.dts is None or packet.pts is None or packet.is_corrupt:
+                continue  # a flush packet, or the torn last one of a cut download
+            if packet.pts * time_base >= end_s:
+                break
+            if (packet.pts + (packet.duration or 0)) * time_base < self.start_s:
+                continue
+            packet.pts, packet.dts = packet.pts - shift, packet.dts - shift
+            packet.stream = self.stream
+            self.output.mux(packet)
+
+    def _transcode(self, end_s: Fraction) -> None:
         for frame in self.input.decode(self.audio):
             if frame.time is None:
                 continue
@@ -350,7 +355,7 @@ def _codec_ids(names: frozenset) -> set[int]:
 def _encoder_rate(codec: str, rate: int) -> int:
     """The sample rate to encode at: ``rate`` when the encoder takes it, else the nearest it
     does (AAC stops at 96 kHz; libopus takes five rates and resamples to 48 kHz inside)."""
-    rates = av.Codec(codec, "w").audio_rates
     if codec == "libopus":
         return OPUS_RATE_HZ
+    rates = av.Codec(codec, "w").audio_rates
     return rate if not rates or rate in rates else min(rates, key=lambda r: abs(r - rate))
