@@ -142,22 +142,25 @@ def reconstruct(video: Annotated[Path, typer.Argument(help="Video, or a folder o
                 output_format: FormatOpt = None, overwrite: OverwriteOpt = False) -> None:
     """Reconstruct videos from their first frame and each frame's keypoints; print L1."""
     from .faces import parse_crop
-    from .video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, check_batch_size
+    from .video import VIDEO_SUFFIXES, check_batch_size
     from .videowriter import VIDEO_OUTPUTS
 
     check_batch_size(batch_size)
     _check_refine(refine_keypoints)
     box = parse_crop(crop)
-    videos = input_files(video, VIDEO_SUFFIXES | IMAGE_SUFFIXES, "videos")
-    if video.is_dir():
+    batch = _holds_videos(video)  # a folder of images alone is one video: its frames
+    if batch:
+        videos = input_files(video, VIDEO_SUFFIXES, "videos")
         suffix, folder = _batch_suffix(output_format), output_folder(output)
         outputs = [folder / f"{v.stem}{suffix}" for v in videos]
         for v, out in zip(videos, outputs):
             check_not_input(out, v)
     else:
+        require(video, "video")
+        videos = [video]
         _check_single_format(output_format, output)
         outputs = [check_output(output, overwrite, VIDEO_OUTPUTS, inputs=(video,))]
-        check_json_apart(json_path, output)
+    check_json_apart(json_path, *outputs)
     if json_path is not None:
         check_output(json_path, overwrite, inputs=tuple(videos))
     from .jobs import reconstruct_file  # torch: only once the inputs are there
@@ -166,7 +169,7 @@ def reconstruct(video: Annotated[Path, typer.Argument(help="Video, or a folder o
     jobs = [((v.name,), out, partial(reconstruct_file, model, v, out, batch_size, precision, box,
                                      refine_keypoints))
             for v, out in zip(videos, outputs)]
-    if video.is_dir():  # a batch: a video that fails is reported and the others go on
+    if batch:  # a video that fails is reported and the others go on
         results = _run_batch(jobs, ("video",), overwrite)
     else:
         with _progress(output.name) as progress:

@@ -26,7 +26,7 @@ def convert(checkpoint: Annotated[Path, typer.Argument(help="Authors' .pth.tar c
     from .checkpoint import convert_authors_checkpoint, save_checkpoint
     from .hub import resolve_config
 
-    check_output(output, overwrite, inputs=(checkpoint,))
+    check_output(output, overwrite, (".safetensors",), inputs=(checkpoint, Path(config)))
     model = convert_authors_checkpoint(checkpoint, resolve_config(config))
     model.provenance.update(name=name or checkpoint.name.split(".")[0],
                             source="authors' checkpoint", config=str(config))

@@ -41,6 +41,7 @@ def crop(video: Annotated[Path, typer.Argument(help="Video, or a folder of video
     videos = input_files(video, VIDEO_SUFFIXES, "videos")
     if size < 16 or min_frames < 2:
         raise InputError("--size must be at least 16 and --min-frames at least 2")
+    _check_clip_names(videos, output)
     folder = output_folder(output)
     detector = get_detector()
     rows: list[dict] = []
@@ -57,6 +58,20 @@ def crop(video: Annotated[Path, typer.Argument(help="Video, or a folder of video
     if failed:
         console.print(f"{len(videos) - failed} of {len(videos)} videos cropped")
         raise typer.Exit(1)
+
+
+def _check_clip_names(videos: list[Path], output: Path) -> None:
+    """Clips are named after their video (STEM_000.mp4...): two videos of one stem would
+    write the same files, and clips written among the videos could replace one of them."""
+    stems = [v.stem for v in videos]
+    twin = next((v for v in videos if stems.count(v.stem) > 1), None)
+    if twin is not None:
+        same = " and ".join(v.name for v in videos if v.stem == twin.stem)
+        raise InputError(f"{same} would write clips of the same names ({twin.stem}_000.mp4...): "
+                         "rename one")
+    if output.exists() and any(v.parent.resolve() == output.resolve() for v in videos):
+        raise InputError(f"-o {output} is the folder of the videos themselves: clips written "
+                         "there could replace them; name another folder")
 
 
 def _crop_each(videos: list[Path], folder: Path, detector, settings: tuple, rows: list[dict],
@@ -286,13 +301,14 @@ def evaluate(data_dir: Annotated[Path, typer.Argument(help="Folder with test/ (o
         raise InputError("--limit must be at least 1")
     check_batch_size(batch_size)
     _check_refine(refine_keypoints)
-    if json_path is not None:
-        check_output(json_path, overwrite)
     box = parse_crop(crop)
     _require_all((data_dir, "data folder"), (fid_weights, "FID weights"))
     from .data import evaluation_folder, list_videos
 
-    list_videos(evaluation_folder(data_dir))  # an empty or mislaid folder: before the model
+    # an empty or mislaid folder is refused before the model loads
+    videos = list_videos(evaluation_folder(data_dir))
+    if json_path is not None:
+        check_output(json_path, overwrite, inputs=(*videos, fid_weights))
     model = _load(checkpoint, config, device)
     with _progress(f"evaluating {data_dir.name}", "videos") as progress:
         # on a terminal a bar; otherwise one parseable line per video

@@ -62,6 +62,7 @@ def find_tracks(frames, detector, every: int = DETECT_EVERY) -> tuple[list[Track
     tracks: list[Track] = []
     current: Track | None = None
     previous_hist, shape, misses, count = None, None, 0, 0
+    missed_at = 0  # the first detection of the current run of misses
     for index, frame in enumerate(frames):
         count, shape = index + 1, frame.shape
         hist = _histogram(frame)
@@ -78,8 +79,9 @@ def find_tracks(frames, detector, every: int = DETECT_EVERY) -> tuple[list[Track
         face = largest(detector(frame))
         box = crop_box(face, *frame.shape[:2]) if face is not None else None
         if box is None:
-            misses += 1
+            misses, missed_at = misses + 1, missed_at if misses else index
             if current is not None and misses > 1:
+                current.end = missed_at - 1  # the face is gone from the first miss on
                 tracks.append(current)
                 current = None
             continue
@@ -92,6 +94,8 @@ def find_tracks(frames, detector, every: int = DETECT_EVERY) -> tuple[list[Track
         current.boxes.append(box)
         current.end = index
     if current is not None:
+        if misses:  # the video ended after a missed detection: the face had gone by then
+            current.end = missed_at - 1
         tracks.append(current)
     return tracks, shape, count
 

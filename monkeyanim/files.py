@@ -102,10 +102,11 @@ def check_not_input(path: Path, *inputs: Path | None) -> None:
             raise InputError(f"output {path} is the input {source} itself: name another file")
 
 
-def check_json_apart(json_path: Path | None, output: Path) -> None:
-    """Refuse a --json path that names the output file itself (one would overwrite the other)."""
-    if json_path is not None and json_path.resolve() == output.resolve():
-        raise InputError(f"--json {json_path} names the output file itself: name another file")
+def check_json_apart(json_path: Path | None, *outputs: Path) -> None:
+    """Refuse a --json path that names an output file itself (one would overwrite the
+    other)."""
+    if json_path is not None and json_path.resolve() in {out.resolve() for out in outputs}:
+        raise InputError(f"--json {json_path} names an output file itself: name another file")
 
 
 def check_output(path: Path, overwrite: bool, suffixes: tuple[str, ...] = (),

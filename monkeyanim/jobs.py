@@ -147,7 +147,7 @@ def _check_still_driving(reader: VideoReader, transfer: str, source: Path) -> No
         return
     if reader.kind == "image":
         what = "is a still image"
-    elif len(list(itertools.islice(reader.frames(), 2))) == 1:
+    elif _single_frame(reader):
         what = "has a single frame"
     else:
         return
@@ -156,6 +156,16 @@ def _check_still_driving(reader: VideoReader, transfer: str, source: Path) -> No
             ", or --mode absolute to pose the source like it")
     raise InputError(f"driving {reader.path} {what}, which moves nothing in relative mode: "
                      f"give a video, a frame strip or a folder of frames{hint}")
+
+
+def _single_frame(reader: VideoReader) -> bool:
+    """Whether the driving has one frame, from its first two; the decoder is closed at once
+    (left to the garbage collector, it could still be closing as the process exits)."""
+    frames = reader.frames()
+    try:
+        return len(list(itertools.islice(frames, 2))) == 1
+    finally:
+        frames.close()
 
 
 def animate_file(model: MonkeyNet, source: str | Path, driving: str | Path, output: str | Path,

@@ -657,7 +657,7 @@ def test_output_that_is_an_input_is_refused(small_model, source_png, short_mp4, 
     same = tmp_path / "out.mp4"  # --json and -o naming one file: one would clobber the other
     for command, source_file in (("keypoints", driving), ("reconstruct", driving)):
         result = run_cli(command, source_file, "-o", same, "--json", same, *common)
-        assert_one_line_error(result, "--json", "names the output file itself")
+        assert_one_line_error(result, "--json", "names an output file itself")
     assert {p: p.read_bytes() for p in before} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["drive.mp4", "link.mp4", "portrait.png"]
 

@@ -87,6 +87,14 @@ def test_convert_refuses_to_overwrite_and_keeps_the_file(authors_ckpt, small_con
                      "--overwrite")
     assert_one_line_error(result, "is the input", "name another file")
     assert authors_ckpt.read_bytes() == before
+    config_before = small_config.read_bytes()  # nor is the config file read with it
+    result = run_cli("convert", authors_ckpt, "--config", small_config, "-o", small_config,
+                     "--overwrite")
+    assert_one_line_error(result, "is the input", "name another file")
+    assert small_config.read_bytes() == config_before
+    result = run_cli("convert", authors_ckpt, "--config", small_config, "-o",
+                     tmp_path / "out.pth.tar")  # what --checkpoint would read as the authors'
+    assert_one_line_error(result, "must end in .safetensors")
     out.write_bytes(b"precious")  # a disk that fills up (a file-size limit) keeps the old file
     result = run_cli("convert", authors_ckpt, "--config", small_config, "-o", out, "--overwrite",
                      max_file_bytes=100_000)

@@ -160,6 +160,40 @@ def test_crop_tool_cuts_at_shot_changes(datasets_dir, tmp_path):
     assert_one_line_error(again, "already exists")
 
 
+def test_a_clip_ends_where_its_face_was_last_seen(datasets_dir, tmp_path):
+    """A face on a plain backdrop for 30 frames, then the backdrop alone (no shot change):
+    the clip stops before the first detection that misses it, not a few frames later."""
+    faces = first_frames(datasets_dir / "faces" / "dagan-driving.mp4", 60)
+    frames = []
+    for i, face in enumerate(faces):
+        frame = np.full((360, 640, 3), 90, np.uint8)
+        if i < 30:
+            frame[100:260, 240:400] = cv2.resize(face, (160, 160), interpolation=cv2.INTER_AREA)
+        frames.append(frame)
+    video = write_video(tmp_path / "lost.mp4", frames)
+    result = run_cli("crop", video, "-o", tmp_path / "clips", "--size", "64", "--min-frames", "8")
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader((tmp_path / "clips" / "clips.csv").open()))
+    assert [(int(r["start_frame"]), int(r["end_frame"])) for r in rows] == [(0, 29)]
+
+
+def test_crop_refuses_clips_that_would_replace_each_other_or_the_videos(datasets_dir,
+                                                                       tmp_path):
+    """a.mp4 and a.mkv would both write a_000.mp4; clips written into the folder of the
+    videos could replace one of them (with --overwrite). Both refused before any work."""
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    frames = first_frames(datasets_dir / "faces" / "real3d-may.mp4", 10)
+    write_video(videos / "a.mp4", frames)
+    write_video(videos / "a_000.mp4", frames)
+    result = run_cli("crop", videos, "-o", videos, "--overwrite")
+    assert_one_line_error(result, f"-o {videos} is the folder of the videos themselves")
+    write_video(videos / "a.mkv", frames)
+    result = run_cli("crop", videos, "-o", tmp_path / "clips")
+    assert_one_line_error(result, "a.mkv and a.mp4 would write clips of the same names")
+    assert not (tmp_path / "clips").exists()
+
+
 def test_crop_folder_goes_on_past_a_broken_video_and_keeps_its_records(datasets_dir, tmp_path):
     videos, out = tmp_path / "videos", tmp_path / "clips"
     videos.mkdir()

@@ -58,6 +58,34 @@ def test_reconstruct_folder(small_model, clips, tmp_path):
                                                                 / 12, abs=0.01)
 
 
+def test_reconstruct_a_folder_of_frames_as_one_video(small_model, face_frames, tmp_path):
+    """A folder of images alone is one video (its frames), as for animate and keypoints."""
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i, frame in enumerate(face_frames[:6]):
+        cv2.imwrite(str(frames / f"{i:03d}.png"), frame[..., ::-1])
+    out = tmp_path / "rec.mp4"
+    result = run_cli("reconstruct", frames, "-o", out, "-c", small_model)
+    assert result.returncode == 0, result.stderr
+    assert probe(out)["frames"] == 6 and "over 1 video(s)" in result.stdout
+
+
+def test_json_never_takes_the_place_of_an_output_or_input(small_model, clips, tmp_path):
+    """--json naming one of a batch's videos to be written, or (with --overwrite) one of
+    evaluate's test videos, is refused before any work; both stay as they were."""
+    out = tmp_path / "recs"
+    result = run_cli("reconstruct", clips, "-o", out, "-c", small_model, "--json", out / "a.mp4")
+    assert_one_line_error(result, "names an output file itself")
+    assert not (out / "a.mp4").exists()
+    data = tmp_path / "data"
+    (data / "test").mkdir(parents=True)
+    video = data / "test" / "a.mp4"
+    video.write_bytes((clips / "a.mp4").read_bytes())
+    result = run_cli("evaluate", data, "-c", small_model, "--json", video, "--overwrite")
+    assert_one_line_error(result, "is the input")
+    assert video.read_bytes() == (clips / "a.mp4").read_bytes()
+
+
 def test_reconstruct_folder_goes_on_past_a_broken_video(small_model, clips, tmp_path):
     folder, out, report = tmp_path / "videos", tmp_path / "recs", tmp_path / "m.json"
     folder.mkdir()
