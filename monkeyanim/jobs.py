@@ -6,7 +6,6 @@ No printing here: progress is reported through a callback ``progress(frames_done
 
 from __future__ import annotations
 
-import itertools
 import json
 import time
 from contextlib import nullcontext
@@ -25,7 +24,8 @@ from .models import Keypoints, MonkeyNet
 from .pipeline import (Animator, ReconstructionScores, best_frame, driving_keypoints,
                        reconstruct, to_tensor, to_uint8)
 from .video import (BATCH_FRAMES, IMAGE_OUTPUTS, VIDEO_SUFFIXES, Progress, VideoReader,
-                    check_batch_size, fit_frame, open_video, prefetch, read_source)
+                    check_batch_size, first_frames, fit_frame, open_video, prefetch,
+                    read_source)
 from .videowriter import VideoWriter
 
 DRAW_MIN_SIZE_PX = 256  # keypoint overlays are drawn at least this large to stay readable
@@ -147,7 +147,7 @@ def _check_still_driving(reader: VideoReader, transfer: str, source: Path) -> No
         return
     if reader.kind == "image":
         what = "is a still image"
-    elif _single_frame(reader):
+    elif len(first_frames(reader, 2)) == 1:
         what = "has a single frame"
     else:
         return
@@ -156,16 +156,6 @@ def _check_still_driving(reader: VideoReader, transfer: str, source: Path) -> No
             ", or --mode absolute to pose the source like it")
     raise InputError(f"driving {reader.path} {what}, which moves nothing in relative mode: "
                      f"give a video, a frame strip or a folder of frames{hint}")
-
-
-def _single_frame(reader: VideoReader) -> bool:
-    """Whether the driving has one frame, from its first two; the decoder is closed at once
-    (left to the garbage collector, it could still be closing as the process exits)."""
-    frames = reader.frames()
-    try:
-        return len(list(itertools.islice(frames, 2))) == 1
-    finally:
-        frames.close()
 
 
 def animate_file(model: MonkeyNet, source: str | Path, driving: str | Path, output: str | Path,

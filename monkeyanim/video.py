@@ -6,6 +6,7 @@ Frames are numpy arrays (H, W, 3) uint8 RGB. Every reader raises InputError on b
 
 from __future__ import annotations
 
+import itertools
 import queue
 import re
 import threading
@@ -257,9 +258,19 @@ def open_video(path: str | Path) -> VideoReader:
                                  by_timestamp=restored is not None)
     except av.FFmpegError as exc:
         raise InputError(f"cannot read video {path}: {_first_line(exc)}") from None
-    if next(reader.frames(), None) is None:
+    if not first_frames(reader, 1):
         raise InputError(f"video {path} has no frames")
     return reader
+
+
+def first_frames(reader: VideoReader, count: int) -> list[np.ndarray]:
+    """Up to ``count`` frames from the start, the decoder closed at once (left to the
+    garbage collector, it could still be closing as the process exits)."""
+    frames = reader.frames()
+    try:
+        return list(itertools.islice(frames, count))
+    finally:
+        frames.close()
 
 
 def _start_seconds(stream) -> float:
@@ -307,7 +318,7 @@ def read_source(path: str | Path) -> np.ndarray:
     if not path.is_file():
         raise InputError(f"source not found: {path}")
     if path.suffix.lower() in VIDEO_SUFFIXES:
-        return next(open_video(path).frames())
+        return first_frames(open_video(path), 1)[0]
     return read_image(path)
 
 
