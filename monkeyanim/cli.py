@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .errors import InputError, Interrupted, MonkeyAnimError, OutOfMemory, out_of_memory
-from .files import check_output
+from .files import check_output, remove_unused_folders
 from .native import keep_freed_memory
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -223,6 +223,8 @@ def main() -> None:
         err_console.print(escape(str(exc)) if isinstance(exc, Interrupted)
                           else f"[bold red]error:[/] {escape(str(exc))}")
         sys.exit(exc.exit_code if isinstance(exc, Interrupted) else 1)
+    finally:
+        remove_unused_folders()
 
 
 # what makes each command need less memory

@@ -14,13 +14,16 @@ import cv2
 import numpy as np
 
 from .errors import InputError
-from .faces import Box, crop_box, largest
+from .faces import Box, crop_box, fit_square, largest
 from .files import atomic_write
 from .video import Progress, fit_frame, open_video
 from .videowriter import VideoWriter
 
 SHOT_CHANGE_CORRELATION = 0.6  # histogram correlation of consecutive frames below this: a cut
 TRACK_MIN_IOU = 0.3  # a face box overlapping the previous one less than this starts a new track
+# ... and one overlapping the track's first box less than this (as in the authors' crop tool):
+# the face has moved or grown so far that one square over the whole track would frame it small
+TRACK_MIN_IOU_FIRST = 0.25
 DETECT_EVERY = 5  # frames between face detections
 CSV_FIELDS = ["clip", "source", "start_frame", "end_frame", "start_s", "end_s", "x", "y", "w",
               "h", "fps", "detector"]
@@ -35,11 +38,26 @@ class Track:
     boxes: list[Box]
 
     def crop(self, height: int, width: int) -> Box:
-        """One square covering every box of the track, kept inside the frame."""
-        boxes = np.array(self.boxes)
-        x0, y0 = boxes[:, 0].min(), boxes[:, 1].min()
-        x1, y1 = (boxes[:, 0] + boxes[:, 2]).max(), (boxes[:, 1] + boxes[:, 3]).max()
-        return crop_box((int(x0), int(y0), int(x1 - x0), int(y1 - y0)), height, width, margin=0)
+        """One square covering every box of the track, kept inside the frame. The boxes are
+        crop boxes already (margin added, shifted up to the forehead): none is added again."""
+        x0, y0, x1, y1 = _union(self.boxes)
+        return fit_square((x0 + x1) / 2, (y0 + y1) / 2, max(x1 - x0, y1 - y0), height, width)
+
+    def takes(self, box: Box, height: int, width: int) -> bool:
+        """Whether ``box`` can join the track with its face still whole in the track's one
+        square: near the first box, and the square over them all still inside the frame
+        (a face panning across a wide frame needs several clips)."""
+        x0, y0, x1, y1 = _union([*self.boxes, box])
+        return (iou(box, self.boxes[0]) >= TRACK_MIN_IOU_FIRST
+                and max(x1 - x0, y1 - y0) <= min(height, width))
+
+
+def _union(boxes: list[Box]) -> tuple[int, int, int, int]:
+    """The corners (x0, y0, x1, y1) of the smallest rectangle holding every (x, y, w, h) box."""
+    xywh = np.array(boxes)  # (N, 4)
+    x0, y0 = xywh[:, 0].min(), xywh[:, 1].min()
+    x1, y1 = (xywh[:, 0] + xywh[:, 2]).max(), (xywh[:, 1] + xywh[:, 3]).max()
+    return int(x0), int(y0), int(x1), int(y1)
 
 
 def iou(a: Box, b: Box) -> float:
@@ -58,46 +76,72 @@ def _histogram(frame: np.ndarray) -> np.ndarray:
 
 def find_tracks(frames, detector, every: int = DETECT_EVERY) -> tuple[list[Track], tuple, int]:
     """Face tracks of a video: a track ends at a shot change, when the face is lost for more
-    than one detection, or when it jumps. Returns (tracks, frame shape, frame count)."""
-    tracks: list[Track] = []
-    current: Track | None = None
-    previous_hist, shape, misses, count = None, None, 0, 0
-    missed_at = 0  # the first detection of the current run of misses
+    than one detection, when it jumps, or when it has moved too far for one square to frame
+    it well. Returns (tracks, frame shape, frame count)."""
+    tracker = _Tracker()
+    previous_hist, shape, count = None, None, 0
     for index, frame in enumerate(frames):
         count, shape = index + 1, frame.shape
         hist = _histogram(frame)
         cut = previous_hist is not None and cv2.compareHist(
             previous_hist, hist, cv2.HISTCMP_CORREL) < SHOT_CHANGE_CORRELATION
         previous_hist = hist
-        if cut and current is not None:
-            tracks.append(current)
-            current = None
+        if cut:
+            tracker.close()
         if index % every and not cut:
-            if current is not None:
-                current.end = index
+            tracker.extend(index)
             continue
         face = largest(detector(frame))
-        box = crop_box(face, *frame.shape[:2]) if face is not None else None
-        if box is None:
-            misses, missed_at = misses + 1, missed_at if misses else index
-            if current is not None and misses > 1:
-                current.end = missed_at - 1  # the face is gone from the first miss on
-                tracks.append(current)
-                current = None
-            continue
-        misses = 0
+        if face is None:
+            tracker.missed(index)
+        else:
+            tracker.found(index, crop_box(face, *frame.shape[:2]), frame.shape[:2])
+    tracker.close()
+    return tracker.tracks, shape, count
+
+
+class _Tracker:
+    """The tracks so far and the one under way, fed frame by frame by find_tracks."""
+
+    def __init__(self) -> None:
+        self.tracks: list[Track] = []
+        self.current: Track | None = None
+        self.seen = 0  # the frame of the current track's latest detection
+        self.misses = 0  # detections in a row that found no face
+        self.missed_at = 0  # the first of them
+
+    def extend(self, index: int) -> None:
+        """A frame without a detection joins the track under way."""
+        if self.current is not None:
+            self.current.end = index
+
+    def missed(self, index: int) -> None:
+        self.misses, self.missed_at = self.misses + 1, self.missed_at if self.misses else index
+        if self.misses > 1:
+            self.close()
+
+    def found(self, index: int, box: Box, frame_size: tuple[int, int]) -> None:
+        self.misses, current = 0, self.current
         if current is not None and iou(box, current.boxes[-1]) < TRACK_MIN_IOU:
-            tracks.append(current)
-            current = None
-        if current is None:
-            current = Track(index, index, [])
-        current.boxes.append(box)
-        current.end = index
-    if current is not None:
-        if misses:  # the video ended after a missed detection: the face had gone by then
-            current.end = missed_at - 1
-        tracks.append(current)
-    return tracks, shape, count
+            self.close()
+        elif current is not None and not current.takes(box, *frame_size):
+            # the face moved on: the frames between the two detections go to the nearer one
+            current.end = (self.seen + index) // 2
+            self.close()
+            self.current = Track(current.end + 1, index, [])
+        if self.current is None:
+            self.current = Track(index, index, [])
+        self.current.boxes.append(box)
+        self.current.end, self.seen = index, index
+
+    def close(self) -> None:
+        """End the track under way (at a shot change, a lost face or the video's end)."""
+        if self.current is None:
+            return
+        if self.misses:  # the face is gone from the first missed detection on
+            self.current.end = self.missed_at - 1
+        self.tracks.append(self.current)
+        self.current = None
 
 
 def crop_video(video: Path, out_dir: Path, detector, size: int, min_frames: int,

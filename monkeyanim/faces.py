@@ -207,8 +207,13 @@ def crop_box(face: Box, height: int, width: int, margin: float = FACE_MARGIN) ->
     """A square around ``face`` with margin, moved (and if needed shrunk) to fit the frame."""
     x, y, w, h = face
     side = int(round(max(w, h) * (1 + margin)))
+    return fit_square(x + w / 2, y + h / 2 - FACE_SHIFT_UP * h, side, height, width)
+
+
+def fit_square(cx: float, cy: float, side: int, height: int, width: int) -> Box:
+    """The square of ``side`` pixels centred on (cx, cy), moved (and if needed shrunk) to lie
+    inside a frame of height x width."""
     side = min(side, height, width)
-    cx, cy = x + w / 2, y + h / 2 - FACE_SHIFT_UP * h
     left = int(round(min(max(cx - side / 2, 0), width - side)))
     top = int(round(min(max(cy - side / 2, 0), height - side)))
     return left, top, side, side

@@ -147,8 +147,12 @@ def require(path: Path, what: str) -> None:
         raise InputError(f"{what} not found: {path}")
 
 
+_MADE_FOLDERS: list[Path] = []  # made by output_folder in this process, newest last
+
+
 def output_folder(output: Path) -> Path:
-    """-o for a batch: a folder, made if missing (its parent must exist)."""
+    """-o for a batch: a folder, made if missing (its parent must exist); one made here that
+    is still empty when the command ends goes again (``remove_unused_folders``)."""
     if output.exists() and not output.is_dir():
         raise InputError(f"{output} must be a folder when the inputs are folders")
     if not output.exists() and output.suffix.lower() in FILE_SUFFIXES:
@@ -156,7 +160,22 @@ def output_folder(output: Path) -> Path:
                          "folder for the results")
     if not output.parent.is_dir():
         raise InputError(f"output folder does not exist: {output.parent}")
-    output.mkdir(exist_ok=True)
+    try:
+        output.mkdir()
+        _MADE_FOLDERS.append(output)
+    except FileExistsError:
+        pass
     if not os.access(output, os.W_OK):
         raise InputError(f"output folder is not writable: {output}")
     return output
+
+
+def remove_unused_folders() -> None:
+    """Remove the folders output_folder made in this process that are still empty: a
+    command that failed before writing anything (unreadable input, unknown checkpoint)
+    leaves the disk as it found it."""
+    while _MADE_FOLDERS:
+        try:
+            _MADE_FOLDERS.pop().rmdir()
+        except OSError:  # not empty (something was written there), or gone already
+            pass

@@ -789,7 +789,16 @@ def test_batch_folders(small_model, face_frames, short_mp4, tmp_path):
         result = run_cli(*command, drivings, "-o", tmp_path / "other", "-c", small_model,
                          "--precision", "fp8")
         assert_one_line_error(result, "unknown precision 'fp8'")
-    assert not (tmp_path / "other").exists() or not any((tmp_path / "other").iterdir())
+    # a batch that fails before writing anything leaves no folder it made behind...
+    for command in (("animate", sources, drivings), ("reconstruct", drivings),
+                    ("keypoints", drivings)):
+        result = run_cli(*command, "-o", tmp_path / "other", "-c", "nope")
+        assert_one_line_error(result, "unknown checkpoint 'nope'")
+    assert not (tmp_path / "other").exists()
+    # ... and keeps one that was there, empty or not
+    (tmp_path / "other").mkdir()
+    result = run_cli("animate", sources, drivings, "-o", tmp_path / "other", "-c", "nope")
+    assert result.returncode == 1 and (tmp_path / "other").is_dir()
 
 
 def test_frame_batches_stream(face_video):

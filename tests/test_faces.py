@@ -177,6 +177,44 @@ def test_a_clip_ends_where_its_face_was_last_seen(datasets_dir, tmp_path):
     assert [(int(r["start_frame"]), int(r["end_frame"])) for r in rows] == [(0, 29)]
 
 
+def test_a_face_panning_across_a_wide_frame_stays_whole_in_its_clips(datasets_dir, tmp_path):
+    """A face gliding from the left edge to the right of a 640x360 frame: one square over the
+    whole track would need 600 px and be cut to 360, losing the face at both ends. The track
+    is split instead, and every clip's box holds the face in each of its frames."""
+    faces = first_frames(datasets_dir / "faces" / "dagan-driving.mp4", 60)
+    frames, lefts = [], []
+    for i, face in enumerate(faces):
+        frame = np.full((360, 640, 3), 90, np.uint8)
+        left = 8 * i  # 0 .. 472 px
+        frame[100:260, left:left + 160] = cv2.resize(face, (160, 160), interpolation=cv2.INTER_AREA)
+        frames.append(frame)
+        lefts.append(left)
+    video = write_video(tmp_path / "pan.mp4", frames)
+    result = run_cli("crop", video, "-o", tmp_path / "clips", "--size", "64", "--min-frames", "8")
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader((tmp_path / "clips" / "clips.csv").open()))
+    assert len(rows) >= 2
+    assert sum(int(r["end_frame"]) - int(r["start_frame"]) + 1 for r in rows) >= 45
+    for row in rows:
+        x, y, w, h = (int(row[k]) for k in "xywh")
+        assert w <= 2.5 * 160  # framed, not lost in a square over the whole pan
+        for index in range(int(row["start_frame"]), int(row["end_frame"]) + 1):
+            # the face itself, but for what it moves after the track's last detection (<= 4
+            # frames: detections are 5 frames apart) beyond the box's margin
+            face_x0, face_x1 = lefts[index] + 40, lefts[index] + 120
+            assert x <= face_x0 and face_x1 <= x + w, (row["clip"], index)
+            assert y <= 130 and 240 <= y + h
+
+
+def test_a_still_face_track_is_cropped_as_its_box():
+    """The boxes of a track are crop boxes already (margin added, shifted to the forehead):
+    a still face's clip is that box, not moved up a second time."""
+    from monkeyanim.croptool import Track
+
+    box = facelib.crop_box((300, 200, 100, 100), 480, 640)
+    assert Track(0, 9, [box] * 3).crop(480, 640) == box
+
+
 def test_crop_refuses_clips_that_would_replace_each_other_or_the_videos(datasets_dir,
                                                                        tmp_path):
     """a.mp4 and a.mkv would both write a_000.mp4; clips written into the folder of the
@@ -203,6 +241,9 @@ def test_crop_folder_goes_on_past_a_broken_video_and_keeps_its_records(datasets_
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "failed: broken.mp4: cannot read video" in result.stderr
     assert "1 of 2 videos cropped" in result.stdout
+    result = run_cli("crop", videos / "broken.mp4", "-o", tmp_path / "none", "--size", "64")
+    assert_one_line_error(result, "cannot read video")
+    assert not (tmp_path / "none").exists()  # made for the clips, none written: gone again
     clips = lambda: [r["clip"] for r in csv.DictReader((out / "clips.csv").open())]  # noqa: E731
     assert clips() == ["may_000.mp4"]
 
