@@ -216,18 +216,22 @@ def tiny_config(tmp_path_factory):
     return path
 
 
+def torchrun(processes: int) -> list[str]:
+    """The command line of torchrun starting ``processes`` processes, on a free port."""
+    with socket.socket() as probe_socket:  # a free port for the rendezvous
+        probe_socket.bind(("127.0.0.1", 0))
+        port = probe_socket.getsockname()[1]
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
+            "--master_port", str(port)]
+
+
 def run_ddp_worker(data: Path, run: Path, config: Path, *extra: str) -> tuple[dict, dict]:
     """tests/ddp_worker.py under torchrun with two CPU processes; returns each rank's
     state dict as it saved it."""
     import torch
 
-    with socket.socket() as probe_socket:  # a free port for the rendezvous
-        probe_socket.bind(("127.0.0.1", 0))
-        port = probe_socket.getsockname()[1]
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "--master_port", str(port), "tests/ddp_worker.py", str(data), str(run), str(config),
-         *extra],
+        [*torchrun(2), "tests/ddp_worker.py", str(data), str(run), str(config), *extra],
         capture_output=True, text=True, timeout=300,
         env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]

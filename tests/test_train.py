@@ -15,7 +15,8 @@ import torch
 import monkeyanim
 from monkeyanim.data import PairDataset
 
-from conftest import TINY, assert_one_line_error, run_cli, run_ddp_worker, sigint_default
+from conftest import (TINY, assert_one_line_error, run_cli, run_ddp_worker, sigint_default,
+                      torchrun)
 
 
 def reconstruction_l1(model_path, data) -> float:
@@ -280,6 +281,53 @@ def test_ddp_two_processes_end_identical(shapes_slice, tiny_config, tmp_path):
     assert [r["iteration"] for r in log] == [0, 1, 2]  # rank 0 alone logs
     assert all("val_l1" in r for r in log) and (run / "best.safetensors").is_file()
     assert torch.load(run / "state.pt", weights_only=True)["iteration"] == 2
+
+
+def processes_running(text: str) -> list[int]:
+    """The ids of the processes whose command line holds ``text``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and text in (entry / "cmdline").read_bytes().decode():
+                found.append(int(entry.name))
+        except OSError:  # it ended meanwhile
+            continue
+    return found
+
+
+@pytest.mark.parametrize("presses", [1, 2])
+def test_ctrl_c_under_torchrun(presses, shapes_slice, tiny_config, tmp_path):
+    """`torchrun ... -m monkeyanim train`: Ctrl-C reaches torchrun alone (its workers run in
+    their own sessions), which passes SIGINT on. The workers finish the iteration and save it;
+    a second Ctrl-C (torchrun then sends SIGTERM) stops them at once with the last checkpoint
+    whole. Either way no worker is left behind and the run resumes."""
+    run = tmp_path / "run"
+    process = subprocess.Popen(
+        [*torchrun(2), "-m", "monkeyanim", "train", str(shapes_slice), "-o", str(run),
+         "--config", str(tiny_config), "--iterations", "1000", "--checkpoint-every", "5"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=sigint_default,
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run / "state.pt").exists():
+        time.sleep(0.2)
+    time.sleep(1.0)
+    for _ in range(presses):
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.15)  # torchrun passes it on within milliseconds; an iteration takes 0.4 s
+    _, stderr = process.communicate(timeout=90)
+    assert process.returncode != 0
+    time.sleep(1.0)  # the workers' exit is seen by torchrun first
+    assert processes_running(str(run)) == []
+    saved = torch.load(run / "state.pt", weights_only=True)["iteration"]
+    assert monkeyanim.load_model(run / "model.safetensors").provenance["iterations"] == saved
+    if presses == 1:
+        assert saved > 5 and saved == read_log(run)[-1]["iteration"]
+        assert f"stopped at iteration {saved} of 1000 (interrupted)" in stderr
+    else:
+        assert saved >= 5 and "interrupted again: stopped at once" in stderr
+    result = run_cli("train", shapes_slice, "-o", run, "--resume", "--iterations",
+                     str(saved + 1), env={"OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr
 
 
 def test_short_videos_are_skipped_with_a_warning(shapes_slice, face_frames, tiny_config, tmp_path):
