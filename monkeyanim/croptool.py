@@ -24,6 +24,9 @@ TRACK_MIN_IOU = 0.3  # a face box overlapping the previous one less than this st
 # ... and one overlapping the track's first box less than this (as in the authors' crop tool):
 # the face has moved or grown so far that one square over the whole track would frame it small
 TRACK_MIN_IOU_FIRST = 0.25
+# how far (in box sides) the square over a track may outgrow the frame, which then cuts it
+# down: the face fills 1 / (1 + FACE_MARGIN) of its box, so the cut square still holds it
+TRACK_MAX_OVERFLOW = 0.25
 DETECT_EVERY = 5  # frames between face detections
 CSV_FIELDS = ["clip", "source", "start_frame", "end_frame", "start_s", "end_s", "x", "y", "w",
               "h", "fps", "detector"]
@@ -45,11 +48,12 @@ class Track:
 
     def takes(self, box: Box, height: int, width: int) -> bool:
         """Whether ``box`` can join the track with its face still whole in the track's one
-        square: near the first box, and the square over them all still inside the frame
+        square: near the first box, and the square over them all (nearly) inside the frame
         (a face panning across a wide frame needs several clips)."""
         x0, y0, x1, y1 = _union([*self.boxes, box])
+        overflow = max(x1 - x0, y1 - y0) - min(height, width)  # pixels
         return (iou(box, self.boxes[0]) >= TRACK_MIN_IOU_FIRST
-                and max(x1 - x0, y1 - y0) <= min(height, width))
+                and overflow <= TRACK_MAX_OVERFLOW * box[2])
 
 
 def _union(boxes: list[Box]) -> tuple[int, int, int, int]:

@@ -206,6 +206,23 @@ def test_a_face_panning_across_a_wide_frame_stays_whole_in_its_clips(datasets_di
             assert y <= 130 and 240 <= y + h
 
 
+def test_a_close_up_face_swaying_stays_one_clip(datasets_dir, tmp_path):
+    """A face filling the frame's height, swaying 40 px: its square over the track outgrows
+    the frame a little and is cut down, which still holds the face; no split."""
+    faces = first_frames(datasets_dir / "faces" / "dagan-driving.mp4", 40)
+    frames = []
+    for i, face in enumerate(faces):
+        frame = np.full((360, 480, 3), 90, np.uint8)
+        left = 70 + int(20 * np.sin(i / 4))
+        frame[:, left:left + 360] = cv2.resize(face, (360, 360), interpolation=cv2.INTER_AREA)
+        frames.append(frame)
+    video = write_video(tmp_path / "sway.mp4", frames)
+    result = run_cli("crop", video, "-o", tmp_path / "clips", "--size", "64", "--min-frames", "8")
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader((tmp_path / "clips" / "clips.csv").open()))
+    assert [(int(r["start_frame"]), int(r["end_frame"])) for r in rows] == [(0, 39)]
+
+
 def test_a_still_face_track_is_cropped_as_its_box():
     """The boxes of a track are crop boxes already (margin added, shifted to the forehead):
     a still face's clip is that box, not moved up a second time."""
