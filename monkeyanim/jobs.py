@@ -22,7 +22,7 @@ from .errors import InputError
 from .faces import Box, crop_box, get_detector, largest, track_faces
 from .models import Keypoints, MonkeyNet
 from .pipeline import (Animator, ReconstructionScores, best_frame, driving_keypoints,
-                       reconstruct, to_tensor, to_uint8)
+                       reconstruct, refine_batch_size, to_tensor, to_uint8)
 from .video import (BATCH_FRAMES, IMAGE_OUTPUTS, VIDEO_SUFFIXES, Progress, VideoReader,
                     check_batch_size, first_frames, fit_frame, open_video, prefetch,
                     read_source)
@@ -176,7 +176,8 @@ def animate_file(model: MonkeyNet, source: str | Path, driving: str | Path, outp
     box, detector = source_crop(source_image, mode, source)
     source_frame = fit_frame(source_image, size, box)
     crop_at, _ = video_crops(reader, mode)
-    batches = lambda: frame_batches(reader, size, settings.batch_size, crop_at, model.device)
+    batch_size = refine_batch_size(settings.batch_size, settings.refine_steps)
+    batches = lambda: frame_batches(reader, size, batch_size, crop_at, model.device)
     paste = PasteBack(source_image, box) if settings.paste_back else None
     source_tensor = to_tensor([source_frame], model.device)[0]
     animator = Animator(model, source_tensor, transfer, settings.adapt_scale,
@@ -283,7 +284,8 @@ def reconstruct_file(model: MonkeyNet, video: str | Path, output: str | Path | N
     output = None if output is None else Path(output)
     reader = open_video(video)
     crop_at, detector = video_crops(reader, crop_mode(crop, model))
-    batches = frame_batches(reader, model.config.frame_size, batch_size, crop_at, model.device)
+    batches = frame_batches(reader, model.config.frame_size,
+                            refine_batch_size(batch_size, refine_steps), crop_at, model.device)
     real_batches: list[torch.Tensor] = []
 
     def remember():

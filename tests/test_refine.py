@@ -41,6 +41,20 @@ def test_refined_keypoints_rebuild_the_driving_video_better(mgif, clips):
     assert all(r < d for r, d in zip(refined, detector)), (detector, refined)
 
 
+def test_refinement_does_not_depend_on_the_batch_size(datasets_dir, tmp_path):
+    """Users lower --batch-size to fit in memory: frames are refined in chunks of a fixed
+    length whatever it is, so the output stays the same."""
+    video = sorted((datasets_dir / "mgif" / "test").glob("*.png"))[1]
+    scores = set()
+    for size in (1, 5, 8, 24):
+        report = tmp_path / f"r{size}.json"
+        result = run_cli("reconstruct", video, "-o", tmp_path / f"r{size}.mp4", "-c", "mgif",
+                         "--refine-keypoints", "2", "--batch-size", size, "--json", report)
+        assert result.returncode == 0, result.stderr
+        scores.add(round(json.loads(report.read_text())["mean_l1"], 5))
+    assert len(scores) == 1, scores
+
+
 def test_corrections_carry_over_from_batch_to_batch(mgif, clips):
     """Frames refined in two batches of 8: the second batch starts from, and is held near,
     the first one's last correction, so the motion has no jump at the seam that a fresh
