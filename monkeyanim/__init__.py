@@ -2,7 +2,8 @@
 
 from importlib import import_module
 
-from .errors import CheckpointError, ConfigError, InputError, MonkeyAnimError, OutputError
+from .errors import (CheckpointError, ConfigError, InputError, MonkeyAnimError, NoFaceError,
+                     OutputError)
 
 __version__ = "0.1.0"
 
@@ -14,7 +15,8 @@ _LAZY = {"save_checkpoint": ".checkpoint", "available_models": ".hub", "load_mod
          "reconstruct_file": ".jobs", "keypoints_file": ".jobs"}
 
 __all__ = ["AnimateSettings", "CheckpointError", "ConfigError", "InputError", "Keypoints",
-           "ModelConfig", "MonkeyAnimError", "MonkeyNet", "OutputError", "animate_file",
+           "ModelConfig", "MonkeyAnimError", "MonkeyNet", "NoFaceError", "OutputError",
+           "animate_file",
            "available_models", "build_model", "keypoints_file", "load_model", "reconstruct_file",
            "save_checkpoint"]
 

@@ -228,7 +228,8 @@ def main() -> None:
 
 
 # what makes each command need less memory
-MEMORY_OPTIONS = {"animate": "--batch-size or --size", "crop": "--size", "predict": "--frames"}
+MEMORY_OPTIONS = {"animate": "--batch-size or --size", "crop": "--size", "predict": "--frames",
+                  "train-predictor": "--hidden or --batch-size"}
 
 
 def _memory_advice(args: list[str]) -> str:

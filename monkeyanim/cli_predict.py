@@ -15,6 +15,9 @@ from .cli_train import FidWeightsOpt, _require_all, _warn_unreadable
 from .errors import InputError
 from .files import check_output
 
+MAX_FRAMES = 100_000  # --frames: over an hour at 25 fps (and far from an int64 overflow)
+MAX_HIDDEN = 16_384  # --hidden: 16 times the paper's GRU
+
 
 @app.command("train-predictor")
 def train_predictor(data_dir: Annotated[Path, typer.Argument(
@@ -38,10 +41,15 @@ def train_predictor(data_dir: Annotated[Path, typer.Argument(
     from .prediction import (extract_keypoints, save_predictor, to_half_precision,
                              train_predictor as fit)
 
-    check_output(output, overwrite, inputs=(Path(checkpoint) if checkpoint else None,))
+    check_output(output, overwrite, (".safetensors",),
+                 inputs=(Path(checkpoint) if checkpoint else None,
+                         Path(config) if config else None))
     if min(epochs, hidden, batch_size) < 1 or frames < 2:
         raise InputError("--epochs, --hidden and --batch-size must be at least 1, --frames at "
                          "least 2 (the first frame is given, the others predicted)")
+    if frames > MAX_FRAMES or hidden > MAX_HIDDEN:
+        raise InputError(f"--frames must be at most {MAX_FRAMES:,} and --hidden at most "
+                         f"{MAX_HIDDEN:,}")
     folder = training_folder(data_dir)
     list_videos(folder)  # before the model loads: a folder with nothing to read
     model = _load(checkpoint, config, device)
@@ -114,30 +122,50 @@ def predict(source: Annotated[Path, typer.Argument(help="Still image to bring to
     from .faces import parse_crop
     from .hub import DEFAULT_MODEL, bundled_predictor, predictor_path
     from .jobs import predict_file
-    from .prediction import load_predictor
+    from .prediction import load_predictor, predictor_provenance
     from .videowriter import VIDEO_OUTPUTS, check_fps
 
     check_output(output, overwrite, VIDEO_OUTPUTS,
-                 inputs=(source, Path(predictor) if predictor else None))
-    if frames < 1:
-        raise InputError("--frames must be at least 1")
+                 inputs=(source, Path(predictor) if predictor else None, fid_reference))
+    if fid_reference is not None and fid_reference.is_dir():
+        _check_outside(output, fid_reference)
+    if not 1 <= frames <= MAX_FRAMES:
+        raise InputError(f"--frames must be 1 to {MAX_FRAMES:,}")
     check_fps(fps)
     if fid_weights is not None and fid_reference is None:
         raise InputError("--fid-weights needs --fid-reference: the real videos to compare with")
     box = parse_crop(crop)
     _require_all((source, "source image"), (fid_weights, "FID weights"),
                  (fid_reference, "FID reference"))
-    net = load_predictor(predictor_path(predictor) if predictor
-                         else bundled_predictor(checkpoint or DEFAULT_MODEL))
+    net_path = (predictor_path(predictor) if predictor
+                else bundled_predictor(checkpoint or DEFAULT_MODEL))
+    net = load_predictor(net_path)
     model = _load(checkpoint, config, device)
-    rolled = (net.config.num_kp, net.config.kp_variance)
-    if rolled != (model.config.num_kp, str(model.config.kp_variance)):
-        raise InputError(f"the predictor rolls out {rolled[0]} keypoints ({rolled[1]} "
-                         f"variance) but the checkpoint detects {model.config.num_kp} "
-                         f"({model.config.kp_variance}): use the checkpoint it was trained with")
+    _check_pair(net, predictor_provenance(net_path).get("checkpoint"), model)
     scorer = ReferenceFID(model, fid_weights, fid_reference) if fid_reference else None
     result = predict_file(model, net, source, output, frames, fps, box,
                           inspect=scorer.add_generated if scorer else None)
     if scorer is not None:
         result.extra["fid"] = scorer.result()
     _report(result)
+
+
+def _check_outside(output: Path, folder: Path) -> None:
+    """The generated video must not land among the real ones it is scored against."""
+    if output.resolve().is_relative_to(folder.resolve()):
+        raise InputError(f"-o {output} is inside the FID reference folder {folder}: it would "
+                         "be scored as a real video next time; name a file elsewhere")
+
+
+def _check_pair(net, trained_on: str | None, model) -> None:
+    """The predictor must roll out the keypoints the checkpoint detects: refused when their
+    number or kind differ, a warning when it was trained on another checkpoint's."""
+    rolled = (net.config.num_kp, net.config.kp_variance)
+    if rolled != (model.config.num_kp, str(model.config.kp_variance)):
+        raise InputError(f"the predictor rolls out {rolled[0]} keypoints ({rolled[1]} "
+                         f"variance) but the checkpoint detects {model.config.num_kp} "
+                         f"({model.config.kp_variance}): use the checkpoint it was trained with")
+    name = model.provenance.get("name")
+    if trained_on and name and trained_on != name:
+        err_console.print(escape(f"warning: the predictor was trained on the keypoints of "
+                                 f"{trained_on!r}, not of {name!r}: its motion may not fit"))

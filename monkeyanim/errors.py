@@ -21,6 +21,10 @@ class InputError(MonkeyAnimError):
     """A user input (image, video, folder, option value) that cannot be used."""
 
 
+class NoFaceError(InputError):
+    """No face found where a face crop was asked for (not: a frame that cannot be read)."""
+
+
 class OutputError(MonkeyAnimError):
     """An output that could not be written: disk full, no permission, an I/O error."""
 

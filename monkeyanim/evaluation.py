@@ -159,6 +159,9 @@ class ReferenceFID:
         self.videos = (list_videos(evaluation_folder(reference)) if reference.is_dir()
                        else [reference])
         self.model, self.meter = model, _fid_meter(model, weights)
+        if not isinstance(self.meter, str):  # the videos result() reads, before any work
+            for video in self.videos[:REFERENCE_FRAMES]:
+                open_video(video)
 
     def add_generated(self, frames: np.ndarray) -> None:
         """(B, H, W, 3) uint8 generated frames."""

@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, NoFaceError
 from .native import muted_stderr
 
 DETECT_MAX_SIDE_PX = 640  # frames are shrunk to this before detection (speed)
@@ -235,7 +235,7 @@ def smooth_boxes(found: dict[int, Box], count: int, height: int, width: int,
     """Interpolate detections (frame index -> crop box) over ``count`` frames, then average
     over ``window`` frames; a single fixed size (the median) keeps the framing steady."""
     if not found:
-        raise InputError("no face found")
+        raise NoFaceError("no face found")
     keys = np.array(sorted(found))
     values = np.array([found[k] for k in keys], dtype=float)  # (N, 4)
     frames = np.arange(count)
@@ -264,5 +264,5 @@ def track_faces(frames: Iterable[np.ndarray], detector, every: int = 5,
             if face is not None:
                 found[index] = crop_box(face, *frame.shape[:2])
     if not found:
-        raise InputError("no face found in the video")
+        raise NoFaceError("no face found in the video")
     return smooth_boxes(found, count, shape[0], shape[1], window), count

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import tempfile
 import threading
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import InputError, cannot_write
+from .errors import InputError, OutputError, cannot_write
 
 
 def temp_beside(path: Path, suffix: str = ".tmp") -> Path:
@@ -26,11 +27,25 @@ def temp_beside(path: Path, suffix: str = ".tmp") -> Path:
 
 
 def publish(tmp: Path, path: Path) -> None:
-    """Give ``tmp`` the permissions a new file would get (mkstemp makes it 0600), rename it."""
+    """Give ``tmp`` the permissions a new file would get (mkstemp makes it 0600), rename it;
+    never over a device, pipe or socket (as root, /dev/full would become a plain file)."""
+    check_regular(path)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)
     os.replace(tmp, path)
+
+
+def check_regular(path: Path) -> None:
+    """OutputError if ``path`` exists (behind any link) as something else than a file or a
+    folder: renaming a new file there would replace a device, pipe or socket."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:  # missing (or a dangling link): a new file is fine
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise OutputError(f"{path} is not a regular file (a device, pipe or socket): "
+                          "name a file to write")
 
 
 def atomic_write_all(writes: dict[Path, Callable[[Path], object]]) -> None:
@@ -120,6 +135,7 @@ def check_output(path: Path, overwrite: bool, suffixes: tuple[str, ...] = (),
         raise InputError(f"output {path} must end in {choices}")
     if path.is_dir():  # --overwrite replaces files, never a folder with what is in it
         raise InputError(f"output {path} is a folder: name a file to write")
+    check_regular(path)
     if path.exists() and not overwrite:
         raise InputError(f"{path} already exists (use --overwrite to replace it)")
     folder = path.parent if str(path.parent) else Path(".")

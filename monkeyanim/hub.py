@@ -60,6 +60,7 @@ HASH_CHUNK_BYTES = 1 << 20
 
 
 def available_models() -> list[str]:
+    """The registered checkpoint names, which load_model and --checkpoint take, sorted."""
     return sorted(_MODELS)
 
 

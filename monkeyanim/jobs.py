@@ -17,16 +17,16 @@ import cv2
 import numpy as np
 import torch
 
-from .files import atomic_write
-from .errors import InputError
+from .files import atomic_write, check_output
+from .errors import InputError, NoFaceError
 from .faces import Box, crop_box, get_detector, largest, track_faces
 from .models import Keypoints, MonkeyNet
-from .pipeline import (Animator, ReconstructionScores, best_frame, driving_keypoints,
-                       reconstruct, refine_batch_size, to_tensor, to_uint8)
+from .pipeline import (Animator, ReconstructionScores, best_frame, default_mode,
+                       driving_keypoints, reconstruct, refine_batch_size, to_tensor, to_uint8)
 from .video import (BATCH_FRAMES, IMAGE_OUTPUTS, VIDEO_SUFFIXES, Progress, VideoReader,
-                    check_batch_size, first_frames, fit_frame, open_video, prefetch,
-                    read_source)
-from .videowriter import VideoWriter
+                    centred_square, check_batch_size, first_frames, fit_frame, open_video,
+                    prefetch, read_source)
+from .videowriter import VIDEO_OUTPUTS, VideoWriter
 
 DRAW_MIN_SIZE_PX = 256  # keypoint overlays are drawn at least this large to stay readable
 
@@ -69,12 +69,6 @@ def _reader_warnings(reader: VideoReader) -> list[str]:
     return [note] if note else []
 
 
-def default_mode(model: MonkeyNet) -> str:
-    """The keypoint transfer a checkpoint was evaluated with ('absolute' for MGif, as in the
-    paper), recorded in its metadata; 'relative' otherwise."""
-    return model.provenance.get("default_mode", "relative")
-
-
 def crop_mode(spec, model: MonkeyNet):
     """'auto', None (centred square) or a box; not given: 'auto' for face checkpoints."""
     if spec is None:
@@ -89,7 +83,7 @@ def video_crops(reader: VideoReader, mode) -> tuple[Callable[[int], Box | None],
     detector = get_detector()
     try:
         track, _ = track_faces(reader.frames(), detector)
-    except InputError:
+    except NoFaceError:  # (a frame that cannot be read says so itself)
         raise InputError(f"no face found in {reader.path.name} ({detector.name}); use --crop "
                          "none or x,y,w,h") from None
     return track.__getitem__, detector.name
@@ -341,39 +335,51 @@ def keypoints_file(model: MonkeyNet, video: str | Path, output: str | Path,
                    json_path: str | Path | None = None, batch_size: int = BATCH_FRAMES,
                    crop=None, progress: Progress | None = None) -> JobResult:
     """Draw the learned keypoints over ``video`` (or an image) into ``output`` (any of
-    VIDEO_OUTPUTS, or an image: png, jpg) and optionally write their per-frame means and
-    covariances as JSON."""
+    VIDEO_OUTPUTS, or an image: png, jpg, which shows the first frame) and optionally write
+    every frame's means, covariances and crop box as JSON."""
     start = time.perf_counter()
     output, json_path = Path(output), None if json_path is None else Path(json_path)
-    reader = open_video(video)
     as_image = output.suffix.lower() in IMAGE_OUTPUTS
+    check_output(output, True, VIDEO_OUTPUTS + IMAGE_OUTPUTS)  # (--overwrite: the CLI's call)
+    if json_path is not None:
+        check_output(json_path, True)  # its folder, before the drawing is written
+    reader = open_video(video)
     crop_at, detector = video_crops(reader, crop_mode(crop, model))
-    tracks, done = [], 0
+    height, width = first_frames(reader, 1)[0].shape[:2]
+    tracks: list[dict] = []
     with nullcontext() if as_image else VideoWriter(output, reader.fps) as writer:
         for frames, batch in frame_batches(reader, model.config.frame_size, batch_size, crop_at,
                                            model.device):
             kp = model.keypoints(batch)
             for i, frame in enumerate(frames):
-                drawn = draw_keypoints(frame, kp[i])
-                tracks.append({"mean": kp.mean[i].tolist(),
+                box = crop_at(len(tracks)) or centred_square(height, width)
+                tracks.append({"mean": kp.mean[i].tolist(), "crop": list(box),
                                "covar": None if kp.covar is None else kp.covar[i].tolist()})
-                if as_image:
-                    _write_image(output, drawn)
-                    break
-                writer.write(drawn)
-            done = len(tracks)  # an image output takes the first frame alone
+                if not as_image:
+                    writer.write(draw_keypoints(frame, kp[i]))
+                elif len(tracks) == 1:
+                    _write_image(output, draw_keypoints(frame, kp[i]))
             if progress:
-                progress(done, 1 if as_image else reader.expected_frames)
-            if as_image:
+                progress(len(tracks), reader.expected_frames)
+            if as_image and json_path is None:  # the first frame is all it shows
                 break
     if json_path is not None:
-        document = {"video": str(video), "fps": float(reader.fps), "num_kp": model.config.num_kp,
-                    "frame_size": list(model.config.frame_size),
-                    "coordinates": "mean in [-1, 1], x first; covar in the same units",
-                    "frames": tracks}
-        atomic_write(json_path, lambda tmp: tmp.write_text(json.dumps(document)))
-    return JobResult(output, done, time.perf_counter() - start, {"detector": detector},
-                     [] if as_image else _reader_warnings(reader))
+        _write_keypoints_json(json_path, video, reader, model, (width, height), detector, tracks)
+    return JobResult(output, 1 if as_image else len(tracks), time.perf_counter() - start,
+                     {"detector": detector}, [] if as_image else _reader_warnings(reader))
+
+
+def _write_keypoints_json(path: Path, video, reader: VideoReader, model: MonkeyNet,
+                          source_size: tuple[int, int], detector: str | None,
+                          tracks: list[dict]) -> None:
+    document = {"video": str(video), "fps": float(reader.fps), "num_kp": model.config.num_kp,
+                "frame_size": list(model.config.frame_size), "source_size": list(source_size),
+                "detector": detector,
+                "coordinates": "mean in [-1, 1] of the frame's crop box (x, y, w, h in the "
+                               "video's pixels), x first: pixel x = crop x + (mean x + 1) / 2 "
+                               "* crop w; covar in the units of mean",
+                "frames": tracks}
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(document)))
 
 
 def _write_image(path: Path, frame: np.ndarray) -> None:

@@ -182,18 +182,27 @@ def check_mode(mode: str) -> None:
         raise InputError(f"unknown mode {mode!r}; choose {' or '.join(TRANSFER_MODES)}")
 
 
+def default_mode(model: MonkeyNet) -> str:
+    """The keypoint transfer a checkpoint was evaluated with ('absolute' for MGif, as in the
+    paper), recorded in its metadata; 'relative' otherwise."""
+    return model.provenance.get("default_mode", "relative")
+
+
 class Animator:
     """Animates one source image; call it with batches of driving frames, in order.
 
-    The source's keypoints and encoder features are computed once. ``mode`` 'relative' moves
-    the source keypoints by the driving motion since ``kp_driving_first`` (default: the first
-    frame seen); 'absolute' uses the driving keypoints as they are. ``refine_steps`` > 0
-    fits the driving keypoints to the driving video's own motion first (``KeypointRefiner``).
+    source (3, H, W) or (1, 3, H, W) float in [0, 1]. The source's keypoints and encoder
+    features are computed once. ``mode`` 'relative' moves the source keypoints by the
+    driving motion since ``kp_driving_first`` (default: the first frame seen); 'absolute'
+    uses the driving keypoints as they are; None: the checkpoint's own (``default_mode``).
+    ``refine_steps`` > 0 fits the driving keypoints to the driving video's own motion first
+    (``KeypointRefiner``).
     """
 
-    def __init__(self, model: MonkeyNet, source: torch.Tensor, mode: str = "relative",
+    def __init__(self, model: MonkeyNet, source: torch.Tensor, mode: str | None = None,
                  scale_motion: bool = False, kp_driving_first: Keypoints | None = None,
                  precision: str = "fp32", refine_steps: int = 0):
+        mode = mode or default_mode(model)
         check_mode(mode)
         if refine_steps < 0:
             raise InputError(f"refine steps must be 0 (off) or more, got {refine_steps}")
@@ -203,7 +212,7 @@ class Animator:
         self.refiner: KeypointRefiner | None = None
         self.context = precision_context(precision, model.device)
         with torch.inference_mode(), self.context:
-            self.source = model.check_frames(source.unsqueeze(0), "source")  # (1, 3, H, W)
+            self.source = model.check_image(source, "source")  # (1, 3, H, W)
             self.kp_source = self._float(model.kp_detector(self.source))
             self.skips = model.generator.encode(self.source)
         self.kp_first = kp_driving_first

@@ -328,13 +328,18 @@ def check_batch_size(batch_size: int) -> None:
         raise InputError("--batch-size must be at least 1")
 
 
+def centred_square(height: int, width: int) -> tuple[int, int, int, int]:
+    """The largest square (x, y, w, h) in the middle of a height x width frame."""
+    side = min(height, width)
+    return (width - side) // 2, (height - side) // 2, side, side
+
+
 def fit_frame(frame: np.ndarray, size: tuple[int, int],
               crop: tuple[int, int, int, int] | None = None) -> np.ndarray:
     """Cut ``crop`` (default: the centred square) and resize to ``size`` (H, W): (H, W, 3)."""
     height, width = frame.shape[:2]
     if crop is None:
-        side = min(height, width)
-        x, y, w, h = (width - side) // 2, (height - side) // 2, side, side
+        x, y, w, h = centred_square(height, width)
     else:
         x, y, w, h = crop
         if x + w > width or y + h > height:

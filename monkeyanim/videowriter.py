@@ -113,7 +113,7 @@ class VideoWriter:
         self._count = 0
         self._last_tick: int | None = None  # GIF time of the last frame kept
         self._queue: queue.Queue = queue.Queue(maxsize=QUEUE_FRAMES)
-        self._sized = False
+        self._shape: tuple[int, ...] | None = None  # (H, W, 3) of the first frame
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._encode_all, daemon=True)
         self._thread.start()
@@ -133,13 +133,21 @@ class VideoWriter:
         return self._count
 
     def write(self, frame: np.ndarray) -> None:
-        """Queue one (H, W, 3) uint8 RGB frame."""
+        """Queue one (H, W, 3) uint8 RGB frame, every one of the first one's size. A copy is
+        queued: the caller may fill the same array again for the next frame."""
         if self._error is not None:
             raise self._error
-        if not self._sized:  # the first frame sizes the queue, before anything is queued
+        frame = np.asarray(frame)
+        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+            raise InputError(f"a frame to write must be (H, W, 3) uint8 RGB, got "
+                             f"{tuple(frame.shape)} {frame.dtype}")
+        if self._shape is None:  # the first frame sizes the queue, before anything is queued
             self._queue.maxsize = max(2, min(QUEUE_FRAMES, QUEUE_BYTES // max(1, frame.nbytes)))
-            self._sized = True
-        self._queue.put(frame)
+            self._shape = frame.shape
+        elif frame.shape != self._shape:
+            raise InputError(f"frame of {frame.shape[1]}x{frame.shape[0]} among frames of "
+                             f"{self._shape[1]}x{self._shape[0]}: a video keeps one size")
+        self._queue.put(frame.copy())
 
     def _open_stream(self, height: int, width: int):
         if self.suffix == ".gif":

@@ -140,6 +140,18 @@ def test_no_face_is_one_line(small_model, face_video, tmp_path):
     assert_one_line_error(result, "--paste-back")
 
 
+def test_an_unreadable_frame_is_not_reported_as_no_face(face_checkpoint, face_frames, tmp_path):
+    """Auto-crop tracks the face over every frame first: a frame that cannot be read says
+    so, rather than "no face found"."""
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i, frame in enumerate(face_frames[:6]):
+        cv2.imwrite(str(frames / f"{i:03d}.png"), frame[..., ::-1])
+    (frames / "006.png").write_bytes(b"garbage")
+    result = run_cli("reconstruct", frames, "-o", tmp_path / "o.mp4", "-c", face_checkpoint)
+    assert_one_line_error(result, "cannot read image", "006.png")
+
+
 def test_crop_tool_cuts_at_shot_changes(datasets_dir, tmp_path):
     shot_a = first_frames(datasets_dir / "faces" / "real3d-may.mp4", 45)
     shot_b = [cv2.resize(f, (512, 512)) for f in first_frames(datasets_dir / "faces" / "lia-vox3.mov", 40)]

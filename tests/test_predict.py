@@ -98,15 +98,48 @@ def test_cli_train_predictor_and_predict(shapes_split, tmp_path):
                      "--predictor", predictor, "-o", predictor, "--overwrite")
     assert_one_line_error(result, "is the input", "name another file")
     assert load_predictor(predictor).config.num_frames == 16
+    # train-predictor writes a .safetensors file, never over a training video
+    strip = next((shapes_split / "train").iterdir())
+    result = run_cli("train-predictor", shapes_split, "-c", "shapes", "-o", strip, "--overwrite")
+    assert_one_line_error(result, "must end in .safetensors")
+    # the generated video never replaces, nor joins, the real ones FID compares it with
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    (reference / "real.mp4").write_bytes(out.read_bytes())
+    for target in (reference / "real.mp4", reference / "new.mp4"):
+        result = run_cli("predict", ROOT / "examples/shapes/source.png", "-c", "shapes", "-o",
+                         target, "--fid-reference", reference, "--overwrite")
+        assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert (reference / "real.mp4").read_bytes() == out.read_bytes()
+    assert sorted(p.name for p in reference.iterdir()) == ["real.mp4"]
+    # an unreadable reference video is found before anything is written
+    (reference / "broken.mp4").write_bytes(b"garbage" * 100)
+    result = run_cli("predict", ROOT / "examples/shapes/source.png", "-c", "shapes", "-o",
+                     tmp_path / "p.mp4", "--fid-reference", reference, "--fid-weights",
+                     fid.installed_weights())
+    assert_one_line_error(result, "broken.mp4")
+    assert not (tmp_path / "p.mp4").exists()
+    for option in (("--frames", "99999999999999999999"), ("--frames", "0")):
+        result = run_cli("predict", ROOT / "examples/shapes/source.png", "-c", "shapes", "-o",
+                         tmp_path / "p.mp4", *option)
+        assert_one_line_error(result, "--frames must be 1 to 100,000")
+    result = run_cli("train-predictor", shapes_split, "-c", "shapes", "-o", tmp_path / "g.safetensors",
+                     "--hidden", "99999999999999999999")
+    assert_one_line_error(result, "--hidden at most 16,384")
+    # a predictor trained on another checkpoint's keypoints (of the same count): a warning
+    result = run_cli("predict", ROOT / "examples/mgif/source.png", "-c", "mgif", "--predictor",
+                     "actions", "-o", tmp_path / "mix.mp4", "--frames", "2")
+    assert result.returncode == 0, result.stderr
+    assert "trained on the keypoints of 'actions', not of 'mgif'" in result.stderr
     # no -c: a missing source is refused before the default checkpoint loads and says so
     result = run_cli("predict", tmp_path / "nope.png", "--predictor", predictor, "-o",
                      tmp_path / "y.mp4")
     assert_one_line_error(result, "source image not found")
     (tmp_path / "empty").mkdir()
-    result = run_cli("train-predictor", tmp_path / "empty", "-o", tmp_path / "p0")
+    result = run_cli("train-predictor", tmp_path / "empty", "-o", tmp_path / "p0.safetensors")
     assert_one_line_error(result, "holds no videos")
     check_prediction_fid(predictor, tmp_path)
-    result = run_cli("train-predictor", shapes_split, "-c", "shapes", "-o", tmp_path / "p2",
+    result = run_cli("train-predictor", shapes_split, "-c", "shapes", "-o", tmp_path / "p2.safetensors",
                      "--frames", "64")
     assert_one_line_error(result, "64 frames or more")
     # a broken file is named as unreadable, not counted among the short videos
@@ -114,17 +147,17 @@ def test_cli_train_predictor_and_predict(shapes_split, tmp_path):
     mixed.mkdir()
     (mixed / "good.png").symlink_to(next((shapes_split / "train").iterdir()))
     (mixed / "broken.mp4").write_bytes(b"garbage" * 100)
-    result = run_cli("train-predictor", mixed, "-c", "shapes", "-o", tmp_path / "p4",
+    result = run_cli("train-predictor", mixed, "-c", "shapes", "-o", tmp_path / "p4.safetensors",
                      "--epochs", "1", "--hidden", "8", "--frames", "16")
     assert result.returncode == 0, result.stderr
     assert "skipped 1 unreadable file(s), first: broken.mp4: cannot read video" in result.stderr
     assert "shorter" not in result.stderr
     for option, value in (("--epochs", "0"), ("--hidden", "0"), ("--batch-size", "0"),
                           ("--frames", "1")):
-        result = run_cli("train-predictor", shapes_split, "-c", "shapes", "-o", tmp_path / "p3",
+        result = run_cli("train-predictor", shapes_split, "-c", "shapes", "-o", tmp_path / "p3.safetensors",
                          option, value)
         assert_one_line_error(result, option)
-        assert not (tmp_path / "p3").exists()
+        assert not (tmp_path / "p3.safetensors").exists()
 
 
 def check_prediction_fid(predictor, tmp_path):

@@ -211,11 +211,21 @@ def test_keypoints_on_image(small_model, face_frames, tmp_path):
 
 
 def test_keypoints_of_a_video_into_an_image_take_its_first_frame(small_model, clips, tmp_path):
+    """The image shows the first frame; the JSON still holds every frame's keypoints, with
+    the crop box that maps them back onto the video's pixels."""
     out, tracks = tmp_path / "first.png", tmp_path / "first.json"
     result = run_cli("keypoints", clips / "a.mp4", "-o", out, "--json", tracks, "-c", small_model)
     assert result.returncode == 0, result.stderr
     assert f"wrote {out} (1 frame," in result.stdout  # not the 8 of the batch it came in
-    assert len(json.loads(tracks.read_text())["frames"]) == 1
+    document = json.loads(tracks.read_text())
+    height, width = next(open_video(clips / "a.mp4").frames()).shape[:2]
+    assert len(document["frames"]) == 10 and document["source_size"] == [width, height]
+    side = min(width, height)  # the centred square
+    assert document["frames"][9]["crop"] == [(width - side) // 2, (height - side) // 2, side,
+                                             side]
+    assert "pixel x = crop x + (mean x + 1) / 2 * crop w" in document["coordinates"]
+    result = run_cli("keypoints", clips / "a.mp4", "-o", tmp_path / "kp.bmp", "-c", small_model)
+    assert_one_line_error(result, ".webp, .png, .jpg or .jpeg")
 
 
 def test_errors(small_model, clips, tmp_path):

@@ -11,6 +11,10 @@ from .discriminator import Discriminator
 from .generator import Generator, GeneratorOutput
 from .keypoints import KPDetector, Keypoints
 
+# how far frames may stray outside [0, 1] (a bicubic resize overshoots a little); frames in
+# 0..255 or [-1, 1] are a mistake that would give garbage
+PIXEL_SLACK = 0.1
+
 
 class MonkeyNet(nn.Module):
     """Monkey-Net handed its networks already built (see :func:`build_model`).
@@ -43,6 +47,10 @@ class MonkeyNet(nn.Module):
         if frames.ndim != 4 or frames.shape[1] != self.config.num_channels:
             raise InputError(f"{what} must be (T, {self.config.num_channels}, H, W), "
                              f"got {tuple(frames.shape)}")
+        low, high = (float(v) for v in torch.aminmax(frames.detach()))
+        if not (-PIXEL_SLACK <= low and high <= 1 + PIXEL_SLACK):  # NaN fails both
+            raise InputError(f"{what} must be in [0, 1], got values from {low:g} to {high:g}"
+                             + (" (divide 0..255 pixels by 255)" if high > 2 else ""))
         height, width = frames.shape[-2:]
         problem = frame_size_problem(self.config, height, width)
         if problem:
@@ -62,12 +70,39 @@ class MonkeyNet(nn.Module):
                  kp_driving: Keypoints) -> GeneratorOutput:
         """Animate ``source`` (C, H, W) in [0, 1] from its keypoints (K, ...) or (1, K, ...) to
         each driving pose (T, K, ...): frames (T, C, H, W) in [0, 1] and deformed (T, C, H, W)."""
-        if source.ndim == 3:
-            source = source.unsqueeze(0)  # (1, C, H, W)
-        source = self.check_frames(source, "source")
+        source = self.check_image(source, "source")
+        self.check_keypoints(kp_source, "kp_source", one=True)
+        self.check_keypoints(kp_driving, "kp_driving")
         if kp_source.mean.ndim == 2:
             kp_source = kp_source[None]  # (1, K, 2)
         return self.generator(source, kp_source.to(self.device), kp_driving.to(self.device))
+
+    def check_image(self, image: torch.Tensor, what: str) -> torch.Tensor:
+        """One image (C, H, W) or (1, C, H, W) -> (1, C, H, W) as check_frames gives it."""
+        channels = self.config.num_channels
+        if isinstance(image, torch.Tensor) and image.ndim == 4 and len(image) == 1:
+            image = image[0]  # (C, H, W)
+        if isinstance(image, torch.Tensor) and (image.ndim != 3 or len(image) != channels):
+            raise InputError(f"{what} must be one image, ({channels}, H, W), got "
+                             f"{tuple(image.shape)}")
+        return self.check_frames(image[None] if isinstance(image, torch.Tensor) else image,
+                                 what)  # (1, C, H, W)
+
+    def check_keypoints(self, kp: Keypoints, what: str, one: bool = False) -> None:
+        """InputError unless ``kp`` is Keypoints of this model's kind: (T, K, 2) means, or
+        with ``one`` (K, 2) or (1, K, 2); covariances (..., K, 2, 2) when it learns them."""
+        if not isinstance(kp, Keypoints):
+            raise InputError(f"{what} must be Keypoints (from model.keypoints), got "
+                             f"{type(kp).__name__}")
+        count, shape = self.config.num_kp, tuple(kp.mean.shape)
+        wanted = "(K, 2) or (1, K, 2)" if one else "(T, K, 2)"
+        if shape[-2:] != (count, 2) or not (len(shape) == 3 or one and len(shape) == 2) \
+                or one and len(shape) == 3 and shape[0] != 1:
+            raise InputError(f"{what} means must be {wanted} with K = {count}, got {shape}")
+        if self.config.kp_variance == "matrix" and (
+                kp.covar is None or tuple(kp.covar.shape) != shape + (2,)):
+            got = None if kp.covar is None else tuple(kp.covar.shape)
+            raise InputError(f"{what} needs covariances {shape + (2,)}, got {got}")
 
 
 def build_model(config: ModelConfig, with_discriminator: bool = True,

@@ -1,0 +1,101 @@
+"""The Python API refuses what would give garbage, with the library's own exceptions, on the
+bundled checkpoints and real frames."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import monkeyanim
+from monkeyanim.checkpoint import save_checkpoint
+from monkeyanim.errors import InputError, OutputError
+from monkeyanim.models import Keypoints
+from monkeyanim.pipeline import Animator
+from monkeyanim.video import open_video
+from monkeyanim.videowriter import VideoWriter
+
+from conftest import ROOT, assert_one_line_error, run_cli
+
+
+@pytest.fixture(scope="module")
+def shapes():
+    return monkeyanim.load_model("shapes")
+
+
+@pytest.fixture(scope="module")
+def frames():
+    """The first 4 frames of the shapes example, (4, 3, 64, 64) float in [0, 1]."""
+    video = open_video(ROOT / "examples" / "shapes" / "driving.mp4")
+    picked = [frame for _, frame in zip(range(4), video.frames())]
+    return torch.from_numpy(np.stack(picked)).permute(0, 3, 1, 2).float() / 255  # (T, C, H, W)
+
+
+@pytest.mark.parametrize("mistake, fragment", [
+    (lambda f: f * 255, "divide 0..255 pixels by 255"),
+    (lambda f: f * 2 - 1, "must be in [0, 1], got values from -"),
+    (lambda f: f * float("nan"), "from nan"),
+])
+def test_frames_outside_0_1_are_refused(shapes, frames, mistake, fragment):
+    with pytest.raises(InputError, match=fragment.replace("[", r"\[").replace(".", r"\.")):
+        shapes.keypoints(mistake(frames))
+    shapes.keypoints(frames.clamp(0, 1) * 1.05)  # a resize's overshoot is fine
+
+
+def test_generate_names_the_argument_that_is_wrong(shapes, frames):
+    kp = shapes.keypoints(frames)
+    assert shapes.generate(frames[0], kp[:1], kp).frames.shape == (4, 3, 64, 64)
+    assert shapes.generate(frames[:1], kp[0], kp).frames.shape == (4, 3, 64, 64)
+    for args, fragment in (((frames[:2], kp[:1], kp), "source must be one image"),
+                           ((frames[0].permute(1, 2, 0), kp[:1], kp), r"\(64, 64, 3\)"),
+                           ((frames[0], kp[:3], kp), "kp_source means must be"),
+                           ((frames[0], kp[:1], kp[0]), "kp_driving means must be"),
+                           ((frames[0], kp[:1], Keypoints(kp.mean, None)), "covariances"),
+                           ((frames[0], kp[:1], kp.mean), "must be Keypoints")):
+        with pytest.raises(InputError, match=fragment):
+            shapes.generate(*args)
+
+
+def test_animator_takes_the_checkpoints_own_mode(frames):
+    """mgif was evaluated with absolute keypoints (as in the paper): the API does as the CLI
+    does unless told otherwise; a (1, 3, H, W) source is one image too."""
+    mgif = monkeyanim.load_model("mgif")
+    assert Animator(mgif, frames[0]).mode == "absolute"
+    assert Animator(mgif, frames[:1], mode="relative").mode == "relative"
+    assert Animator(monkeyanim.load_model("shapes"), frames[0]).mode == "relative"
+
+
+def test_video_writer_copies_each_frame_and_checks_it(tmp_path):
+    """A caller refilling one buffer gets each frame as it was when written."""
+    buffer = np.zeros((64, 64, 3), np.uint8)
+    with VideoWriter(tmp_path / "reuse.mp4", 25) as writer:
+        for value in (0, 80, 160, 240):
+            buffer[:] = value
+            writer.write(buffer)
+    means = [frame.mean() for frame in open_video(tmp_path / "reuse.mp4").frames()]
+    assert np.allclose(means, [0, 80, 160, 240], atol=3), means
+    for bad, fragment in ((np.zeros((3, 64, 64), np.uint8), "(3, 64, 64) uint8"),
+                          (np.zeros((64, 64, 3), np.float32), "float32"),
+                          (np.zeros((32, 32, 3), np.uint8), "a video keeps one size")):
+        writer = VideoWriter(tmp_path / "bad.mp4", 25)
+        writer.write(np.zeros((64, 64, 3), np.uint8))
+        with pytest.raises(InputError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
+            writer.write(bad)
+        writer.abort()
+    assert not (tmp_path / "bad.mp4").exists()
+
+
+def test_a_device_pipe_or_socket_is_never_replaced(shapes, tmp_path):
+    """As root, renaming a finished file over /dev/full would turn the device into a file: a
+    path that is not a regular file is refused, by the library and the CLI."""
+    fifo = tmp_path / "out.safetensors"
+    os.mkfifo(fifo)
+    with pytest.raises(OutputError, match="is not a regular file"):
+        save_checkpoint(shapes, fifo)
+    video = tmp_path / "out.mp4"
+    os.mkfifo(video)
+    result = run_cli("animate", ROOT / "examples/shapes/source.png",
+                     ROOT / "examples/shapes/driving.mp4", "-o", video, "--overwrite")
+    assert_one_line_error(result, "is not a regular file")
+    assert fifo.is_fifo() and video.is_fifo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4", "out.safetensors"]
