@@ -66,16 +66,10 @@ CropOpt = Annotated[str | None, typer.Option(
 
 
 def _device(device: str) -> str:
-    """--device as torch names it: auto is cuda when there is one; cuda without one is refused."""
-    import torch
+    """--device as torch names it (hub.resolve_device)."""
+    from .hub import resolve_device
 
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise InputError(f"unknown device {device!r}; choose auto, cpu or cuda")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError("--device cuda was asked for but no CUDA device is available")
-    return device
+    return resolve_device(device)
 
 
 def _load(checkpoint: str | None, config: str | None, device: str, precision: str = "fp32"):

@@ -44,7 +44,9 @@ def animate(source: Annotated[Path, typer.Argument(help="Image, or a folder of i
     from .faces import parse_crop
     from .video import check_batch_size
 
-    _check_animate_options(fps, size, paste_back, side_by_side)
+    from .videowriter import check_output_options
+
+    check_output_options(fps, size, paste_back, side_by_side)
     check_batch_size(batch_size)
     _check_refine(refine_keypoints)
     box = parse_crop(crop)
@@ -90,19 +92,6 @@ def _animate_pairs(source: Path, driving: Path, output: Path, output_format: str
     for s, d, out in pairs:
         check_not_input(out, s, d)
     return pairs
-
-
-def _check_animate_options(fps: float | None, size: int | None, paste_back: bool,
-                           side_by_side: bool) -> None:
-    from .videowriter import check_fps
-
-    if fps is not None:
-        check_fps(fps)
-    if size is not None and size < 2:
-        raise InputError("--size must be at least 2")
-    if paste_back and (side_by_side or size):
-        raise InputError("--paste-back writes at the source's resolution: drop --side-by-side "
-                         "and --size")
 
 
 def _holds_videos(path: Path) -> bool:

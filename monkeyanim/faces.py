@@ -37,14 +37,15 @@ WARM_UP_PX = 64  # side of the blank frame that starts mediapipe's graph
 DLIB_UPSAMPLE = 1  # dlib's HOG window is 80 px: upsample once to find smaller faces
 
 
-def parse_crop(text: str | None) -> str | Box | None:
-    """--crop: 'auto' (face), 'none' (centred square), 'x,y,w,h' in pixels, or None (not
-    given: the checkpoint decides)."""
-    if text is None or text.lower() in ("auto", "none"):
+def parse_crop(text: str | Box | None) -> str | Box | None:
+    """--crop: 'auto' (face), 'none' (centred square), 'x,y,w,h' in pixels (or that box as a
+    tuple), or None (not given: the checkpoint decides)."""
+    if text is None or isinstance(text, str) and text.lower() in ("auto", "none"):
         return text.lower() if text else None
     try:
-        x, y, w, h = (int(v) for v in text.split(","))
-    except ValueError:
+        values = text.split(",") if isinstance(text, str) else text
+        x, y, w, h = (int(v) for v in values)
+    except (TypeError, ValueError):
         raise InputError(f"--crop expects auto, none or x,y,w,h in pixels, got {text!r}") from None
     if w <= 0 or h <= 0 or x < 0 or y < 0:
         raise InputError(f"--crop box {text!r} must have x, y >= 0 and w, h > 0")

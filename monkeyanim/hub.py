@@ -11,7 +11,7 @@ import torch
 
 from .checkpoint import convert_authors_checkpoint, load_checkpoint
 from .config import ModelConfig, load_config_file
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, InputError
 from .models import MonkeyNet
 from .presets import AUTHOR_PRESETS, get_preset
 
@@ -185,12 +185,26 @@ def resolve_config(config: str | Path | ModelConfig) -> ModelConfig:
     return get_preset(name)  # raises, listing the valid names
 
 
+def resolve_device(device: str | torch.device) -> str:
+    """A device as torch names it: 'auto' is cuda when there is one; cuda without one, and
+    names torch does not run this model on, are refused (InputError)."""
+    device = str(device)
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise InputError(f"unknown device {device!r}; choose auto, cpu or cuda")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"device {device!r} was asked for but no CUDA device is available")
+    return device
+
+
 def load_model(path_or_name: str | Path, config: str | Path | ModelConfig | None = None,
-               device: str | None = None) -> MonkeyNet:
+               device: str | torch.device | None = None) -> MonkeyNet:
     """Load a model in eval mode from a project ``.safetensors`` file, an authors' checkpoint
     (``.pth.tar``, with ``config``: preset name or JSON file), a registry name, or
     ``hf://owner/repo[/file][@revision]`` on the Hugging Face Hub. Its weights are in
     channels_last, the layout the convolutions run fastest in (inputs may be either)."""
+    device = None if device is None else resolve_device(device)  # before the work of loading
     name = str(path_or_name)
     if name.startswith(HF_PREFIX):
         name = str(download_from_hub(name))

@@ -19,14 +19,14 @@ import torch
 
 from .files import atomic_write, check_output
 from .errors import InputError, NoFaceError
-from .faces import Box, crop_box, get_detector, largest, track_faces
+from .faces import Box, crop_box, get_detector, largest, parse_crop, track_faces
 from .models import Keypoints, MonkeyNet
-from .pipeline import (Animator, ReconstructionScores, best_frame, default_mode,
+from .pipeline import (Animator, ReconstructionScores, best_frame, check_mode, default_mode,
                        driving_keypoints, reconstruct, refine_batch_size, to_tensor, to_uint8)
 from .video import (BATCH_FRAMES, IMAGE_OUTPUTS, VIDEO_SUFFIXES, Progress, VideoReader,
                     centred_square, check_batch_size, first_frames, fit_frame, open_video,
                     prefetch, read_source)
-from .videowriter import VIDEO_OUTPUTS, VideoWriter
+from .videowriter import VIDEO_OUTPUTS, VideoWriter, check_output_options
 
 DRAW_MIN_SIZE_PX = 256  # keypoint overlays are drawn at least this large to stay readable
 
@@ -46,6 +46,17 @@ class AnimateSettings:
     crop: str | tuple[int, int, int, int] | None = None  # see parse_crop; source and driving
     paste_back: bool = False  # blend the result into the full-size source image
     refine_steps: int = 0  # fit the driving keypoints to the driving motion (KeypointRefiner)
+
+    def __post_init__(self) -> None:
+        """Each setting checked as the CLI checks its option (InputError); a crop given as
+        text becomes its box."""
+        if self.mode is not None:
+            check_mode(self.mode)
+        check_output_options(self.fps, self.size, self.paste_back, self.side_by_side)
+        check_batch_size(self.batch_size)
+        if self.refine_steps < 0:
+            raise InputError("refine_steps must be 0 (off) or a number of steps")
+        self.crop = parse_crop(self.crop)
 
 
 @dataclass
@@ -180,7 +191,7 @@ def animate_file(model: MonkeyNet, source: str | Path, driving: str | Path, outp
             if settings.find_best_frame and transfer == "relative" else None)
     keep_audio = reader.has_audio and settings.fps is None
     done = 0
-    with VideoWriter(output, settings.fps or reader.fps,
+    with VideoWriter(output, reader.fps if settings.fps is None else settings.fps,
                      audio_from=reader.path if keep_audio else None,
                      audio_start_s=reader.start_s) as writer:
         for frames, batch in batches():

@@ -82,6 +82,18 @@ def check_fps(fps: float) -> None:
                          f"not {fps:g}")
 
 
+def check_output_options(fps: float | None, size: int | None, paste_back: bool,
+                         side_by_side: bool) -> None:
+    """animate's output settings (None: not given), each possible and all together."""
+    if fps is not None:
+        check_fps(fps)
+    if size is not None and size < 2:
+        raise InputError("--size must be at least 2")
+    if paste_back and (side_by_side or size):
+        raise InputError("--paste-back writes at the source's resolution: drop --side-by-side "
+                         "and --size")
+
+
 class VideoWriter:
     """Encode frames to mp4, mov or mkv (H.264, yuv420p), webm (VP9), gif or animated WebP
     (lossy, looping), chosen by the output's suffix (OUTPUT_FORMATS).

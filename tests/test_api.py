@@ -99,3 +99,26 @@ def test_a_device_pipe_or_socket_is_never_replaced(shapes, tmp_path):
     assert_one_line_error(result, "is not a regular file")
     assert fifo.is_fifo() and video.is_fifo()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4", "out.safetensors"]
+
+
+def test_animate_settings_are_checked_as_the_cli_checks_its_options(tmp_path):
+    from monkeyanim import AnimateSettings
+
+    assert AnimateSettings(crop="0,0,64,64").crop == (0, 0, 64, 64)  # text, as --crop takes
+    for settings, fragment in ((dict(crop=(-40, 0, 32, 32)), "x, y >= 0"),
+                               (dict(crop=(0, 0, 0, 32)), "w, h > 0"), (dict(size=0), "--size"),
+                               (dict(fps=0), "--fps"), (dict(fps=1e6), "--fps"),
+                               (dict(mode="sideways"), "unknown mode"),
+                               (dict(batch_size=0), "--batch-size"),
+                               (dict(paste_back=True, size=128), "--paste-back")):
+        with pytest.raises(InputError, match=fragment):
+            AnimateSettings(**settings)
+
+
+def test_load_model_refuses_a_device_it_cannot_use():
+    with pytest.raises(InputError, match="unknown device 'gpu'"):
+        monkeyanim.load_model("shapes", device="gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="no CUDA device is available"):
+            monkeyanim.load_model("shapes", device="cuda")
+    assert monkeyanim.load_model("shapes", device="auto").device.type in ("cpu", "cuda")
