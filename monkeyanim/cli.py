@@ -65,6 +65,11 @@ CropOpt = Annotated[str | None, typer.Option(
          "default: auto for face checkpoints, none otherwise.")]
 
 
+def counted(number: int, noun: str) -> str:
+    """'1 frame', '2 frames'."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 def _device(device: str) -> str:
     """--device as torch names it (hub.resolve_device)."""
     from .hub import resolve_device
@@ -171,7 +176,7 @@ def _run_batch(jobs, columns: tuple[str, ...], overwrite: bool) -> list:
             continue
         _report(results[-1])
         warned = len(results[-1].warnings)
-        table.add_row(*map(escape, names), f"ok, {results[-1].frames} frames"
+        table.add_row(*map(escape, names), f"ok, {counted(results[-1].frames, 'frame')}"
                       + (f" ({warned} warning{'s' * (warned > 1)})" if warned else ""))
     console.print(table)
     console.print(f"{len(jobs) - _failures(results)} of {len(jobs)} succeeded")

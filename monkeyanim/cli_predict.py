@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from .cli import (CheckpointOpt, ConfigOpt, CropOpt, DeviceOpt, OutputOpt, OverwriteOpt, _load,
-                  _report, app, console, err_console)
+                  _report, app, console, counted, err_console)
 from .cli_train import FidWeightsOpt, _require_all, _warn_unreadable
 from .errors import InputError
 from .files import check_output
@@ -74,7 +74,7 @@ def train_predictor(data_dir: Annotated[Path, typer.Argument(
                   "checkpoint": model.provenance.get("name", ""),
                   **_held_out(predictor, test_tracks)}
     save_predictor(predictor, output, provenance, half)
-    console.print(escape(f"wrote {output} (trained on {len(tracks)} videos)"))
+    console.print(escape(f"wrote {output} (trained on {counted(len(tracks), 'video')})"))
 
 
 def _test_tracks(model, data_dir: Path) -> list | None:

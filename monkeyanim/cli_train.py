@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .cli import (BatchOpt, CheckpointOpt, ConfigOpt, CropOpt, DeviceOpt, JsonOpt,
-                  OverwriteOpt, PrecisionOpt, RefineOpt, _check_refine, _device, _load,
+                  OverwriteOpt, PrecisionOpt, RefineOpt, _check_refine, _device, _load, counted,
                   _progress, app, console, err_console)
 from .errors import InputError, Interrupted, MonkeyAnimError
 from .files import check_output, input_files, output_folder, require
@@ -259,7 +259,7 @@ def _metrics_table(report: dict, face_model: bool) -> Table:
     """evaluate's report as a table: each metric for the model and the static source."""
     table = Table("metric", "model", "static source", "note", title=escape(report["data"]))
     table.add_row("L1", f"{report['l1']:.4f}", f"{report['static_l1']:.4f}",
-                  f"{len(report['videos'])} videos" + (f", {len(report['failed'])} failed"
+                  counted(len(report["videos"]), "video") + (f", {len(report['failed'])} failed"
                                                        if report.get("failed") else ""))
     if report.get("refine_steps"):
         table.add_row("keypoints", f"refined {report['refine_steps']}", "",

@@ -50,6 +50,9 @@ def _split_folder(data_dir: Path, split: str, what: str) -> Path:
     refused by name."""
     if (data_dir / split).is_dir():
         return data_dir / split
+    if data_dir.is_file():
+        raise InputError(f"{data_dir} is a file: give the folder of videos it is in (or one "
+                         f"with a {split}/ folder)")
     if not data_dir.is_dir():
         raise InputError(f"data folder not found: {data_dir}")
     others = [f"{name}/" for name in SPLITS if name != split and (data_dir / name).is_dir()]
@@ -60,11 +63,12 @@ def _split_folder(data_dir: Path, split: str, what: str) -> Path:
 
 
 def list_videos(folder: Path) -> list[Path]:
-    """Videos, frame strips and frame folders directly inside ``folder``."""
+    """Videos, frame strips and frame folders directly inside ``folder`` (not hidden ones,
+    such as .ipynb_checkpoints/ or ._name files a Mac leaves)."""
     if not folder.is_dir():
         raise InputError(f"data folder not found: {folder}")
-    items = sorted(p for p in folder.iterdir()
-                   if p.is_dir() or p.suffix.lower() in VIDEO_SUFFIXES | IMAGE_SUFFIXES)
+    items = sorted(p for p in folder.iterdir() if not p.name.startswith(".") and (
+        p.is_dir() or p.suffix.lower() in VIDEO_SUFFIXES | IMAGE_SUFFIXES))
     if not items:
         raise InputError(f"{folder} holds no videos, frame strips or frame folders")
     return items

@@ -54,6 +54,7 @@ class _Watcher:
         self.static = type(scores)() if scores is not None else None
         self.first = None  # the detector's view of the current video's first frame
         self.frames = 0  # of the current video, seen so far
+        self._marks: list[tuple[object, dict]] = []  # see mark()
         self.active = detector is not None or meter is not None
 
     def __call__(self, real: np.ndarray, made: np.ndarray) -> None:  # (B, H, W, 3) uint8 each
@@ -66,6 +67,22 @@ class _Watcher:
                 self.static.add(seen, self.first)
         if self.meter is not None:
             self.meter.add(real, made)
+
+    def mark(self) -> None:
+        """Remember where the running sums stand: a video that fails half-way is rolled
+        back to here, so the frames it showed do not count."""
+        self.first, self.frames = None, 0
+        self._marks = [(part, {key: len(value) if isinstance(value, list) else value
+                               for key, value in vars(part).items()})
+                       for part in (self.scores, self.static, self.meter) if part is not None]
+
+    def rollback(self) -> None:
+        for part, marked in self._marks:
+            for key, value in marked.items():
+                if isinstance(getattr(part, key), list):
+                    del getattr(part, key)[value:]
+                else:
+                    setattr(part, key, value)
 
     def results(self) -> dict[str, float | str]:
         """Each metric's value, or why it could not be given; static_* for the baseline."""
@@ -126,17 +143,15 @@ def evaluate(model: MonkeyNet, data_dir: Path, limit: int | None = None, batch_s
 
 def _evaluate_one(model: MonkeyNet, video: Path, watcher: _Watcher, batch_size: int, crop,
                   refine_steps: int) -> dict | str:
-    """One video's L1s, or why it could not be evaluated. An error after some of its frames
-    reached the external metrics ends the evaluation instead: their running sums cannot drop
-    those frames again (unreadable files, and faces not found, fail before any frame)."""
-    watcher.first, watcher.frames = None, 0
+    """One video's L1s, or why it could not be evaluated (then none of its frames count in
+    the external metrics either)."""
+    watcher.mark()
     try:
         result = reconstruct_file(model, video, None, batch_size, crop=crop,
                                   refine_steps=refine_steps,
                                   inspect=watcher if watcher.active else None)
     except InputError as exc:
-        if watcher.frames:
-            raise
+        watcher.rollback()
         return str(exc)
     return {"frames": result.frames, "warnings": result.warnings} | {
         key: result.extra[key] for key in ("l1", "static_l1", "identity_l1")}

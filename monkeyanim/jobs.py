@@ -288,6 +288,9 @@ def reconstruct_file(model: MonkeyNet, video: str | Path, output: str | Path | N
     start = time.perf_counter()
     output = None if output is None else Path(output)
     reader = open_video(video)
+    if len(first_frames(reader, 2)) < 2:  # it would score 0 for the static source
+        raise InputError(f"{reader.path.name} has a single frame: nothing to reconstruct (its "
+                         "first frame is the source)")
     crop_at, detector = video_crops(reader, crop_mode(crop, model))
     batches = frame_batches(reader, model.config.frame_size,
                             refine_batch_size(batch_size, refine_steps), crop_at, model.device)

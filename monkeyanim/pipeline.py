@@ -56,9 +56,9 @@ class KeypointRefiner:
     sides within a chunk, which fits better than one frame at a time: on mgif's first test
     video, 5 steps took L1 from 0.0248 to 0.0267 one at a time, to 0.0233 in chunks of 8);
     calls of a whole number of chunks (``refine_batch_size``) give the same result however
-    they are cut. This says how the driving video really moved where the detector alone guesses less well
-    (e.g. a face unlike its training set). Covariances stay the detector's; the networks are
-    not changed.
+    they are cut. This says how the driving video really moved where the detector alone
+    guesses less well (e.g. a face unlike its training set). Covariances stay the
+    detector's; the networks are not changed.
 
     reference (1, C, H, W) float in [0, 1]; kp_reference (1, K, ...) its detected keypoints.
     """

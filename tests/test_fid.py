@@ -87,3 +87,40 @@ def test_corrupt_fid_weights_are_refused(datasets_dir, tmp_path):
     result = run_cli("evaluate", datasets_dir / "shapes", "-c", "shapes", "--limit", "1",
                      "--fid-weights", bad)
     assert_one_line_error(result, "cannot load Inception weights")
+
+
+def test_a_video_that_fails_half_way_leaves_the_metrics_as_if_it_were_not_there(
+        datasets_dir, weights, tmp_path):
+    """A folder of frames whose 12th frame is unreadable fails after its first batch reached
+    FID: that batch is taken out again, so FID is the good video's alone. A one-frame video
+    (nothing to reconstruct) is left out too; a hidden folder is not a video at all."""
+    import cv2
+
+    from monkeyanim.video import open_video
+
+    strips = sorted((datasets_dir / "shapes" / "test").iterdir())
+    alone, mixed = tmp_path / "alone", tmp_path / "mixed"
+    alone.mkdir(), mixed.mkdir()
+    for folder in (alone, mixed):
+        (folder / "good.png").symlink_to(strips[0])
+    frames = mixed / "clip"
+    frames.mkdir()
+    for i, frame in zip(range(11), open_video(strips[1]).frames()):
+        cv2.imwrite(str(frames / f"{i:03d}.png"), frame[..., ::-1])
+    (frames / "011.png").write_bytes(b"garbage")
+    cv2.imwrite(str(mixed / "one.png"), next(open_video(strips[2]).frames())[..., ::-1])
+    (mixed / ".ipynb_checkpoints").mkdir()
+    reports = {}
+    for folder in (alone, mixed):
+        out = tmp_path / f"{folder.name}.json"
+        result = run_cli("evaluate", folder, "-c", "shapes", "--json", out, "--fid-weights",
+                         weights)
+        assert "Traceback" not in result.stderr, result.stderr
+        reports[folder.name] = json.loads(out.read_text())
+    mixed_report = reports["mixed"]
+    assert list(mixed_report["videos"]) == ["good.png"]
+    assert sorted(mixed_report["failed"]) == ["clip", "one.png"]
+    assert "cannot read image" in mixed_report["failed"]["clip"]
+    assert "single frame" in mixed_report["failed"]["one.png"]
+    assert mixed_report["fid"] == pytest.approx(reports["alone"]["fid"], rel=1e-6)
+    assert mixed_report["l1"] == pytest.approx(reports["alone"]["l1"], rel=1e-6)

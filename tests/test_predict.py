@@ -123,7 +123,8 @@ def test_cli_train_predictor_and_predict(shapes_split, tmp_path):
         result = run_cli("predict", ROOT / "examples/shapes/source.png", "-c", "shapes", "-o",
                          tmp_path / "p.mp4", *option)
         assert_one_line_error(result, "--frames must be 1 to 100,000")
-    result = run_cli("train-predictor", shapes_split, "-c", "shapes", "-o", tmp_path / "g.safetensors",
+    result = run_cli("train-predictor", shapes_split, "-c", "shapes", "-o",
+                     tmp_path / "g.safetensors",
                      "--hidden", "99999999999999999999")
     assert_one_line_error(result, "--hidden at most 16,384")
     # a predictor trained on another checkpoint's keypoints (of the same count): a warning
@@ -139,7 +140,8 @@ def test_cli_train_predictor_and_predict(shapes_split, tmp_path):
     result = run_cli("train-predictor", tmp_path / "empty", "-o", tmp_path / "p0.safetensors")
     assert_one_line_error(result, "holds no videos")
     check_prediction_fid(predictor, tmp_path)
-    result = run_cli("train-predictor", shapes_split, "-c", "shapes", "-o", tmp_path / "p2.safetensors",
+    result = run_cli("train-predictor", shapes_split, "-c", "shapes", "-o",
+                     tmp_path / "p2.safetensors",
                      "--frames", "64")
     assert_one_line_error(result, "64 frames or more")
     # a broken file is named as unreadable, not counted among the short videos
@@ -154,8 +156,8 @@ def test_cli_train_predictor_and_predict(shapes_split, tmp_path):
     assert "shorter" not in result.stderr
     for option, value in (("--epochs", "0"), ("--hidden", "0"), ("--batch-size", "0"),
                           ("--frames", "1")):
-        result = run_cli("train-predictor", shapes_split, "-c", "shapes", "-o", tmp_path / "p3.safetensors",
-                         option, value)
+        result = run_cli("train-predictor", shapes_split, "-c", "shapes", "-o",
+                         tmp_path / "p3.safetensors", option, value)
         assert_one_line_error(result, option)
         assert not (tmp_path / "p3.safetensors").exists()
 
