@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from .cli import (BatchOpt, CheckpointOpt, ConfigOpt, CropOpt, DeviceOpt, FormatOpt, JsonOpt,
                   OutputOpt, OverwriteOpt, PrecisionOpt, RefineOpt, _check_refine, _failures,
-                  _load, _progress, _report, _run_batch, app, console)
+                  _load, _progress, _report, _run_batch, app, console, counted, err_console)
 from .errors import InputError
 from .files import (check_json_apart, check_not_input, check_output, input_files,
                     output_folder, require)
@@ -85,8 +86,7 @@ def _animate_pairs(source: Path, driving: Path, output: Path, output_format: str
         require(driving, "video")
         return None
     sources = input_files(source, IMAGE_SUFFIXES, "source images")
-    drivings = (input_files(driving, VIDEO_SUFFIXES, "driving videos")
-                if batch_driving else [driving])
+    drivings = _batch(driving, "driving videos") if batch_driving else [driving]
     suffix, folder = _batch_suffix(output_format), output_folder(output)
     pairs = [(s, d, folder / f"{s.stem}__{d.stem}{suffix}") for s in sources for d in drivings]
     for s, d, out in pairs:
@@ -95,11 +95,26 @@ def _animate_pairs(source: Path, driving: Path, output: Path, output_format: str
 
 
 def _holds_videos(path: Path) -> bool:
-    """Whether ``path`` is a folder of videos (a batch); a folder of images alone is the
-    frames of one video."""
-    from .video import VIDEO_SUFFIXES
+    """Whether ``path`` is a folder of videos or frame strips (a batch); a folder of other
+    images alone is the frames of one video."""
+    from .video import holds_videos
 
-    return path.is_dir() and any(p.suffix.lower() in VIDEO_SUFFIXES for p in path.iterdir())
+    return holds_videos(path)
+
+
+def _batch(folder: Path, what: str) -> list[Path]:
+    """A batch folder's videos and frame strips; other images in it are left out, in a
+    warning."""
+    from .video import batch_videos
+
+    videos, others = batch_videos(folder)
+    if not videos:
+        raise InputError(f"folder {folder} holds no {what}")
+    if others:
+        err_console.print(escape(f"warning: {counted(len(others), 'image')} in {folder} left "
+                                 f"out, neither videos nor frame strips: {others[0].name}"
+                                 + (", ..." if len(others) > 1 else "")))
+    return videos
 
 
 def _batch_suffix(output_format: str | None) -> str:
@@ -131,7 +146,7 @@ def reconstruct(video: Annotated[Path, typer.Argument(help="Video, or a folder o
                 output_format: FormatOpt = None, overwrite: OverwriteOpt = False) -> None:
     """Reconstruct videos from their first frame and each frame's keypoints; print L1."""
     from .faces import parse_crop
-    from .video import VIDEO_SUFFIXES, check_batch_size
+    from .video import check_batch_size
     from .videowriter import VIDEO_OUTPUTS
 
     check_batch_size(batch_size)
@@ -139,7 +154,7 @@ def reconstruct(video: Annotated[Path, typer.Argument(help="Video, or a folder o
     box = parse_crop(crop)
     batch = _holds_videos(video)  # a folder of images alone is one video: its frames
     if batch:
-        videos = input_files(video, VIDEO_SUFFIXES, "videos")
+        videos = _batch(video, "videos")
         suffix, folder = _batch_suffix(output_format), output_folder(output)
         outputs = [folder / f"{v.stem}{suffix}" for v in videos]
         for v, out in zip(videos, outputs):
@@ -225,7 +240,7 @@ def _keypoints_outputs(video: Path, output: Path, json_path: Path | None,
     """Check keypoints' inputs and outputs before the model loads: for a folder of videos,
     (video, output, json or None) for each; None for one video or image (a folder of frames
     is one video)."""
-    from .video import IMAGE_OUTPUTS, VIDEO_SUFFIXES
+    from .video import IMAGE_OUTPUTS
     from .videowriter import VIDEO_OUTPUTS
 
     if not _holds_videos(video):
@@ -236,7 +251,7 @@ def _keypoints_outputs(video: Path, output: Path, json_path: Path | None,
             check_output(json_path, overwrite, inputs=(video,))
         require(video, "video or image")
         return None
-    videos = input_files(video, VIDEO_SUFFIXES, "videos")
+    videos = _batch(video, "videos")
     suffix, folder = _batch_suffix(output_format), output_folder(output)
     jsons = output_folder(json_path) if json_path is not None else None
     jobs = [(v, folder / f"{v.stem}{suffix}", jsons / f"{v.stem}.json" if jsons else None)

@@ -217,6 +217,39 @@ def is_strip(image: np.ndarray) -> bool:
     return width >= 2 * height and width % height == 0
 
 
+def image_is_strip(path: Path) -> bool:
+    """Whether an image file is a strip of frames, by its size (read from its header)."""
+    try:
+        with av.open(str(path)) as container:
+            context = container.streams.video[0].codec_context
+            width, height = context.width, context.height
+    except (av.FFmpegError, IndexError):
+        return False
+    return height > 0 and width >= 2 * height and width % height == 0
+
+
+def holds_videos(folder: Path) -> bool:
+    """Whether ``folder`` is a batch: it holds videos, or its images are frame strips (the
+    authors' datasets); a folder of other images alone is the frames of one video."""
+    if not folder.is_dir():
+        return False
+    files = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    if any(p.suffix.lower() in VIDEO_SUFFIXES for p in files):
+        return True
+    images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+    return bool(images) and image_is_strip(images[0])
+
+
+def batch_videos(folder: Path) -> tuple[list[Path], list[Path]]:
+    """A batch folder's videos and frame strips, sorted, and the other images it holds
+    (which are not videos of their own)."""
+    files = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+    strips = {p for p in images if image_is_strip(p)}
+    videos = [p for p in files if p.suffix.lower() in VIDEO_SUFFIXES or p in strips]
+    return videos, [p for p in images if p not in strips]
+
+
 def _frame_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 

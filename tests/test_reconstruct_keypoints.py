@@ -284,3 +284,25 @@ def test_a_video_cut_short_is_used_with_a_warning(small_model, face_frames, tmp_
         assert result.returncode == 0, result.stderr
         warnings = [line for line in result.stderr.splitlines() if line.startswith("warning")]
         assert len(warnings) == 1 and re.match(warning, warnings[0]), (args, result.stderr)
+
+
+def test_a_folder_of_frame_strips_is_a_batch_of_videos(datasets_dir, tmp_path):
+    """The authors' test splits are folders of strips: each strip is a video, as `evaluate`
+    reads them, not one frame of a single video; an image among videos that is no strip is
+    left out with a warning."""
+    strips = sorted((datasets_dir / "mgif" / "test").glob("*.png"))[:2]
+    folder = tmp_path / "strips"
+    folder.mkdir()
+    for strip in strips:
+        (folder / strip.name).symlink_to(strip)
+    out = tmp_path / "out"
+    result = run_cli("reconstruct", folder, "-o", out, "-c", "mgif")
+    assert result.returncode == 0, result.stderr
+    expected = [open_video(strip).num_frames for strip in strips]
+    assert [probe(out / f"{s.stem}.mp4")["frames"] for s in strips] == expected
+    cv2.imwrite(str(folder / "thumbnail.png"), np.zeros((64, 64, 3), np.uint8))
+    result = run_cli("keypoints", folder, "-o", tmp_path / "drawn", "-c", "mgif")
+    assert result.returncode == 0, result.stderr
+    assert "warning: 1 image in" in result.stderr and "thumbnail.png" in result.stderr
+    assert sorted(p.name for p in (tmp_path / "drawn").iterdir()) == [
+        f"{s.stem}.mp4" for s in strips]
