@@ -185,22 +185,28 @@ def reconstruct(video: Annotated[Path, typer.Argument(help="Video, or a folder o
 
 
 def _sum_up_reconstructions(videos: list[Path], results: list, json_path: Path | None) -> None:
-    """The mean L1 over the videos that worked, and the --json: each video's L1, the mean,
-    the failures (a reason each) and the warnings of those that worked."""
+    """The mean L1 over the videos that worked, and the --json: each video's L1, the means
+    (over videos, each video's own a mean over its frames), each video's frames, baselines
+    and crop detector, the failures (a reason each) and the warnings of those that worked."""
     import json
 
     from .files import atomic_write
 
-    scores = {v.name: r.extra["l1"] for v, r in zip(videos, results) if not isinstance(r, str)}
-    mean = sum(scores.values()) / len(scores) if scores else None
+    done = {v.name: r for v, r in zip(videos, results) if not isinstance(r, str)}
+    scores = {name: r.extra["l1"] for name, r in done.items()}
+    mean = (lambda key: sum(r.extra[key] for r in done.values()) / len(done)) if done else None
     if mean is not None:
-        console.print(f"mean L1 {mean:.4f} over {len(scores)} video(s)")
+        console.print(f"mean L1 {mean('l1'):.4f} over {counted(len(done), 'video')}")
     if json_path is not None:
         failed = {v.name: r for v, r in zip(videos, results) if isinstance(r, str)}
-        warned = {v.name: r.warnings for v, r in zip(videos, results)
-                  if not isinstance(r, str) and r.warnings}
-        text = json.dumps({"videos": scores, "mean_l1": mean, "failed": failed,
-                           "warnings": warned}, indent=2)
+        details = {name: {"frames": r.frames, "detector": r.extra.get("detector")}
+                   | {key: r.extra[key] for key in ("l1", "static_l1", "identity_l1")}
+                   for name, r in done.items()}
+        means = {f"mean_{key}": mean(key) if mean else None
+                 for key in ("l1", "static_l1", "identity_l1")}
+        text = json.dumps({"videos": scores, **means, "details": details, "failed": failed,
+                           "warnings": {name: r.warnings for name, r in done.items()
+                                        if r.warnings}}, indent=2)
         atomic_write(json_path, lambda tmp: tmp.write_text(text))
 
 

@@ -322,8 +322,9 @@ def evaluate(data_dir: Annotated[Path, typer.Argument(help="Folder with test/ (o
     for warnings in report["warnings"].values():
         for warning in warnings:
             err_console.print(escape(f"warning: {warning}"))
-    if json_path is not None:
-        text = json.dumps(report, indent=2)
+    if json_path is not None:  # which run this was, so that two reports can be told apart
+        run_of = {"checkpoint": checkpoint or model.provenance.get("name"), "limit": limit}
+        text = json.dumps(run_of | report, indent=2)
         atomic_write(json_path, lambda tmp: tmp.write_text(text))
     if report["failed"]:  # measured without them: the exit code says so
         raise typer.Exit(1)

@@ -137,7 +137,9 @@ def evaluate(model: MonkeyNet, data_dir: Path, limit: int | None = None, batch_s
     report.update({k: v for k, v in measured.items() if not isinstance(v, str)})
     unavailable.update({k: v for k, v in measured.items() if isinstance(v, str)})
     if detector is not None:
-        report["detector"] = detector.name
+        report["detector"] = detector.name  # the metrics' (AKD, MKR, AED)
+    cropped = {v["crop_detector"] for v in per_video.values()} - {None}
+    report["crop_detector"] = ", ".join(sorted(cropped)) or None  # the face crops
     return report
 
 
@@ -153,7 +155,8 @@ def _evaluate_one(model: MonkeyNet, video: Path, watcher: _Watcher, batch_size: 
     except InputError as exc:
         watcher.rollback()
         return str(exc)
-    return {"frames": result.frames, "warnings": result.warnings} | {
+    return {"frames": result.frames, "warnings": result.warnings,
+            "crop_detector": result.extra.get("detector")} | {
         key: result.extra[key] for key in ("l1", "static_l1", "identity_l1")}
 
 

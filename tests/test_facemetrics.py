@@ -74,7 +74,9 @@ def test_evaluate_measures_face_models(small_model, face_frames, tmp_path):
     result = run_cli("evaluate", tmp_path / "data", "-c", checkpoint, "--json", tmp_path / "e.json")
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "e.json").read_text())
-    assert report["detector"] == "dlib-68"
+    assert report["detector"] == "dlib-68"  # the metrics'; the crops' detector is named too
+    assert report["crop_detector"] == report["videos"]["may.mp4"]["crop_detector"] in (
+        "dlib-hog", "opencv-haar", "face-alignment-sfd", "mediapipe-blazeface")
     assert 0 <= report["mkr"] <= 1  # random weights: faces mostly lost in the output
     # the static-source baseline: the first frame (a real face) against every real frame
     assert report["static_mkr"] == 0 and 0 < report["static_akd"] < 20

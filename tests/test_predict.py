@@ -31,6 +31,8 @@ def test_evaluate_reports_l1_baseline_and_unavailable_metrics(shapes_split, tmp_
     assert result.returncode == 0, result.stderr
     report = json.loads(report_path.read_text())
     assert len(report["videos"]) == 4 and report["data"].endswith("test")
+    assert (report["checkpoint"], report["limit"], report["crop_detector"]) == ("shapes", None,
+                                                                               None)
     assert report["l1"] < 0.5 * report["static_l1"]
     assert 0.015 < report["static_l1"] < 0.04  # the shapes baseline is about 0.024
     for metric in ("akd", "mkr", "aed"):

@@ -37,6 +37,14 @@ def test_reconstruct_l1_matches_frames(small_model, clips, face_frames, tmp_path
     expected = (predicted - frames).abs().mean().item()
     assert metrics["videos"]["a.mp4"] == pytest.approx(expected, abs=1e-5)
     assert f"mean L1 {expected:.4f}" in result.stdout
+    # what it printed is in the JSON too: frames, the baselines and their means
+    static = (frames[:1] - frames).abs().mean().item()
+    details = metrics["details"]["a.mp4"]
+    assert details["frames"] == 10 and details["detector"] is None
+    assert details["static_l1"] == pytest.approx(static, abs=1e-5)
+    assert metrics["mean_static_l1"] == details["static_l1"]
+    assert metrics["mean_identity_l1"] == details["identity_l1"] > 0
+    assert f"static_l1 {static:.4f}" in result.stdout
 
 
 def test_reconstruct_folder(small_model, clips, tmp_path):
@@ -67,7 +75,7 @@ def test_reconstruct_a_folder_of_frames_as_one_video(small_model, face_frames, t
     out = tmp_path / "rec.mp4"
     result = run_cli("reconstruct", frames, "-o", out, "-c", small_model)
     assert result.returncode == 0, result.stderr
-    assert probe(out)["frames"] == 6 and "over 1 video(s)" in result.stdout
+    assert probe(out)["frames"] == 6 and "over 1 video\n" in result.stdout
 
 
 def test_json_never_takes_the_place_of_an_output_or_input(small_model, clips, tmp_path):
