@@ -34,9 +34,10 @@ def train_predictor(data_dir: Annotated[Path, typer.Argument(
                     half: Annotated[bool, typer.Option(
                         help="Store the weights as float16: half the file, scored as "
                              "stored.")] = False,
-                    overwrite: OverwriteOpt = False) -> None:
+                    crop: CropOpt = None, overwrite: OverwriteOpt = False) -> None:
     """Train the image-to-video GRU on keypoints of DATA_DIR/train's videos (or DATA_DIR's)."""
     from .data import list_videos, training_folder
+    from .faces import parse_crop
     from .models.predictor import PredictorConfig
     from .prediction import (extract_keypoints, save_predictor, to_half_precision,
                              train_predictor as fit)
@@ -50,14 +51,15 @@ def train_predictor(data_dir: Annotated[Path, typer.Argument(
     if frames > MAX_FRAMES or hidden > MAX_HIDDEN:
         raise InputError(f"--frames must be at most {MAX_FRAMES:,} and --hidden at most "
                          f"{MAX_HIDDEN:,}")
+    box = parse_crop(crop)
     folder = training_folder(data_dir)
     list_videos(folder)  # before the model loads: a folder with nothing to read
     model = _load(checkpoint, config, device)
-    tracks, short, unreadable = extract_keypoints(model, folder, frames)
+    tracks, short, unreadable = extract_keypoints(model, folder, frames, crop=box)
     if short:
         err_console.print(f"warning: skipped {short} video(s) shorter than {frames} frames")
     _warn_unreadable(unreadable)
-    test_tracks = _test_tracks(model, data_dir)  # before training: a test/ it cannot use
+    test_tracks = _test_tracks(model, data_dir, box)  # before training: a test/ it cannot use
     settings = PredictorConfig(num_kp=model.config.num_kp,
                                kp_variance=str(model.config.kp_variance),
                                num_features=hidden, num_frames=frames,
@@ -77,14 +79,14 @@ def train_predictor(data_dir: Annotated[Path, typer.Argument(
     console.print(escape(f"wrote {output} (trained on {counted(len(tracks), 'video')})"))
 
 
-def _test_tracks(model, data_dir: Path) -> list | None:
+def _test_tracks(model, data_dir: Path, crop) -> list | None:
     """The keypoints of DATA_DIR/test/'s videos (None without one); InputError when none of
     them can be read or has 2 frames."""
     from .prediction import extract_keypoints
 
     if not (data_dir / "test").is_dir():
         return None
-    tracks, _, unreadable = extract_keypoints(model, data_dir / "test", 2)
+    tracks, _, unreadable = extract_keypoints(model, data_dir / "test", 2, crop=crop)
     _warn_unreadable(unreadable)
     return tracks
 

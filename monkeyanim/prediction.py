@@ -14,7 +14,7 @@ from safetensors.torch import save as safetensors_bytes
 from .data import list_videos
 from .errors import CheckpointError, InputError
 from .files import atomic_write
-from .jobs import frame_batches
+from .jobs import crop_mode, frame_batches, video_crops
 from .models import Keypoints, MonkeyNet
 from .models.predictor import KPPredictor, PredictorConfig
 from .video import open_video
@@ -22,16 +22,19 @@ from .video import open_video
 FORMAT = "monkeyanim-predictor/1"
 
 
-def extract_keypoints(model: MonkeyNet, folder: Path, min_frames: int, batch_size: int = 32
-                      ) -> tuple[list[Keypoints], int, list[str]]:
-    """Keypoints (T, K, ...) of every video in ``folder`` with at least ``min_frames`` frames;
-    also returns how many videos were too short, and "name: reason" for each unreadable one."""
+def extract_keypoints(model: MonkeyNet, folder: Path, min_frames: int, batch_size: int = 32,
+                      crop=None) -> tuple[list[Keypoints], int, list[str]]:
+    """Keypoints (T, K, ...) of every video in ``folder`` with at least ``min_frames`` frames,
+    of frames cropped as ``crop`` says (see jobs.crop_mode: face checkpoints find the face,
+    as reconstruct and predict do); also returns how many videos were too short, and
+    "name: reason" for each unreadable one (or one without a face to crop to)."""
     tracks, short, unreadable = [], 0, []
     for path in list_videos(folder):
         try:
             reader = open_video(path)
+            crop_at, _ = video_crops(reader, crop_mode(crop, model))
             found = [model.keypoints(batch) for _, batch in frame_batches(
-                reader, model.config.frame_size, batch_size, device=model.device)]
+                reader, model.config.frame_size, batch_size, crop_at, model.device)]
         except InputError as exc:  # unreadable, or damaged part way through
             unreadable.append(f"{path.name}: {exc}")
             continue

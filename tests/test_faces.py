@@ -152,6 +152,25 @@ def test_an_unreadable_frame_is_not_reported_as_no_face(face_checkpoint, face_fr
     assert_one_line_error(result, "cannot read image", "006.png")
 
 
+def test_train_predictor_crops_faces_as_predict_does(face_checkpoint, face_frames,
+                                                    datasets_dir, tmp_path):
+    """A face checkpoint's predictor learns the keypoints of face crops, the ones predict
+    will roll out: a video without a face is left out, named; --crop none takes it."""
+    data = tmp_path / "data"
+    data.mkdir()
+    write_video(data / "face.mp4", face_frames[:20])
+    strip = sorted((datasets_dir / "shapes" / "test").iterdir())[0]
+    (data / strip.name).symlink_to(strip)
+    options = ("-c", face_checkpoint, "--epochs", "1", "--hidden", "8", "--frames", "8")
+    result = run_cli("train-predictor", data, "-o", tmp_path / "p.safetensors", *options)
+    assert result.returncode == 0, result.stderr
+    assert f"skipped 1 unreadable file(s), first: {strip.name}: no face found" in result.stderr
+    result = run_cli("train-predictor", data, "-o", tmp_path / "q.safetensors", *options,
+                     "--crop", "none")
+    assert result.returncode == 0 and "unreadable" not in result.stderr, result.stderr
+    assert "trained on 2 videos" in result.stdout
+
+
 def test_crop_tool_cuts_at_shot_changes(datasets_dir, tmp_path):
     shot_a = first_frames(datasets_dir / "faces" / "real3d-may.mp4", 45)
     shot_b = [cv2.resize(f, (512, 512)) for f in first_frames(datasets_dir / "faces" / "lia-vox3.mov", 40)]
