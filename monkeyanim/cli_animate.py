@@ -63,6 +63,7 @@ def animate(source: Annotated[Path, typer.Argument(help="Image, or a folder of i
     if pairs is not None:
         jobs = [((s.name, d.name), out, partial(animate_file, model, s, d, out, settings))
                 for s, d, out in pairs]
+        _warn_left_out(driving)
         if _failures(_run_batch(jobs, ("source", "driving"), overwrite)):
             raise typer.Exit(1)
         return
@@ -103,18 +104,25 @@ def _holds_videos(path: Path) -> bool:
 
 
 def _batch(folder: Path, what: str) -> list[Path]:
-    """A batch folder's videos and frame strips; other images in it are left out, in a
-    warning."""
+    """A batch folder's videos and frame strips (other images: see _warn_left_out)."""
     from .video import batch_videos
 
-    videos, others = batch_videos(folder)
+    videos, _ = batch_videos(folder)
     if not videos:
         raise InputError(f"folder {folder} holds no {what}")
+    return videos
+
+
+def _warn_left_out(folder: Path) -> None:
+    """Once the batch is sure to run: the images in its folder that are neither videos nor
+    frame strips, and so are left out."""
+    from .video import batch_videos
+
+    _, others = batch_videos(folder) if folder.is_dir() else ([], [])
     if others:
         err_console.print(escape(f"warning: {counted(len(others), 'image')} in {folder} left "
                                  f"out, neither videos nor frame strips: {others[0].name}"
                                  + (", ..." if len(others) > 1 else "")))
-    return videos
 
 
 def _batch_suffix(output_format: str | None) -> str:
@@ -174,6 +182,7 @@ def reconstruct(video: Annotated[Path, typer.Argument(help="Video, or a folder o
                                      refine_keypoints))
             for v, out in zip(videos, outputs)]
     if batch:  # a video that fails is reported and the others go on
+        _warn_left_out(video)
         results = _run_batch(jobs, ("video",), overwrite)
     else:
         with _progress(output.name) as progress:
@@ -234,6 +243,7 @@ def keypoints(video: Annotated[Path, typer.Argument(help="Video or image, or a f
         batch = [((v.name,), out, partial(_keypoints_job, keypoints_file, model, v, out, js,
                                           batch_size, box, overwrite))
                  for v, out, js in jobs]
+        _warn_left_out(video)
         if _failures(_run_batch(batch, ("video",), overwrite)):
             raise typer.Exit(1)
         return
