@@ -373,9 +373,11 @@ def keypoints_file(model: MonkeyNet, video: str | Path, output: str | Path,
                     writer.write(draw_keypoints(frame, kp[i]))
                 elif len(tracks) == 1:
                     _write_image(output, draw_keypoints(frame, kp[i]))
+            first_only = as_image and json_path is None  # the first frame is all it needs
             if progress:
-                progress(len(tracks), reader.expected_frames)
-            if as_image and json_path is None:  # the first frame is all it shows
+                progress(min(len(tracks), 1) if first_only else len(tracks),
+                         1 if first_only else reader.expected_frames)
+            if first_only:
                 break
     if json_path is not None:
         _write_keypoints_json(json_path, video, reader, model, (width, height), detector, tracks)
