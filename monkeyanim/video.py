@@ -217,15 +217,21 @@ def is_strip(image: np.ndarray) -> bool:
     return width >= 2 * height and width % height == 0
 
 
-def image_is_strip(path: Path) -> bool:
-    """Whether an image file is a strip of frames, by its size (read from its header)."""
+# frames a strip must hold to make its folder a batch: 2:1 frames (1920x960, as streaming
+# services shoot) in a folder of frames are one video, not a batch of 2-frame strips
+BATCH_STRIP_MIN_FRAMES = 4
+
+
+def image_is_strip(path: Path, min_frames: int = BATCH_STRIP_MIN_FRAMES) -> bool:
+    """Whether an image file is a strip of at least ``min_frames`` frames, by its size (read
+    from its header)."""
     try:
         with av.open(str(path)) as container:
             context = container.streams.video[0].codec_context
             width, height = context.width, context.height
     except (av.FFmpegError, IndexError):
         return False
-    return height > 0 and width >= 2 * height and width % height == 0
+    return height > 0 and width >= min_frames * height and width % height == 0
 
 
 def holds_videos(folder: Path) -> bool:

@@ -314,3 +314,11 @@ def test_a_folder_of_frame_strips_is_a_batch_of_videos(datasets_dir, tmp_path):
     assert "warning: 1 image in" in result.stderr and "thumbnail.png" in result.stderr
     assert sorted(p.name for p in (tmp_path / "drawn").iterdir()) == [
         f"{s.stem}.mp4" for s in strips]
+    # frames of a 2:1 video (1920x960, as streaming services shoot) stay one video's frames
+    wide = tmp_path / "wide"
+    wide.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(wide / f"{i:03d}.png"), np.full((96, 192, 3), 60 * i, np.uint8))
+    result = run_cli("keypoints", wide, "-o", tmp_path / "wide.mp4", "-c", "mgif")
+    assert result.returncode == 0, result.stderr
+    assert probe(tmp_path / "wide.mp4")["frames"] == 3
