@@ -350,7 +350,8 @@ def _decode_video(path: Path) -> Iterator[tuple[np.ndarray, float | None, float 
 
 
 def read_source(path: str | Path) -> np.ndarray:
-    """The source image: an image file, or the first frame of a video."""
+    """The source image: an image file, or the first frame of a video or of a frame strip
+    (of BATCH_STRIP_MIN_FRAMES or more: a 2:1 photo stays whole)."""
     path = Path(path)
     if path.is_dir():
         raise InputError(f"source {path} is a folder, expected an image")
@@ -358,7 +359,11 @@ def read_source(path: str | Path) -> np.ndarray:
         raise InputError(f"source not found: {path}")
     if path.suffix.lower() in VIDEO_SUFFIXES:
         return first_frames(open_video(path), 1)[0]
-    return read_image(path)
+    image = read_image(path)
+    height, width = image.shape[:2]
+    if width >= BATCH_STRIP_MIN_FRAMES * height and width % height == 0:
+        return np.ascontiguousarray(image[:, :height])  # (H, H, 3): the strip's first frame
+    return image
 
 
 def check_batch_size(batch_size: int) -> None:

@@ -122,3 +122,18 @@ def test_load_model_refuses_a_device_it_cannot_use():
         with pytest.raises(InputError, match="no CUDA device is available"):
             monkeyanim.load_model("shapes", device="cuda")
     assert monkeyanim.load_model("shapes", device="auto").device.type in ("cpu", "cuda")
+
+
+def test_a_frame_strip_as_source_is_its_first_frame(datasets_dir, tmp_path):
+    """The authors' test files are strips: as a source, the first frame, not the middle of
+    the strip (half of one frame and half of the next); a 2:1 photo stays whole."""
+    import cv2
+
+    from monkeyanim.video import read_source
+
+    strip = sorted((datasets_dir / "mgif" / "test").glob("*.png"))[0]
+    first = next(open_video(strip).frames())
+    assert np.array_equal(read_source(strip), first)
+    photo = tmp_path / "wide.png"
+    cv2.imwrite(str(photo), np.zeros((100, 200, 3), np.uint8))
+    assert read_source(photo).shape == (100, 200, 3)
