@@ -212,9 +212,14 @@ def split_strip(image: np.ndarray) -> list[np.ndarray]:
     return [image[:, i:i + height] for i in range(0, image.shape[1] - height + 1, height)]
 
 
-def is_strip(image: np.ndarray) -> bool:
-    height, width = image.shape[:2]
-    return width >= 2 * height and width % height == 0
+def is_strip_size(height: int, width: int, min_frames: int = 2) -> bool:
+    """Whether a height x width image is a strip of at least ``min_frames`` square frames
+    side by side (the authors' datasets)."""
+    return height > 0 and width >= min_frames * height and width % height == 0
+
+
+def is_strip(image: np.ndarray, min_frames: int = 2) -> bool:
+    return is_strip_size(*image.shape[:2], min_frames)
 
 
 # frames a strip must hold to make its folder a batch: 2:1 frames (1920x960, as streaming
@@ -231,7 +236,7 @@ def image_is_strip(path: Path, min_frames: int = BATCH_STRIP_MIN_FRAMES) -> bool
             width, height = context.width, context.height
     except (av.FFmpegError, IndexError):
         return False
-    return height > 0 and width >= min_frames * height and width % height == 0
+    return is_strip_size(height, width, min_frames)
 
 
 def holds_videos(folder: Path) -> bool:
@@ -360,9 +365,8 @@ def read_source(path: str | Path) -> np.ndarray:
     if path.suffix.lower() in VIDEO_SUFFIXES:
         return first_frames(open_video(path), 1)[0]
     image = read_image(path)
-    height, width = image.shape[:2]
-    if width >= BATCH_STRIP_MIN_FRAMES * height and width % height == 0:
-        return np.ascontiguousarray(image[:, :height])  # (H, H, 3): the strip's first frame
+    if is_strip(image, BATCH_STRIP_MIN_FRAMES):  # (H, H, 3): the strip's first frame
+        return np.ascontiguousarray(image[:, :image.shape[0]])
     return image
 
 
