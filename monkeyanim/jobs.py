@@ -74,10 +74,11 @@ class JobResult:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
 
-def _reader_warnings(reader: VideoReader) -> list[str]:
-    """What a job that read all of ``reader``'s frames should tell the user."""
-    note = reader.ended_early()
-    return [note] if note else []
+def _reader_warnings(reader: VideoReader, read_all: bool = True) -> list[str]:
+    """What a job that read ``reader``'s frames (all of them, else the first) should tell the
+    user."""
+    notes = [reader.strip_note(), reader.ended_early() if read_all else None]
+    return [note for note in notes if note]
 
 
 def crop_mode(spec, model: MonkeyNet):
@@ -382,7 +383,7 @@ def keypoints_file(model: MonkeyNet, video: str | Path, output: str | Path,
     if json_path is not None:
         _write_keypoints_json(json_path, video, reader, model, (width, height), detector, tracks)
     return JobResult(output, 1 if as_image else len(tracks), time.perf_counter() - start,
-                     {"detector": detector}, [] if as_image else _reader_warnings(reader))
+                     {"detector": detector}, _reader_warnings(reader, read_all=not as_image))
 
 
 def _write_keypoints_json(path: Path, video, reader: VideoReader, model: MonkeyNet,

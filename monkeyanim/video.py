@@ -183,6 +183,15 @@ class VideoReader:
         return (f"{self.path} ended at {reached:.1f} s of the {stated:.1f} s it states: the file "
                 f"may be cut short or damaged (the output holds the frames that decoded)")
 
+    def strip_note(self) -> str | None:
+        """A note when this image was read as a strip of so few frames (2 or 3) that it may
+        well be one wide photo (2:1 is a common shape); else None."""
+        if self.kind != "strip" or self.num_frames >= BATCH_STRIP_MIN_FRAMES:
+            return None
+        return (f"{self.path} was read as a strip of {self.num_frames} square frames side by "
+                f"side (its width is {self.num_frames} times its height); to use it as one "
+                f"image, crop it to another shape first")
+
     def frames(self) -> Iterator[np.ndarray]:
         if self.kind == "video":
             self.decoded_end_s = None

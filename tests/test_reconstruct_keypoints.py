@@ -218,6 +218,19 @@ def test_keypoints_on_image(small_model, face_frames, tmp_path):
     assert 0.001 < changed.mean() < 0.5  # dots and ellipses, not a blank or a copy
 
 
+def test_a_wide_photo_read_as_a_short_strip_says_so(small_model, face_frames, tmp_path):
+    """A 2:1 photo is a strip of 2 frames by the authors' rule: the user is told, since it may
+    be one wide image; a strip of 4 frames or more is what the authors' datasets hold."""
+    wide, strip = tmp_path / "wide.png", tmp_path / "strip.png"
+    cv2.imwrite(str(wide), np.hstack(face_frames[:2])[..., ::-1])
+    cv2.imwrite(str(strip), np.hstack(face_frames[:4])[..., ::-1])
+    for source, out in ((wide, "drawn.png"), (wide, "drawn.mp4"), (strip, "strip.mp4")):
+        result = run_cli("keypoints", source, "-o", tmp_path / out, "-c", small_model)
+        assert result.returncode == 0, result.stderr
+        noted = "was read as a strip of 2 square frames" in result.stderr
+        assert noted == (source == wide), (out, result.stderr)
+
+
 def test_keypoints_of_a_video_into_an_image_take_its_first_frame(small_model, clips, tmp_path):
     """The image shows the first frame; the JSON still holds every frame's keypoints, with
     the crop box that maps them back onto the video's pixels."""
