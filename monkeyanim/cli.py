@@ -212,9 +212,14 @@ def main() -> None:
             signal.signal(signum, _interrupt)
     keep_freed_memory()
     try:
-        app()
+        # not standalone: a usage error comes back to be printed as one line, like ours
+        code = app(standalone_mode=False)  # typer.Exit's code, else the command's None
+        sys.exit(code if isinstance(code, int) else 0)
+    except typer.TyperException as caught:  # click's usage errors (missing option, bad value)
+        sys.exit(_usage_error(caught))
     except Exception as caught:
-        exc = caught if isinstance(caught, MonkeyAnimError) else out_of_memory(caught)
+        exc = caught if isinstance(caught, MonkeyAnimError) else (
+            out_of_memory(caught) or _os_error(caught))
         if exc is None or os.environ.get("MONKEYANIM_DEBUG") == "1":
             raise
         if isinstance(exc, OutOfMemory):
@@ -224,6 +229,26 @@ def main() -> None:
         sys.exit(exc.exit_code if isinstance(exc, Interrupted) else 1)
     finally:
         remove_unused_folders()
+
+
+def _usage_error(exc: typer.TyperException) -> int:
+    """Print a command-line usage error as one line; its exit code (2, as click's)."""
+    # Typer has printed the help itself when a command that needs arguments got none
+    if type(exc).__name__ != "NoArgsIsHelpError":
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        message = " ".join(exc.format_message().split())
+        err_console.print(f"[bold red]error:[/] {escape(message + hint)}")
+    return getattr(exc, "exit_code", 2)
+
+
+def _os_error(exc: Exception) -> InputError | None:
+    """A file system error no check foresaw (a folder that cannot be made, a full disk) as
+    one line, else None."""
+    if not isinstance(exc, OSError) or not exc.strerror:
+        return None
+    where = f": {exc.filename}" if exc.filename else ""
+    return InputError(f"{exc.strerror}{where}")
 
 
 # what makes each command need less memory

@@ -181,6 +181,8 @@ def output_folder(output: Path) -> Path:
         _MADE_FOLDERS.append(output)
     except FileExistsError:
         pass
+    except OSError as exc:  # a read-only file system, a parent the user may not write to
+        raise InputError(f"cannot make the output folder {output}: {exc.strerror}") from exc
     if not os.access(output, os.W_OK):
         raise InputError(f"output folder is not writable: {output}")
     return output

@@ -614,6 +614,35 @@ def test_existing_output_and_unwritable_folder(small_model, source_png, short_mp
     assert_one_line_error(result, "unknown checkpoint")
 
 
+def test_an_output_folder_that_cannot_be_made_is_one_line(small_model, short_mp4, tmp_path):
+    """-o for a batch names a folder to make: when it cannot be made (a read-only disk, a
+    parent the user may not write to) that is one line, not an OSError's traceback."""
+    if os.geteuid() == 0:  # root may write anywhere but /proc, which holds no folders of ours
+        parent = Path("/proc")
+    else:
+        parent = tmp_path / "locked"
+        parent.mkdir(mode=0o555)
+    result = run_cli("reconstruct", short_mp4.parent, "-o", parent / "monkeyanim-out", "-c",
+                     small_model)
+    assert_one_line_error(result, "cannot make the output folder", "monkeyanim-out")
+
+
+def test_usage_errors_are_one_line(source_png, short_mp4, tmp_path):
+    """What the command line's parser refuses (a missing option, a bad number, a misspelt
+    command or option) is one line naming the help to read, exit code 2 as click's."""
+    out = tmp_path / "o.mp4"
+    for args, error in ((("animate", source_png, short_mp4), "Missing option '--output'"),
+                        (("animate", source_png, short_mp4, "-o", out, "--size", "abc"),
+                         "'--size'"),
+                        (("animat",), "No such command 'animat'"),
+                        (("animate", source_png, short_mp4, "-o", out, "--sizes", "3"),
+                         "No such option: --sizes")):
+        result = run_cli(*args)
+        assert result.returncode == 2, result.stderr
+        assert_one_line_error(result, error, "--help'")
+    assert not out.exists()
+
+
 def test_still_image_driving(small_model, source_png, short_mp4, tmp_path):
     """One still frame moves nothing in relative mode: refused, with a hint when the source is
     a video (the two arguments swapped); in absolute mode it poses the source (one frame). A
