@@ -42,7 +42,7 @@ def crop(video: Annotated[Path, typer.Argument(help="Video, or a folder of video
     if size < 16 or min_frames < 2:
         raise InputError("--size must be at least 16 and --min-frames at least 2")
     _check_clip_names(videos, output)
-    folder = output_folder(output)
+    folder = output_folder(output, "-o names the folder for the clips")
     detector = get_detector()
     rows: list[dict] = []
     try:
@@ -52,6 +52,9 @@ def crop(video: Annotated[Path, typer.Argument(help="Video, or a folder of video
         if rows:  # Ctrl-C, or a single video's error: the clips cut so far stay on record
             write_csv(folder / "clips.csv", rows)
         raise
+    if not rows and not failed:  # nothing to train on: a failure, and no empty clips.csv
+        raise InputError(f"no clip cut from {video}: no face was tracked for {min_frames} "
+                         "frames or more (--min-frames)")
     write_csv(folder / "clips.csv", rows)
     console.print(escape(f"wrote {len(rows)} clip(s) and {folder / 'clips.csv'} "
                          f"(faces found with {detector.name})"))

@@ -166,14 +166,17 @@ def require(path: Path, what: str) -> None:
 _MADE_FOLDERS: list[Path] = []  # made by output_folder in this process, newest last
 
 
-def output_folder(output: Path) -> Path:
+BATCH_OUTPUT = "with folders of inputs, -o names the folder for the results"
+
+
+def output_folder(output: Path, why: str = BATCH_OUTPUT) -> Path:
     """-o for a batch: a folder, made if missing (its parent must exist); one made here that
-    is still empty when the command ends goes again (``remove_unused_folders``)."""
+    is still empty when the command ends goes again (``remove_unused_folders``). ``why`` says
+    why -o must be a folder, for the errors."""
     if output.exists() and not output.is_dir():
-        raise InputError(f"{output} must be a folder when the inputs are folders")
+        raise InputError(f"{output} is a file, but {why}")
     if not output.exists() and output.suffix.lower() in FILE_SUFFIXES:
-        raise InputError(f"{output} looks like a file, but with folders of inputs -o names the "
-                         "folder for the results")
+        raise InputError(f"{output} looks like a file, but {why}")
     if not output.parent.is_dir():
         raise InputError(f"output folder does not exist: {output.parent}")
     try:

@@ -318,6 +318,11 @@ def test_crop_shows_progress_on_a_terminal_only(datasets_dir, tmp_path):
     assert stdout.startswith("may.mp4: 1 clip(s), 34 frames")  # results stay on stdout
     result = run_cli("crop", video, "-o", tmp_path / "again", "--size", "64")
     assert result.returncode == 0 and result.stderr == ""  # no terminal: no bar
+    # no clip at all is a failure: nothing to train on, and no empty folder or clips.csv left
     result = run_cli("crop", video, "-o", tmp_path / "longer", "--size", "64", "--min-frames", "40")
-    assert result.returncode == 0
     assert result.stdout.startswith("may.mp4: no clip (no face tracked for 40 frames or more)")
+    assert_one_line_error(result, "no clip cut from", "--min-frames")
+    assert not (tmp_path / "longer").exists()
+    # -o is a folder for crop whatever the input: a file there is refused saying so
+    result = run_cli("crop", video, "-o", video, "--size", "64")
+    assert_one_line_error(result, "-o names the folder for the clips")
