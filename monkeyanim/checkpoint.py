@@ -23,6 +23,8 @@ from .models import MonkeyNet, build_model
 FORMAT = "monkeyanim/1"
 AUTHOR_PARTS = ("kp_detector", "generator", "discriminator")
 MAX_KEYS_LISTED = 8
+# a training run's folder holds its weights and, for --resume, its optimisers' state
+MODEL_FILE, STATE_FILE = "model.safetensors", "state.pt"
 
 
 def save_checkpoint(model: MonkeyNet, path: str | Path, provenance: dict | None = None,

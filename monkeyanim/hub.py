@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import convert_authors_checkpoint, load_checkpoint
+from .checkpoint import MODEL_FILE, STATE_FILE, convert_authors_checkpoint, load_checkpoint
 from .config import ModelConfig, load_config_file
 from .errors import CheckpointError, ConfigError, InputError
 from .models import MonkeyNet
@@ -198,6 +198,18 @@ def resolve_device(device: str | torch.device) -> str:
     return device
 
 
+def _refuse_run_files(path: Path) -> None:
+    """A training run's folder, or the optimisers' state in it, given for its weights: say
+    which file holds them."""
+    if path.is_dir():
+        weights = sorted(p.name for p in path.glob("*.safetensors"))
+        hint = f": give a checkpoint in it ({', '.join(weights)})" if weights else ""
+        raise CheckpointError(f"{path} is a folder, not a checkpoint{hint}")
+    if path.name == STATE_FILE and (path.parent / MODEL_FILE).is_file():
+        raise CheckpointError(f"{path} is a training run's optimiser state, for --resume; its "
+                              f"weights are {path.parent / MODEL_FILE}")
+
+
 def load_model(path_or_name: str | Path, config: str | Path | ModelConfig | None = None,
                device: str | torch.device | None = None) -> MonkeyNet:
     """Load a model in eval mode from a project ``.safetensors`` file, an authors' checkpoint
@@ -209,6 +221,7 @@ def load_model(path_or_name: str | Path, config: str | Path | ModelConfig | None
     if name.startswith(HF_PREFIX):
         name = str(download_from_hub(name))
     path = Path(name)
+    _refuse_run_files(path)
     if name.endswith(".safetensors"):
         model = load_checkpoint(path)
     elif name.endswith(AUTHOR_SUFFIXES):

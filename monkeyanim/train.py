@@ -21,7 +21,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from .checkpoint import checkpoint_bytes, load_checkpoint
+from .checkpoint import MODEL_FILE, STATE_FILE, checkpoint_bytes, load_checkpoint
 from .config import ModelConfig, check_discriminator
 from .data import (EndlessSampler, PairDataset, init_worker, iterations_per_epoch,
                    training_folder)
@@ -34,8 +34,7 @@ from .pipeline import check_precision, precision_context, to_uint8
 from .trainconfig import TrainConfig
 from .validation import BEST_FILE, VAL_SPLIT, HeldOut, KeepBest
 
-MODEL_FILE, STATE_FILE, LOG_FILE, CONFIG_FILE = ("model.safetensors", "state.pt", "log.jsonl",
-                                                 "config.json")
+LOG_FILE, CONFIG_FILE = "log.jsonl", "config.json"
 NETWORKS = ("kp_detector", "generator", "discriminator")
 
 

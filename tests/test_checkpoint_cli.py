@@ -152,6 +152,26 @@ def test_load_model_errors(authors_ckpt, tmp_path):
         monkeyanim.load_model("no-such-model")
 
 
+def test_a_run_folder_or_its_state_points_to_the_weights(tmp_path):
+    """`-c run` or `-c run/state.pt` (the optimisers, for --resume) name the file that holds
+    the run's weights, with or without --config, instead of blaming an authors' format."""
+    run = tmp_path / "run"
+    run.mkdir()
+    save_checkpoint(build_model(get_preset("shapes"), with_discriminator=False),
+                    run / "model.safetensors")
+    torch.save({"iteration": 1}, run / "state.pt")
+    with pytest.raises(CheckpointError, match=r"is a folder, not a checkpoint.*model.safetensors"):
+        monkeyanim.load_model(run)
+    out = tmp_path / "o.mp4"
+    for extra in ((), ("--config", "shapes")):
+        result = run_cli("animate", ROOT / "examples/shapes/source.png",
+                         ROOT / "examples/shapes/driving.mp4", "-o", out, "-c", run / "state.pt",
+                         *extra)
+        assert_one_line_error(result, "optimiser state, for --resume",
+                              f"weights are {run / 'model.safetensors'}")
+    assert not out.exists()
+
+
 def test_help_lists_the_commands():
     result = run_cli("--help")
     assert result.returncode == 0
