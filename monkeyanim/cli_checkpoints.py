@@ -44,14 +44,16 @@ def checkpoints() -> None:
     header = ("name", "size", "frame", "iterations", "L1 (baseline)", "data", "file",
               "predictor L1 (still)")
     rows = [_checkpoint_row(name) for name in available_models()]
-    if not console.is_terminal:  # one tab-separated line each: readable and parseable
-        for row in (header, *rows):
+    if not console.is_terminal:  # one tab-separated line each: readable and parseable, the
+        # name as --checkpoint takes it and the default in a column of its own
+        for row in (header + ("default",), *rows):
             print("\t".join(row))
         return
     table = Table(*header)
     table.columns[header.index("file")].overflow = "fold"  # a path cut short says nothing
-    for row in rows:
-        table.add_row(*map(escape, row))
+    for name, *cells, default in rows:
+        table.add_row(escape(name + (" (default)" if default == "yes" else "")),
+                      *map(escape, cells))
     console.print(table)
 
 
@@ -63,20 +65,20 @@ def _checkpoint_row(name: str) -> tuple[str, ...]:
     from .hub import DEFAULT_MODEL, bundled_path, registry_entry
 
     entry = registry_entry(name)
-    label = name + (" (default)" if name == DEFAULT_MODEL else "")
+    default = "yes" if name == DEFAULT_MODEL else "no"
     try:
         path = bundled_path(name)
         config, provenance = read_metadata(path)
     except CheckpointError as exc:
-        return (label, "-", "-", "-", "-", entry.description, f"unusable: {exc}",
-                _predictor_cell(name))
+        return (name, "-", "-", "-", "-", entry.description, f"unusable: {exc}",
+                _predictor_cell(name), default)
     metrics = provenance.get("metrics", {})
     l1 = (f"{metrics['reconstruction_l1']} ({metrics.get('static_baseline_l1', '?')})"
           if "reconstruction_l1" in metrics else "-")
-    return (label, f"{path.stat().st_size / 1e6:.1f} MB",
+    return (name, f"{path.stat().st_size / 1e6:.1f} MB",
             f"{config.frame_size[0]}x{config.frame_size[1]}",
             str(provenance.get("iterations", "?")), l1, entry.description, str(path),
-            _predictor_cell(name))
+            _predictor_cell(name), default)
 
 
 def _predictor_cell(name: str) -> str:

@@ -32,7 +32,7 @@ def test_registry_loads_and_verifies(monkeypatch):
     from monkeyanim.cli_checkpoints import _checkpoint_row
 
     row = _checkpoint_row("shapes")
-    assert row[0] == "shapes (default)" and row[1] == "-"
+    assert row[0] == "shapes" and row[1] == "-" and row[-1] == "yes"
     assert row[6].startswith("unusable: ") and "does not match the sha256" in row[6]
     assert _checkpoint_row("actions")[1] == "9.2 MB"
     with pytest.raises(monkeyanim.CheckpointError, match="registered: actions, mgif, shapes"):
@@ -55,11 +55,14 @@ def test_checkpoints_command_lists_them():
     result = run_cli("checkpoints")
     assert result.returncode == 0, result.stderr
     rows = {line.split("\t")[0]: line.split("\t") for line in result.stdout.splitlines()}
-    assert rows["shapes (default)"][1:3] == ["6.3 MB", "64x64"]  # no TTY: tab-separated
+    assert rows["shapes"][1:3] == ["6.3 MB", "64x64"]  # no TTY: tab-separated
     assert rows["actions"][1:5] == ["9.2 MB", "64x64", "10250", "0.0126 (0.0308)"]
     assert Path(rows["actions"][6]).is_file()
     # the shipped image-to-video predictor's held-out keypoint L1 (keypoints kept still)
-    assert rows["shapes (default)"][7] == "0.1823 (0.5378)" and rows["mgif"][7] == "-"
+    assert rows["shapes"][7] == "0.1823 (0.5378)" and rows["mgif"][7] == "-"
+    # the name column is what --checkpoint takes; the default is said in a column of its own
+    assert [name for name, row in rows.items() if row[-1] == "yes"] == ["shapes"]
+    assert rows["name"][-1] == "default" and all(len(row) == 9 for row in rows.values())
 
 
 def mean_reconstruction_l1(name: str, folder: Path, every: int) -> float:
