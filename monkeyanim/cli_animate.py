@@ -34,7 +34,9 @@ def animate(source: Annotated[Path, typer.Argument(help="Image, or a folder of i
             side_by_side: Annotated[bool, typer.Option(
                 help="Write driving | source | result.")] = False,
             fps: Annotated[float | None, typer.Option(help="Output frame rate.")] = None,
-            size: Annotated[int | None, typer.Option(help="Output side in pixels.")] = None,
+            size: Annotated[int | None, typer.Option(help=(
+                "Output side in pixels (H.264 needs even sides: an odd one gains a repeated "
+                "last row and column in mp4, mov and mkv)."))] = None,
             crop: CropOpt = None,
             paste_back: Annotated[bool, typer.Option(
                 help="Blend the result into the full-size source image.")] = False,
@@ -208,7 +210,7 @@ def _sum_up_reconstructions(videos: list[Path], results: list, json_path: Path |
         console.print(f"mean L1 {mean('l1'):.4f} over {counted(len(done), 'video')}")
     if json_path is not None:
         failed = {v.name: r for v, r in zip(videos, results) if isinstance(r, str)}
-        details = {name: {"frames": r.frames, "detector": r.extra.get("detector")}
+        details = {name: {"frames": r.frames, "crop_detector": r.extra.get("detector")}
                    | {key: r.extra[key] for key in ("l1", "static_l1", "identity_l1")}
                    for name, r in done.items()}
         means = {f"mean_{key}": mean(key) if mean else None

@@ -27,7 +27,8 @@ def train_predictor(data_dir: Annotated[Path, typer.Argument(
                     epochs: Annotated[int, typer.Option(help="Passes over the videos.")] = 1000,
                     frames: Annotated[int, typer.Option(help="Sequence length.")] = 32,
                     hidden: Annotated[int, typer.Option(help="GRU units (paper: 1024).")] = 1024,
-                    batch_size: Annotated[int, typer.Option("--batch-size")] = 256,
+                    batch_size: Annotated[int, typer.Option(
+                        "--batch-size", help="Keypoint sequences per step.")] = 256,
                     predict_variance: Annotated[bool, typer.Option(
                         help="Also roll out the keypoints' covariances (the authors do for "
                              "shapes); else each keeps the first frame's.")] = False,
@@ -113,7 +114,8 @@ def predict(source: Annotated[Path, typer.Argument(help="Still image to bring to
                      "with the checkpoint.")] = None,
             checkpoint: CheckpointOpt = None, config: ConfigOpt = None,
             frames: Annotated[int, typer.Option(help="Frames to generate.")] = 32,
-            fps: Annotated[float, typer.Option()] = 25.0, crop: CropOpt = None,
+            fps: Annotated[float, typer.Option(help="Output frame rate.")] = 25.0,
+            crop: CropOpt = None,
             device: DeviceOpt = "auto",
             fid_reference: Annotated[Path | None, typer.Option(
                 help="Real videos (a folder, its test/ split, or one video) to measure the FID "

@@ -109,20 +109,27 @@ def train(data_dir: Annotated[Path, typer.Argument(
               help="Folder with train/ (and val/, test/) videos, or a folder of videos.")],
           output: Annotated[Path, typer.Option("--output", "-o", help="Run folder.")],
           config: Annotated[str | None, typer.Option(
-              help="Preset (shapes, actions, taichi, nemo, bair, moving-gif, vox) or .yaml.")] = None,
+              help="Preset (shapes, actions, taichi, nemo, bair, moving-gif, vox, vox-full) "
+                   "or .yaml.")] = None,
           iterations: Annotated[int | None, typer.Option(help="Total iterations.")] = None,
-          batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
+          batch_size: Annotated[int | None, typer.Option(
+              "--batch-size", help="Pairs of frames per iteration in each process (under "
+                                   "torchrun, each GPU); default: the config's.")] = None,
           lr: Annotated[float | None, typer.Option(
               "--lr", help="Adam's learning rate (divided by 10 at each drop).")] = None,
           device: DeviceOpt = "auto", precision: PrecisionOpt = "fp32",
           resume: Annotated[bool, typer.Option(help="Continue the run in --output.")] = False,
-          checkpoint_every: Annotated[int | None, typer.Option()] = None,
-          sample_every: Annotated[int | None, typer.Option()] = None,
+          checkpoint_every: Annotated[int | None, typer.Option(
+              help="Save the weights and the state for --resume every N iterations.")] = None,
+          sample_every: Annotated[int | None, typer.Option(
+              help="Every N iterations, a picture of source | target | prediction in "
+                   "samples/.")] = None,
           validate_every: Annotated[int | None, typer.Option(
               help="Every N iterations, the reconstruction L1 on DATA_DIR/val/ (videos not "
                    "trained on); the best weights are kept as best.safetensors.")] = None,
           workers: Annotated[int | None, typer.Option(help="Data loader processes.")] = None,
-          seed: Annotated[int | None, typer.Option()] = None,
+          seed: Annotated[int | None, typer.Option(
+              help="Random seed of the weights and of the pairs drawn.")] = None,
           init: Annotated[str | None, typer.Option(
               help="Fine-tune from this checkpoint (name, file or hf://); without --config "
                    "its architecture is the run's.")] = None,

@@ -391,7 +391,7 @@ def _write_keypoints_json(path: Path, video, reader: VideoReader, model: MonkeyN
                           tracks: list[dict]) -> None:
     document = {"video": str(video), "fps": float(reader.fps), "num_kp": model.config.num_kp,
                 "frame_size": list(model.config.frame_size), "source_size": list(source_size),
-                "detector": detector,
+                "crop_detector": detector,  # the face detector that placed the crops
                 "coordinates": "mean in [-1, 1] of the frame's crop box (x, y, w, h in the "
                                "video's pixels), x first: pixel x = crop x + (mean x + 1) / 2 "
                                "* crop w; covar in the units of mean",

@@ -185,3 +185,13 @@ def test_help_lists_the_commands():
     for name, command in typer.main.get_command(app).commands.items():
         summary = command.help.strip().split("\n\n")[0]
         assert "\n" not in summary and len(summary) <= 90, (name, summary)
+    # every option says what it does, and train's --config names every preset it takes
+    for name, command in typer.main.get_command(app).commands.items():
+        for param in command.params:
+            if param.param_type_name == "option":
+                assert param.help, (name, param.name)
+    from monkeyanim.trainconfig import TRAIN_PRESETS
+
+    config = next(p for p in typer.main.get_command(app).commands["train"].params
+                  if p.name == "config")
+    assert all(preset in config.help for preset in TRAIN_PRESETS), config.help

@@ -40,7 +40,7 @@ def test_reconstruct_l1_matches_frames(small_model, clips, face_frames, tmp_path
     # what it printed is in the JSON too: frames, the baselines and their means
     static = (frames[:1] - frames).abs().mean().item()
     details = metrics["details"]["a.mp4"]
-    assert details["frames"] == 10 and details["detector"] is None
+    assert details["frames"] == 10 and details["crop_detector"] is None
     assert details["static_l1"] == pytest.approx(static, abs=1e-5)
     assert metrics["mean_static_l1"] == details["static_l1"]
     assert metrics["mean_identity_l1"] == details["identity_l1"] > 0
@@ -241,6 +241,7 @@ def test_keypoints_of_a_video_into_an_image_take_its_first_frame(small_model, cl
     document = json.loads(tracks.read_text())
     height, width = next(open_video(clips / "a.mp4").frames()).shape[:2]
     assert len(document["frames"]) == 10 and document["source_size"] == [width, height]
+    assert document["crop_detector"] is None  # centred squares: no face detector placed them
     side = min(width, height)  # the centred square
     assert document["frames"][9]["crop"] == [(width - side) // 2, (height - side) // 2, side,
                                              side]
