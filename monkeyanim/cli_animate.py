@@ -19,7 +19,9 @@ from .files import (check_json_apart, check_not_input, check_output, input_files
 
 
 @app.command()
-def animate(source: Annotated[Path, typer.Argument(help="Image, or a folder of images.")],
+def animate(source: Annotated[Path, typer.Argument(
+                help="Image (of a video or frame strip: its first frame), or a folder of "
+                     "images.")],
             driving: Annotated[Path, typer.Argument(help="Video, animated WebP/PNG, frame strip "
                                                          "or folder of frames; or a folder of "
                                                          "videos.")],

@@ -108,7 +108,8 @@ def _held_out(predictor, tracks: list | None) -> dict:
 
 
 @app.command()
-def predict(source: Annotated[Path, typer.Argument(help="Still image to bring to life.")],
+def predict(source: Annotated[Path, typer.Argument(
+                help="Still image to bring to life (of a video: its first frame).")],
             output: OutputOpt, predictor: Annotated[str | None, typer.Option(
                 help="A file from train-predictor (or hf://...); default: the one that ships "
                      "with the checkpoint.")] = None,
