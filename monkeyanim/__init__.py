@@ -3,7 +3,7 @@
 from importlib import import_module
 
 from .errors import (CheckpointError, ConfigError, InputError, MonkeyAnimError, NoFaceError,
-                     OutputError)
+                     OutputError, TrainingDiverged)
 
 __version__ = "0.1.0"
 
@@ -16,7 +16,7 @@ _LAZY = {"save_checkpoint": ".checkpoint", "available_models": ".hub", "load_mod
 
 __all__ = ["AnimateSettings", "CheckpointError", "ConfigError", "InputError", "Keypoints",
            "ModelConfig", "MonkeyAnimError", "MonkeyNet", "NoFaceError", "OutputError",
-           "animate_file",
+           "TrainingDiverged", "animate_file",
            "available_models", "build_model", "keypoints_file", "load_model", "reconstruct_file",
            "save_checkpoint"]
 

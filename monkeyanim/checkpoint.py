@@ -120,6 +120,11 @@ def _load_strict(model: MonkeyNet, state: dict[str, torch.Tensor], source) -> No
             f"{k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}" for k in wrong]))
     if problems:
         raise CheckpointError(f"{source} does not match the config: " + "; ".join(problems))
+    broken = [k for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()]
+    if broken:  # a diverged run's weights make black frames, quietly
+        raise CheckpointError(f"{source} holds weights that are not finite numbers "
+                              f"(in {len(broken)} tensors, e.g. {broken[0]}): the training "
+                              "that wrote it diverged")
     model.load_state_dict(state, strict=True)
 
 

@@ -170,9 +170,14 @@ def _run_configs(output: Path, config: str | None, resume: bool, start):
     """(model, train) configs: a resumed run's own (with --config: that file's training
     settings, its architecture being the run's), else the preset or YAML file's, with the
     architecture of --init's checkpoint when no --config names one."""
+    from .checkpoint import MODEL_FILE, STATE_FILE
     from .train import CONFIG_FILE
     from .trainconfig import load_train_config, saved_run_config
 
+    if resume and (output / STATE_FILE).is_file() and not (output / CONFIG_FILE).is_file():
+        raise InputError(f"cannot resume {output}: its {CONFIG_FILE} (the run's settings) is "
+                         f"missing; start a new run from its weights with --init "
+                         f"{output / MODEL_FILE}")
     if resume and (output / CONFIG_FILE).is_file():
         model_cfg, train_cfg = saved_run_config(output / CONFIG_FILE)
         if config is None:

@@ -25,6 +25,10 @@ class NoFaceError(InputError):
     """No face found where a face crop was asked for (not: a frame that cannot be read)."""
 
 
+class TrainingDiverged(MonkeyAnimError):
+    """A loss or a weight became NaN or infinite: the run stops, its last checkpoint kept."""
+
+
 class OutputError(MonkeyAnimError):
     """An output that could not be written: disk full, no permission, an I/O error."""
 

@@ -4,8 +4,8 @@ another, with an LSGAN and discriminator feature matching. Single process or DDP
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
+import math
 import os
 import random
 import time
@@ -25,12 +25,13 @@ from .checkpoint import MODEL_FILE, STATE_FILE, checkpoint_bytes, load_checkpoin
 from .config import ModelConfig, check_discriminator
 from .data import (EndlessSampler, PairDataset, init_worker, iterations_per_epoch,
                    training_folder)
-from .errors import InputError, cannot_write
+from .errors import InputError, TrainingDiverged, cannot_write
 from .files import atomic_write, atomic_write_all
 from .finetune import freeze_all_but, load_initial_weights
 from .losses import DeformedReconstruction, DiscriminatorGAN, FeatureMatching, GeneratorGAN
 from .models import Keypoints, MonkeyNet, build_model
 from .pipeline import check_precision, precision_context, to_uint8
+from .runstate import load_optimizer, read_state, state_bytes
 from .trainconfig import TrainConfig
 from .validation import BEST_FILE, VAL_SPLIT, HeldOut, KeepBest
 
@@ -276,7 +277,10 @@ class Trainer:
                 scheduler.step()
             self.iteration += 1
             seconds = time.perf_counter() - tick
-            stop = self._any_rank(should_stop is not None and should_stop())
+            stop, diverged = self._any_rank(should_stop is not None and should_stop(),
+                                            not all(map(math.isfinite, losses.values())))
+            if diverged:  # before any save: the last checkpoint holds finite weights
+                raise self._diverged(losses)
             self.stopped_early = stop and self.iteration < self.total
             ends = stop or self.iteration == self.total
             if ends or self.iteration % self.cfg.checkpoint_every == 0:
@@ -295,14 +299,25 @@ class Trainer:
             return None
         return self.keep_best(self.model, self.iteration)
 
-    def _any_rank(self, flag: bool) -> bool:
-        """Whether ``flag`` is true on any rank: DDP ranks must stop after the same iteration,
-        or the ones going on would wait for the others' gradients forever."""
+    def _any_rank(self, *flags: bool) -> tuple[bool, ...]:
+        """Whether each flag is true on any rank: DDP ranks must stop after the same
+        iteration, or the ones going on would wait for the others' gradients forever."""
         if self.world == 1:
-            return flag
-        vote = torch.tensor([float(flag)], device=self.device)
+            return flags
+        vote = torch.tensor([float(flag) for flag in flags], device=self.device)
         dist.all_reduce(vote, op=dist.ReduceOp.MAX)
-        return bool(vote.item())
+        return tuple(bool(v) for v in vote.tolist())
+
+    def _diverged(self, losses: dict[str, float]) -> TrainingDiverged:
+        """The error that ends a run whose losses or weights stopped being finite numbers."""
+        bad = ", ".join(f"{k} {v}" for k, v in losses.items() if not math.isfinite(v))
+        saved = self.model.provenance.get("iterations") if (self.run_dir / MODEL_FILE).is_file() \
+            else None
+        kept = (f"{self.run_dir / MODEL_FILE} (iteration {saved}) is kept" if saved is not None
+                else "nothing was saved")
+        return TrainingDiverged(
+            f"training diverged at iteration {self.iteration} ({bad or 'weights not finite'}): "
+            f"{kept}; --resume with a lower --lr, or fp32 if --precision was lower")
 
     def _log(self, losses: dict[str, float], seconds: float, on_step,
              val_l1: float | None = None) -> None:
@@ -337,37 +352,33 @@ class Trainer:
         """Model (project format) and training state, written together atomically (a second
         Ctrl-C, a kill or a full disk leaves the previous pair, which --resume takes); rank 0
         only."""
+        if not all(p.isfinite().all() for p in self.model.parameters()):
+            raise self._diverged({})  # a NaN gradient's step, before its loss shows it
         if self.rank != 0:
             return
         self.model.provenance.update(iterations=self.iteration, config_file=CONFIG_FILE)
         model = checkpoint_bytes(self.model)
-        state = {"iteration": self.iteration,
-                 "optimizers": {k: v.state_dict() for k, v in self.optimizers.items()},
-                 "schedulers": {k: v.state_dict() for k, v in self.schedulers.items()},
-                 "torch_rng": torch.get_rng_state(), "python_rng": list(random.getstate()[1]),
-                 "total": self.total}
-        buffer = io.BytesIO()  # torch.save into a full disk fails as 'unexpected pos', not ENOSPC
-        torch.save(state, buffer)
+        state = state_bytes(self.iteration, self.total, self.optimizers, self.schedulers)
         atomic_write_all({self.run_dir / MODEL_FILE: lambda tmp: tmp.write_bytes(model),
-                          self.run_dir / STATE_FILE: lambda tmp: tmp.write_bytes(
-                              buffer.getbuffer())})
+                          self.run_dir / STATE_FILE: lambda tmp: tmp.write_bytes(state)})
 
     def _resume(self) -> None:
         model_path, state_path = self.run_dir / MODEL_FILE, self.run_dir / STATE_FILE
         if not state_path.is_file() or not model_path.is_file():
             raise InputError(f"nothing to resume in {self.run_dir} (no {STATE_FILE})")
         saved = load_checkpoint(model_path)
+        if saved.config != self.model.config:
+            raise InputError(f"{model_path} holds another network than its {CONFIG_FILE} "
+                             "describes: the run folder is inconsistent")
         self.model.load_state_dict(saved.state_dict(), strict=True)
         self.model.provenance = saved.provenance
-        # on the CPU: the RNG state must stay a CPU byte tensor, and Adam's load_state_dict
-        # moves its moments to each parameter's device itself
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        state = read_state(state_path)
         if set(state["optimizers"]) != set(self.optimizers):
             raise InputError(f"{state_path} trains {', '.join(state['optimizers'])} but the "
                              f"config {', '.join(self.optimizers)} (train.trainable): resume "
                              "with the run's own config")
         for name in self.optimizers:
-            self.optimizers[name].load_state_dict(state["optimizers"][name])
+            load_optimizer(self.optimizers[name], state["optimizers"][name], state_path)
             self.schedulers[name].load_state_dict(state["schedulers"][name])
         self.iteration = int(state["iteration"])
         # the schedulers keep the run's own drops, even when --iterations moves its end
@@ -405,3 +416,4 @@ def finish(trainer: Trainer) -> None:
     if dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+

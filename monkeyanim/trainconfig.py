@@ -101,8 +101,14 @@ def _merge(obj: Any, overrides: dict[str, Any], where: str) -> Any:
 
 def saved_run_config(path: Path) -> tuple[ModelConfig, TrainConfig]:
     """The configs that a run folder's config.json recorded (written by the Trainer)."""
-    saved = json.loads(Path(path).read_text())
-    return ModelConfig.from_dict(saved["model"]), _merge(TrainConfig(), saved["train"], "train.")
+    try:
+        saved = json.loads(Path(path).read_text())
+        return (ModelConfig.from_dict(saved["model"]),
+                _merge(TrainConfig(), saved["train"], "train."))
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{path} is damaged ({type(exc).__name__}: {exc}): the run's "
+                          "settings are lost; start a new run from its weights with --init "
+                          f"{Path(path).parent}/model.safetensors") from None
 
 
 def _loader():

@@ -161,6 +161,71 @@ def test_resume_keeps_what_the_command_line_changed(shapes_slice, tiny_config, t
     assert_one_line_error(result, "--config shapes describes another network", "--init")
 
 
+def test_a_damaged_or_mismatched_run_folder_is_refused_on_resume(shapes_slice, tiny_config,
+                                                                 tmp_path):
+    """--resume reads model.safetensors, state.pt and config.json: each one damaged, missing
+    or from another network is one line naming it, and the run folder is left as it was."""
+    import shutil
+
+    env = {"OMP_NUM_THREADS": "1"}
+    base, other = tmp_path / "base", tmp_path / "other"
+    assert run_cli("train", shapes_slice, "-o", base, "--config", tiny_config, "--iterations",
+                   "2", env=env).returncode == 0
+    wider = tmp_path / "wider.yaml"  # the same preset, another width
+    wider.write_text(Path(tiny_config).read_text().replace("block_expansion: 8", "block_expansion: 4"))
+    assert run_cli("train", shapes_slice, "-o", other, "--config", wider, "--iterations", "2",
+                   env=env).returncode == 0
+    state = (base / "state.pt").read_bytes()
+    cases = {"state.pt": (state[:len(state) // 2], "state.pt is damaged or not a monkeyanim"),
+             "config.json": (b"{", "config.json is damaged"),
+             "model.safetensors": ((other / "model.safetensors").read_bytes(),
+                                   "holds another network than its config.json")}
+    for name, (damage, message) in cases.items():
+        run = tmp_path / f"bad-{name}"
+        shutil.copytree(base, run)
+        (run / name).write_bytes(damage)
+        before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+        result = run_cli("train", shapes_slice, "-o", run, "--resume", "--iterations", "4",
+                         env=env)
+        assert_one_line_error(result, message)
+        assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    run = tmp_path / "foreign-state"
+    shutil.copytree(base, run)
+    torch.save({"a": 1}, run / "state.pt")
+    result = run_cli("train", shapes_slice, "-o", run, "--resume", env=env)
+    assert_one_line_error(result, "is not a monkeyanim training state")
+    shutil.copy(other / "state.pt", run / "state.pt")  # Adam's moments of another network
+    result = run_cli("train", shapes_slice, "-o", run, "--resume", env=env)
+    assert_one_line_error(result, "state.pt was saved for another network")
+    (run / "config.json").unlink()
+    result = run_cli("train", shapes_slice, "-o", run, "--resume", env=env)
+    assert_one_line_error(result, "config.json (the run's settings) is missing",
+                          f"--init {run / 'model.safetensors'}")
+    assert not (run / "config.json").exists()
+
+
+def test_a_diverging_run_stops_and_keeps_its_last_finite_checkpoint(shapes_slice, tiny_config,
+                                                                    tmp_path):
+    """A loss that turns NaN (here an absurd learning rate) stops the run with one line and
+    exit code 1, before a checkpoint of NaN weights replaces the good one; a checkpoint that
+    holds NaN weights anyway is refused instead of animating black frames."""
+    run = tmp_path / "run"
+    result = run_cli("train", shapes_slice, "-o", run, "--config", tiny_config, "--iterations",
+                     "40", "--checkpoint-every", "1", "--lr", "1e9",
+                     env={"OMP_NUM_THREADS": "1"})
+    assert_one_line_error(result, "training diverged at iteration", "a lower --lr")
+    model = monkeyanim.load_model(run / "model.safetensors")
+    assert all(p.isfinite().all() for p in model.parameters())
+    diverged_at = int(result.stderr.split("iteration ")[1].split()[0])
+    assert model.provenance["iterations"] < diverged_at
+    for p in model.parameters():
+        p.data.fill_(float("nan"))
+        break
+    monkeyanim.save_checkpoint(model, tmp_path / "nan.safetensors")
+    with pytest.raises(monkeyanim.CheckpointError, match="not finite numbers"):
+        monkeyanim.load_model(tmp_path / "nan.safetensors")
+
+
 def test_a_run_folder_among_its_own_videos_is_refused(shapes_slice, tiny_config, tmp_path):
     """Its sample images would be read as a video (a folder of frames) on the next resume."""
     for data, run in ((shapes_slice / "train", shapes_slice / "train"),

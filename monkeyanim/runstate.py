@@ -1,0 +1,60 @@
+"""A training run's state.pt: what ``Trainer.save`` writes beside model.safetensors and
+``--resume`` reads back (optimisers, schedulers, random generators, iteration)."""
+
+from __future__ import annotations
+
+import io
+import random
+from pathlib import Path
+
+import torch
+
+from .checkpoint import MODEL_FILE
+from .errors import InputError
+
+STATE_KEYS = {"iteration", "optimizers", "schedulers", "torch_rng", "python_rng"}
+
+
+def state_bytes(iteration: int, total: int, optimizers: dict, schedulers: dict) -> bytes:
+    """The state.pt of a run at ``iteration`` of ``total``, serialised."""
+    state = {"iteration": iteration,
+             "optimizers": {k: v.state_dict() for k, v in optimizers.items()},
+             "schedulers": {k: v.state_dict() for k, v in schedulers.items()},
+             "torch_rng": torch.get_rng_state(), "python_rng": list(random.getstate()[1]),
+             "total": total}
+    buffer = io.BytesIO()  # torch.save into a full disk fails as 'unexpected pos', not ENOSPC
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def read_state(path: Path) -> dict:
+    """A run's state.pt (optimisers, schedulers, RNGs, iteration), or one line saying why not."""
+    try:
+        # on the CPU: the RNG state must stay a CPU byte tensor, and Adam's load_state_dict
+        # moves its moments to each parameter's device itself
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle, zip and torch errors alike mean "unreadable"
+        raise InputError(f"{path} is damaged or not a monkeyanim training state "
+                         f"({type(exc).__name__}): start a new run from its weights with "
+                         f"--init {path.parent / MODEL_FILE}") from None
+    if not isinstance(state, dict) or not STATE_KEYS <= set(state):
+        raise InputError(f"{path} is not a monkeyanim training state (no "
+                         f"{', '.join(sorted(STATE_KEYS))}): start a new run from its weights "
+                         f"with --init {path.parent / MODEL_FILE}")
+    return state
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, saved: dict, path: Path) -> None:
+    """Adam's saved moments into ``optimizer``, refused unless each fits its parameter (Adam
+    itself checks only how many parameters there are, and fails at the next step)."""
+    try:
+        optimizer.load_state_dict(saved)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{path} does not fit the run's network ({exc})") from None
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            moment = optimizer.state.get(param, {}).get("exp_avg")
+            if moment is not None and moment.shape != param.shape:
+                raise InputError(f"{path} was saved for another network (a moment of shape "
+                                 f"{tuple(moment.shape)} for a parameter of shape "
+                                 f"{tuple(param.shape)}): the run folder is inconsistent")
