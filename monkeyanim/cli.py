@@ -44,7 +44,8 @@ def _root(version: Annotated[bool | None, typer.Option(
 OutputOpt = Annotated[Path, typer.Option("--output", "-o", help="Output path.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]
 ConfigOpt = Annotated[str | None, typer.Option(
-    "--config", help="Architecture of an authors' checkpoint: a preset name or a .json file.")]
+    "--config", help="Architecture of an authors' checkpoint: a preset name, their .yaml "
+                     "config or a .json file.")]
 CheckpointOpt = Annotated[str | None, typer.Option(
     "--checkpoint", "-c", help="Registry name, .safetensors file, or authors' .pth.tar.")]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu or cuda.")]

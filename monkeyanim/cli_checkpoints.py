@@ -19,7 +19,7 @@ def convert(checkpoint: Annotated[Path, typer.Argument(help="Authors' .pth.tar c
             output: OutputOpt,
             config: Annotated[str, typer.Option(
                 "--config", help="taichi, nemo, bair, moving-gif, vox, vox-full, actions, "
-                                 "shapes, or a .json config.")],
+                                 "shapes, the authors' .yaml config or a .json config.")],
             name: Annotated[str | None, typer.Option(help="Name recorded in the metadata.")] = None,
             overwrite: OverwriteOpt = False) -> None:
     """Convert an authors' Monkey-Net checkpoint into a monkeyanim .safetensors file."""

@@ -249,7 +249,9 @@ def _from_authors(config: dict[str, Any]) -> ModelConfig:
     gen["kp_embedding"] = _embedding(gen.pop("kp_embedding_params", None))
     disc = dict(model["discriminator_params"])
     disc["kp_embedding"] = _embedding(disc.pop("kp_embedding_params", None))
-    frame_shape = config.get("frame_shape", [64, 64, 3])
+    dataset = config.get("dataset_params") or {}  # their YAML files keep the size there
+    frame_shape = (config.get("frame_shape") or dataset.get("frame_shape")
+                   or dataset.get("image_shape") or [64, 64, 3])
     return ModelConfig(
         num_kp=common["num_kp"],
         kp_variance=common.get("kp_variance", "matrix"),
@@ -261,15 +263,24 @@ def _from_authors(config: dict[str, Any]) -> ModelConfig:
     )
 
 
+YAML_SUFFIXES = (".yaml", ".yml")  # the authors publish their configs as YAML
+
+
 def load_config_file(path: str | Path) -> ModelConfig:
-    """Read a JSON config: either a ModelConfig dict or an authors' config with ``model_params``."""
+    """Read a JSON config (a ModelConfig dict, or an authors' config with ``model_params``) or
+    an authors' YAML config as they publish them (config/*.yaml: model_params and
+    dataset_params' frame size)."""
+    import yaml
+
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
+        text = path.read_text()
+        data = yaml.safe_load(text) if path.suffix.lower() in YAML_SUFFIXES else json.loads(text)
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"cannot read config {path}: {exc}") from None
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"cannot read config {path}: {reason}") from None
     if isinstance(data, dict) and ("model_params" in data or "common_params" in data):
         return ModelConfig.from_authors(data)
     return ModelConfig.from_dict(data)

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import MODEL_FILE, STATE_FILE, convert_authors_checkpoint, load_checkpoint
-from .config import ModelConfig, load_config_file
+from .config import YAML_SUFFIXES, ModelConfig, load_config_file
 from .errors import CheckpointError, ConfigError, InputError
 from .models import MonkeyNet
 from .presets import AUTHOR_PRESETS, get_preset
@@ -174,13 +174,14 @@ def download_from_hub(spec: str) -> Path:
 
 
 def resolve_config(config: str | Path | ModelConfig) -> ModelConfig:
-    """A preset name (one of the authors' eight), a JSON file, or a ModelConfig."""
+    """A preset name (one of the authors' eight), a JSON file, an authors' YAML config, or a
+    ModelConfig."""
     if isinstance(config, ModelConfig):
         return config
     name = str(config)
     if name in AUTHOR_PRESETS:
         return get_preset(name)
-    if name.endswith(".json") or Path(name).is_file():
+    if name.endswith((".json", *YAML_SUFFIXES)) or Path(name).is_file():
         return load_config_file(name)
     return get_preset(name)  # raises, listing the valid names
 
@@ -227,7 +228,8 @@ def load_model(path_or_name: str | Path, config: str | Path | ModelConfig | None
     elif name.endswith(AUTHOR_SUFFIXES):
         if config is None:
             raise ConfigError(f"{path.name} is an authors' checkpoint: give its config "
-                              f"({', '.join(sorted(AUTHOR_PRESETS))}, or a .json file)")
+                              f"({', '.join(sorted(AUTHOR_PRESETS))}, their .yaml config or "
+                              "a .json file)")
         model = convert_authors_checkpoint(path, resolve_config(config))
     elif name in _MODELS:
         model = load_checkpoint(bundled_path(name))

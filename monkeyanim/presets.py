@@ -64,4 +64,4 @@ def get_preset(name: str) -> ModelConfig:
         return AUTHOR_PRESETS[name]
     except KeyError:
         raise ConfigError(f"unknown config {name!r}; choose one of: "
-                          f"{', '.join(available_presets())}, or a .json file") from None
+                          f"{', '.join(available_presets())}, or a .yaml or .json file") from None

@@ -144,6 +144,11 @@ def load_train_config(spec: str | None) -> tuple[ModelConfig, TrainConfig]:
         data = yaml.load(path.read_text(), Loader=_loader()) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
+    if isinstance(data, dict) and "model_params" in data:
+        raise ConfigError(f"{path} is an authors' config: train takes a preset "
+                          f"({', '.join(TRAIN_PRESETS)}) or a file with keys preset, model, "
+                          "train (see the README); their checkpoints convert with "
+                          f"`monkeyanim convert CHECKPOINT --config {path}`")
     if not isinstance(data, dict) or set(data) - {"preset", "model", "train"}:
         raise ConfigError(f"{path} must be a mapping with keys preset, model, train")
     base = data.get("preset", "shapes")

@@ -102,6 +102,28 @@ def test_convert_refuses_to_overwrite_and_keeps_the_file(authors_ckpt, small_con
     assert out.read_bytes() == b"precious" and sorted(tmp_path.iterdir()) == [out]
 
 
+def test_convert_takes_the_authors_yaml_and_train_refuses_it(authors_ckpt, small_config,
+                                                               tmp_path):
+    """`convert --config their.yaml` gives the same model as their model_params in JSON;
+    `train --config their.yaml` says it takes its own files, and where theirs go."""
+    import yaml
+
+    published = {"dataset_params": {"image_shape": [64, 64, 3]},
+                 "model_params": json.loads(small_config.read_text())}
+    config = tmp_path / "taichi-small.yaml"
+    config.write_text(yaml.safe_dump(published))
+    outputs = [tmp_path / "from-yaml.safetensors", tmp_path / "from-json.safetensors"]
+    for spec, out in zip((config, small_config), outputs):
+        result = run_cli("convert", authors_ckpt, "--config", spec, "-o", out)
+        assert result.returncode == 0, result.stderr
+    yaml_model, json_model = map(monkeyanim.load_model, outputs)
+    assert yaml_model.config == json_model.config
+    assert all(torch.equal(a, b) for a, b in zip(yaml_model.state_dict().values(),
+                                                 json_model.state_dict().values()))
+    result = run_cli("train", tmp_path, "-o", tmp_path / "run", "--config", config)
+    assert_one_line_error(result, "is an authors' config", "monkeyanim convert")
+
+
 @pytest.mark.parametrize("case", ["missing", "unknown-config", "mismatch", "corrupt", "not-dict",
                                   "image", "out-dir"])
 def test_convert_errors_are_one_line(case, authors_ckpt, small_config, tmp_path):

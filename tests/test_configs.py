@@ -106,6 +106,23 @@ def test_config_file_accepts_authors_json_and_our_json(author_configs, tmp_path)
     assert get_preset("moving-gif").frame_size == (128, 128)
 
 
+@pytest.mark.parametrize("name", ["moving-gif", "vox", "shapes"])
+def test_config_file_accepts_the_authors_yaml_as_they_publish_it(name, author_configs, tmp_path):
+    """Their config/*.yaml keep the frame size in dataset_params (image_shape), beside
+    model_params and their training settings: read as they are, it is their preset."""
+    import yaml
+
+    published = {k: v for k, v in author_configs[name].items() if k != "frame_shape"}
+    published["dataset_params"] = {"root_dir": f"data/{name}",
+                                   "image_shape": author_configs[name]["frame_shape"]}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(published))
+    assert load_config_file(path) == get_preset(name)
+    path.write_text("model_params: [unclosed")
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config_file(path)
+
+
 def test_bad_config_names_and_files(tmp_path):
     with pytest.raises(ConfigError, match="taichi"):
         get_preset("tachi")
