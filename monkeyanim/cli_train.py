@@ -196,8 +196,16 @@ def _run_configs(output: Path, config: str | None, resume: bool, start):
 
 def _check_train_options(init: str | None, resume: bool, subject: str | None,
                          lr: float | None, max_minutes: float | None) -> None:
+    from .checkpoint import STATE_FILE
+    from .hub import AUTHOR_SUFFIXES
+
     if init is not None and resume:
         raise InputError("--init starts a new run; --resume continues one: use one of them")
+    if init is not None and init.endswith(AUTHOR_SUFFIXES) and Path(init).name != STATE_FILE:
+        # train's --config is the training's, so an authors' architecture cannot come with it
+        raise InputError(f"--init {init} is an authors' checkpoint: convert it first "
+                         f"(monkeyanim convert {init} --config NAME -o start.safetensors) "
+                         "and give --init start.safetensors")
     if subject not in SUBJECTS:
         raise InputError(f"--subject must be face or body, not {subject}")
     if lr is not None and not 0 < lr < math.inf:  # NaN fails every comparison
@@ -355,7 +363,8 @@ def _warn_unreadable(unreadable: list[str]) -> None:
 def _announce(trainer) -> None:
     data = trainer.dataset
     if data.skipped:
-        err_console.print(f"warning: skipped {data.skipped} video(s) shorter than 2 frames")
+        err_console.print(escape(f"warning: skipped {len(data.skipped)} video(s) shorter than "
+                                 f"2 frames, first: {data.skipped[0].name}"))
     _warn_unreadable(data.unreadable)
     passed = [m for m in trainer.milestones if m <= trainer.iteration]
     ahead = [m for m in trainer.milestones if m > trainer.iteration]

@@ -227,6 +227,8 @@ def _build(cls: type, data: dict[str, Any]) -> Any:
         if key in nested and value is not None and not dataclasses.is_dataclass(value):
             value = _build(nested[key], value)
         elif key == "frame_size":
+            if not isinstance(value, (list, tuple)):
+                raise ValueError(f"frame_size must be [height, width], not {value!r}")
             value = tuple(int(v) for v in value)
         kwargs[key] = value
     return cls(**kwargs)

@@ -80,7 +80,7 @@ class PairDataset(Dataset):
     Videos are decoded once, fitted to ``size`` (centre square) and kept in memory. So are
     frame strips while they fit in ``strip_cache_bytes``; the rest are read again per item
     (the authors' shapes: 2.5 GB at 64 px). Videos shorter than 2 frames are skipped and
-    counted in ``skipped``.
+    listed in ``skipped``.
     """
 
     def __init__(self, folder: Path, size: tuple[int, int], augmentation: Augmentation | None = None,
@@ -91,7 +91,7 @@ class PairDataset(Dataset):
         self.num_repeats = num_repeats
         self.cache: dict[int, np.ndarray] = {}
         self.videos: list[Path] = []
-        self.skipped = 0
+        self.skipped: list[Path] = []  # too short to make a pair
         self.unreadable: list[str] = []
         for path in list_videos(Path(folder)):
             try:
@@ -108,7 +108,7 @@ class PairDataset(Dataset):
                 count = len(self.cache[len(self.videos)])
             if count < 2:
                 self.cache.pop(len(self.videos), None)
-                self.skipped += 1
+                self.skipped.append(path)
                 continue
             self.videos.append(path)
         if not self.videos:

@@ -223,6 +223,9 @@ def load_model(path_or_name: str | Path, config: str | Path | ModelConfig | None
         name = str(download_from_hub(name))
     path = Path(name)
     _refuse_run_files(path)
+    if config is not None and not name.endswith(AUTHOR_SUFFIXES):
+        raise ConfigError(f"a config is for authors' checkpoints (.pth.tar): {path.name} "
+                          "carries its own architecture; leave --config out")
     if name.endswith(".safetensors"):
         model = load_checkpoint(path)
     elif name.endswith(AUTHOR_SUFFIXES):

@@ -388,6 +388,9 @@ class Trainer:
         if self.iteration != saved.provenance.get("iterations"):
             raise InputError(f"{model_path} and {state_path} disagree on the iteration; "
                              "the run folder is inconsistent")
+        if self.total < self.iteration:
+            raise InputError(f"the run in {self.run_dir} is at iteration {self.iteration}, past "
+                             f"the {self.total} asked for: give --iterations above it to go on")
 
     def save_sample(self) -> None:
         """source | target | prediction | deformed source (| its blend weight, white = 1), for

@@ -46,7 +46,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         at_least = {"num_epochs": 1, "batch_size": 1, "num_repeats": 1, "checkpoint_every": 1,
-                    "sample_every": 1, "log_every": 1, "num_workers": 0, "validate_every": 0}
+                    "sample_every": 1, "log_every": 1, "num_workers": 0, "validate_every": 0,
+                    "seed": 0}
         for name, smallest in at_least.items():
             check_whole(getattr(self, name), name, smallest)
         if self.iterations is not None:

@@ -172,6 +172,13 @@ def test_load_model_errors(authors_ckpt, tmp_path):
         monkeyanim.load_model(authors_ckpt)
     with pytest.raises(CheckpointError, match="unknown checkpoint 'no-such-model'"):
         monkeyanim.load_model("no-such-model")
+    # a config given with a checkpoint that carries its own would be ignored: said instead
+    with pytest.raises(monkeyanim.ConfigError, match="carries its own architecture"):
+        monkeyanim.load_model("shapes", config="taichi")
+    result = run_cli("animate", ROOT / "examples/shapes/source.png",
+                     ROOT / "examples/shapes/driving.mp4", "-o", tmp_path / "o.mp4", "-c",
+                     ROOT / "checkpoints/shapes.safetensors", "--config", "taichi")
+    assert_one_line_error(result, "leave --config out")
 
 
 def test_a_run_folder_or_its_state_points_to_the_weights(tmp_path):

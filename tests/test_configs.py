@@ -138,6 +138,7 @@ def test_bad_config_names_and_files(tmp_path):
 IMPOSSIBLE = [  # settings no network builds or runs with, and what the error names
     ({"num_kp": 0}, "num_kp"), ({"kp_variance": "foo"}, "kp_variance"),
     ({"frame_size": [0, 64]}, "frame_size"), ({"frame_size": [64]}, "frame_size"),
+    ({"frame_size": 64}, "frame_size must be [height, width], not 64"),
     ({"frame_size": [100, 100]}, "kp_detector: a frame side of 100 px must be a multiple of"),
     ({"generator": {"num_blocks": 7}}, "generator: a frame side of 64 px"),
     ({"generator": {"dense_motion": {"scale_factor": 0.25}}},

@@ -157,6 +157,10 @@ def test_resume_keeps_what_the_command_line_changed(shapes_slice, tiny_config, t
     result = run_cli("train", shapes_slice, "-o", run, "--resume", "--config", longer, env=env)
     assert result.returncode == 0 and "iterations 3 -> 5" in result.stdout, result.stderr
     assert [r["iteration"] for r in read_log(run)][-2:] == [4, 5]
+    config = (run / "config.json").read_text()  # an end behind the run: refused, kept as it was
+    result = run_cli("train", shapes_slice, "-o", run, "--resume", "--iterations", "4", env=env)
+    assert_one_line_error(result, "is at iteration 5, past the 4 asked for")
+    assert (run / "config.json").read_text() == config
     result = run_cli("train", shapes_slice, "-o", run, "--resume", "--config", "shapes")
     assert_one_line_error(result, "--config shapes describes another network", "--init")
 
@@ -407,7 +411,7 @@ def test_short_videos_are_skipped_with_a_warning(shapes_slice, face_frames, tiny
     result = run_cli("train", data, "-o", tmp_path / "run", "--config", tiny_config,
                      "--iterations", "1")
     assert result.returncode == 0, result.stderr
-    assert "skipped 2 video(s) shorter than 2 frames" in result.stderr
+    assert "skipped 2 video(s) shorter than 2 frames, first: still.mp4" in result.stderr
     assert "skipped 1 unreadable file(s)" in result.stderr
 
 
@@ -570,11 +574,19 @@ def test_init_with_a_config_takes_the_configs_architecture(shapes_slice, tiny_co
     assert_one_line_error(result, "architecture differs")
 
 
-@pytest.mark.parametrize("case", ["with-resume", "unknown", "subject"])
-def test_init_errors(case, shapes_slice, tmp_path):
+@pytest.mark.parametrize("case", ["with-resume", "unknown", "subject", "authors", "seed"])
+def test_init_errors(case, shapes_slice, fixture_dir, tmp_path):
     if case == "subject":
         result = run_cli("train", shapes_slice, "-o", tmp_path / "run", "--subject", "hands")
         return assert_one_line_error(result, "--subject must be face or body")
+    if case == "seed":
+        result = run_cli("train", shapes_slice, "-o", tmp_path / "run", "--seed", "-1")
+        return assert_one_line_error(result, "seed must be a whole number of at least 0")
+    if case == "authors":  # their architecture cannot come with train's --config: convert first
+        authors = fixture_dir / "taichi-small.pth.tar"
+        result = run_cli("train", shapes_slice, "-o", tmp_path / "run", "--init", authors,
+                         "--config", "taichi")
+        return assert_one_line_error(result, "is an authors' checkpoint", "monkeyanim convert")
     extra = ["--resume"] if case == "with-resume" else []
     name = "shapes" if case == "with-resume" else "nope"
     result = run_cli("train", shapes_slice, "-o", tmp_path / "run", "--init", name, *extra)
