@@ -112,7 +112,8 @@ class PairDataset(Dataset):
                 continue
             self.videos.append(path)
         if not self.videos:
-            raise InputError(f"{folder} holds no readable video with 2 frames or more")
+            why = f" (left out first: {self.unreadable[0]})" if self.unreadable else ""
+            raise InputError(f"{folder} holds no readable video with 2 frames or more{why}")
         self.rng = random.Random(seed)
 
     def _strip_fits(self, count: int) -> bool:

@@ -279,6 +279,9 @@ def open_video(path: str | Path) -> VideoReader:
     path = Path(path)
     if path.is_dir():
         files = _frame_files(path)
+        if not files and any(p.suffix.lower() in VIDEO_SUFFIXES for p in path.iterdir()):
+            raise InputError(f"folder {path} holds videos, but a folder given as one video (or "
+                             "inside a folder of videos) is read as one video's image frames")
         if not files:
             raise InputError(f"folder {path} holds no image frames")
         return VideoReader(path, DEFAULT_FPS, len(files), kind="folder")

@@ -16,7 +16,7 @@ import monkeyanim
 from monkeyanim.data import PairDataset
 
 from conftest import (TINY, assert_one_line_error, run_cli, run_ddp_worker, sigint_default,
-                      torchrun)
+                      torchrun, write_video)
 
 
 def reconstruction_l1(model_path, data) -> float:
@@ -400,7 +400,6 @@ def test_ctrl_c_under_torchrun(presses, shapes_slice, tiny_config, tmp_path):
 
 
 def test_short_videos_are_skipped_with_a_warning(shapes_slice, face_frames, tiny_config, tmp_path):
-    from conftest import write_video
     data = tmp_path / "data"
     (data / "train").mkdir(parents=True)
     for name in sorted(p.name for p in (shapes_slice / "train").iterdir())[:8]:
@@ -416,7 +415,7 @@ def test_short_videos_are_skipped_with_a_warning(shapes_slice, face_frames, tiny
 
 
 def test_a_plain_folder_of_videos_trains_and_a_split_without_train_is_refused(
-        shapes_slice, tiny_config, tmp_path):
+        shapes_slice, tiny_config, face_frames, tmp_path):
     data = tmp_path / "videos"  # no train/ in it: the videos themselves are the training set
     data.mkdir()
     for name in sorted(p.name for p in (shapes_slice / "train").iterdir())[:5]:
@@ -428,6 +427,13 @@ def test_a_plain_folder_of_videos_trains_and_a_split_without_train_is_refused(
     (data / "test").mkdir()  # a split, half made: its test/ must not be read as a video
     assert_one_line_error(run_cli("train", data, "-o", tmp_path / "run2", "--config",
                                   tiny_config), "has test/ but no train/ folder")
+    # videos sorted into a folder per person: a subfolder is one video's frames, and says so
+    by_person = tmp_path / "by-person" / "train" / "alice"
+    by_person.mkdir(parents=True)
+    write_video(by_person / "a.mp4", [frame[::8, ::8] for frame in face_frames[:4]])
+    result = run_cli("train", by_person.parents[1], "-o", tmp_path / "run3", "--config",
+                     tiny_config)
+    assert_one_line_error(result, "no readable video", "alice holds videos")
 
 
 BAD_OPTIONS = [(["--batch-size", "0"], "batch_size"), (["--iterations", "0"], "iterations"),
