@@ -194,7 +194,7 @@ def animate_file(model: MonkeyNet, source: str | Path, driving: str | Path, outp
     done = 0
     with VideoWriter(output, reader.fps if settings.fps is None else settings.fps,
                      audio_from=reader.path if keep_audio else None,
-                     audio_start_s=reader.start_s) as writer:
+                     audio_start_s=reader.first_frame_s() if keep_audio else 0.0) as writer:
         for frames, batch in batches():
             result = _compose(to_uint8(animator(batch)), frames, source_frame, paste, settings)
             for frame in result:

@@ -192,6 +192,19 @@ class VideoReader:
                 f"side (its width is {self.num_frames} times its height); to use it as one "
                 f"image, crop it to another shape first")
 
+    def first_frame_s(self) -> float:
+        """When the first frame that decodes is shown, in seconds: where the picture starts,
+        and so the audio kept with it. Later than ``start_s`` (the first packet's time) in a
+        recording cut mid-GOP, whose first packets cannot be decoded alone."""
+        if self.kind != "video":
+            return self.start_s
+        decoded = _decode_video(self.path)
+        try:
+            first = next(decoded, None)
+        finally:
+            decoded.close()
+        return self.start_s if first is None or first[1] is None else first[1]
+
     def frames(self) -> Iterator[np.ndarray]:
         if self.kind == "video":
             self.decoded_end_s = None

@@ -157,6 +157,57 @@ def test_audio_stays_with_the_frames_it_was_heard_with(tmp_path, video_start_s, 
     assert abs(stream_seconds(tmp_path / output, "audio") - (1 - delay_s)) < 0.06
 
 
+def write_flash_and_tone_ts(path: Path, fps: int = 25, flash_frame: int = 62) -> Path:
+    """4 s of MPEG-TS: grey frames with two white ones from ``flash_frame`` on, and a tone
+    that starts with the flash; open GOPs of 50 frames with B-frames, as camcorders write."""
+    x264 = {"g": "50", "bf": "3", "threads": "1",
+            "x264-params": "open-gop=1:keyint=50:min-keyint=50:scenecut=0"}
+    rate, samples_per_frame = 48000, 1024
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libx264", rate=fps, options=x264)
+        video.width = video.height = 64
+        video.pix_fmt = "yuv420p"
+        audio = container.add_stream("aac", rate=rate, layout="stereo")
+        for i in range(100):
+            grey = 255 if flash_frame <= i < flash_frame + 2 else 60 + i % 40
+            frame = av.VideoFrame.from_ndarray(np.full((64, 64, 3), grey, np.uint8), "rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, fps)
+            container.mux(video.encode(frame))
+        container.mux(video.encode(None))
+        for at in range(0, 4 * rate, samples_per_frame):
+            times = np.arange(at, at + samples_per_frame) / rate
+            wave = np.where(times >= flash_frame / fps, 0.5 * np.sin(2 * np.pi * 300 * times), 0)
+            frame = av.AudioFrame.from_ndarray(np.tile(wave.astype(np.float32), (2, 1)),
+                                               format="fltp", layout="stereo")
+            frame.sample_rate, frame.time_base, frame.pts = rate, Fraction(1, rate), at
+            container.mux(audio.encode(frame))
+        container.mux(audio.encode(None))
+    return path
+
+
+def test_audio_of_a_recording_cut_mid_gop_starts_with_its_first_frame(small_model, source_png,
+                                                                      tmp_path):
+    """A transport stream cut at any byte (a split recording) starts with packets that cannot
+    be decoded alone: the picture starts at the first frame that decodes, so must the audio,
+    or the sound plays a moment the picture does not show (it was 0.9 s off)."""
+    whole = write_flash_and_tone_ts(tmp_path / "whole.ts").read_bytes()
+    cut = tmp_path / "cut.ts"
+    cut.write_bytes(whole[len(whole) // 4 // 188 * 188:])  # on a TS packet's boundary
+    reader = open_video(cut)
+    assert reader.first_frame_s() > reader.start_s + 0.3  # packets that decode to nothing
+    out = tmp_path / "out.mp4"
+    result = run_cli("animate", source_png, cut, "-o", out, "-c", small_model, "--side-by-side")
+    assert result.returncode == 0, result.stderr
+    with av.open(str(out)) as container:  # the flash, in the driving video's panel
+        flash_s = next(frame.time for frame in container.decode(video=0)
+                       if frame.to_ndarray(format="rgb24")[:, :64].mean() > 240)
+    with av.open(str(out)) as container:  # the first loud sample
+        tone_s = next(frame.time + np.argmax(loud) / frame.sample_rate
+                      for frame in container.decode(audio=0)
+                      if (loud := np.abs(frame.to_ndarray()[0]) > 0.2).any())
+    assert abs(tone_s - flash_s) < 0.03, (flash_s, tone_s)
+
+
 def test_audio_codecs_by_what_they_are_not_their_decoders_names(tmp_path):
     """MP3 (whose decoder FFmpeg names mp3float) is copied into mp4; 192 kHz PCM, beyond
     AAC, becomes AAC at 96 kHz; mono stays mono. An mkv whose audio outlasts its picture is
