@@ -67,12 +67,18 @@ def _on_white(rgba: np.ndarray) -> np.ndarray:
     return (rgba[..., :3] * alpha + WHITE * (1 - alpha)).round().astype(np.uint8)
 
 
-def _upright(frame: av.VideoFrame) -> np.ndarray:
+def _upright(frame: av.VideoFrame, pixel_aspect: Fraction | None = None) -> np.ndarray:
     """The frame as it is meant to be seen, (H, W, 3) uint8: phones store portrait videos and
     photos sideways plus a rotation (the container's display matrix, a JPEG's EXIF
     orientation), which FFmpeg reports and does not apply. Mirrorings are not undone.
-    Transparent pixels come out white."""
+    Transparent pixels come out white. Pixels ``pixel_aspect`` times as wide as high (a
+    video's sample aspect ratio: HDV's 1440x1080 is shown 1920 wide) are made square."""
     image = _opaque_rgb(frame)
+    if pixel_aspect and pixel_aspect != 1:  # (H, W * aspect, 3): the width as displayed
+        height, width = image.shape[:2]
+        shown = max(1, round(width * pixel_aspect))
+        image = cv2.resize(image, (shown, height), interpolation=cv2.INTER_AREA
+                           if shown < width else cv2.INTER_CUBIC)
     quarter_turns = round(frame.rotation / 90) % 4  # counter-clockwise, as np.rot90 turns
     return np.ascontiguousarray(np.rot90(image, quarter_turns)) if quarter_turns else image
 
@@ -371,10 +377,13 @@ def _decode_video(path: Path) -> Iterator[tuple[np.ndarray, float | None, float 
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
+            # the container's, else the codec's, as FFmpeg guesses it; None or 0 when unknown
+            pixel_aspect = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
             for frame in container.decode(stream):
                 shown_s = float(frame.duration * frame.time_base) if frame.duration else 0.0
                 start_s = frame.time
-                yield _upright(frame), start_s, None if start_s is None else start_s + shown_s
+                yield (_upright(frame, pixel_aspect), start_s,
+                       None if start_s is None else start_s + shown_s)
     except av.FFmpegError as exc:
         raise InputError(f"cannot decode video {path}: {_first_line(exc)}") from None
 

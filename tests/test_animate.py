@@ -208,6 +208,28 @@ def test_audio_of_a_recording_cut_mid_gop_starts_with_its_first_frame(small_mode
     assert abs(tone_s - flash_s) < 0.03, (flash_s, tone_s)
 
 
+def test_non_square_pixels_are_read_as_displayed(tmp_path):
+    """A camcorder's 1440x1080 (HDV, AVCHD) or anamorphic DVD stores pixels wider than high
+    (the sample aspect ratio) that players stretch: frames are read as shown, or every
+    picture comes out squeezed. Here 120x96 pixels of 4:3 show a 160x96 picture in which a
+    disc is round."""
+    shown = np.full((96, 160, 3), 40, np.uint8)
+    cv2.circle(shown, (80, 48), 30, (250, 250, 250), -1)
+    stored = cv2.resize(shown, (120, 96), interpolation=cv2.INTER_AREA)
+    path = tmp_path / "anamorphic.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 120, 96, "yuv420p"
+        stream.codec_context.sample_aspect_ratio = Fraction(4, 3)
+        for _ in range(3):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(stored, "rgb24")))
+        container.mux(stream.encode(None))
+    frame = next(open_video(path).frames())
+    assert frame.shape == (96, 160, 3)
+    rows, columns = np.nonzero(frame[..., 0] > 150)  # the disc: as wide as high again
+    assert abs((columns.max() - columns.min()) - (rows.max() - rows.min())) <= 3
+
+
 def test_audio_codecs_by_what_they_are_not_their_decoders_names(tmp_path):
     """MP3 (whose decoder FFmpeg names mp3float) is copied into mp4; 192 kHz PCM, beyond
     AAC, becomes AAC at 96 kHz; mono stays mono. An mkv whose audio outlasts its picture is
