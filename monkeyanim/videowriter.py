@@ -64,6 +64,10 @@ VIDEO_OUTPUTS = tuple(OUTPUT_FORMATS)  # what VideoWriter writes, mp4 (the defau
 # the longest frame side every encoder here takes (x264 16,384, WebP 16,383; FFmpeg itself
 # refuses frames over about 268 M pixels), e.g. a pasted-back panorama goes past it
 ENCODER_MAX_SIDE_PX = 16_383
+# What the frames are, said in the stream (FFmpeg's numbers): sRGB pixels (bt709 primaries,
+# the sRGB curve) turned into limited-range YUV with the BT.601 matrix, as FFmpeg converts
+# RGB by default. Untagged, players guess BT.709 for HD and shift the colours.
+COLOUR_TAGS = {"colorspace": 6, "color_primaries": 1, "color_trc": 13, "color_range": 1}
 MIN_FPS, MAX_FPS = 0.01, 1000.0  # the output rates --fps accepts, in frames a second
 # GIF frame delays are whole hundredths of a second, and browsers show delays under two of
 # them as a tenth of a second: faster videos (phones film at 60-240 fps) keep a frame every 20 ms
@@ -170,6 +174,8 @@ class VideoWriter:
             stream = self._container.add_stream(self.format.codec, rate=self.fps,
                                                 options=self.format.options)
             stream.pix_fmt = "yuv420p"
+            for tag, value in COLOUR_TAGS.items():
+                setattr(stream.codec_context, tag, value)
         stream.width, stream.height = width, height
         if self.audio_from is not None:
             # every stream must exist before the first packet is written (the mp4 header)

@@ -942,6 +942,26 @@ def test_the_encoder_queue_holds_few_frames_when_they_are_large(tmp_path):
     assert (info["frames"], info["height"], info["width"]) == (3, 3000, 3000)
 
 
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv", ".webm"])
+def test_outputs_say_how_their_colours_were_encoded(tmp_path, suffix):
+    """Frames are turned into YUV with the BT.601 matrix; the stream says so (and that the
+    pixels are sRGB), so a player does not guess BT.709, as it does for untagged HD video,
+    and shift a red of (200, 40, 40) to about (212, 54, 36)."""
+    from monkeyanim.videowriter import VideoWriter
+
+    red = np.full((720, 1280, 3), (200, 40, 40), np.uint8)
+    with VideoWriter(tmp_path / f"red{suffix}", 25) as writer:
+        writer.write(red)
+    with av.open(str(tmp_path / f"red{suffix}")) as container:
+        context = container.streams.video[0].codec_context
+        tags = (context.colorspace, context.color_primaries, context.color_trc,
+                context.color_range)
+        frame = next(container.decode(video=0))
+    assert tags == (6, 1, 13, 1)  # smpte170m (BT.601), bt709 primaries, sRGB curve, limited
+    as_tagged = frame.reformat(format="rgb24", src_colorspace=tags[0]).to_ndarray()
+    assert np.abs(as_tagged[360, 640].astype(int) - (200, 40, 40)).max() <= 3
+
+
 @pytest.mark.parametrize("suffix", [".mp4", ".gif"])
 def test_frames_too_large_for_ffmpeg_are_one_error(tmp_path, suffix):
     """FFmpeg refuses frames over about 268 M pixels (padding included; e.g. --size 20000 or a
