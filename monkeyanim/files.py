@@ -15,11 +15,18 @@ from pathlib import Path
 from .errors import InputError, OutputError, cannot_write
 
 
+NAME_MAX_BYTES = 255  # the longest file name most file systems take (ext4, APFS, NTFS)
+TEMP_RANDOM_CHARS = 8  # what mkstemp adds between prefix and suffix
+
+
 def temp_beside(path: Path, suffix: str = ".tmp") -> Path:
-    """An empty temp file in ``path``'s folder (so the final rename stays on one filesystem);
+    """An empty temp file in ``path``'s folder (so the final rename stays on one filesystem),
+    named after it, shortened where that name is too long to bear the temp's additions;
     OutputError when it cannot be made."""
+    room = NAME_MAX_BYTES - len(f"..{suffix}".encode()) - TEMP_RANDOM_CHARS
+    name = path.name.encode()[:room].decode(errors="ignore")  # whole characters only
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=suffix, dir=path.parent)
     except OSError as exc:
         raise cannot_write(path, exc) from exc
     os.close(fd)

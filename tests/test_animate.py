@@ -716,6 +716,18 @@ def test_usage_errors_are_one_line(source_png, short_mp4, tmp_path):
     assert not out.exists()
 
 
+def test_the_longest_file_names_are_written(small_model, source_png, short_mp4, tmp_path):
+    """An output name of up to 255 bytes is legal: its temp file (a dot, the name, 8 random
+    characters) must not be what fails for being longer."""
+    for name in ("a" * 251 + ".mp4", "é" * 125 + "a.mp4"):  # 255 bytes each
+        assert len(name.encode()) == 255
+        result = run_cli("animate", source_png, short_mp4, "-o", tmp_path / name, "-c",
+                         small_model)
+        assert result.returncode == 0, result.stderr
+        assert probe(tmp_path / name)["frames"] == 24
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
 def test_still_image_driving(small_model, source_png, short_mp4, tmp_path):
     """One still frame moves nothing in relative mode: refused, with a hint when the source is
     a video (the two arguments swapped); in absolute mode it poses the source (one frame). A
