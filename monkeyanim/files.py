@@ -19,10 +19,17 @@ NAME_MAX_BYTES = 255  # the longest file name most file systems take (ext4, APFS
 TEMP_RANDOM_CHARS = 8  # what mkstemp adds between prefix and suffix
 
 
+def write_target(path: Path) -> Path:
+    """Where writing ``path`` lands: behind a symbolic link, the file it points to (the link
+    stays a link, as when any program writes through one), else ``path``."""
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
+
+
 def temp_beside(path: Path, suffix: str = ".tmp") -> Path:
-    """An empty temp file in ``path``'s folder (so the final rename stays on one filesystem),
-    named after it, shortened where that name is too long to bear the temp's additions;
-    OutputError when it cannot be made."""
+    """An empty temp file beside where ``path`` is written (``write_target``: so that the
+    final rename stays on one filesystem), named after it, shortened where that name is too
+    long to bear the temp's additions; OutputError when it cannot be made."""
+    path = write_target(path)
     room = NAME_MAX_BYTES - len(f"..{suffix}".encode()) - TEMP_RANDOM_CHARS
     name = path.name.encode()[:room].decode(errors="ignore")  # whole characters only
     try:
@@ -40,7 +47,7 @@ def publish(tmp: Path, path: Path) -> None:
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
+    os.replace(tmp, write_target(path))
 
 
 def check_regular(path: Path) -> None:
@@ -145,6 +152,9 @@ def check_output(path: Path, overwrite: bool, suffixes: tuple[str, ...] = (),
     check_regular(path)
     if path.exists() and not overwrite:
         raise InputError(f"{path} already exists (use --overwrite to replace it)")
+    if path.is_symlink() and not path.exists() and not overwrite:  # what it names is missing
+        raise InputError(f"{path} already exists, as a link to {os.readlink(path)} (use "
+                         "--overwrite to write there)")
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise InputError(f"output folder does not exist: {folder}")

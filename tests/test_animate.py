@@ -728,6 +728,31 @@ def test_the_longest_file_names_are_written(small_model, source_png, short_mp4, 
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
+def test_an_output_that_is_a_link_is_written_through_it(small_model, source_png, short_mp4,
+                                                        tmp_path):
+    """-o naming a symbolic link writes the file it points to, as any program writing through
+    a link does, and leaves the link a link; a link to nothing is an existing output too."""
+    real, link = tmp_path / "real.mp4", tmp_path / "link.mp4"
+    real.write_bytes(b"old")
+    link.symlink_to(real)
+    result = run_cli("animate", source_png, short_mp4, "-o", link, "-c", small_model)
+    assert_one_line_error(result, "already exists", "--overwrite")
+    result = run_cli("animate", source_png, short_mp4, "-o", link, "-c", small_model,
+                     "--overwrite")
+    assert result.returncode == 0, result.stderr
+    assert link.is_symlink() and probe(real)["frames"] == 24
+    ghost, missing = tmp_path / "ghost.mp4", tmp_path / "missing.mp4"
+    ghost.symlink_to(missing)
+    result = run_cli("animate", source_png, short_mp4, "-o", ghost, "-c", small_model)
+    assert_one_line_error(result, "already exists, as a link to", "--overwrite")
+    assert not missing.exists()
+    result = run_cli("animate", source_png, short_mp4, "-o", ghost, "-c", small_model,
+                     "--overwrite")
+    assert result.returncode == 0, result.stderr
+    assert ghost.is_symlink() and probe(missing)["frames"] == 24
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
 def test_still_image_driving(small_model, source_png, short_mp4, tmp_path):
     """One still frame moves nothing in relative mode: refused, with a hint when the source is
     a video (the two arguments swapped); in absolute mode it poses the source (one frame). A
