@@ -322,6 +322,9 @@ def open_video(path: str | Path) -> VideoReader:
             if not container.streams.video:
                 raise InputError(f"video {path} has no frames (no video stream)")
             stream = container.streams.video[0]
+            if stream.disposition & av.stream.Disposition.attached_pic:
+                raise InputError(f"{path} holds no video, only a cover picture (an audio file "
+                                 "with artwork)")
             fps = stream.average_rate or stream.guessed_rate or DEFAULT_FPS
             count, restored = stream.frames or None, restored_timing(container, stream)
             if restored is not None:

@@ -716,6 +716,28 @@ def test_usage_errors_are_one_line(source_png, short_mp4, tmp_path):
     assert not out.exists()
 
 
+def test_an_audio_file_with_cover_art_is_no_video(tmp_path):
+    """A song's mp4 (m4a) shows its cover as a video stream of one picture: no motion to
+    take, said as such (it was a one-frame video at 90,000 frames a second)."""
+    path = tmp_path / "song.mp4"
+    with av.open(str(path), "w") as container:
+        audio = container.add_stream("aac", rate=48000, layout="stereo")
+        cover = container.add_stream("mjpeg", rate=1)
+        cover.width, cover.height, cover.pix_fmt = 64, 64, "yuvj420p"
+        cover.disposition = av.stream.Disposition.attached_pic
+        picture = av.VideoFrame.from_ndarray(np.full((64, 64, 3), 90, np.uint8), "rgb24")
+        for packet in [*cover.encode(picture), *cover.encode(None)]:
+            container.mux(packet)
+        for i in range(20):
+            frame = av.AudioFrame.from_ndarray(np.zeros((2, 1024), np.float32), format="fltp",
+                                               layout="stereo")
+            frame.sample_rate, frame.pts = 48000, i * 1024
+            container.mux(audio.encode(frame))
+        container.mux(audio.encode(None))
+    with pytest.raises(monkeyanim.InputError, match="holds no video, only a cover picture"):
+        open_video(path)
+
+
 def test_the_longest_file_names_are_written(small_model, source_png, short_mp4, tmp_path):
     """An output name of up to 255 bytes is legal: its temp file (a dot, the name, 8 random
     characters) must not be what fails for being longer."""
