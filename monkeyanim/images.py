@@ -1,0 +1,121 @@
+"""Still and animated images (png, jpg, webp, ...) and single video frames, decoded to what
+they show: (H, W, 3) uint8 RGB, upright, square pixels, transparency on white."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+from .errors import InputError
+from .frametiming import MS_PER_S, frame_timing
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+ANIMATED_SUFFIXES = {".webp", ".png"}  # image formats that may hold an animation
+ANIMATION_HEADER_BYTES = 64 << 10  # where a PNG's acTL chunk sits (after IHDR, an ICC profile)
+WEBP_ANIMATION_FLAG = 0x02  # in the flags byte of a WebP's VP8X chunk (file offset 20)
+WHITE = 255.0  # what transparent pixels of an image become
+
+
+def first_line(exc: BaseException) -> str:
+    # PyAV's errors hold FFmpeg's reason alone in strerror; their str adds the errno and path
+    reason = getattr(exc, "strerror", None)
+    if isinstance(reason, str) and reason.strip():
+        return reason.strip()
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _opaque_rgb(frame: av.VideoFrame) -> np.ndarray:
+    """(H, W, 3) uint8, a frame with transparency composited onto white: dropping the alpha
+    would show what transparent pixels happen to hold, often black, and a cut-out animal is
+    meant to sit on white (MGif's, the cartoon checkpoint's data, do)."""
+    if not (frame.format.has_palette or any(c.is_alpha for c in frame.format.components)):
+        return frame.to_ndarray(format="rgb24")
+    return _on_white(frame.to_ndarray(format="rgba"))
+
+
+def _on_white(rgba: np.ndarray) -> np.ndarray:
+    """(H, W, 4) uint8 RGBA composited onto white: (H, W, 3) uint8 RGB."""
+    alpha = rgba[..., 3:].astype(np.float32) / 255  # (H, W, 1)
+    return (rgba[..., :3] * alpha + WHITE * (1 - alpha)).round().astype(np.uint8)
+
+
+def upright(frame: av.VideoFrame, pixel_aspect: Fraction | None = None) -> np.ndarray:
+    """The frame as it is meant to be seen, (H, W, 3) uint8: phones store portrait videos and
+    photos sideways plus a rotation (the container's display matrix, a JPEG's EXIF
+    orientation), which FFmpeg reports and does not apply. Mirrorings are not undone.
+    Transparent pixels come out white. Pixels ``pixel_aspect`` times as wide as high (a
+    video's sample aspect ratio: HDV's 1440x1080 is shown 1920 wide) are made square."""
+    image = _opaque_rgb(frame)
+    if pixel_aspect and pixel_aspect != 1:  # (H, W * aspect, 3): the width as displayed
+        height, width = image.shape[:2]
+        shown = max(1, round(width * pixel_aspect))
+        image = cv2.resize(image, (shown, height), interpolation=cv2.INTER_AREA
+                           if shown < width else cv2.INTER_CUBIC)
+    quarter_turns = round(frame.rotation / 90) % 4  # counter-clockwise, as np.rot90 turns
+    return np.ascontiguousarray(np.rot90(image, quarter_turns)) if quarter_turns else image
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """A still image (png, jpg, webp, ...; grayscale and RGBA converted) as (H, W, 3) uint8."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"image not found: {path}")
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise InputError(f"{path} is not an image")
+            for frame in container.decode(video=0):
+                return upright(frame)
+    except av.FFmpegError as exc:
+        animation = read_animation(path)  # FFmpeg decodes no animated WebP
+        if animation is not None:
+            return animation[0][0]
+        raise InputError(f"cannot read image {path}: {first_line(exc)}") from None
+    raise InputError(f"{path} holds no image")
+
+
+def read_animation(path: Path) -> tuple[np.ndarray, list[int], Fraction] | None:
+    """An animated WebP or PNG of 2 frames or more: its distinct (T, H, W, 3) uint8 frames
+    (transparency on white), how many frame times each lasts (see frame_timing) and the frame
+    rate; None for anything else, and where OpenCV is older than 4.11 (no imreadanimation:
+    the package asks for 4.11, training/gpu.py's machine may have less)."""
+    if not hasattr(cv2, "imreadanimation") or not _is_animated(path):
+        return None
+    ok, animation = cv2.imreadanimation(str(path))
+    if not ok or len(animation.frames) < 2:
+        return None
+    frames = np.stack([_bgr_on_white(frame) for frame in animation.frames])  # (T, H, W, 3)
+    durations_ms = [int(d) for d in animation.durations]
+    if len(durations_ms) != len(frames):  # no usable timing: shown evenly
+        durations_ms = [0] * len(frames)
+    repeats, fps = frame_timing(durations_ms, MS_PER_S)
+    return frames, repeats, fps
+
+
+def _is_animated(path: Path) -> bool:
+    """Whether the file's header announces an animation: a PNG's acTL chunk (before its first
+    IDAT) or the animation flag of a WebP's VP8X chunk. Reading only the header spares still
+    images a second decode (the authors' datasets are thousands of PNG strips)."""
+    if path.suffix.lower() not in ANIMATED_SUFFIXES:
+        return False
+    with open(path, "rb") as file:
+        head = file.read(ANIMATION_HEADER_BYTES)
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return b"acTL" in head.split(b"IDAT", 1)[0]
+    if head[:4] == b"RIFF" and head[8:16] == b"WEBPVP8X" and len(head) > 20:
+        return bool(head[20] & WEBP_ANIMATION_FLAG)
+    return False
+
+
+def _bgr_on_white(frame: np.ndarray) -> np.ndarray:
+    """OpenCV's (H, W), (H, W, 3) BGR or (H, W, 4) BGRA uint8 as (H, W, 3) RGB on white."""
+    if frame.ndim == 2:
+        return cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
+    if frame.shape[2] == 3:
+        return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+    return _on_white(cv2.cvtColor(frame, cv2.COLOR_BGRA2RGBA))
