@@ -77,7 +77,8 @@ class JobResult:
 def _reader_warnings(reader: VideoReader, read_all: bool = True) -> list[str]:
     """What a job that read ``reader``'s frames (all of them, else the first) should tell the
     user."""
-    notes = [reader.strip_note(), reader.ended_early() if read_all else None]
+    notes = [reader.strip_note(), reader.hold_note() if read_all else None,
+             reader.ended_early() if read_all else None]
     return [note for note in notes if note]
 
 

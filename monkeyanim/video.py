@@ -32,6 +32,7 @@ IMAGE_OUTPUTS = (".png", ".jpg", ".jpeg")  # single frames (keypoints of an imag
 # a video whose frames stop more than this before its stated end (seconds, fraction of it) is
 # reported as cut short; stated and decoded ends agree to 0.05 s on the 39 real face videos
 END_SLACK_S, END_SLACK_FRACTION = 1.0, 0.05
+LONG_HOLD_S = 10.0  # a frame shown longer is worth a word: a gap that may be damage
 QUEUE_FRAMES = 64  # frames buffered between decoding / encoding threads and the model
 # frames per network call: 8 ran fastest on a 2-core CPU (README, Speed and memory)
 BATCH_FRAMES = 8
@@ -61,6 +62,7 @@ class VideoReader:
     # a video whose frames do not each last 1 / fps: each frame is placed by its timestamp,
     # repeated for the frame times it lasts (see frametiming.restored_timing, restore_runs)
     by_timestamp: bool = False
+    longest_frame_s: float | None = None  # with by_timestamp: the longest a frame shows
     # where the last pass through the frames got to: the last frame's end, in seconds
     decoded_end_s: float | None = field(default=None, init=False, repr=False)
 
@@ -82,6 +84,14 @@ class VideoReader:
             return None
         return (f"{self.path} ended at {reached:.1f} s of the {stated:.1f} s it states: the file "
                 f"may be cut short or damaged (the output holds the frames that decoded)")
+
+    def hold_note(self) -> str | None:
+        """A note when one frame shows for over LONG_HOLD_S (a gap in the timestamps, which
+        may be a damaged one): the output holds it as long, as players do; else None."""
+        if not self.longest_frame_s or self.longest_frame_s <= LONG_HOLD_S:
+            return None
+        return (f"{self.path}: one frame shows for {self.longest_frame_s:.0f} s (a gap in "
+                f"its timestamps), so the output holds it that long, as players do")
 
     def strip_note(self) -> str | None:
         """A note when this image was read as a strip of so few frames (2 or 3) that it may
@@ -220,14 +230,16 @@ def open_video(path: str | Path) -> VideoReader:
                 raise InputError(f"{path} holds no video, only a cover picture (an audio file "
                                  "with artwork)")
             fps = stream.average_rate or stream.guessed_rate or DEFAULT_FPS
-            count, restored = stream.frames or None, restored_timing(container, stream)
+            count, longest_s = stream.frames or None, None
+            restored = restored_timing(container, stream)
             if restored is not None:
-                count, fps = restored
+                count, fps, longest_s = restored
             reader = VideoReader(path, Fraction(fps), count,
                                  has_audio=bool(container.streams.audio),
                                  duration_s=_stated_duration(container, stream),
                                  start_s=_start_seconds(stream),
-                                 by_timestamp=restored is not None)
+                                 by_timestamp=restored is not None,
+                                 longest_frame_s=longest_s)
     except av.FFmpegError as exc:
         raise InputError(f"cannot read video {path}: {first_line(exc)}") from None
     if not first_frames(reader, 1):

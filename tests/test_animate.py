@@ -515,6 +515,22 @@ def test_a_variable_frame_rate_video_keeps_in_step_with_its_timestamps(tmp_path)
     assert 2 not in decoded and 20 in decoded  # dropped at 30 fps, every frame at 24
 
 
+def test_a_long_gap_in_the_timestamps_is_held_and_said(small_model, tmp_path):
+    """One frame shown for a minute (a pause in a screen recording, or a damaged timestamp)
+    is held as players hold it, with a warning, since the output is that much longer."""
+    frames = [np.full((16, 16, 3), 12 * i, np.uint8) for i in range(10)]
+    starts_ms = [40 * i for i in range(9)] + [40 * 8 + 60_000]
+    path = write_video(tmp_path / "gap.mkv", frames, fps=1000, pts=starts_ms)
+    reader = open_video(path)
+    assert "one frame shows for 60 s" in reader.hold_note()
+    assert reader.expected_frames > 60 * 25
+    assert open_video(write_video(tmp_path / "steady.mkv", frames, fps=1000,
+                                  pts=[40 * i for i in range(10)])).hold_note() is None
+    result = run_cli("reconstruct", path, "-o", tmp_path / "out.mp4", "-c", small_model)
+    assert result.returncode == 0, result.stderr
+    assert "warning:" in result.stderr and "shows for 60 s" in result.stderr
+
+
 @pytest.mark.parametrize("durations, repeats, fps", [
     ([40, 80, 120], [1, 2, 3], 25),  # exact multiples
     ([83, 83, 84, 333, 83], [1, 1, 1, 4, 1], 12),  # 12 fps in whole ms, a run of 4 merged
