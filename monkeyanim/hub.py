@@ -36,7 +36,7 @@ _MODELS: dict[str, RegistryEntry] = {
         description="the authors' actions: whole people acting in place before a wall, 64x64"),
     "mgif": RegistryEntry(
         file="mgif.safetensors",
-        sha256="6fb5aa6565d2d9e0b47456099801de9a10a2ac195dff4d95dfa174cca522a94c",
+        sha256="facb8e777554552212a7bfa153554bef79556752bc8cea9ceb09866987125e82",
         description="the paper's MGif: cartoon animals on white, 64x64, absolute keypoints"),
     "shapes": RegistryEntry(
         file="shapes.safetensors",
