@@ -222,7 +222,8 @@ def load_model(path_or_name: str | Path, config: str | Path | ModelConfig | None
     if name.startswith(HF_PREFIX):
         name = str(download_from_hub(name))
     path = Path(name)
-    _refuse_run_files(path)
+    if name not in _MODELS:  # a folder named like a registered checkpoint is no run folder
+        _refuse_run_files(path)
     if config is not None and not name.endswith(AUTHOR_SUFFIXES):
         raise ConfigError(f"a config is for authors' checkpoints (.pth.tar): {path.name} "
                           "carries its own architecture; leave --config out")

@@ -191,6 +191,12 @@ def test_a_run_folder_or_its_state_points_to_the_weights(tmp_path):
     torch.save({"iteration": 1}, run / "state.pt")
     with pytest.raises(CheckpointError, match=r"is a folder, not a checkpoint.*model.safetensors"):
         monkeyanim.load_model(run)
+    # a registered name is the checkpoint even where a folder of that name is at hand (the
+    # authors' datasets hold one named shapes)
+    (tmp_path / "shapes").mkdir()
+    result = run_cli("keypoints", ROOT / "examples/shapes/source.png", "-o", tmp_path / "k.png",
+                     "-c", "shapes", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
     out = tmp_path / "o.mp4"
     for extra in ((), ("--config", "shapes")):
         result = run_cli("animate", ROOT / "examples/shapes/source.png",
