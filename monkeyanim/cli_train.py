@@ -55,9 +55,10 @@ def crop(video: Annotated[Path, typer.Argument(help="Video, or a folder of video
     if not rows and not failed:  # nothing to train on: a failure, and no empty clips.csv
         raise InputError(f"no clip cut from {video}: no face was tracked for {min_frames} "
                          "frames or more (--min-frames)")
-    write_csv(folder / "clips.csv", rows)
-    console.print(escape(f"wrote {len(rows)} clip(s) and {folder / 'clips.csv'} "
-                         f"(faces found with {detector.name})"))
+    if rows:  # every video failed: no clips.csv of no clips (and the folder made goes)
+        write_csv(folder / "clips.csv", rows)
+        console.print(escape(f"wrote {len(rows)} clip(s) and {folder / 'clips.csv'} "
+                             f"(faces found with {detector.name})"))
     if failed:
         console.print(f"{len(videos) - failed} of {len(videos)} videos cropped")
         raise typer.Exit(1)

@@ -31,7 +31,8 @@ def temp_beside(path: Path, suffix: str = ".tmp") -> Path:
     long to bear the temp's additions; OutputError when it cannot be made."""
     path = write_target(path)
     room = NAME_MAX_BYTES - len(f"..{suffix}".encode()) - TEMP_RANDOM_CHARS
-    name = path.name.encode()[:room].decode(errors="ignore")  # whole characters only
+    # cut as the file system counts, in bytes (a name need not be UTF-8: fsdecode keeps any)
+    name = os.fsdecode(os.fsencode(path.name)[:room])
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=suffix, dir=path.parent)
     except OSError as exc:
@@ -155,7 +156,8 @@ def check_output(path: Path, overwrite: bool, suffixes: tuple[str, ...] = (),
     if path.is_symlink() and not path.exists() and not overwrite:  # what it names is missing
         raise InputError(f"{path} already exists, as a link to {os.readlink(path)} (use "
                          "--overwrite to write there)")
-    folder = path.parent if str(path.parent) else Path(".")
+    target = write_target(path)  # behind a link, the folder written is the target's
+    folder = target.parent if str(target.parent) else Path(".")
     if not folder.is_dir():
         raise InputError(f"output folder does not exist: {folder}")
     if not os.access(folder, os.W_OK):

@@ -18,6 +18,9 @@ ANIMATED_SUFFIXES = {".webp", ".png"}  # image formats that may hold an animatio
 ANIMATION_HEADER_BYTES = 64 << 10  # where a PNG's acTL chunk sits (after IHDR, an ICC profile)
 WEBP_ANIMATION_FLAG = 0x02  # in the flags byte of a WebP's VP8X chunk (file offset 20)
 WHITE = 255.0  # what transparent pixels of an image become
+# pixels wider or narrower than this are a damaged header, not a format (HDV's are 4:3, DV's
+# 32:27 or 8:9): such a ratio is ignored rather than making frames hundreds of MB
+MAX_PIXEL_ASPECT = 4
 
 
 def first_line(exc: BaseException) -> str:
@@ -51,7 +54,8 @@ def upright(frame: av.VideoFrame, pixel_aspect: Fraction | None = None) -> np.nd
     Transparent pixels come out white. Pixels ``pixel_aspect`` times as wide as high (a
     video's sample aspect ratio: HDV's 1440x1080 is shown 1920 wide) are made square."""
     image = _opaque_rgb(frame)
-    if pixel_aspect and pixel_aspect != 1:  # (H, W * aspect, 3): the width as displayed
+    if pixel_aspect and pixel_aspect != 1 and \
+            1 / MAX_PIXEL_ASPECT <= pixel_aspect <= MAX_PIXEL_ASPECT:  # (H, W * aspect, 3)
         height, width = image.shape[:2]
         shown = max(1, round(width * pixel_aspect))
         image = cv2.resize(image, (shown, height), interpolation=cv2.INTER_AREA

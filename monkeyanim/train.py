@@ -92,6 +92,7 @@ class Trainer:
         self.schedulers = {name: torch.optim.lr_scheduler.MultiStepLR(opt, self.milestones, 0.1)
                            for name, opt in self.optimizers.items()}
         self.iteration, self.stopped_early = 0, False
+        self.saved_iteration: int | None = None  # of the checkpoint on disk, on every rank
         if resume:
             self._resume()
         elif self.rank == 0:
@@ -311,8 +312,7 @@ class Trainer:
     def _diverged(self, losses: dict[str, float]) -> TrainingDiverged:
         """The error that ends a run whose losses or weights stopped being finite numbers."""
         bad = ", ".join(f"{k} {v}" for k, v in losses.items() if not math.isfinite(v))
-        saved = self.model.provenance.get("iterations") if (self.run_dir / MODEL_FILE).is_file() \
-            else None
+        saved = self.saved_iteration
         kept = (f"{self.run_dir / MODEL_FILE} (iteration {saved}) is kept" if saved is not None
                 else "nothing was saved")
         return TrainingDiverged(
@@ -354,6 +354,7 @@ class Trainer:
         only."""
         if not all(p.isfinite().all() for p in self.model.parameters()):
             raise self._diverged({})  # a NaN gradient's step, before its loss shows it
+        self.saved_iteration = self.iteration  # every rank knows what is on disk
         if self.rank != 0:
             return
         self.model.provenance.update(iterations=self.iteration, config_file=CONFIG_FILE)
@@ -380,7 +381,7 @@ class Trainer:
         for name in self.optimizers:
             load_optimizer(self.optimizers[name], state["optimizers"][name], state_path)
             self.schedulers[name].load_state_dict(state["schedulers"][name])
-        self.iteration = int(state["iteration"])
+        self.iteration = self.saved_iteration = int(state["iteration"])
         # the schedulers keep the run's own drops, even when --iterations moves its end
         self.milestones = sorted(next(iter(self.schedulers.values())).milestones)
         torch.set_rng_state(state["torch_rng"])

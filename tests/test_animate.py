@@ -228,6 +228,14 @@ def test_non_square_pixels_are_read_as_displayed(tmp_path):
     assert frame.shape == (96, 160, 3)
     rows, columns = np.nonzero(frame[..., 0] > 150)  # the disc: as wide as high again
     assert abs((columns.max() - columns.min()) - (rows.max() - rows.min())) <= 3
+    bogus = tmp_path / "bogus.mkv"  # a damaged header's 200:1 would make 24,000-px frames
+    with av.open(str(bogus), "w") as container:
+        stream = container.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 120, 96, "yuv420p"
+        stream.codec_context.sample_aspect_ratio = Fraction(200, 1)
+        container.mux(stream.encode(av.VideoFrame.from_ndarray(stored, "rgb24")))
+        container.mux(stream.encode(None))
+    assert next(open_video(bogus).frames()).shape == (96, 120, 3)
 
 
 def test_audio_codecs_by_what_they_are_not_their_decoders_names(tmp_path):
@@ -757,12 +765,18 @@ def test_an_audio_file_with_cover_art_is_no_video(tmp_path):
 def test_the_longest_file_names_are_written(small_model, source_png, short_mp4, tmp_path):
     """An output name of up to 255 bytes is legal: its temp file (a dot, the name, 8 random
     characters) must not be what fails for being longer."""
+    from monkeyanim.videowriter import VideoWriter
+
     for name in ("a" * 251 + ".mp4", "é" * 125 + "a.mp4"):  # 255 bytes each
         assert len(name.encode()) == 255
         result = run_cli("animate", source_png, short_mp4, "-o", tmp_path / name, "-c",
                          small_model)
         assert result.returncode == 0, result.stderr
         assert probe(tmp_path / name)["frames"] == 24
+    odd = tmp_path / os.fsdecode(b"\xff\xfe" + b"b" * 249 + b".mp4")  # not UTF-8: a name too
+    with VideoWriter(odd, 25) as writer:
+        writer.write(np.zeros((16, 16, 3), np.uint8))
+    assert probe(odd)["frames"] == 1
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 

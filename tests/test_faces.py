@@ -323,6 +323,12 @@ def test_crop_shows_progress_on_a_terminal_only(datasets_dir, tmp_path):
     assert result.stdout.startswith("may.mp4: no clip (no face tracked for 40 frames or more)")
     assert_one_line_error(result, "no clip cut from", "--min-frames")
     assert not (tmp_path / "longer").exists()
+    broken = tmp_path / "broken"  # every video failing: no clips.csv of nothing, no folder
+    broken.mkdir()
+    (broken / "junk.mp4").write_bytes(b"not a video")
+    result = run_cli("crop", broken, "-o", tmp_path / "none", "--size", "64")
+    assert result.returncode == 1 and "junk.mp4" in result.stderr
+    assert not (tmp_path / "none").exists()
     # -o is a folder for crop whatever the input: a file there is refused saying so
     result = run_cli("crop", video, "-o", video, "--size", "64")
     assert_one_line_error(result, "-o names the folder for the clips")

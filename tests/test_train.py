@@ -222,6 +222,15 @@ def test_a_diverging_run_stops_and_keeps_its_last_finite_checkpoint(shapes_slice
     assert all(p.isfinite().all() for p in model.parameters())
     diverged_at = int(result.stderr.split("iteration ")[1].split()[0])
     assert model.provenance["iterations"] < diverged_at
+    # under torchrun every rank stops, each naming the checkpoint rank 0 saved
+    result = subprocess.run(
+        [*torchrun(2), "-m", "monkeyanim", "train", str(shapes_slice), "-o", str(tmp_path / "ddp"),
+         "--config", str(tiny_config), "--iterations", "40", "--checkpoint-every", "1", "--lr",
+         "1e9"], capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=300)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode != 0 and len(errors) == 2, result.stderr
+    assert len(set(errors)) == 1 and "is kept" in errors[0], errors
     for p in model.parameters():
         p.data.fill_(float("nan"))
         break
