@@ -2,8 +2,9 @@
 
 Prints a table; compare runs as ratios (absolute numbers depend on the machine).
     python benchmarks/animate.py [--frames 64] [--threads 2] [--batch 32] [--device cuda]
-        [--precisions fp32,bf16] [--memory-only] [--plain-malloc]
-On CUDA the table adds fp16; peak RSS is measured on the CPU only.
+        [--precisions fp32,bf16] [--memory-only | --speed-only] [--long 5000] [--plain-malloc]
+On CUDA the table adds fp16; peak RSS is measured on the CPU only (the memory runs animate
+a --long video through the CLI, and take minutes).
 """
 
 from __future__ import annotations
@@ -125,13 +126,19 @@ def peak_rss_mb(frames: int, workdir: Path, checkpoint: Path,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--frames", type=int, default=64)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 2)))
-    parser.add_argument("--long", type=int, default=5000)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frames", type=int, default=64,
+                        help="driving frames of the speed table (a quarter of it at 256x256)")
+    parser.add_argument("--batch", type=int, default=32, help="frames per network call")
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 2)),
+                        help="torch threads (default: OMP_NUM_THREADS, else 2)")
+    parser.add_argument("--long", type=int, default=5000,
+                        help="frames of the long video of the memory runs")
     parser.add_argument("--memory-only", action="store_true", help="skip the speed table")
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--speed-only", action="store_true",
+                        help="skip the memory runs (minutes: a --long video, a paste-back)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to run")
     parser.add_argument("--precisions", help="comma-separated; default fp32,bf16 (+fp16 on CUDA)")
     parser.add_argument("--plain-malloc", action="store_true",
                         help="leave glibc's malloc settings alone (the CLI tunes them)")
@@ -149,7 +156,7 @@ def main() -> None:
         for size, prec, slow, fast, ratio, diff in speed_rows(args.frames, args.batch,
                                                               args.device, precisions):
             print(f"{size:>8} {prec:>5} {slow:10.1f} {fast:9.1f} {ratio:8.2f}x {diff:9.1e}")
-    if args.device != "cpu":
+    if args.device != "cpu" or args.speed_only:
         return
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = Path(tmp) / "taichi64.safetensors"

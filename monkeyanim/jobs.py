@@ -29,6 +29,7 @@ from .video import (BATCH_FRAMES, IMAGE_OUTPUTS, VIDEO_SUFFIXES, Progress, Video
 from .videowriter import VIDEO_OUTPUTS, VideoWriter, check_output_options
 
 DRAW_MIN_SIZE_PX = 256  # keypoint overlays are drawn at least this large to stay readable
+JSON_DIGITS = 7  # significant digits of the keypoints in JSON: what a float32 holds
 
 
 @dataclass
@@ -369,8 +370,9 @@ def keypoints_file(model: MonkeyNet, video: str | Path, output: str | Path,
             kp = model.keypoints(batch)
             for i, frame in enumerate(frames):
                 box = crop_at(len(tracks)) or centred_square(height, width)
-                tracks.append({"mean": kp.mean[i].tolist(), "crop": list(box),
-                               "covar": None if kp.covar is None else kp.covar[i].tolist()})
+                tracks.append({"mean": _significant(kp.mean[i].tolist()), "crop": list(box),
+                               "covar": None if kp.covar is None
+                               else _significant(kp.covar[i].tolist())})
                 if not as_image:
                     writer.write(draw_keypoints(frame, kp[i]))
                 elif len(tracks) == 1:
@@ -385,6 +387,14 @@ def keypoints_file(model: MonkeyNet, video: str | Path, output: str | Path,
         _write_keypoints_json(json_path, video, reader, model, (width, height), detector, tracks)
     return JobResult(output, 1 if as_image else len(tracks), time.perf_counter() - start,
                      {"detector": detector}, _reader_warnings(reader, read_all=not as_image))
+
+
+def _significant(values: list | float, digits: int = JSON_DIGITS) -> list | float:
+    """Nested lists of floats rounded to ``digits`` significant digits (float32 holds 7;
+    printed whole, each is a float64's 17 and the JSON twice the size)."""
+    if isinstance(values, list):
+        return [_significant(v, digits) for v in values]
+    return float(f"{values:.{digits}g}")
 
 
 def _write_keypoints_json(path: Path, video, reader: VideoReader, model: MonkeyNet,

@@ -174,6 +174,9 @@ def test_keypoints_video_and_json(small_model, clips, tmp_path):
     covar = np.array(document["frames"][0]["covar"])
     assert mean.shape == (10, 2) and np.abs(mean).max() <= 1
     assert covar.shape == (10, 2, 2) and np.allclose(covar, covar.transpose(0, 2, 1), atol=1e-6)
+    # float32 values written with the 7 significant digits they hold, not a float64's 17
+    numbers = re.findall(r"-?\d[\d.]*(?:e-?\d+)?", json.dumps(document["frames"]))
+    assert max(len(re.sub(r"\D", "", n.split("e")[0]).lstrip("0")) for n in numbers) <= 7
     # the drawing is over the (upscaled) frame: a small share of pixels changes colour
     from monkeyanim.video import open_video
     first = fit_frame(next(open_video(clips / "a.mp4").frames()), (64, 64))
