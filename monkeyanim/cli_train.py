@@ -55,7 +55,7 @@ def crop(video: Annotated[Path, typer.Argument(help="Video, or a folder of video
     if not rows and not failed:  # nothing to train on: a failure, and no empty clips.csv
         raise InputError(f"no clip cut from {video}: no face was tracked for {min_frames} "
                          "frames or more (--min-frames)")
-    if rows:  # every video failed: no clips.csv of no clips (and the folder made goes)
+    if rows:  # none cut, every video having failed: no empty clips.csv (the folder made goes)
         write_csv(folder / "clips.csv", rows)
         console.print(escape(f"wrote {len(rows)} clip(s) and {folder / 'clips.csv'} "
                              f"(faces found with {detector.name})"))

@@ -316,7 +316,8 @@ class Trainer:
         kept = (f"{self.run_dir / MODEL_FILE} (iteration {saved}) is kept" if saved is not None
                 else "nothing was saved")
         return TrainingDiverged(
-            f"training diverged at iteration {self.iteration} ({bad or 'weights not finite'}): "
+            f"training diverged at iteration {self.iteration} "
+            f"({bad or 'the weights, or another process loss, not finite'}): "
             f"{kept}; --resume with a lower --lr, or fp32 if --precision was lower")
 
     def _log(self, losses: dict[str, float], seconds: float, on_step,
