@@ -65,6 +65,8 @@ class VideoReader:
     longest_frame_s: float | None = None  # with by_timestamp: the longest a frame shows
     # where the last pass through the frames got to: the last frame's end, in seconds
     decoded_end_s: float | None = field(default=None, init=False, repr=False)
+    # when the first frame that decodes starts, seconds, once a pass has reached it
+    decoded_start_s: float | None = field(default=None, init=False, repr=False)
 
     @property
     def expected_frames(self) -> int | None:
@@ -108,12 +110,9 @@ class VideoReader:
         recording cut mid-GOP, whose first packets cannot be decoded alone."""
         if self.kind != "video":
             return self.start_s
-        decoded = _decode_video(self.path)
-        try:
-            first = next(decoded, None)
-        finally:
-            decoded.close()
-        return self.start_s if first is None or first[1] is None else first[1]
+        if self.decoded_start_s is None:  # open_video's check has decoded it: not again
+            first_frames(self, 1)
+        return self.start_s if self.decoded_start_s is None else self.decoded_start_s
 
     def frames(self) -> Iterator[np.ndarray]:
         if self.kind == "video":
@@ -132,8 +131,11 @@ class VideoReader:
             yield from (split_strip(image) if self.kind == "strip" else [image])
 
     def _noting_end(self, decoded: Iterator[tuple]) -> Iterator[tuple]:
-        """Pass decoded frames on, keeping where the last one ends (see ended_early)."""
+        """Pass decoded frames on, keeping where the first one starts (first_frame_s) and
+        where the last one ends (ended_early)."""
         for frame, start_s, end_s in decoded:
+            if self.decoded_start_s is None:
+                self.decoded_start_s = start_s
             self.decoded_end_s = end_s
             yield frame, start_s, end_s
 
