@@ -12,11 +12,11 @@ __version__ = "0.1.0"
 _LAZY = {"save_checkpoint": ".checkpoint", "available_models": ".hub", "load_model": ".hub",
          "ModelConfig": ".config", "Keypoints": ".models", "MonkeyNet": ".models",
          "build_model": ".models", "AnimateSettings": ".jobs", "animate_file": ".jobs",
-         "reconstruct_file": ".jobs", "keypoints_file": ".jobs"}
+         "reconstruct_file": ".jobs", "keypoints_file": ".overlay", "JobResult": ".jobs"}
 
 __all__ = ["AnimateSettings", "CheckpointError", "ConfigError", "InputError", "Keypoints",
-           "ModelConfig", "MonkeyAnimError", "MonkeyNet", "NoFaceError", "OutputError",
-           "TrainingDiverged", "animate_file",
+           "JobResult", "ModelConfig", "MonkeyAnimError", "MonkeyNet", "NoFaceError",
+           "OutputError", "TrainingDiverged", "animate_file",
            "available_models", "build_model", "keypoints_file", "load_model", "reconstruct_file",
            "save_checkpoint"]
 

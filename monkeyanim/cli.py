@@ -190,7 +190,7 @@ def _failures(results: list) -> int:
 
 
 # the commands register themselves on app, in the order --help lists them
-from . import cli_animate, cli_train, cli_predict, cli_checkpoints  # noqa: E402,F401
+from . import cli_animate, cli_crop, cli_train, cli_predict, cli_checkpoints  # noqa: E402,F401
 
 
 STOP_SIGNALS = {signal.SIGINT: ("interrupted", signal.default_int_handler),

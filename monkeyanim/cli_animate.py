@@ -240,7 +240,7 @@ def keypoints(video: Annotated[Path, typer.Argument(help="Video or image, or a f
     check_batch_size(batch_size)
     jobs = _keypoints_outputs(video, output, json_path, output_format, overwrite)
     box = parse_crop(crop)
-    from .jobs import keypoints_file  # torch: only once the inputs are there
+    from .overlay import keypoints_file  # torch: only once the inputs are there
 
     model = _load(checkpoint, config, device)
     if jobs is not None:  # a folder of videos: one that fails is reported, the others go on

@@ -46,12 +46,7 @@ def train_predictor(data_dir: Annotated[Path, typer.Argument(
     check_output(output, overwrite, (".safetensors",),
                  inputs=(Path(checkpoint) if checkpoint else None,
                          Path(config) if config else None))
-    if min(epochs, hidden, batch_size) < 1 or frames < 2:
-        raise InputError("--epochs, --hidden and --batch-size must be at least 1, --frames at "
-                         "least 2 (the first frame is given, the others predicted)")
-    if frames > MAX_FRAMES or hidden > MAX_HIDDEN:
-        raise InputError(f"--frames must be at most {MAX_FRAMES:,} and --hidden at most "
-                         f"{MAX_HIDDEN:,}")
+    _check_sizes(epochs, frames, hidden, batch_size)
     box = parse_crop(crop)
     folder = training_folder(data_dir)
     list_videos(folder)  # before the model loads: a folder with nothing to read
@@ -78,6 +73,15 @@ def train_predictor(data_dir: Annotated[Path, typer.Argument(
                   **_held_out(predictor, test_tracks)}
     save_predictor(predictor, output, provenance, half)
     console.print(escape(f"wrote {output} (trained on {counted(len(tracks), 'video')})"))
+
+
+def _check_sizes(epochs: int, frames: int, hidden: int, batch_size: int) -> None:
+    if min(epochs, hidden, batch_size) < 1 or frames < 2:
+        raise InputError("--epochs, --hidden and --batch-size must be at least 1, --frames at "
+                         "least 2 (the first frame is given, the others predicted)")
+    if frames > MAX_FRAMES or hidden > MAX_HIDDEN:
+        raise InputError(f"--frames must be at most {MAX_FRAMES:,} and --hidden at most "
+                         f"{MAX_HIDDEN:,}")
 
 
 def _test_tracks(model, data_dir: Path, crop) -> list | None:

@@ -192,6 +192,8 @@ def resolve_device(device: str | torch.device) -> str:
     device = str(device)
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu:0":  # torch's name for the CPU too
+        device = "cpu"
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         raise InputError(f"unknown device {device!r}; choose auto, cpu or cuda")
     if device.startswith("cuda") and not torch.cuda.is_available():

@@ -1,15 +1,17 @@
-"""A training run's state.pt: what ``Trainer.save`` writes beside model.safetensors and
-``--resume`` reads back (optimisers, schedulers, random generators, iteration)."""
+"""A training run's folder: the checks made before a run starts in it, and its state.pt,
+what ``Trainer.save`` writes beside model.safetensors and ``--resume`` reads back
+(optimisers, schedulers, random generators, iteration)."""
 
 from __future__ import annotations
 
 import io
+import os
 import random
 from pathlib import Path
 
 import torch
 
-from .checkpoint import MODEL_FILE
+from .checkpoint import MODEL_FILE, STATE_FILE
 from .errors import InputError
 
 STATE_KEYS = {"iteration", "optimizers", "schedulers", "torch_rng", "python_rng"}
@@ -58,3 +60,35 @@ def load_optimizer(optimizer: torch.optim.Optimizer, saved: dict, path: Path) ->
                 raise InputError(f"{path} was saved for another network (a moment of shape "
                                  f"{tuple(moment.shape)} for a parameter of shape "
                                  f"{tuple(param.shape)}): the run folder is inconsistent")
+
+
+def check_run_dir(run_dir: Path, resume: bool) -> None:
+    """Before the data is read: the folder and its missing parents are made later."""
+    existing = next(path for path in (run_dir, *run_dir.parents) if path.exists())
+    if not existing.is_dir():
+        raise InputError(f"run folder cannot be created at {run_dir}: {existing} is a file")
+    if resume and not (run_dir / STATE_FILE).is_file():
+        raise InputError(f"nothing to resume in {run_dir} (no {STATE_FILE})")
+    if not resume and (run_dir / STATE_FILE).exists():
+        raise InputError(f"{run_dir} already holds a run: use --resume to continue it")
+
+
+def check_outside(run_dir: Path, *folders: Path) -> None:
+    """The run folder must not be among the videos read: its samples would become
+    training (or validation) videos on the next resume."""
+    run = run_dir.resolve()
+    for folder in map(Path.resolve, folders):
+        if run == folder or folder in run.parents:
+            raise InputError(f"run folder {run_dir} is inside {folder}, whose videos it reads: "
+                             "its samples would be read as videos too; choose a folder "
+                             "outside it")
+
+
+def make_run_dir(run_dir: Path) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"run folder cannot be created at {run_dir}: "
+                         f"{error.strerror}") from error
+    if not os.access(run_dir, os.W_OK):
+        raise InputError(f"run folder is not writable: {run_dir}")

@@ -31,7 +31,8 @@ from .finetune import freeze_all_but, load_initial_weights
 from .losses import DeformedReconstruction, DiscriminatorGAN, FeatureMatching, GeneratorGAN
 from .models import Keypoints, MonkeyNet, build_model
 from .pipeline import check_precision, precision_context, to_uint8
-from .runstate import load_optimizer, read_state, state_bytes
+from .runstate import (check_outside, check_run_dir, load_optimizer, make_run_dir, read_state,
+                       state_bytes)
 from .trainconfig import TrainConfig
 from .validation import BEST_FILE, VAL_SPLIT, HeldOut, KeepBest
 
@@ -72,8 +73,8 @@ class Trainer:
         self.device = torch.device(device)
         check_precision(precision, self.device)  # before the data is read
         check_discriminator(model_config)
-        self._check_run_dir(resume)
-        self._check_outside(training_folder(data_dir), Path(data_dir) / VAL_SPLIT)
+        check_run_dir(self.run_dir, resume)
+        check_outside(self.run_dir, training_folder(data_dir), Path(data_dir) / VAL_SPLIT)
         torch.manual_seed(train_config.seed)
         self.dataset = PairDataset(training_folder(data_dir), model_config.frame_size,
                                    train_config.augmentation, train_config.num_repeats,
@@ -81,13 +82,7 @@ class Trainer:
         self.keep_best = self._keep_best(Path(data_dir), model_config.frame_size, resume)
         per_epoch = iterations_per_epoch(len(self.dataset) // self.world, train_config.batch_size)
         self.total, self.milestones = train_config.schedule(per_epoch)
-        self.model = build_model(model_config, provenance={"data": str(data_dir)})
-        if init is not None:
-            load_initial_weights(self.model, init)
-        self.model = self.model.to(self.device)
-        self.model = self.model.to(memory_format=torch.channels_last)
-        if train_config.trainable is not None:
-            freeze_all_but(self.model, train_config.trainable)
+        self.model = self._build(model_config, data_dir, init)
         self.optimizers = self._optimizers()
         self.schedulers = {name: torch.optim.lr_scheduler.MultiStepLR(opt, self.milestones, 0.1)
                            for name, opt in self.optimizers.items()}
@@ -96,7 +91,7 @@ class Trainer:
         if resume:
             self._resume()
         elif self.rank == 0:
-            self._start_run_dir()
+            make_run_dir(self.run_dir)
         if self.rank == 0:  # a resumed run's too: what the command line changed carries on
             self._write_config(model_config)
         self.nets = self._wrap()
@@ -105,26 +100,17 @@ class Trainer:
         self.discriminator_gan = DiscriminatorGAN(train_config.discriminator_gan)
         self.deformed = DeformedReconstruction(train_config.reconstruction_deformed)
 
-    def _check_run_dir(self, resume: bool) -> None:
-        """Before the data is read: the folder and its missing parents are made later."""
-        existing = next(path for path in (self.run_dir, *self.run_dir.parents) if path.exists())
-        if not existing.is_dir():
-            raise InputError(f"run folder cannot be created at {self.run_dir}: "
-                             f"{existing} is a file")
-        if resume and not (self.run_dir / STATE_FILE).is_file():
-            raise InputError(f"nothing to resume in {self.run_dir} (no {STATE_FILE})")
-        if not resume and (self.run_dir / STATE_FILE).exists():
-            raise InputError(f"{self.run_dir} already holds a run: use --resume to continue it")
-
-    def _check_outside(self, *folders: Path) -> None:
-        """The run folder must not be among the videos read: its samples would become
-        training (or validation) videos on the next resume."""
-        run = self.run_dir.resolve()
-        for folder in map(Path.resolve, folders):
-            if run == folder or folder in run.parents:
-                raise InputError(f"run folder {self.run_dir} is inside {folder}, whose videos "
-                                 "it reads: its samples would be read as videos too; choose a "
-                                 "folder outside it")
+    def _build(self, model_config: ModelConfig, data_dir: Path,
+               init: MonkeyNet | None) -> MonkeyNet:
+        """The model on the device, from ``init``'s weights where given, with what
+        ``train.trainable`` leaves out frozen."""
+        model = build_model(model_config, provenance={"data": str(data_dir)})
+        if init is not None:
+            load_initial_weights(model, init)
+        model = model.to(self.device).to(memory_format=torch.channels_last)
+        if self.cfg.trainable is not None:
+            freeze_all_but(model, self.cfg.trainable)
+        return model
 
     def _keep_best(self, data_dir: Path, size: tuple[int, int], resume: bool) -> KeepBest | None:
         """What validates the run on DATA/val/ (rank 0 alone: the others go on meanwhile and
@@ -144,15 +130,6 @@ class Trainer:
                 optimizers[name] = torch.optim.Adam(params, lr=self.cfg.lr,
                                                     betas=self.cfg.adam_betas)
         return optimizers
-
-    def _start_run_dir(self) -> None:
-        try:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise InputError(f"run folder cannot be created at {self.run_dir}: "
-                             f"{error.strerror}") from error
-        if not os.access(self.run_dir, os.W_OK):
-            raise InputError(f"run folder is not writable: {self.run_dir}")
 
     def _write_config(self, model_config: ModelConfig) -> None:
         """config.json: the architecture and the training settings as they now stand."""

@@ -203,26 +203,44 @@ def open_video(path: str | Path) -> VideoReader:
     """Open a driving input; checks it exists and holds at least one decodable frame."""
     path = Path(path)
     if path.is_dir():
-        files = _frame_files(path)
-        if not files and any(p.suffix.lower() in VIDEO_SUFFIXES for p in path.iterdir()):
-            raise InputError(f"folder {path} holds videos, but a folder given as one video (or "
-                             "inside a folder of videos) is read as one video's image frames")
-        if not files:
-            raise InputError(f"folder {path} holds no image frames")
-        return VideoReader(path, DEFAULT_FPS, len(files), kind="folder")
+        return _open_folder(path)
     if not path.is_file():
         raise InputError(f"video not found: {path}")
     if path.suffix.lower() in IMAGE_SUFFIXES:
-        animation = read_animation(path)
-        if animation is not None:
-            frames, repeats, fps = animation
-            return VideoReader(path, fps, sum(repeats), kind="animation", image=frames,
-                               repeats=repeats)
-        image = read_image(path)
-        if is_strip(image):
-            return VideoReader(path, DEFAULT_FPS, image.shape[1] // image.shape[0], kind="strip",
-                               image=image)
-        return VideoReader(path, DEFAULT_FPS, 1, kind="image", image=image)
+        return _open_image(path)
+    reader = _open_container(path)
+    if not first_frames(reader, 1):
+        raise InputError(f"video {path} has no frames")
+    return reader
+
+
+def _open_folder(path: Path) -> VideoReader:
+    """A folder of image frames, read in name order."""
+    files = _frame_files(path)
+    if not files and any(p.suffix.lower() in VIDEO_SUFFIXES for p in path.iterdir()):
+        raise InputError(f"folder {path} holds videos, but a folder given as one video (or "
+                         "inside a folder of videos) is read as one video's image frames")
+    if not files:
+        raise InputError(f"folder {path} holds no image frames")
+    return VideoReader(path, DEFAULT_FPS, len(files), kind="folder")
+
+
+def _open_image(path: Path) -> VideoReader:
+    """An animated gif/WebP, a strip of square frames side by side, or one still image."""
+    animation = read_animation(path)
+    if animation is not None:
+        frames, repeats, fps = animation
+        return VideoReader(path, fps, sum(repeats), kind="animation", image=frames,
+                           repeats=repeats)
+    image = read_image(path)
+    if is_strip(image):
+        return VideoReader(path, DEFAULT_FPS, image.shape[1] // image.shape[0], kind="strip",
+                           image=image)
+    return VideoReader(path, DEFAULT_FPS, 1, kind="image", image=image)
+
+
+def _open_container(path: Path) -> VideoReader:
+    """A video file PyAV opens; its timing restored where the container's header is wrong."""
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
@@ -236,17 +254,14 @@ def open_video(path: str | Path) -> VideoReader:
             restored = restored_timing(container, stream)
             if restored is not None:
                 count, fps, longest_s = restored
-            reader = VideoReader(path, Fraction(fps), count,
-                                 has_audio=bool(container.streams.audio),
-                                 duration_s=_stated_duration(container, stream),
-                                 start_s=_start_seconds(stream),
-                                 by_timestamp=restored is not None,
-                                 longest_frame_s=longest_s)
+            return VideoReader(path, Fraction(fps), count,
+                               has_audio=bool(container.streams.audio),
+                               duration_s=_stated_duration(container, stream),
+                               start_s=_start_seconds(stream),
+                               by_timestamp=restored is not None,
+                               longest_frame_s=longest_s)
     except av.FFmpegError as exc:
         raise InputError(f"cannot read video {path}: {first_line(exc)}") from None
-    if not first_frames(reader, 1):
-        raise InputError(f"video {path} has no frames")
-    return reader
 
 
 def first_frames(reader: VideoReader, count: int) -> list[np.ndarray]:

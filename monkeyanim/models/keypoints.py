@@ -30,6 +30,8 @@ class Keypoints:
         return Keypoints(self.mean[index], None if self.covar is None else self.covar[index])
 
     def __len__(self) -> int:
+        """The size of the leading dimension: frames for (T, K, 2) means, K for one frame's
+        (K, 2)."""
         return self.mean.shape[0]
 
     def to(self, *args, **kwargs) -> Keypoints:

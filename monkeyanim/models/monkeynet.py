@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+import warnings
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -14,6 +18,11 @@ from .keypoints import KPDetector, Keypoints
 # how far frames may stray outside [0, 1] (a bicubic resize overshoots a little); frames in
 # 0..255 or [-1, 1] are a mistake that would give garbage
 PIXEL_SLACK = 0.1
+# how far keypoint means may lie outside the frame's [-1, 1]: relative motion can carry a
+# keypoint out of the frame, but a mean of 32 is a pixel coordinate given by mistake
+MAX_KP_COORD = 3.0
+_LIBRARY_FOLDERS = tuple(str(Path(module.__file__).resolve().parents[depth])
+                         for module, depth in ((torch, 0), (sys.modules[__name__], 1)))
 
 
 class MonkeyNet(nn.Module):
@@ -47,16 +56,23 @@ class MonkeyNet(nn.Module):
         if frames.ndim != 4 or frames.shape[1] != self.config.num_channels:
             raise InputError(f"{what} must be (T, {self.config.num_channels}, H, W), "
                              f"got {tuple(frames.shape)}")
+        if not len(frames):
+            raise InputError(f"{what} holds no frames: (0, C, H, W)")
         low, high = (float(v) for v in torch.aminmax(frames.detach()))
         if not (-PIXEL_SLACK <= low and high <= 1 + PIXEL_SLACK):  # NaN fails both
             raise InputError(f"{what} must be in [0, 1], got values from {low:g} to {high:g}"
-                             + (" (divide 0..255 pixels by 255)" if high > 2 else ""))
+                             + (" (divide 0..255 pixels by 255)" if 2 < high <= 255 else ""))
         height, width = frames.shape[-2:]
         problem = frame_size_problem(self.config, height, width)
         if problem:
             raise InputError(f"{what} of {height}x{width} cannot go through this model "
                              f"({problem}); it was trained at {self.config.frame_size[0]}x"
                              f"{self.config.frame_size[1]}")
+        if (height, width) != tuple(self.config.frame_size):
+            warnings.warn(f"{what}: {height}x{width}, but this model was trained at "
+                          f"{self.config.frame_size[0]}x{self.config.frame_size[1]}: they run, "
+                          "less well; resize them with monkeyanim.video.fit_frame",
+                          stacklevel=_caller_level())
         return frames.to(self.device, torch.float32)
 
     @torch.inference_mode()
@@ -75,7 +91,8 @@ class MonkeyNet(nn.Module):
         self.check_keypoints(kp_driving, "kp_driving")
         if kp_source.mean.ndim == 2:
             kp_source = kp_source[None]  # (1, K, 2)
-        return self.generator(source, kp_source.to(self.device), kp_driving.to(self.device))
+        return self.generator(source, kp_source.to(self.device, torch.float32),
+                              kp_driving.to(self.device, torch.float32))
 
     def check_image(self, image: torch.Tensor, what: str) -> torch.Tensor:
         """One image (C, H, W) or (1, C, H, W) -> (1, C, H, W) as check_frames gives it."""
@@ -90,19 +107,50 @@ class MonkeyNet(nn.Module):
 
     def check_keypoints(self, kp: Keypoints, what: str, one: bool = False) -> None:
         """InputError unless ``kp`` is Keypoints of this model's kind: (T, K, 2) means, or
-        with ``one`` (K, 2) or (1, K, 2); covariances (..., K, 2, 2) when it learns them."""
-        if not isinstance(kp, Keypoints):
-            raise InputError(f"{what} must be Keypoints (from model.keypoints), got "
-                             f"{type(kp).__name__}")
+        with ``one`` (K, 2) or (1, K, 2); covariances (..., K, 2, 2) when it learns them;
+        finite means within MAX_KP_COORD of the frame and covariances of positive
+        determinant (a singular one turns the heatmaps into NaN)."""
+        if not isinstance(kp, Keypoints) or not all(
+                isinstance(t, torch.Tensor) for t in (kp.mean, kp.covar) if t is not None):
+            got = type(kp).__name__ if not isinstance(kp, Keypoints) else "other than tensors"
+            raise InputError(f"{what} must be Keypoints of tensors (from model.keypoints), got "
+                             f"{got}")
         count, shape = self.config.num_kp, tuple(kp.mean.shape)
-        wanted = "(K, 2) or (1, K, 2)" if one else "(T, K, 2)"
+        wanted = "(K, 2) or (1, K, 2)" if one else "(T, K, 2) with T >= 1"
         if shape[-2:] != (count, 2) or not (len(shape) == 3 or one and len(shape) == 2) \
-                or one and len(shape) == 3 and shape[0] != 1:
+                or one and len(shape) == 3 and shape[0] != 1 or 0 in shape:
             raise InputError(f"{what} means must be {wanted} with K = {count}, got {shape}")
         if self.config.kp_variance == "matrix" and (
                 kp.covar is None or tuple(kp.covar.shape) != shape + (2,)):
             got = None if kp.covar is None else tuple(kp.covar.shape)
             raise InputError(f"{what} needs covariances {shape + (2,)}, got {got}")
+        _check_keypoint_values(kp, what)
+
+
+def _caller_level() -> int:
+    """warnings' stacklevel of the first caller outside monkeyanim and torch (whose
+    inference_mode wraps the public methods), from the function that calls this one."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_LIBRARY_FOLDERS):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def _check_keypoint_values(kp: Keypoints, what: str) -> None:
+    """InputError for means that are not finite or far outside the frame, and covariances
+    that are not finite or not of positive determinant."""
+    mean = kp.mean.detach().float()
+    if not bool(torch.isfinite(mean).all()) or float(mean.abs().max()) > MAX_KP_COORD:
+        raise InputError(f"{what} means must be finite and in [-1, 1] (the frame, x first; "
+                         f"within {MAX_KP_COORD:g}), got values from {float(mean.min()):g} to "
+                         f"{float(mean.max()):g}")
+    if kp.covar is None:
+        return
+    covar = kp.covar.detach().float()
+    size = covar.shape[-1]
+    determinant = covar[..., 0, 0] if size == 1 else torch.linalg.det(covar)  # (..., K)
+    if not bool(torch.isfinite(covar).all()) or not bool((determinant > 0).all()):
+        raise InputError(f"{what} covariances must be finite with a positive determinant")
 
 
 def build_model(config: ModelConfig, with_discriminator: bool = True,
