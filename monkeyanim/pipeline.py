@@ -289,6 +289,7 @@ def reconstruct(model: MonkeyNet, batches: Iterable[torch.Tensor], precision: st
     animator = None
     for batch in batches:
         if animator is None:
+            model.check_frames(batch, "frames")  # an empty first batch has no batch[0]
             animator = Animator(model, batch[0], mode="absolute", precision=precision,
                                 refine_steps=refine_steps)
         yield animator(batch)

@@ -14,7 +14,7 @@ import monkeyanim
 from monkeyanim.checkpoint import save_checkpoint
 from monkeyanim.errors import InputError, OutputError
 from monkeyanim.models import Keypoints
-from monkeyanim.pipeline import Animator
+from monkeyanim.pipeline import Animator, reconstruct
 from monkeyanim.video import open_video
 from monkeyanim.videowriter import VideoWriter
 
@@ -63,8 +63,10 @@ def test_keypoints_that_cannot_be_keypoints_are_refused(shapes, frames):
     """Values that would give NaN or black frames without a word: empty, not finite, pixel
     coordinates, a singular covariance; float64 keypoints are cast as float64 frames are."""
     kp = shapes.keypoints(frames)
-    with pytest.raises(InputError, match="holds no frames"):
-        shapes.keypoints(frames[:0])
+    for empty in (lambda: shapes.keypoints(frames[:0]),
+                  lambda: list(reconstruct(shapes, [frames[:0]]))):
+        with pytest.raises(InputError, match="holds no frames"):
+            empty()
     for wrong, fragment in ((kp[:0], "with T >= 1"),
                             (Keypoints(kp.mean * float("nan"), kp.covar), "must be finite"),
                             (Keypoints((kp.mean + 1) * 32, kp.covar), r"in \[-1, 1\]"),
