@@ -21,6 +21,7 @@ from .files import atomic_write
 from .models import MonkeyNet, build_model
 
 FORMAT = "monkeyanim/1"
+PREDICTOR_FORMAT = "monkeyanim-predictor/1"  # prediction.py's files
 AUTHOR_PARTS = ("kp_detector", "generator", "discriminator")
 MAX_KEYS_LISTED = 8
 # a training run's folder holds its weights and, for --resume, its optimisers' state
@@ -87,6 +88,9 @@ def _open(path: str | Path):
 
 def _parse_metadata(path, metadata: dict[str, str] | None) -> tuple[ModelConfig, dict]:
     metadata = metadata or {}
+    if metadata.get("format") == PREDICTOR_FORMAT:
+        raise CheckpointError(f"{path} is an image-to-video predictor, not a Monkey-Net "
+                              "checkpoint: give it as predict's --predictor")
     if metadata.get("format") != FORMAT or "config" not in metadata:
         raise CheckpointError(f"{path} is a safetensors file but not a monkeyanim checkpoint "
                               f"(no '{FORMAT}' metadata)")
@@ -128,6 +132,11 @@ def _load_strict(model: MonkeyNet, state: dict[str, torch.Tensor], source) -> No
     model.load_state_dict(state, strict=True)
 
 
+# what torch.load says of a file cut short: a zip without its directory (written at the
+# end), or the old format's stream ending early
+TRUNCATION_SIGNS = ("failed finding central directory", "unexpected EOF", "Ran out of input")
+
+
 def _load_error_reason(exc: Exception) -> str:
     """torch.load's error in a few words. A file that the weights-only unpickler refuses gets
     its reason, not torch's advice to load it unsafely (which this project never does)."""
@@ -138,7 +147,9 @@ def _load_error_reason(exc: Exception) -> str:
                 + (f" ({detail[0].strip()})" if detail and detail[0].strip() else ""))
     if not isinstance(exc, (OSError, RuntimeError)) or not text:
         return "not a PyTorch file"  # what unpickling stray bytes raises says nothing more
-    return text.splitlines()[0].split(". ")[0]  # torch's first sentence says what went wrong
+    first = text.splitlines()[0].split(". ")[0]  # torch's first sentence says what went wrong
+    cut = any(sign in text for sign in TRUNCATION_SIGNS)
+    return first + (" (the file looks cut short: download or copy it again)" if cut else "")
 
 
 def convert_authors_checkpoint(path: str | Path, config: ModelConfig,

@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from .cli import (CheckpointOpt, ConfigOpt, CropOpt, DeviceOpt, OutputOpt, OverwriteOpt, _load,
-                  _report, app, console, counted, err_console)
+                  _progress, _report, app, console, counted, err_console)
 from .cli_train import FidWeightsOpt, _require_all, _warn_unreadable
 from .errors import InputError
 from .files import check_output
@@ -51,7 +51,9 @@ def train_predictor(data_dir: Annotated[Path, typer.Argument(
     folder = training_folder(data_dir)
     list_videos(folder)  # before the model loads: a folder with nothing to read
     model = _load(checkpoint, config, device)
-    tracks, short, unreadable = extract_keypoints(model, folder, frames, crop=box)
+    with _progress("keypoints", unit="videos") as progress:
+        tracks, short, unreadable = extract_keypoints(model, folder, frames, crop=box,
+                                                      progress=progress)
     if short:
         err_console.print(f"warning: skipped {short} video(s) shorter than {frames} frames")
     _warn_unreadable(unreadable)
@@ -129,7 +131,7 @@ def predict(source: Annotated[Path, typer.Argument(
     """Image-to-video: predict a keypoint sequence from SOURCE and generate its frames."""
     from .evaluation import ReferenceFID
     from .faces import parse_crop
-    from .hub import DEFAULT_MODEL, bundled_predictor, predictor_path
+    from .hub import bundled_predictor, predictor_path
     from .jobs import predict_file
     from .prediction import load_predictor, predictor_provenance
     from .videowriter import VIDEO_OUTPUTS, check_fps
@@ -146,14 +148,17 @@ def predict(source: Annotated[Path, typer.Argument(
     box = parse_crop(crop)
     _require_all((source, "source image"), (fid_weights, "FID weights"),
                  (fid_reference, "FID reference"))
-    net_path = (predictor_path(predictor) if predictor
-                else bundled_predictor(checkpoint or DEFAULT_MODEL))
+    net_path = predictor_path(predictor) if predictor else None  # before the model loads
+    model = _load(checkpoint, config, device)  # first: a mistyped name is named as such
+    if net_path is None:  # the one that ships with the model, however it was named
+        net_path = bundled_predictor(model.provenance.get("name") or str(checkpoint))
     net = load_predictor(net_path)
-    model = _load(checkpoint, config, device)
     _check_pair(net, predictor_provenance(net_path).get("checkpoint"), model)
     scorer = ReferenceFID(model, fid_weights, fid_reference) if fid_reference else None
-    result = predict_file(model, net, source, output, frames, fps, box,
-                          inspect=scorer.add_generated if scorer else None)
+    with _progress(output.name) as progress:
+        result = predict_file(model, net, source, output, frames, fps, box,
+                              inspect=scorer.add_generated if scorer else None,
+                              progress=progress)
     if scorer is not None:
         result.extra["fid"] = scorer.result()
     _report(result)

@@ -220,9 +220,18 @@ def _metrics_table(report: dict, face_model: bool) -> Table:
                           f"{units[metric]} ({report['detector']})")
     if "fid" in report:
         table.add_row("FID", f"{report['fid']:.2f}", "", "Inception pool features, all frames")
-    for metric, reason in report["unavailable"].items():
-        table.add_row(metric.upper(), "unavailable", "", escape(reason))
+    for metric in report["unavailable"]:
+        table.add_row(metric.upper(), "unavailable", "", "why: below the table")
     return table
+
+
+def _unavailable_lines(report: dict) -> list[str]:
+    """Why each metric could not be measured, one line per reason (the metrics that share it
+    together), unwrapped: a reason may hold a path to copy, which a table cell would cut."""
+    metrics_of: dict[str, list[str]] = {}
+    for metric, reason in report["unavailable"].items():
+        metrics_of.setdefault(reason, []).append(metric.upper())
+    return [f"{', '.join(metrics)} unavailable: {reason}" for reason, metrics in metrics_of.items()]
 
 
 @app.command()
@@ -261,6 +270,8 @@ def evaluate(data_dir: Annotated[Path, typer.Argument(help="Folder with test/ (o
                      lambda name, v: console.print(escape(f"{name}: L1 {v['l1']:.4f}")),
                      fid_weights, progress, refine_keypoints)
     console.print(_metrics_table(report, bool(model.provenance.get("face_model"))))
+    for line in _unavailable_lines(report):
+        console.print(escape(line))
     for name, reason in report["failed"].items():
         err_console.print(f"[bold red]failed:[/] {escape(name)}: {escape(reason)}")
     for warnings in report["warnings"].values():

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import stat
@@ -160,9 +161,20 @@ def check_output(path: Path, overwrite: bool, suffixes: tuple[str, ...] = (),
     folder = target.parent if str(target.parent) else Path(".")
     if not folder.is_dir():
         raise InputError(f"output folder does not exist: {folder}")
-    if not os.access(folder, os.W_OK):
-        raise InputError(f"output folder is not writable: {folder}")
+    check_writable(folder)
     return path
+
+
+def check_writable(folder: Path, what: str = "output folder") -> None:
+    """InputError "WHAT is not writable" unless a file can be made in ``folder``: tried for
+    real, since os.access says yes to root where the file system still says no (sysfs,
+    NFS's root squashing)."""
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".monkeyanim-probe-"):
+            pass
+    except OSError as error:  # (sysfs and procfs answer "no such file")
+        why = "" if error.errno == errno.ENOENT else f" ({error.strerror})"
+        raise InputError(f"{what} is not writable: {folder}{why}") from None
 
 
 def input_files(path: Path, suffixes: set[str], what: str) -> list[Path]:
@@ -205,8 +217,7 @@ def output_folder(output: Path, why: str = BATCH_OUTPUT) -> Path:
         pass
     except OSError as exc:  # a read-only file system, a parent the user may not write to
         raise InputError(f"cannot make the output folder {output}: {exc.strerror}") from exc
-    if not os.access(output, os.W_OK):
-        raise InputError(f"output folder is not writable: {output}")
+    check_writable(output)
     return output
 
 

@@ -96,7 +96,7 @@ def predictor_path(spec: str | Path) -> Path:
     that ships one (verified against its sha256)."""
     name = str(spec)
     if name.startswith(HF_PREFIX):
-        return download_from_hub(name)
+        return download_from_hub(name, (".safetensors",))
     if name in _PREDICTORS:
         return bundled_predictor(name)
     if not Path(name).exists():
@@ -122,7 +122,8 @@ def _installed(entry: RegistryEntry, what: str) -> Path:
                               "reinstall monkeyanim")
     if sha256_file(path) != entry.sha256:
         raise CheckpointError(f"{path} does not match the sha256 registered for {what}; the "
-                              "file is corrupt or was replaced")
+                              "file is corrupt or was replaced: reinstall monkeyanim (from a "
+                              "source checkout: git checkout checkpoints/)")
     return path
 
 
@@ -133,44 +134,100 @@ DEFAULT_HUB_FILE = "model.safetensors"
 def parse_hub_spec(spec: str) -> tuple[str, str, str | None]:
     """'hf://owner/repo[/path/file][@revision]' -> (repo_id, filename, revision)."""
     body = spec.removeprefix(HF_PREFIX)
-    body, _, revision = body.partition("@")
+    body, at, revision = body.partition("@")
     parts = [p for p in body.split("/") if p]
-    if len(parts) < 2:
+    if len(parts) < 2 or at and not revision:
         raise CheckpointError(f"{spec!r} is not hf://owner/repo[/file][@revision]")
     filename = "/".join(parts[2:]) or DEFAULT_HUB_FILE
     return f"{parts[0]}/{parts[1]}", filename, revision or None
 
 
-def download_from_hub(spec: str) -> Path:
+def download_from_hub(spec: str, suffixes: tuple[str, ...] = ()) -> Path:
     """Fetch a checkpoint with huggingface_hub into its standard cache (HF_HOME, HF_ENDPOINT,
-    HF_TOKEN and HF_HUB_OFFLINE apply) and verify it when its file name is registered."""
+    HF_TOKEN and HF_HUB_OFFLINE apply). A file the Hub stores under its sha256 (LFS) is
+    checked against it, and fetched again once if its cached copy is damaged; a file named
+    like a registered one must be it. ``suffixes``: the file names taken, checked first."""
     repo_id, filename, revision = parse_hub_spec(spec)
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import (EntryNotFoundError, HfHubHTTPError,
+    if suffixes and not filename.endswith(suffixes):
+        raise CheckpointError(f"{spec} names {Path(filename).name}, not a checkpoint file "
+                              f"({', '.join(suffixes)})")
+    path = _hub_download(spec, repo_id, filename, revision)
+    if _damaged(path):
+        from huggingface_hub import constants
+
+        if constants.HF_HUB_OFFLINE:
+            raise CheckpointError(f"the cached copy of {spec} is damaged (it does not match the "
+                                  f"sha256 the Hub gave it): delete {path.resolve()} and run "
+                                  "again online")
+        path = _hub_download(spec, repo_id, filename, revision, force=True)
+        if _damaged(path):
+            raise CheckpointError(f"{spec} arrived damaged twice (it does not match the sha256 "
+                                  "the Hub gives it); try again later")
+    for name, entry in [*_MODELS.items(), *_PREDICTORS.items()]:
+        if entry.file == Path(filename).name and sha256_file(path) != entry.sha256:
+            raise CheckpointError(f"{spec} is named like the registered {name!r} but is not that "
+                                  "file (another sha256): a file of a registered name must be "
+                                  "it; give another model another name")
+    return path
+
+
+def _damaged(path: Path) -> bool:
+    """Whether a cached file that huggingface_hub keeps under its sha256 (the blob of an LFS
+    file; other blobs are named by a git hash) no longer matches it."""
+    blob = path.resolve()
+    is_sha256 = len(blob.name) == 64 and all(c in "0123456789abcdef" for c in blob.name)
+    return is_sha256 and sha256_file(blob) != blob.name
+
+
+def _hub_download(spec: str, repo_id: str, filename: str, revision: str | None,
+                  force: bool = False) -> Path:
+    """hf_hub_download, its errors turned into one CheckpointError line each."""
+    from huggingface_hub import get_token, hf_hub_download
+    from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError,
                                         LocalEntryNotFoundError, RepositoryNotFoundError,
                                         RevisionNotFoundError)
 
     where = f"{repo_id}@{revision}" if revision else repo_id
     try:
-        path = Path(hf_hub_download(repo_id, filename, revision=revision))
-    except LocalEntryNotFoundError:  # before its parent EntryNotFoundError
-        raise CheckpointError(f"cannot reach the Hub and {filename} from {where} is not in the "
+        return Path(hf_hub_download(repo_id, filename, revision=revision, force_download=force))
+    except LocalEntryNotFoundError as exc:  # before its parent EntryNotFoundError
+        raise CheckpointError(f"{_unreachable(exc)} and {filename} from {where} is not in the "
                               "local cache") from None
     except EntryNotFoundError:
-        raise CheckpointError(f"{filename} not found in Hub repo {where}") from None
+        default = (f" (the file taken when the address names none: hf://{repo_id}/FILE names "
+                   "another)" if filename == DEFAULT_HUB_FILE else "")
+        raise CheckpointError(f"{filename} not found in Hub repo {where}{default}") from None
     except RevisionNotFoundError:
         raise CheckpointError(f"revision {revision!r} not found in Hub repo {repo_id}") from None
+    except GatedRepoError:  # before its parent RepositoryNotFoundError
+        raise CheckpointError(f"Hub repo {repo_id} is gated: accept its terms on the Hub, then "
+                              "set HF_TOKEN to a token of that account"
+                              + ("" if get_token() else " (HF_TOKEN is not set)")) from None
     except RepositoryNotFoundError:
-        raise CheckpointError(f"Hub repo {repo_id} not found (or private: set HF_TOKEN)") from None
-    except (HfHubHTTPError, OSError, ValueError) as exc:
-        raise CheckpointError(f"download of {spec} failed: "
-                              f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
-                              ) from None
-    for name, entry in [*_MODELS.items(), *_PREDICTORS.items()]:
-        if entry.file == Path(filename).name and sha256_file(path) != entry.sha256:
-            raise CheckpointError(f"{spec} does not match the sha256 registered for {name!r}; "
-                                  "the download is corrupt or the file was replaced")
-    return path
+        raise CheckpointError(f"Hub repo {repo_id} not found, or " + (
+            "private and HF_TOKEN gives no access to it" if get_token()
+            else "private: set HF_TOKEN")) from None
+    except Exception as exc:  # noqa: BLE001 - the HTTP client's own (a connection cut
+        # mid-file, a timeout), an HTTP status, a cache that cannot be written: none is a bug
+        raise CheckpointError(f"download of {spec} failed: {_first_line(exc)}") from None
+
+
+def _unreachable(error: Exception) -> str:
+    """Why huggingface_hub could not ask the Hub for a file, from what its error wraps."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    cause = error.__cause__
+    if isinstance(cause, OfflineModeIsEnabled) or constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    response = getattr(cause, "response", None) if isinstance(cause, HfHubHTTPError) else None
+    if response is not None:
+        return f"the Hub answered {response.status_code} {response.reason_phrase}".rstrip()
+    return "cannot reach the Hub" + (f" ({_first_line(cause)})" if cause is not None else "")
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def resolve_config(config: str | Path | ModelConfig) -> ModelConfig:
@@ -222,7 +279,7 @@ def load_model(path_or_name: str | Path, config: str | Path | ModelConfig | None
     device = None if device is None else resolve_device(device)  # before the work of loading
     name = str(path_or_name)
     if name.startswith(HF_PREFIX):
-        name = str(download_from_hub(name))
+        name = str(download_from_hub(name, (".safetensors", *AUTHOR_SUFFIXES)))
     path = Path(name)
     if name not in _MODELS:  # a folder named like a registered checkpoint is no run folder
         _refuse_run_files(path)
@@ -241,7 +298,9 @@ def load_model(path_or_name: str | Path, config: str | Path | ModelConfig | None
         model = load_checkpoint(bundled_path(name))
     else:
         valid = ", ".join(available_models()) or "none bundled yet"
+        hub = (" (a Hub address starts with hf://, in lower case)"
+               if name.strip().lower().startswith(HF_PREFIX) else "")
         raise CheckpointError(f"unknown checkpoint {name!r}: not a .safetensors or .pth.tar "
-                              f"file, nor a registered name ({valid})")
+                              f"file, nor a registered name ({valid}){hub}")
     # about 17% faster inference on CPU than NCHW weights fed channels_last frames
     return model.to(device=device, memory_format=torch.channels_last)

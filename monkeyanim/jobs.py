@@ -327,8 +327,8 @@ def write_image(path: Path, frame: np.ndarray) -> None:
 
 
 def predict_file(model: MonkeyNet, predictor, source: Path, output: Path, frames: int,
-                 fps: float, crop=None,
-                 inspect: Callable[[np.ndarray], None] | None = None) -> JobResult:
+                 fps: float, crop=None, inspect: Callable[[np.ndarray], None] | None = None,
+                 progress: Progress | None = None) -> JobResult:
     """Image-to-video: the source's keypoints rolled out by ``predictor``, then generated.
     ``inspect`` sees every batch of generated frames, (B, H, W, 3) uint8."""
     start = time.perf_counter()
@@ -344,4 +344,6 @@ def predict_file(model: MonkeyNet, predictor, source: Path, output: Path, frames
                 inspect(made)
             for frame in made:
                 writer.write(frame)
+            if progress:
+                progress(begin + len(made), frames)
     return JobResult(output, frames, time.perf_counter() - start, {"detector": detector})

@@ -19,6 +19,7 @@ from .video import (BATCH_FRAMES, IMAGE_OUTPUTS, Progress, VideoReader, centred_
 from .videowriter import VIDEO_OUTPUTS, VideoWriter
 
 DRAW_MIN_SIZE_PX = 256  # keypoint overlays are drawn at least this large to stay readable
+DRAW_SHIFT_BITS = 4  # dots and ellipses placed to 1/16 of a drawn pixel
 JSON_DIGITS = 7  # significant digits of the keypoints in JSON: what a float32 holds
 
 
@@ -29,24 +30,37 @@ def _colours(count: int) -> list[tuple[int, int, int]]:
     return [tuple(int(c) for c in colour) for colour in rgb]
 
 
+def model_to_pixels(mean: np.ndarray, size: int, length: float) -> np.ndarray:
+    """Keypoint coordinates in [-1, 1] of a model frame ``size`` pixels long (the model's grid
+    has -1 and 1 at the centres of its first and last pixels) -> pixel coordinates on the
+    same span resized to ``length`` pixels, pixel centres at whole numbers (as OpenCV draws
+    and cv2.resize maps them)."""
+    return ((mean + 1) / 2 * (size - 1) + 0.5) * (length / size) - 0.5
+
+
 def draw_keypoints(frame: np.ndarray, kp: Keypoints) -> np.ndarray:
     """Each keypoint as a dot and its 1-sigma covariance ellipse, one colour per keypoint;
-    kp for one frame: mean (K, 2), covar (K, 2, 2)."""
-    side = max(DRAW_MIN_SIZE_PX, frame.shape[0])
-    canvas = cv2.resize(frame, (side, side), interpolation=cv2.INTER_CUBIC).copy()
-    half = (side - 1) / 2  # [-1, 1] -> pixels
-    means = kp.mean.float().cpu().numpy()
+    frame (H, W, 3) uint8 at the model's size, kp for it: mean (K, 2), covar (K, 2, 2).
+    Drawn on the frame enlarged to DRAW_MIN_SIZE_PX high at least."""
+    height, width = frame.shape[:2]
+    scale = max(DRAW_MIN_SIZE_PX, height) / height  # drawn pixels per model pixel
+    canvas = cv2.resize(frame, (round(width * scale), round(height * scale)),
+                        interpolation=cv2.INTER_CUBIC)  # (sH, sW, 3)
+    means = kp.mean.float().cpu().numpy()  # (K, 2), x first
+    centres = np.stack([model_to_pixels(means[:, 0], width, canvas.shape[1]),
+                        model_to_pixels(means[:, 1], height, canvas.shape[0])], axis=1)
+    unit = (height - 1) / 2 * scale  # drawn pixels per unit of [-1, 1]
+    fixed = 1 << DRAW_SHIFT_BITS  # OpenCV draws at fractional positions in fixed point
     for k, colour in enumerate(_colours(len(means))):
-        centre = ((means[k] + 1) * half).round().astype(int)
+        centre = tuple(int(v) for v in np.rint(centres[k] * fixed))
         if kp.covar is not None and kp.covar.shape[-1] == 2:
             values, vectors = np.linalg.eigh(kp.covar[k].float().cpu().numpy())
-            axes = np.sqrt(np.clip(values, 0, None)) * half
+            axes = np.maximum(np.sqrt(np.clip(values, 0, None)) * unit, 1) * fixed
             angle = float(np.degrees(np.arctan2(vectors[1, 1], vectors[0, 1])))
-            cv2.ellipse(canvas, tuple(int(v) for v in centre),
-                        (max(1, int(axes[1])), max(1, int(axes[0]))), angle, 0, 360, colour, 1,
-                        cv2.LINE_AA)
-        cv2.circle(canvas, tuple(int(v) for v in centre), max(2, side // 80), colour, -1,
-                   cv2.LINE_AA)
+            cv2.ellipse(canvas, centre, (int(axes[1]), int(axes[0])), angle, 0, 360, colour, 1,
+                        cv2.LINE_AA, DRAW_SHIFT_BITS)
+        cv2.circle(canvas, centre, max(2, canvas.shape[0] // 80) * fixed, colour, -1,
+                   cv2.LINE_AA, DRAW_SHIFT_BITS)
     return canvas
 
 
@@ -106,7 +120,9 @@ def _write_keypoints_json(path: Path, video, reader: VideoReader, model: MonkeyN
                 "frame_size": list(model.config.frame_size), "source_size": list(source_size),
                 "crop_detector": detector,  # the face detector that placed the crops
                 "coordinates": "mean in [-1, 1] of the frame's crop box (x, y, w, h in the "
-                               "video's pixels), x first: pixel x = crop x + (mean x + 1) / 2 "
-                               "* crop w; covar in the units of mean",
+                               "video's pixels) resized to frame_size (h, w), x first, -1 and "
+                               "1 at the centres of its first and last pixels: pixel x = crop "
+                               "x + ((mean x + 1) / 2 * (w - 1) + 0.5) * crop w / w - 0.5, "
+                               "pixel centres at whole numbers; covar in the units of mean",
                 "frames": tracks}
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(document)))

@@ -11,6 +11,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 
+from .checkpoint import PREDICTOR_FORMAT as FORMAT
 from .data import list_videos
 from .errors import CheckpointError, InputError
 from .files import atomic_write
@@ -19,17 +20,21 @@ from .models import Keypoints, MonkeyNet
 from .models.predictor import KPPredictor, PredictorConfig
 from .video import open_video
 
-FORMAT = "monkeyanim-predictor/1"
 
 
 def extract_keypoints(model: MonkeyNet, folder: Path, min_frames: int, batch_size: int = 32,
-                      crop=None) -> tuple[list[Keypoints], int, list[str]]:
+                      crop=None, progress: Callable[[int, int], None] | None = None
+                      ) -> tuple[list[Keypoints], int, list[str]]:
     """Keypoints (T, K, ...) of every video in ``folder`` with at least ``min_frames`` frames,
     of frames cropped as ``crop`` says (see jobs.crop_mode: face checkpoints find the face,
     as reconstruct and predict do); also returns how many videos were too short, and
-    "name: reason" for each unreadable one (or one without a face to crop to)."""
+    "name: reason" for each unreadable one (or one without a face to crop to). As it goes,
+    ``progress(videos done, videos in all)``."""
     tracks, short, unreadable = [], 0, []
-    for path in list_videos(folder):
+    videos = list_videos(folder)
+    for done, path in enumerate(videos, 1):
+        if progress:
+            progress(done - 1, len(videos))
         try:
             reader = open_video(path)
             crop_at, _ = video_crops(reader, crop_mode(crop, model))

@@ -5,7 +5,6 @@ what ``Trainer.save`` writes beside model.safetensors and ``--resume`` reads bac
 from __future__ import annotations
 
 import io
-import os
 import random
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import torch
 
 from .checkpoint import MODEL_FILE, STATE_FILE
 from .errors import InputError
+from .files import check_writable
 
 STATE_KEYS = {"iteration", "optimizers", "schedulers", "torch_rng", "python_rng"}
 
@@ -90,5 +90,4 @@ def make_run_dir(run_dir: Path) -> None:
     except OSError as error:
         raise InputError(f"run folder cannot be created at {run_dir}: "
                          f"{error.strerror}") from error
-    if not os.access(run_dir, os.W_OK):
-        raise InputError(f"run folder is not writable: {run_dir}")
+    check_writable(run_dir, "run folder")

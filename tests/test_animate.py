@@ -705,6 +705,9 @@ def test_existing_output_and_unwritable_folder(small_model, source_png, short_mp
         locked.mkdir(mode=0o555)
         result = run_cli("animate", source_png, short_mp4, "-o", locked / "o.mp4", "-c", small_model)
         assert_one_line_error(result, "not writable")
+    if os.access("/sys", os.W_OK):  # root: the permission bits say yes, sysfs says no
+        result = run_cli("animate", source_png, short_mp4, "-o", "/sys/o.mp4", "-c", small_model)
+        assert_one_line_error(result, "output folder is not writable: /sys")
     result = run_cli("animate", source_png, short_mp4, "-o", tmp_path / "o.avi", "-c", small_model)
     assert_one_line_error(result, ".mp4, .mov, .mkv, .webm, .gif or .webp")
     result = run_cli("animate", source_png, short_mp4, "-o", tmp_path / "o.mp4", "-c", "nope")

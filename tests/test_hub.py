@@ -17,6 +17,9 @@ class FakeHub:
 
     def __init__(self, files: dict[str, bytes]):
         self.files, self.requests = files, []
+        # owner/repo -> (status, X-Error-Code) answered for it; "cut": half the file, then
+        # the connection closes
+        self.faults: dict[str, tuple[int, str] | str] = {}
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -28,17 +31,21 @@ class FakeHub:
                 parts = self.path.split("?")[0].strip("/").split("/")
                 if len(parts) < 5 or parts[2] != "resolve":
                     return self._error(404, "RepoNotFound")
+                fault = hub.faults.get("/".join(parts[:2]))
+                if isinstance(fault, tuple):
+                    return self._error(*fault)
                 key = "/".join(parts[:2] + parts[4:])
                 if key not in hub.files:
                     return self._error(404, "EntryNotFound")
                 data = hub.files[key]
                 self.send_response(200)
                 self.send_header("X-Repo-Commit", COMMIT)
+                # as for an LFS file: the ETag is the sha256, which names the cached blob
                 self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 if body:
-                    self.wfile.write(data)
+                    self.wfile.write(data[:len(data) // 2] if fault == "cut" else data)
 
             def _error(self, code: int, error: str):
                 self.send_response(code)
@@ -69,7 +76,7 @@ def hub_env(small_model, tmp_path):
     corrupted = bytearray(shapes)
     corrupted[-100] ^= 0xFF  # still parses as safetensors, but is not the registered file
     good = small_model.read_bytes()
-    hub = FakeHub({"owner/models/model.safetensors": good,
+    hub = FakeHub({"owner/models/model.safetensors": good, "owner/multi/a.safetensors": good,
                    "owner/models/shapes.safetensors": bytes(corrupted),
                    "owner/models/broken.safetensors": good[:1000]})
     env = {"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_DISABLE_TELEMETRY": "1",
@@ -107,13 +114,51 @@ def test_hub_errors_are_one_line(hub_env, tmp_path):
     assert_one_line_error(animate("hf://owner/models/missing.safetensors", out, env),
                           "missing.safetensors not found in Hub repo owner/models")
     assert_one_line_error(animate("hf://owner/models/shapes.safetensors", out, env),
-                          "does not match the sha256 registered for 'shapes'")
+                          "is named like the registered 'shapes' but is not that file")
     assert_one_line_error(animate("hf://owner/models/broken.safetensors", out, env),
                           "not a readable safetensors")
     assert_one_line_error(animate("hf://owner/models/other.safetensors", out,
-                                  {**env, "HF_HUB_OFFLINE": "1"}), "not in the local cache")
-    assert_one_line_error(animate("hf://owner", out, env), "hf://owner/repo")
+                                  {**env, "HF_HUB_OFFLINE": "1"}),
+                          "HF_HUB_OFFLINE is set and other.safetensors", "not in the local cache")
+    for spec in ("hf://owner", "hf://owner/models@"):
+        assert_one_line_error(animate(spec, out, env), "hf://owner/repo")
+    requests = len(hub.requests)
+    assert_one_line_error(animate("hf://owner/models/weights.bin", out, env),
+                          "names weights.bin, not a checkpoint file")
+    assert_one_line_error(animate("HF://owner/models", out, env), "in lower case")
+    assert len(hub.requests) == requests  # refused before asking the Hub
+    assert_one_line_error(animate("hf://owner/multi", out, env),
+                          "model.safetensors not found", "hf://owner/multi/FILE names another")
+    hub.faults.update({"owner/gated": (403, "GatedRepo"), "owner/down": (500, ""),
+                       "owner/cut": "cut"})
+    hub.files["owner/cut/model.safetensors"] = hub.files["owner/models/model.safetensors"]
+    assert_one_line_error(animate("hf://owner/gated", out, env), "is gated", "accept its terms",
+                          "HF_TOKEN is not set")
+    assert_one_line_error(animate("hf://owner/gated", out, {**env, "HF_TOKEN": "hf_x"}),
+                          "is gated")
+    assert_one_line_error(animate("hf://owner/down", out, env),
+                          "the Hub answered 500 Internal Server Error and model.safetensors")
+    assert_one_line_error(animate("hf://owner/cut", out, env), "download of hf://owner/cut failed")
     assert not out.exists()
+
+
+def test_a_damaged_cached_download_is_fetched_again(hub_env, tmp_path):
+    """A cached blob that no longer matches the sha256 the Hub named it by: fetched again
+    once online; offline, the error names the file to delete."""
+    hub, env = hub_env
+    assert animate("hf://owner/models", tmp_path / "a.mp4", env).returncode == 0
+    blob = next(p for p in (tmp_path / "hf").rglob("*") if p.parent.name == "blobs")
+    damaged = bytearray(blob.read_bytes())
+    damaged[-100] ^= 0xFF
+    blob.write_bytes(bytes(damaged))
+    result = animate("hf://owner/models", tmp_path / "b.mp4", {**env, "HF_HUB_OFFLINE": "1"})
+    assert_one_line_error(result, "the cached copy of hf://owner/models is damaged",
+                          f"delete {blob.resolve()}")
+    gets = hub.requests.count(("GET", "/owner/models/resolve/main/model.safetensors"))
+    result = animate("hf://owner/models", tmp_path / "c.mp4", env)
+    assert result.returncode == 0, result.stderr
+    assert hub.requests.count(("GET", "/owner/models/resolve/main/model.safetensors")) == gets + 1
+    assert hashlib.sha256(blob.read_bytes()).hexdigest() == blob.name
 
 
 def test_unreachable_hub_without_cache_is_one_line(hub_env, tmp_path):
@@ -148,5 +193,5 @@ def test_predictor_from_the_hub(hub_env, tmp_path):
     assert ("GET", "/owner/models/resolve/main/actions-predictor.safetensors") in hub.requests
     result = run_cli(*args, "--predictor", "hf://owner/copy/actions-predictor.safetensors",
                      "-o", tmp_path / "b.mp4", env=env)
-    assert_one_line_error(result, "does not match the sha256 registered for 'actions'")
+    assert_one_line_error(result, "is named like the registered 'actions' but is not that file")
     assert not (tmp_path / "b.mp4").exists()

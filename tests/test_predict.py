@@ -38,6 +38,12 @@ def test_evaluate_reports_l1_baseline_and_unavailable_metrics(shapes_split, tmp_
     for metric in ("akd", "mkr", "aed"):
         assert report["unavailable"][metric]  # a reason, never a number
     assert "unavailable" in result.stdout and "L1" in result.stdout
+    # each reason whole on one line, below the table: a path in it is copied from there
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("AKD, MKR, AED unavailable: ") for line in lines)
+    weights = fid.installed_weights()
+    if weights is not None:
+        assert f"FID unavailable: not asked for: pass --fid-weights {weights} " in lines[-1]
 
 
 def test_predictor_learns_and_rolls_out(shapes_split):
@@ -134,6 +140,16 @@ def test_cli_train_predictor_and_predict(shapes_split, tmp_path):
                      "actions", "-o", tmp_path / "mix.mp4", "--frames", "2")
     assert result.returncode == 0, result.stderr
     assert "trained on the keypoints of 'actions', not of 'mgif'" in result.stderr
+    # the bundled predictor is found by the model's name, however the model was named
+    source, out = ROOT / "examples/shapes/source.png", tmp_path / "named.mp4"
+    result = run_cli("predict", source, "-c", "shpes", "-o", out)
+    assert_one_line_error(result, "unknown checkpoint 'shpes'")
+    result = run_cli("predict", source, "-c", ROOT / "checkpoints/shapes-predictor.safetensors",
+                     "-o", out)
+    assert_one_line_error(result, "is an image-to-video predictor", "--predictor")
+    result = run_cli("predict", source, "-c", ROOT / "checkpoints/shapes.safetensors", "-o", out,
+                     "--frames", "2")
+    assert result.returncode == 0 and probe(out)["frames"] == 2, result.stderr
     # no -c: a missing source is refused before the default checkpoint loads and says so
     result = run_cli("predict", tmp_path / "nope.png", "--predictor", predictor, "-o",
                      tmp_path / "y.mp4")

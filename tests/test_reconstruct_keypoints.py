@@ -6,8 +6,10 @@ import re
 import cv2
 import numpy as np
 import pytest
+import torch
 
 import monkeyanim
+from monkeyanim.models import Keypoints
 from monkeyanim.pipeline import to_tensor
 from monkeyanim.video import fit_frame, open_video
 
@@ -248,7 +250,8 @@ def test_keypoints_of_a_video_into_an_image_take_its_first_frame(small_model, cl
     side = min(width, height)  # the centred square
     assert document["frames"][9]["crop"] == [(width - side) // 2, (height - side) // 2, side,
                                              side]
-    assert "pixel x = crop x + (mean x + 1) / 2 * crop w" in document["coordinates"]
+    assert ("pixel x = crop x + ((mean x + 1) / 2 * (w - 1) + 0.5) * crop w / w - 0.5"
+            in document["coordinates"])
     result = run_cli("keypoints", clips / "a.mp4", "-o", tmp_path / "kp.bmp", "-c", small_model)
     assert_one_line_error(result, ".webp, .png, .jpg or .jpeg")
 
@@ -339,3 +342,17 @@ def test_a_folder_of_frame_strips_is_a_batch_of_videos(datasets_dir, tmp_path):
     result = run_cli("keypoints", wide, "-o", tmp_path / "wide.mp4", "-c", "mgif")
     assert result.returncode == 0, result.stderr
     assert probe(tmp_path / "wide.mp4")["frames"] == 3
+
+
+def test_keypoints_are_drawn_where_the_models_grid_puts_them():
+    """-1 and 1 are the centres of the model frame's first and last pixels: on a 64 px frame
+    drawn at 256 px, -0.5 lies at the centre of model pixel 15.75, drawn pixel 64.5."""
+    from monkeyanim.overlay import draw_keypoints
+
+    black = np.zeros((64, 64, 3), np.uint8)
+    for mean, expected in ((-0.5, 64.5), (0.0, 127.5), (0.5, 190.5)):
+        drawn = draw_keypoints(black, Keypoints(torch.tensor([[mean, -mean]]))).sum(axis=-1)
+        rows, columns = np.mgrid[:drawn.shape[0], :drawn.shape[1]]
+        centre = [(drawn * at).sum() / drawn.sum() for at in (columns, rows)]  # x, y
+        assert drawn.shape == (256, 256)
+        assert np.allclose(centre, [expected, 255 - expected], atol=0.05), (mean, centre)
