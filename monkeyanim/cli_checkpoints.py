@@ -13,6 +13,8 @@ from rich.table import Table
 from .cli import OutputOpt, OverwriteOpt, app, console
 from .files import check_output
 
+UNUSABLE = "unusable: "  # how a registered file that cannot be loaded is listed
+
 
 @app.command()
 def convert(checkpoint: Annotated[Path, typer.Argument(help="Authors' .pth.tar checkpoint.")],
@@ -38,7 +40,7 @@ def convert(checkpoint: Annotated[Path, typer.Argument(help="Authors' .pth.tar c
 
 @app.command()
 def checkpoints() -> None:
-    """List the bundled checkpoints."""
+    """List the bundled checkpoints (exit code 1 if one of them cannot be used)."""
     from .hub import available_models
 
     header = ("name", "size", "frame", "iterations", "L1 (baseline)", "data", "file",
@@ -48,13 +50,15 @@ def checkpoints() -> None:
         # name as --checkpoint takes it and the default in a column of its own
         for row in (header + ("default",), *rows):
             print("\t".join(row))
-        return
-    table = Table(*header)
-    table.columns[header.index("file")].overflow = "fold"  # a path cut short says nothing
-    for name, *cells, default in rows:
-        table.add_row(escape(name + (" (default)" if default == "yes" else "")),
-                      *map(escape, cells))
-    console.print(table)
+    else:
+        table = Table(*header)
+        table.columns[header.index("file")].overflow = "fold"  # a path cut short says nothing
+        for name, *cells, default in rows:
+            table.add_row(escape(name + (" (default)" if default == "yes" else "")),
+                          *map(escape, cells))
+        console.print(table)
+    if any(row[header.index("file")].startswith(UNUSABLE) for row in rows):
+        raise typer.Exit(1)  # listed all the same; a script checking an install sees it
 
 
 def _checkpoint_row(name: str) -> tuple[str, ...]:
@@ -70,7 +74,7 @@ def _checkpoint_row(name: str) -> tuple[str, ...]:
         path = bundled_path(name)
         config, provenance = read_metadata(path)
     except CheckpointError as exc:
-        return (name, "-", "-", "-", "-", entry.description, f"unusable: {exc}",
+        return (name, "-", "-", "-", "-", entry.description, f"{UNUSABLE}{exc}",
                 _predictor_cell(name), default)
     metrics = provenance.get("metrics", {})
     l1 = (f"{metrics['reconstruction_l1']} ({metrics.get('static_baseline_l1', '?')})"

@@ -34,6 +34,13 @@ def test_registry_loads_and_verifies(monkeypatch):
     row = _checkpoint_row("shapes")
     assert row[0] == "shapes" and row[1] == "-" and row[-1] == "yes"
     assert row[6].startswith("unusable: ") and "does not match the sha256" in row[6]
+    from typer.testing import CliRunner
+
+    from monkeyanim.cli import app
+
+    listed = CliRunner().invoke(app, ["checkpoints"])  # in this process: the registry patched
+    assert listed.exit_code == 1 and "unusable: " in listed.output
+    assert "\nactions\t9.2 MB" in listed.output  # the others still listed
     assert _checkpoint_row("actions")[1] == "9.2 MB"
     with pytest.raises(monkeyanim.CheckpointError, match="registered: actions, mgif, shapes"):
         hub.registry_entry("shape")
