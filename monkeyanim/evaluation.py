@@ -128,17 +128,17 @@ def evaluate(model: MonkeyNet, data_dir: Path, limit: int | None = None, batch_s
     if not per_video:
         raise InputError(f"no video in {folder} could be evaluated; {next(iter(failed))}: "
                          f"{next(iter(failed.values()))}")
-    report = {"data": str(folder), "videos": per_video, "refine_steps": refine_steps,
+    means = {key: sum(v[key] for v in per_video.values()) / len(per_video)
+             for key in ("l1", "static_l1", "identity_l1")}
+    report = {"data": str(folder), "videos": per_video, **means, "refine_steps": refine_steps,
               "unavailable": unavailable, "failed": failed, "warnings": warned}
-    return _summarise(report, watcher, detector)
+    return _add_external(report, watcher, detector)
 
 
-def _summarise(report: dict, watcher: _Watcher, detector) -> dict:
-    """Adds the means over the videos, the external metrics measured (or why not) and the
-    detectors used to ``report``."""
+def _add_external(report: dict, watcher: _Watcher, detector) -> dict:
+    """Adds the external metrics measured (or why not) and the detectors used to
+    ``report``."""
     per_video, unavailable = report["videos"], report["unavailable"]
-    for key in ("l1", "static_l1", "identity_l1"):
-        report[key] = sum(v[key] for v in per_video.values()) / len(per_video)
     measured = watcher.results()
     report.update({k: v for k, v in measured.items() if not isinstance(v, str)})
     unavailable.update({k: v for k, v in measured.items() if isinstance(v, str)})

@@ -145,8 +145,9 @@ def parse_hub_spec(spec: str) -> tuple[str, str, str | None]:
 def download_from_hub(spec: str, suffixes: tuple[str, ...] = ()) -> Path:
     """Fetch a checkpoint with huggingface_hub into its standard cache (HF_HOME, HF_ENDPOINT,
     HF_TOKEN and HF_HUB_OFFLINE apply). A file the Hub stores under its sha256 (LFS) is
-    checked against it, and fetched again once if its cached copy is damaged; a file named
-    like a registered one must be it. ``suffixes``: the file names taken, checked first."""
+    checked against it where the cache links to its blob (see ``_damaged``), and fetched
+    again once if its cached copy is damaged; a file named like a registered one must be
+    it. ``suffixes``: the file names taken, checked first."""
     repo_id, filename, revision = parse_hub_spec(spec)
     if suffixes and not filename.endswith(suffixes):
         raise CheckpointError(f"{spec} names {Path(filename).name}, not a checkpoint file "
@@ -155,11 +156,15 @@ def download_from_hub(spec: str, suffixes: tuple[str, ...] = ()) -> Path:
     if _damaged(path):
         from huggingface_hub import constants
 
+        damaged = (f"the cached copy of {spec} is damaged (it does not match the sha256 the "
+                   f"Hub gave it)")
         if constants.HF_HUB_OFFLINE:
-            raise CheckpointError(f"the cached copy of {spec} is damaged (it does not match the "
-                                  f"sha256 the Hub gave it): delete {path.resolve()} and run "
-                                  "again online")
-        path = _hub_download(spec, repo_id, filename, revision, force=True)
+            raise CheckpointError(f"{damaged}: delete {path.resolve()} and run again online")
+        try:
+            path = _hub_download(spec, repo_id, filename, revision, force=True)
+        except CheckpointError as error:
+            raise CheckpointError(f"{damaged} and fetching it again failed ({error}): delete "
+                                  f"{path.resolve()} and run again") from None
         if _damaged(path):
             raise CheckpointError(f"{spec} arrived damaged twice (it does not match the sha256 "
                                   "the Hub gives it); try again later")
@@ -173,7 +178,9 @@ def download_from_hub(spec: str, suffixes: tuple[str, ...] = ()) -> Path:
 
 def _damaged(path: Path) -> bool:
     """Whether a cached file that huggingface_hub keeps under its sha256 (the blob of an LFS
-    file; other blobs are named by a git hash) no longer matches it."""
+    file, which a snapshot links to; other blobs are named by a git hash) no longer matches
+    it. A cache without links (Windows without developer mode) holds no blob names: there
+    nothing is checked."""
     blob = path.resolve()
     is_sha256 = len(blob.name) == 64 and all(c in "0123456789abcdef" for c in blob.name)
     return is_sha256 and sha256_file(blob) != blob.name
@@ -209,7 +216,9 @@ def _hub_download(spec: str, repo_id: str, filename: str, revision: str | None,
             else "private: set HF_TOKEN")) from None
     except Exception as exc:  # noqa: BLE001 - the HTTP client's own (a connection cut
         # mid-file, a timeout), an HTTP status, a cache that cannot be written: none is a bug
-        raise CheckpointError(f"download of {spec} failed: {_first_line(exc)}") from None
+        # (a forced download that failed says "due to the above error": that one is the why)
+        why = exc.__cause__ if isinstance(exc, ValueError) and exc.__cause__ else exc
+        raise CheckpointError(f"download of {spec} failed: {_first_line(why)}") from None
 
 
 def _unreachable(error: Exception) -> str:
@@ -221,8 +230,9 @@ def _unreachable(error: Exception) -> str:
     if isinstance(cause, OfflineModeIsEnabled) or constants.HF_HUB_OFFLINE:
         return "HF_HUB_OFFLINE is set"
     response = getattr(cause, "response", None) if isinstance(cause, HfHubHTTPError) else None
-    if response is not None:
-        return f"the Hub answered {response.status_code} {response.reason_phrase}".rstrip()
+    if response is not None:  # httpx names the reason reason_phrase, requests reason
+        reason = getattr(response, "reason_phrase", None) or getattr(response, "reason", "")
+        return f"the Hub answered {response.status_code} {reason}".rstrip()
     return "cannot reach the Hub" + (f" ({_first_line(cause)})" if cause is not None else "")
 
 

@@ -49,13 +49,15 @@ def draw_keypoints(frame: np.ndarray, kp: Keypoints) -> np.ndarray:
     means = kp.mean.float().cpu().numpy()  # (K, 2), x first
     centres = np.stack([model_to_pixels(means[:, 0], width, canvas.shape[1]),
                         model_to_pixels(means[:, 1], height, canvas.shape[0])], axis=1)
-    unit = (height - 1) / 2 * scale  # drawn pixels per unit of [-1, 1]
+    # drawn pixels per unit of [-1, 1], along x and y: the covariance in drawn pixels
+    units = np.diag([(width - 1) / 2 * scale, (height - 1) / 2 * scale])  # (2, 2)
     fixed = 1 << DRAW_SHIFT_BITS  # OpenCV draws at fractional positions in fixed point
     for k, colour in enumerate(_colours(len(means))):
         centre = tuple(int(v) for v in np.rint(centres[k] * fixed))
         if kp.covar is not None and kp.covar.shape[-1] == 2:
-            values, vectors = np.linalg.eigh(kp.covar[k].float().cpu().numpy())
-            axes = np.maximum(np.sqrt(np.clip(values, 0, None)) * unit, 1) * fixed
+            covar = units @ kp.covar[k].float().cpu().numpy() @ units  # (2, 2)
+            values, vectors = np.linalg.eigh(covar)
+            axes = np.maximum(np.sqrt(np.clip(values, 0, None)), 1) * fixed
             angle = float(np.degrees(np.arctan2(vectors[1, 1], vectors[0, 1])))
             cv2.ellipse(canvas, centre, (int(axes[1]), int(axes[0])), angle, 0, 360, colour, 1,
                         cv2.LINE_AA, DRAW_SHIFT_BITS)

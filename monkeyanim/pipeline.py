@@ -289,7 +289,8 @@ def reconstruct(model: MonkeyNet, batches: Iterable[torch.Tensor], precision: st
     animator = None
     for batch in batches:
         if animator is None:
-            model.check_frames(batch, "frames")  # an empty first batch has no batch[0]
+            if isinstance(batch, torch.Tensor) and not len(batch):  # it has no batch[0]
+                raise InputError("frames holds no frames: (0, C, H, W)")
             animator = Animator(model, batch[0], mode="absolute", precision=precision,
                                 refine_steps=refine_steps)
         yield animator(batch)

@@ -21,7 +21,6 @@ from .models.predictor import KPPredictor, PredictorConfig
 from .video import open_video
 
 
-
 def extract_keypoints(model: MonkeyNet, folder: Path, min_frames: int, batch_size: int = 32,
                       crop=None, progress: Callable[[int, int], None] | None = None
                       ) -> tuple[list[Keypoints], int, list[str]]:

@@ -70,10 +70,14 @@ def test_keypoints_that_cannot_be_keypoints_are_refused(shapes, frames):
     for wrong, fragment in ((kp[:0], "with T >= 1"),
                             (Keypoints(kp.mean * float("nan"), kp.covar), "must be finite"),
                             (Keypoints((kp.mean + 1) * 32, kp.covar), r"in \[-1, 1\]"),
-                            (Keypoints(kp.mean, kp.covar * 0), "positive determinant"),
+                            (Keypoints(kp.mean, kp.covar * 0), "positive definite"),
+                            (Keypoints(kp.mean, -kp.covar), "positive definite"),  # det > 0
                             (Keypoints(kp.mean.numpy(), kp.covar), "Keypoints of tensors")):
         with pytest.raises(InputError, match=fragment):
             shapes.generate(frames[0], kp[:1], wrong)
+    far = Keypoints(kp.mean * 4, kp.covar)  # relative motion scaled up: out of the frame
+    assert float(far.mean.abs().max()) > 2
+    assert shapes.generate(frames[0], kp[:1], far).frames.shape == (4, 3, 64, 64)
     as_float = shapes.generate(frames[0], kp[:1], kp).frames
     as_double = shapes.generate(frames[0], kp[:1], kp.to(torch.float64)).frames
     assert torch.equal(as_float, as_double)

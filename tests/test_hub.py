@@ -159,6 +159,11 @@ def test_a_damaged_cached_download_is_fetched_again(hub_env, tmp_path):
     assert result.returncode == 0, result.stderr
     assert hub.requests.count(("GET", "/owner/models/resolve/main/model.safetensors")) == gets + 1
     assert hashlib.sha256(blob.read_bytes()).hexdigest() == blob.name
+    blob.write_bytes(bytes(damaged))  # damaged again, and now the Hub refuses to send it
+    hub.faults["owner/models"] = (401, "")
+    result = animate("hf://owner/models", tmp_path / "d.mp4", env)
+    assert_one_line_error(result, "is damaged", "fetching it again failed (", "401",
+                          f"delete {blob.resolve()}")
 
 
 def test_unreachable_hub_without_cache_is_one_line(hub_env, tmp_path):

@@ -356,3 +356,11 @@ def test_keypoints_are_drawn_where_the_models_grid_puts_them():
         centre = [(drawn * at).sum() / drawn.sum() for at in (columns, rows)]  # x, y
         assert drawn.shape == (256, 256)
         assert np.allclose(centre, [expected, 255 - expected], atol=0.05), (mean, centre)
+    # a model frame twice as wide as high: a round covariance is an ellipse twice as wide
+    wide = np.zeros((64, 128, 3), np.uint8)
+    kp = Keypoints(torch.zeros(1, 2), torch.eye(2)[None] * 0.04)  # sigma 0.2 of [-1, 1]
+    drawn = draw_keypoints(wide, kp).sum(axis=-1) > 0
+    rows, columns = np.nonzero(drawn)
+    assert drawn.shape == (256, 512)
+    half_width, half_height = np.ptp(columns) / 2, np.ptp(rows) / 2
+    assert abs(half_width - 0.2 * 127 / 2 * 4) < 1.5 and abs(half_height - 0.2 * 63 / 2 * 4) < 1.5

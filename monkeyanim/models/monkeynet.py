@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -18,10 +19,12 @@ from .keypoints import KPDetector, Keypoints
 # how far frames may stray outside [0, 1] (a bicubic resize overshoots a little); frames in
 # 0..255 or [-1, 1] are a mistake that would give garbage
 PIXEL_SLACK = 0.1
-# how far keypoint means may lie outside the frame's [-1, 1]: relative motion can carry a
-# keypoint out of the frame, but a mean of 32 is a pixel coordinate given by mistake
-MAX_KP_COORD = 3.0
-_LIBRARY_FOLDERS = tuple(str(Path(module.__file__).resolve().parents[depth])
+# how far keypoint means may lie outside the frame's [-1, 1]: relative motion (scaled by
+# the authors' movement multiplier) can carry a keypoint well out of the frame, but a mean
+# of 32 is a pixel coordinate given by mistake
+MAX_KP_COORD = 10.0
+# the packages whose frames _caller_level skips (with a separator: not torchvision's)
+_LIBRARY_FOLDERS = tuple(str(Path(module.__file__).resolve().parents[depth]) + os.sep
                          for module, depth in ((torch, 0), (sys.modules[__name__], 1)))
 
 
@@ -107,9 +110,10 @@ class MonkeyNet(nn.Module):
 
     def check_keypoints(self, kp: Keypoints, what: str, one: bool = False) -> None:
         """InputError unless ``kp`` is Keypoints of this model's kind: (T, K, 2) means, or
-        with ``one`` (K, 2) or (1, K, 2); covariances (..., K, 2, 2) when it learns them;
-        finite means within MAX_KP_COORD of the frame and covariances of positive
-        determinant (a singular one turns the heatmaps into NaN)."""
+        with ``one`` (K, 2) or (1, K, 2); covariances (..., K, 2, 2) for 'matrix' variance,
+        (..., K, 1, 1) for 'single' (a fixed variance ignores them); finite means within
+        MAX_KP_COORD of the frame and positive-definite covariances (others turn the
+        heatmaps into NaN or nothing)."""
         if not isinstance(kp, Keypoints) or not all(
                 isinstance(t, torch.Tensor) for t in (kp.mean, kp.covar) if t is not None):
             got = type(kp).__name__ if not isinstance(kp, Keypoints) else "other than tensors"
@@ -120,37 +124,42 @@ class MonkeyNet(nn.Module):
         if shape[-2:] != (count, 2) or not (len(shape) == 3 or one and len(shape) == 2) \
                 or one and len(shape) == 3 and shape[0] != 1 or 0 in shape:
             raise InputError(f"{what} means must be {wanted} with K = {count}, got {shape}")
-        if self.config.kp_variance == "matrix" and (
-                kp.covar is None or tuple(kp.covar.shape) != shape + (2,)):
+        side = {"matrix": 2, "single": 1}.get(str(self.config.kp_variance))
+        covar_shape = None if side is None else shape[:-1] + (side, side)
+        if covar_shape is not None and (kp.covar is None
+                                        or tuple(kp.covar.shape) != covar_shape):
             got = None if kp.covar is None else tuple(kp.covar.shape)
-            raise InputError(f"{what} needs covariances {shape + (2,)}, got {got}")
-        _check_keypoint_values(kp, what)
+            raise InputError(f"{what} needs covariances {covar_shape}, got {got}")
+        _check_keypoint_values(kp.mean, kp.covar if covar_shape else None, what)
 
 
 def _caller_level() -> int:
     """warnings' stacklevel of the first caller outside monkeyanim and torch (whose
     inference_mode wraps the public methods), from the function that calls this one."""
     frame, level = sys._getframe(1), 1
-    while frame is not None and frame.f_code.co_filename.startswith(_LIBRARY_FOLDERS):
+    while frame is not None and os.path.realpath(frame.f_code.co_filename).startswith(
+            _LIBRARY_FOLDERS):
         frame, level = frame.f_back, level + 1
     return level
 
 
-def _check_keypoint_values(kp: Keypoints, what: str) -> None:
+def _check_keypoint_values(mean: torch.Tensor, covar: torch.Tensor | None, what: str) -> None:
     """InputError for means that are not finite or far outside the frame, and covariances
-    that are not finite or not of positive determinant."""
-    mean = kp.mean.detach().float()
+    that are not finite or not positive definite."""
+    mean = mean.detach().float()
     if not bool(torch.isfinite(mean).all()) or float(mean.abs().max()) > MAX_KP_COORD:
         raise InputError(f"{what} means must be finite and in [-1, 1] (the frame, x first; "
                          f"within {MAX_KP_COORD:g}), got values from {float(mean.min()):g} to "
                          f"{float(mean.max()):g}")
-    if kp.covar is None:
+    if covar is None:
         return
-    covar = kp.covar.detach().float()
-    size = covar.shape[-1]
-    determinant = covar[..., 0, 0] if size == 1 else torch.linalg.det(covar)  # (..., K)
-    if not bool(torch.isfinite(covar).all()) or not bool((determinant > 0).all()):
-        raise InputError(f"{what} covariances must be finite with a positive determinant")
+    covar = covar.detach().float()
+    # a 2x2 matrix is positive definite when its first entry and its determinant are > 0
+    definite = covar[..., 0, 0] > 0  # (..., K)
+    if covar.shape[-1] == 2:
+        definite &= torch.linalg.det(covar) > 0
+    if not bool(torch.isfinite(covar).all()) or not bool(definite.all()):
+        raise InputError(f"{what} covariances must be finite and positive definite")
 
 
 def build_model(config: ModelConfig, with_discriminator: bool = True,
