@@ -3,7 +3,7 @@ cli.app)."""
 
 from __future__ import annotations
 
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Annotated
 
@@ -107,11 +107,18 @@ def _holds_videos(path: Path) -> bool:
     return holds_videos(path)
 
 
-def _batch(folder: Path, what: str) -> list[Path]:
-    """A batch folder's videos and frame strips (other images: see _warn_left_out)."""
+@lru_cache(maxsize=4)
+def _scan(folder: Path) -> tuple[list[Path], list[Path]]:
+    """video.batch_videos, once per folder and command: telling strips from other images
+    reads each image's header."""
     from .video import batch_videos
 
-    videos, _ = batch_videos(folder)
+    return batch_videos(folder)
+
+
+def _batch(folder: Path, what: str) -> list[Path]:
+    """A batch folder's videos and frame strips (other images: see _warn_left_out)."""
+    videos, _ = _scan(folder)
     if not videos:
         raise InputError(f"folder {folder} holds no {what}")
     return videos
@@ -120,9 +127,7 @@ def _batch(folder: Path, what: str) -> list[Path]:
 def _warn_left_out(folder: Path) -> None:
     """Once the batch is sure to run: the images in its folder that are neither videos nor
     frame strips, and so are left out."""
-    from .video import batch_videos
-
-    _, others = batch_videos(folder) if folder.is_dir() else ([], [])
+    _, others = _scan(folder) if folder.is_dir() else ([], [])
     if others:
         err_console.print(escape(f"warning: {counted(len(others), 'image')} in {folder} left "
                                  f"out, neither videos nor frame strips: {others[0].name}"
