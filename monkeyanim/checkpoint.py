@@ -70,7 +70,7 @@ def load_checkpoint(path: str | Path) -> MonkeyNet:
         state = {key: handle.get_tensor(key) for key in handle.keys()}
     has_discriminator = any(k.startswith("discriminator.") for k in state)
     model = build_model(config, with_discriminator=has_discriminator, provenance=provenance)
-    _load_strict(model, state, path)
+    load_strict(model, state, path)
     return model.eval()
 
 
@@ -108,7 +108,7 @@ def _describe_keys(label: str, keys: list[str]) -> str:
     return f"{label} {len(keys)}: {shown}{more}"
 
 
-def _load_strict(model: MonkeyNet, state: dict[str, torch.Tensor], source) -> None:
+def load_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source) -> None:
     """load_state_dict(strict=True), reporting every mismatch in one readable line."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
@@ -176,7 +176,7 @@ def convert_authors_checkpoint(path: str | Path, config: ModelConfig,
     for key, value in model.state_dict().items():
         if key.endswith("num_batches_tracked") and key not in state:
             state[key] = torch.zeros_like(value)
-    _load_strict(model, state, path)
+    load_strict(model, state, path)
     model.provenance.setdefault("converted_from", path.name)
     model.provenance.setdefault("iterations", int(raw.get("it", 0) or 0))
     return model.eval()

@@ -15,6 +15,8 @@ from typing import Any
 from .errors import ConfigError
 
 KpVariance = str | float  # 'matrix', 'single', or a fixed variance
+HEATMAP_TYPES = ("gaussian", "difference")
+INTERPOLATION_MODES = ("nearest", "trilinear")
 
 
 @dataclass
@@ -160,9 +162,42 @@ def _check(config: ModelConfig) -> None:
         check_whole(net.num_blocks, f"{name}.num_blocks", 0)
         if not is_positive_number(scale):
             raise ConfigError(f"{name}.scale_factor must be positive, not {scale!r}")
+    if config.generator.interpolation_mode not in INTERPOLATION_MODES:
+        raise ConfigError(f"generator.interpolation_mode must be one of "
+                          f"{', '.join(INTERPOLATION_MODES)}, not "
+                          f"{config.generator.interpolation_mode!r}")
+    for name, embedding in _embeddings(config):
+        check_embedding(embedding, name)
     problem = frame_size_problem(config, *config.frame_size)
     if problem:
         raise ConfigError(problem)
+
+
+def _embeddings(config: ModelConfig) -> list[tuple[str, EmbeddingConfig]]:
+    """(name, settings) of each keypoint embedding the config turns on."""
+    dense = config.generator.dense_motion
+    found = [("generator.dense_motion.mask_embedding", dense and dense.mask_embedding),
+             ("generator.kp_embedding", config.generator.kp_embedding),
+             ("discriminator.kp_embedding", config.discriminator.kp_embedding)]
+    return [(name, embedding) for name, embedding in found if embedding is not None]
+
+
+def check_embedding(embedding: EmbeddingConfig, name: str) -> None:
+    """ConfigError unless the embedding gives at least one kind of channel, of a known
+    heatmap type and normalisation."""
+    if not (embedding.use_heatmap or embedding.use_difference
+            or embedding.use_deformed_source_image):
+        raise ConfigError(f"{name} needs use_heatmap, use_difference or "
+                          "use_deformed_source_image")
+    if embedding.heatmap_type not in HEATMAP_TYPES:
+        raise ConfigError(f"{name}.heatmap_type must be one of {', '.join(HEATMAP_TYPES)}, "
+                          f"not {embedding.heatmap_type!r}")
+    if embedding.norm_const != "sum" and not is_positive_number(embedding.norm_const):
+        raise ConfigError(f"{name}.norm_const must be 'sum' or a positive number, not "
+                          f"{embedding.norm_const!r}")
+    if not is_positive_number(embedding.scale_factor):
+        raise ConfigError(f"{name}.scale_factor must be positive, not "
+                          f"{embedding.scale_factor!r}")
 
 
 def _hourglasses(config: ModelConfig) -> list[tuple[str, Any, float]]:

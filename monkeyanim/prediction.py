@@ -11,7 +11,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 
-from .checkpoint import PREDICTOR_FORMAT as FORMAT
+from .checkpoint import PREDICTOR_FORMAT as FORMAT, load_strict
 from .data import list_videos
 from .errors import CheckpointError, InputError
 from .files import atomic_write
@@ -162,9 +162,15 @@ def save_predictor(predictor: KPPredictor, path: Path, provenance: dict,
 
 
 def load_predictor(path: Path) -> KPPredictor:
+    """A predictor file, rebuilt from the config in its metadata; CheckpointError for a
+    config that is missing or damaged, or weights that do not fit it."""
     metadata, state = _read_predictor(path, with_weights=True)
-    predictor = KPPredictor(PredictorConfig(**json.loads(metadata["config"])))
-    predictor.load_state_dict(state, strict=True)
+    try:
+        predictor = KPPredictor(PredictorConfig(**json.loads(metadata["config"])))
+    except (KeyError, TypeError, ValueError) as exc:  # (json's errors are ValueErrors)
+        raise CheckpointError(f"{path} holds no usable predictor config "
+                              f"({type(exc).__name__}: {exc})") from None
+    load_strict(predictor, state, path)
     return predictor.eval()
 
 

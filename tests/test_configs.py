@@ -145,7 +145,13 @@ IMPOSSIBLE = [  # settings no network builds or runs with, and what the error na
      "generator.dense_motion: a frame side of 64 px (x 0.25 = 16)"),
     ({"kp_detector": {"scale_factor": 0}}, "kp_detector.scale_factor"),
     ({"generator": {"block_expansion": 0}}, "generator.block_expansion"),
-    ({"discriminator": {"num_blocks": -1}}, "discriminator.num_blocks")]
+    ({"discriminator": {"num_blocks": -1}}, "discriminator.num_blocks"),
+    ({"generator": {"kp_embedding": {"heatmap_type": "box"}}},
+     "generator.kp_embedding.heatmap_type must be one of gaussian, difference"),
+    ({"generator": {"dense_motion": {"mask_embedding": {"use_heatmap": False}}}},
+     "generator.dense_motion.mask_embedding needs use_heatmap"),
+    ({"generator": {"kp_embedding": {"norm_const": 0}}}, "norm_const must be 'sum'"),
+    ({"generator": {"interpolation_mode": "cubic"}}, "interpolation_mode must be one of")]
 
 
 @pytest.mark.parametrize("change,message", IMPOSSIBLE, ids=[m for _, m in IMPOSSIBLE])

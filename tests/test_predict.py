@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from safetensors import safe_open
 
 import monkeyanim
 from monkeyanim import fid
@@ -102,6 +103,19 @@ def test_cli_train_predictor_and_predict(shapes_split, tmp_path):
     result = run_cli("predict", ROOT / "examples/shapes/source.png", "-c", "shapes",
                      "--predictor", ROOT / "examples/shapes/source.png", "-o", tmp_path / "x.mp4")
     assert_one_line_error(result, "not a readable predictor")
+    # a predictor file whose config is damaged, or whose weights do not fit it
+    from safetensors.torch import load_file, save_file
+
+    metadata = safe_open(str(predictor), "pt").metadata()
+    config = json.loads(metadata["config"])
+    for name, changed, fragment in (
+            ("bogus", {**config, "bogus": 1}, "holds no usable predictor config (TypeError"),
+            ("narrow", {**config, "num_features": 8}, "does not match the config: wrong shape")):
+        damaged = tmp_path / f"{name}.safetensors"
+        save_file(load_file(predictor), damaged, {**metadata, "config": json.dumps(changed)})
+        result = run_cli("predict", ROOT / "examples/shapes/source.png", "-c", "shapes",
+                         "--predictor", damaged, "-o", tmp_path / "x.mp4")
+        assert_one_line_error(result, fragment)
     result = run_cli("predict", ROOT / "examples/shapes/source.png", "-c", "shapes",
                      "--predictor", predictor, "-o", predictor, "--overwrite")
     assert_one_line_error(result, "is the input", "name another file")

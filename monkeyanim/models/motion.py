@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import DenseMotionConfig, EmbeddingConfig, KpVariance
+from ..config import DenseMotionConfig, EmbeddingConfig, KpVariance, check_embedding
 from .blocks import (Hourglass, SameBlock2d, downscale, layout_for, make_coordinate_grid,
                      warp)
 from .keypoints import Keypoints, keypoints_to_heatmap
@@ -23,10 +23,7 @@ class MovementEmbedding(nn.Module):
     def __init__(self, config: EmbeddingConfig, num_kp: int, num_channels: int,
                  kp_variance: KpVariance, add_background: bool = False):
         super().__init__()
-        if not (config.use_heatmap or config.use_difference or config.use_deformed_source_image):
-            raise ValueError("an embedding needs a heatmap, a difference or a deformed source")
-        if config.heatmap_type not in ("gaussian", "difference"):
-            raise ValueError(f"unknown heatmap_type {config.heatmap_type!r}")
+        check_embedding(config, "the embedding")  # (ModelConfig checks its own when made)
         self.config = config
         self.kp_variance = kp_variance
         self.add_background = add_background
