@@ -16,7 +16,7 @@ from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 
 from .config import ModelConfig
-from .errors import CheckpointError
+from .errors import CheckpointError, first_line
 from .files import atomic_write
 from .models import MonkeyNet, build_model
 
@@ -82,8 +82,7 @@ def _open(path: str | Path):
         return safe_open(str(path), framework="pt", device="cpu")
     except Exception as exc:  # safetensors raises its own error types for every kind of damage
         raise CheckpointError(f"{path} is not a readable safetensors checkpoint "
-                              f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
-                              ) from None
+                              f"({first_line(exc)})") from None
 
 
 def _parse_metadata(path, metadata: dict[str, str] | None) -> tuple[ModelConfig, dict]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, first_line
 
 KpVariance = str | float  # 'matrix', 'single', or a fixed variance
 HEATMAP_TYPES = ("gaussian", "difference")
@@ -316,8 +316,7 @@ def load_config_file(path: str | Path) -> ModelConfig:
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
     except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(f"cannot read config {path}: {reason}") from None
+        raise ConfigError(f"cannot read config {path}: {first_line(exc)}") from None
     if isinstance(data, dict) and ("model_params" in data or "common_params" in data):
         return ModelConfig.from_authors(data)
     return ModelConfig.from_dict(data)

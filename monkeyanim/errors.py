@@ -33,6 +33,16 @@ class OutputError(MonkeyAnimError):
     """An output that could not be written: disk full, no permission, an I/O error."""
 
 
+def first_line(exc: BaseException) -> str:
+    """What went wrong, in one line: an OSError's reason alone (PyAV's hold FFmpeg's there;
+    their str adds the errno and path), else the message's first line, else the type."""
+    reason = getattr(exc, "strerror", None)
+    if isinstance(reason, str) and reason.strip():
+        return reason.strip()
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
 def cannot_write(path, exc: OSError) -> OutputError:
     """The one-line OutputError for ``exc`` raised while writing ``path``."""
     return OutputError(f"cannot write {path}: {exc.strerror or exc}")

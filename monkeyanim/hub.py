@@ -11,7 +11,7 @@ import torch
 
 from .checkpoint import MODEL_FILE, STATE_FILE, convert_authors_checkpoint, load_checkpoint
 from .config import YAML_SUFFIXES, ModelConfig, load_config_file
-from .errors import CheckpointError, ConfigError, InputError
+from .errors import CheckpointError, ConfigError, InputError, first_line
 from .models import MonkeyNet
 from .presets import AUTHOR_PRESETS, get_preset
 
@@ -218,7 +218,8 @@ def _hub_download(spec: str, repo_id: str, filename: str, revision: str | None,
         # mid-file, a timeout), an HTTP status, a cache that cannot be written: none is a bug
         # (a forced download that failed says "due to the above error": that one is the why)
         why = exc.__cause__ if isinstance(exc, ValueError) and exc.__cause__ else exc
-        raise CheckpointError(f"download of {spec} failed: {_first_line(why)}") from None
+        where = f" ({why.filename})" if isinstance(why, OSError) and why.filename else ""
+        raise CheckpointError(f"download of {spec} failed: {first_line(why)}{where}") from None
 
 
 def _unreachable(error: Exception) -> str:
@@ -233,11 +234,7 @@ def _unreachable(error: Exception) -> str:
     if response is not None:  # httpx names the reason reason_phrase, requests reason
         reason = getattr(response, "reason_phrase", None) or getattr(response, "reason", "")
         return f"the Hub answered {response.status_code} {reason}".rstrip()
-    return "cannot reach the Hub" + (f" ({_first_line(cause)})" if cause is not None else "")
-
-
-def _first_line(error: BaseException) -> str:
-    return str(error).splitlines()[0] if str(error).strip() else type(error).__name__
+    return "cannot reach the Hub" + (f" ({first_line(cause)})" if cause is not None else "")
 
 
 def resolve_config(config: str | Path | ModelConfig) -> ModelConfig:

@@ -10,7 +10,7 @@ import av
 import cv2
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, first_line
 from .frametiming import MS_PER_S, frame_timing
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
@@ -21,15 +21,6 @@ WHITE = 255.0  # what transparent pixels of an image become
 # pixels wider or narrower than this are a damaged header, not a format (HDV's are 4:3, DV's
 # 32:27 or 8:9): such a ratio is ignored rather than making frames hundreds of MB
 MAX_PIXEL_ASPECT = 4
-
-
-def first_line(exc: BaseException) -> str:
-    # PyAV's errors hold FFmpeg's reason alone in strerror; their str adds the errno and path
-    reason = getattr(exc, "strerror", None)
-    if isinstance(reason, str) and reason.strip():
-        return reason.strip()
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def _opaque_rgb(frame: av.VideoFrame) -> np.ndarray:

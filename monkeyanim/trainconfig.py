@@ -10,7 +10,7 @@ from typing import Any
 
 from .config import ModelConfig, check_whole, is_positive_number
 from .data import Augmentation
-from .errors import ConfigError
+from .errors import ConfigError, first_line
 from .presets import AUTHOR_PRESETS, get_preset
 
 
@@ -144,7 +144,7 @@ def load_train_config(spec: str | None) -> tuple[ModelConfig, TrainConfig]:
     try:
         data = yaml.load(path.read_text(), Loader=_loader()) or {}
     except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
+        raise ConfigError(f"cannot read {path}: {first_line(exc)}") from None
     if isinstance(data, dict) and "model_params" in data:
         raise ConfigError(f"{path} is an authors' config: train takes a preset "
                           f"({', '.join(TRAIN_PRESETS)}) or a file with keys preset, model, "

@@ -19,9 +19,9 @@ import av
 import cv2
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, first_line
 from .frametiming import DEFAULT_FPS, restore_runs, restored_timing
-from .images import IMAGE_SUFFIXES, first_line, read_animation, read_image, upright
+from .images import IMAGE_SUFFIXES, read_animation, read_image, upright
 
 # what a folder's videos end in (any file FFmpeg reads works when named directly); .ts, .mts
 # and .m2ts: MPEG transport streams, from broadcast recordings and camcorders (AVCHD)
