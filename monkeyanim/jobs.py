@@ -338,8 +338,9 @@ def predict_file(model: MonkeyNet, predictor, source: Path, output: Path, frames
     kp_source = model.keypoints(still)
     kp = predictor.to(model.device).rollout(kp_source[0], frames)  # (frames, K, ...)
     with VideoWriter(output, fps) as writer:
-        for begin in range(0, frames, 16):
-            made = to_uint8(model.generate(still[0], kp_source, kp[begin:begin + 16]).frames)
+        for begin in range(0, frames, BATCH_FRAMES):
+            made = to_uint8(model.generate(still[0], kp_source,
+                                           kp[begin:begin + BATCH_FRAMES]).frames)
             if inspect is not None:
                 inspect(made)
             for frame in made:

@@ -18,10 +18,11 @@ from .files import atomic_write
 from .jobs import crop_mode, frame_batches, video_crops
 from .models import Keypoints, MonkeyNet
 from .models.predictor import KPPredictor, PredictorConfig
-from .video import open_video
+from .video import BATCH_FRAMES, open_video
 
 
-def extract_keypoints(model: MonkeyNet, folder: Path, min_frames: int, batch_size: int = 32,
+def extract_keypoints(model: MonkeyNet, folder: Path, min_frames: int,
+                      batch_size: int = BATCH_FRAMES,
                       crop=None, progress: Callable[[int, int], None] | None = None
                       ) -> tuple[list[Keypoints], int, list[str]]:
     """Keypoints (T, K, ...) of every video in ``folder`` with at least ``min_frames`` frames,
