@@ -15,7 +15,8 @@ import numpy as np
 from . import bodymetrics, facemetrics, fid
 from .data import evaluation_folder, list_videos
 from .errors import InputError
-from .jobs import crop_mode, frame_batches, reconstruct_file, video_crops
+from .framing import crop_mode, frame_batches, video_crops
+from .jobs import reconstruct_file
 from .models import MonkeyNet
 from .video import BATCH_FRAMES, open_video
 

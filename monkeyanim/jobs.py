@@ -17,14 +17,15 @@ import cv2
 import numpy as np
 import torch
 
+from .errors import InputError
+from .faces import Box, parse_crop
 from .files import atomic_write
-from .errors import InputError, NoFaceError
-from .faces import Box, crop_box, get_detector, largest, parse_crop, track_faces
+from .framing import crop_mode, frame_batches, source_crop, video_crops
 from .models import MonkeyNet
 from .pipeline import (Animator, ReconstructionScores, best_frame, check_mode, default_mode,
                        driving_keypoints, reconstruct, refine_batch_size, to_tensor, to_uint8)
 from .video import (BATCH_FRAMES, VIDEO_SUFFIXES, Progress, VideoReader, check_batch_size,
-                    first_frames, fit_frame, open_video, prefetch, read_source)
+                    first_frames, fit_frame, open_video, read_source)
 from .videowriter import VideoWriter, check_output_options
 
 
@@ -78,54 +79,6 @@ def reader_warnings(reader: VideoReader, read_all: bool = True) -> list[str]:
     notes = [reader.strip_note(), reader.hold_note() if read_all else None,
              reader.ended_early() if read_all else None]
     return [note for note in notes if note]
-
-
-def crop_mode(spec, model: MonkeyNet):
-    """'auto', None (centred square) or a box; not given: 'auto' for face checkpoints."""
-    if spec is None:
-        return "auto" if model.provenance.get("face_model") else None
-    return None if spec == "none" else spec
-
-
-def video_crops(reader: VideoReader, mode) -> tuple[Callable[[int], Box | None], str | None]:
-    """The crop box of each frame index, and the face detector used (if any)."""
-    if mode != "auto":
-        return (lambda index: mode), None
-    detector = get_detector()
-    try:
-        track, _ = track_faces(reader.frames(), detector)
-    except NoFaceError:  # (a frame that cannot be read says so itself)
-        raise InputError(f"no face found in {reader.path.name} ({detector.name}); use --crop "
-                         "none or x,y,w,h") from None
-    return track.__getitem__, detector.name
-
-
-def source_crop(image: np.ndarray, mode, path: Path) -> tuple[Box | None, str | None]:
-    if mode != "auto":
-        return mode, None
-    detector = get_detector()
-    face = largest(detector(image))
-    if face is None:
-        raise InputError(f"no face found in {path.name} ({detector.name}); use --crop none "
-                         "or x,y,w,h")
-    return crop_box(face, *image.shape[:2]), detector.name
-
-
-def frame_batches(reader: VideoReader, size: tuple[int, int], batch_size: int,
-                  crop_at: Callable[[int], Box | None] = lambda index: None,
-                  device="cpu") -> Iterator[tuple[list[np.ndarray], torch.Tensor]]:
-    """Decoded (in a background thread), fitted frames in batches: (list of (H, W, 3) uint8,
-    tensor (B, 3, H, W)). ``crop_at(index)`` gives each frame's box (None: centred square)."""
-    check_batch_size(batch_size)
-    fitted = (fit_frame(frame, size, crop_at(i)) for i, frame in enumerate(reader.frames()))
-    batch: list[np.ndarray] = []
-    for frame in prefetch(fitted):
-        batch.append(frame)
-        if len(batch) == batch_size:
-            yield batch, to_tensor(batch, device)
-            batch = []
-    if batch:
-        yield batch, to_tensor(batch, device)
 
 
 def _frame_at(batches: Iterator[tuple[list[np.ndarray], torch.Tensor]],

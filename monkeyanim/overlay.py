@@ -12,7 +12,8 @@ import cv2
 import numpy as np
 
 from .files import atomic_write, check_output
-from .jobs import JobResult, crop_mode, frame_batches, reader_warnings, video_crops, write_image
+from .framing import crop_mode, frame_batches, video_crops
+from .jobs import JobResult, reader_warnings, write_image
 from .models import Keypoints, MonkeyNet
 from .video import (BATCH_FRAMES, IMAGE_OUTPUTS, Progress, VideoReader, centred_square,
                     first_frames, open_video)

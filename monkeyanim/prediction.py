@@ -15,7 +15,7 @@ from .checkpoint import PREDICTOR_FORMAT as FORMAT, load_strict
 from .data import list_videos
 from .errors import CheckpointError, InputError
 from .files import atomic_write
-from .jobs import crop_mode, frame_batches, video_crops
+from .framing import crop_mode, frame_batches, video_crops
 from .models import Keypoints, MonkeyNet
 from .models.predictor import KPPredictor, PredictorConfig
 from .video import BATCH_FRAMES, open_video
@@ -26,7 +26,7 @@ def extract_keypoints(model: MonkeyNet, folder: Path, min_frames: int,
                       crop=None, progress: Callable[[int, int], None] | None = None
                       ) -> tuple[list[Keypoints], int, list[str]]:
     """Keypoints (T, K, ...) of every video in ``folder`` with at least ``min_frames`` frames,
-    of frames cropped as ``crop`` says (see jobs.crop_mode: face checkpoints find the face,
+    of frames cropped as ``crop`` says (see framing.crop_mode: face checkpoints find the face,
     as reconstruct and predict do); also returns how many videos were too short, and
     "name: reason" for each unreadable one (or one without a face to crop to). As it goes,
     ``progress(videos done, videos in all)``."""

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import monkeyanim
-from monkeyanim.jobs import frame_batches
+from monkeyanim.framing import frame_batches
 from monkeyanim.pipeline import Animator, best_frame, relative_keypoints, to_tensor
 from monkeyanim.video import fit_frame, open_video
 

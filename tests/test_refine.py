@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import monkeyanim
-from monkeyanim.jobs import frame_batches
+from monkeyanim.framing import frame_batches
 from monkeyanim.models import Keypoints
 from monkeyanim.pipeline import Animator, KeypointRefiner
 from monkeyanim.video import open_video

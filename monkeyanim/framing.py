@@ -1,0 +1,66 @@
+"""What a model sees of each frame: its crop (a face found, a box given, or the centred
+square), fitted to the model's frame size, in batches read ahead in a background thread."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import InputError, NoFaceError
+from .faces import Box, crop_box, get_detector, largest, track_faces
+from .models import MonkeyNet
+from .pipeline import to_tensor
+from .video import VideoReader, check_batch_size, fit_frame, prefetch
+
+
+def crop_mode(spec, model: MonkeyNet):
+    """'auto', None (centred square) or a box; not given: 'auto' for face checkpoints."""
+    if spec is None:
+        return "auto" if model.provenance.get("face_model") else None
+    return None if spec == "none" else spec
+
+
+def video_crops(reader: VideoReader, mode) -> tuple[Callable[[int], Box | None], str | None]:
+    """The crop box of each frame index, and the face detector used (if any)."""
+    if mode != "auto":
+        return (lambda index: mode), None
+    detector = get_detector()
+    try:
+        track, _ = track_faces(reader.frames(), detector)
+    except NoFaceError:  # (a frame that cannot be read says so itself)
+        raise InputError(f"no face found in {reader.path.name} ({detector.name}); use --crop "
+                         "none or x,y,w,h") from None
+    return track.__getitem__, detector.name
+
+
+def source_crop(image: np.ndarray, mode, path: Path) -> tuple[Box | None, str | None]:
+    """The box to cut from a source image (H, W, 3) uint8 as ``mode`` says (see crop_mode),
+    and the face detector used (if any)."""
+    if mode != "auto":
+        return mode, None
+    detector = get_detector()
+    face = largest(detector(image))
+    if face is None:
+        raise InputError(f"no face found in {path.name} ({detector.name}); use --crop none "
+                         "or x,y,w,h")
+    return crop_box(face, *image.shape[:2]), detector.name
+
+
+def frame_batches(reader: VideoReader, size: tuple[int, int], batch_size: int,
+                  crop_at: Callable[[int], Box | None] = lambda index: None,
+                  device="cpu") -> Iterator[tuple[list[np.ndarray], torch.Tensor]]:
+    """Decoded (in a background thread), fitted frames in batches: (list of (H, W, 3) uint8,
+    tensor (B, 3, H, W)). ``crop_at(index)`` gives each frame's box (None: centred square)."""
+    check_batch_size(batch_size)
+    fitted = (fit_frame(frame, size, crop_at(i)) for i, frame in enumerate(reader.frames()))
+    batch: list[np.ndarray] = []
+    for frame in prefetch(fitted):
+        batch.append(frame)
+        if len(batch) == batch_size:
+            yield batch, to_tensor(batch, device)
+            batch = []
+    if batch:
+        yield batch, to_tensor(batch, device)
