@@ -16,7 +16,7 @@ from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 
 from .config import ModelConfig
-from .errors import CheckpointError, first_line
+from .errors import CheckpointError, ConfigError, first_line
 from .files import atomic_write
 from .models import MonkeyNet, build_model
 
@@ -96,7 +96,8 @@ def _parse_metadata(path, metadata: dict[str, str] | None) -> tuple[ModelConfig,
     try:
         config = ModelConfig.from_dict(json.loads(metadata["config"]))
         provenance = json.loads(metadata.get("provenance", "{}"))
-    except (ValueError, Exception) as exc:
+    except (ValueError, TypeError, KeyError, AttributeError, ConfigError) as exc:
+        # bad JSON, a value of the wrong kind, or settings no network can have
         raise CheckpointError(f"{path} has a corrupt config in its metadata: {exc}") from None
     return config, provenance
 
