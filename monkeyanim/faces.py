@@ -26,6 +26,13 @@ FACE_MARGIN = 0.8  # the crop's side is the face's side times (1 + margin)
 FACE_SHIFT_UP = 0.1  # centre the crop a little above the detected box (forehead and hair)
 SFD_WEIGHTS = "s3fd-619a316812.pth"  # face-alignment's face detector, in $TORCH_HOME/hub/checkpoints
 HAAR_CASCADE = "haarcascade_frontalface_alt2.xml"
+# OpenCV's usual settings for the cascade: each scale 10% above the last, a face where 5
+# overlapping windows agree (fewer: more false faces), none smaller than 20 px
+HAAR_SCALE_STEP, HAAR_MIN_NEIGHBOURS, HAAR_MIN_SIDE_PX = 1.1, 5, 20
+SFD_MIN_SCORE = 0.5  # face-alignment's own threshold for a face
+# a face found on every 5th frame, boxes averaged over 15 frames (0.6 s at 25 fps): the
+# crop follows the head without the jitter of single detections
+TRACK_DETECT_EVERY, TRACK_SMOOTH_FRAMES = 5, 15
 
 Box = tuple[int, int, int, int]  # x, y, w, h in pixels
 # Onto the Haar cascade's framing (median over the faces both find in ../shared/datasets/faces,
@@ -108,9 +115,10 @@ class HaarDetector(Detector):
     def raw(self, frame: np.ndarray) -> list[Box]:
         small, scale = _shrink(frame)
         gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
-        side = max(20, int(MIN_FACE_FRACTION * max(gray.shape)))
-        found = self.cascade.detectMultiScale(cv2.equalizeHist(gray), scaleFactor=1.1,
-                                              minNeighbors=5, minSize=(side, side))
+        side = max(HAAR_MIN_SIDE_PX, int(MIN_FACE_FRACTION * max(gray.shape)))
+        found = self.cascade.detectMultiScale(cv2.equalizeHist(gray), scaleFactor=HAAR_SCALE_STEP,
+                                              minNeighbors=HAAR_MIN_NEIGHBOURS,
+                                              minSize=(side, side))
         return [tuple(int(round(v / scale)) for v in box) for box in found]
 
 
@@ -171,7 +179,7 @@ class FaceAlignmentDetector(Detector):
     def raw(self, frame: np.ndarray) -> list[Box]:
         found = self.detector.detect_from_image(frame[..., ::-1].copy())  # it expects BGR
         return [(int(x0), int(y0), int(x1 - x0), int(y1 - y0))
-                for x0, y0, x1, y1, score in found if score > 0.5]
+                for x0, y0, x1, y1, score in found if score > SFD_MIN_SCORE]
 
 
 def sfd_weights_path() -> Path:
@@ -252,8 +260,8 @@ def smooth_boxes(found: dict[int, Box], count: int, height: int, width: int,
     return BoxTrack(np.stack([x, y, np.full(count, side), np.full(count, side)], axis=1))
 
 
-def track_faces(frames: Iterable[np.ndarray], detector, every: int = 5,
-                window: int = 15) -> tuple[BoxTrack, int]:
+def track_faces(frames: Iterable[np.ndarray], detector, every: int = TRACK_DETECT_EVERY,
+                window: int = TRACK_SMOOTH_FRAMES) -> tuple[BoxTrack, int]:
     """Crop boxes for every frame of a video, detecting on every ``every``-th frame.
     Returns the track and the number of frames."""
     found: dict[int, Box] = {}

@@ -37,6 +37,8 @@ from .trainconfig import TrainConfig
 from .validation import BEST_FILE, VAL_SPLIT, HeldOut, KeepBest
 
 LOG_FILE, CONFIG_FILE = "log.jsonl", "config.json"
+LR_DROP = 0.1  # the learning rate is multiplied by this at each milestone (the authors')
+SAMPLE_PAIRS = 4  # rows of a sample image: the first pairs of the last batch
 NETWORKS = ("kp_detector", "generator", "discriminator")
 
 
@@ -84,7 +86,8 @@ class Trainer:
         self.total, self.milestones = train_config.schedule(per_epoch)
         self.model = self._build(model_config, data_dir, init)
         self.optimizers = self._optimizers()
-        self.schedulers = {name: torch.optim.lr_scheduler.MultiStepLR(opt, self.milestones, 0.1)
+        self.schedulers = {name: torch.optim.lr_scheduler.MultiStepLR(opt, self.milestones,
+                                                                      LR_DROP)
                            for name, opt in self.optimizers.items()}
         self.iteration, self.stopped_early = 0, False
         self.saved_iteration: int | None = None  # of the checkpoint on disk, on every rank
@@ -380,7 +383,8 @@ class Trainer:
         columns = [source, target, out.frames, out.deformed]
         if out.blend is not None:
             columns.append(out.blend.expand_as(out.deformed))  # (B, 3, H, W)
-        rows = [np.concatenate(list(to_uint8(t[:4].detach())), axis=0) for t in columns]
+        rows = [np.concatenate(list(to_uint8(t[:SAMPLE_PAIRS].detach())), axis=0)
+                for t in columns]
         image = np.concatenate(rows, axis=1)
         folder = self.run_dir / "samples"
         folder.mkdir(exist_ok=True)
