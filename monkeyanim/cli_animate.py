@@ -35,7 +35,9 @@ def animate(source: Annotated[Path, typer.Argument(
                 help="Align to the driving frame whose pose is closest to the source.")] = False,
             side_by_side: Annotated[bool, typer.Option(
                 help="Write driving | source | result.")] = False,
-            fps: Annotated[float | None, typer.Option(help="Output frame rate.")] = None,
+            fps: Annotated[float | None, typer.Option(
+                help="Output frame rate (default: the driving video's; another drops the "
+                     "sound).")] = None,
             size: Annotated[int | None, typer.Option(help=(
                 "Output side in pixels (H.264 needs even sides: an odd one gains a repeated "
                 "last row and column in mp4, mov and mkv)."))] = None,
