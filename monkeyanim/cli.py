@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
@@ -204,6 +205,41 @@ def _run_batch(jobs, columns: tuple[str, ...], overwrite: bool) -> list:
 def _failures(results: list) -> int:
     """How many of a batch's results are error messages rather than JobResults."""
     return sum(isinstance(result, str) for result in results)
+
+
+INTERRUPTED = "interrupted"
+
+
+class StopRequest:
+    """Asked after every training iteration (or epoch) whether to stop: after ``minutes`` of
+    training, or once Ctrl-C (or SIGTERM, as torchrun and job schedulers send) has come, so
+    that the step under way finishes and is saved. A second Ctrl-C stops at once, with
+    ``again`` as its message."""
+
+    def __init__(self, minutes: float | None, again: str):
+        self.deadline = None if minutes is None else time.monotonic() + 60 * minutes
+        self.reason: str | None = None
+        self.previous: dict[int, object] = {}
+        self.again = again
+
+    def __enter__(self) -> StopRequest:
+        self.previous = {sig: signal.signal(sig, self._signalled)
+                         for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def _signalled(self, signum, frame) -> None:
+        if self.reason == INTERRUPTED:
+            raise Interrupted(self.again)
+        self.reason = INTERRUPTED
+
+    def __call__(self) -> bool:
+        if self.reason is None and self.deadline is not None and time.monotonic() >= self.deadline:
+            self.reason = "--max-minutes reached"
+        return self.reason is not None
 
 
 # the commands register themselves on app, in the order --help lists them

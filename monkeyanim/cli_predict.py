@@ -10,9 +10,9 @@ import typer
 from rich.markup import escape
 
 from .cli import (CheckpointOpt, ConfigOpt, CropOpt, DeviceOpt, FidWeightsOpt, OutputOpt,
-                  OverwriteOpt, _load, _progress, _report, _require_all, _warn_unreadable, app,
-                  console, counted, err_console)
-from .errors import InputError
+                  OverwriteOpt, StopRequest, _load, _progress, _report, _require_all,
+                  _warn_unreadable, app, console, counted, err_console)
+from .errors import InputError, Interrupted
 from .files import check_output
 
 MAX_FRAMES = 100_000  # --frames: over an hour at 25 fps (and far from an int64 overflow)
@@ -62,19 +62,27 @@ def train_predictor(data_dir: Annotated[Path, typer.Argument(
                                kp_variance=str(model.config.kp_variance),
                                num_features=hidden, num_frames=frames,
                                predict_variance=predict_variance)
-    every = max(1, epochs // 20)
+    every, done = max(1, epochs // 20), 0
 
     def report(epoch: int, loss: float) -> None:
+        nonlocal done
+        done = epoch
         if epoch % every == 0 or epoch == epochs:
             console.print(f"epoch {epoch}/{epochs} L1 {loss:.5f}")
-    predictor = fit(tracks, settings, epochs, batch_size, on_epoch=report)
+    # Ctrl-C ends the epoch under way and saves what was learnt; a second one stops at once
+    with StopRequest(None, "interrupted again: stopped at once; nothing was saved") as stop:
+        predictor = fit(tracks, settings, epochs, batch_size, on_epoch=report,
+                        should_stop=stop)
     if half:
         predictor = to_half_precision(predictor)
-    provenance = {"videos": len(tracks), "epochs": epochs,
+    provenance = {"videos": len(tracks), "epochs": done,
                   "checkpoint": model.provenance.get("name", ""),
                   **_held_out(predictor, test_tracks)}
     save_predictor(predictor, output, provenance, half)
-    console.print(escape(f"wrote {output} (trained on {counted(len(tracks), 'video')})"))
+    written = f"wrote {output} (trained on {counted(len(tracks), 'video')}"
+    if stop.reason:
+        raise Interrupted(f"{stop.reason} after epoch {done} of {epochs}: {written})")
+    console.print(escape(written + ")"))
 
 
 def _check_sizes(epochs: int, frames: int, hidden: int, batch_size: int) -> None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import signal
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
@@ -13,9 +11,10 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .cli import (BatchOpt, CheckpointOpt, ConfigOpt, CropOpt, DeviceOpt, FidWeightsOpt,
-                  JsonOpt, OverwriteOpt, PrecisionOpt, RefineOpt, _check_refine, _device, _load,
-                  _progress, _require_all, _warn_unreadable, app, console, counted, err_console)
+from .cli import (INTERRUPTED, BatchOpt, CheckpointOpt, ConfigOpt, CropOpt, DeviceOpt,
+                  FidWeightsOpt, JsonOpt, OverwriteOpt, PrecisionOpt, RefineOpt, StopRequest,
+                  _check_refine, _device, _load, _progress, _require_all, _warn_unreadable, app,
+                  console, counted, err_console)
 from .errors import InputError, Interrupted
 from .files import check_output
 
@@ -78,7 +77,9 @@ def train(data_dir: Annotated[Path, typer.Argument(
         trainer.model.provenance[SUBJECTS[subject]] = True
     if trainer.rank == 0:
         _announce(trainer)
-    with _training_view(trainer) as on_step, StopRequest(max_minutes) as stop:
+    again = ("interrupted again: stopped at once; the run folder holds the last checkpoint "
+             "(--resume carries on from it)")
+    with _training_view(trainer) as on_step, StopRequest(max_minutes, again) as stop:
         trainer.run(on_step, stop)
     finish(trainer)
     _report_end(trainer, stop, output)
@@ -155,40 +156,6 @@ def _report_end(trainer, stop: StopRequest, output: Path) -> None:
 
         console.print(f"done: {trainer.iteration} iterations in {trainer.elapsed:.0f} s, "
                       f"model at {output / MODEL_FILE}")
-
-
-INTERRUPTED = "interrupted"
-
-
-class StopRequest:
-    """Asked after every training iteration whether to stop: after ``minutes`` of training,
-    or once Ctrl-C (or SIGTERM, as torchrun and job schedulers send) has come, so that the
-    iteration under way finishes and is saved. A second Ctrl-C stops at once."""
-
-    def __init__(self, minutes: float | None):
-        self.deadline = None if minutes is None else time.monotonic() + 60 * minutes
-        self.reason: str | None = None
-        self.previous: dict[int, object] = {}
-
-    def __enter__(self) -> StopRequest:
-        self.previous = {sig: signal.signal(sig, self._signalled)
-                         for sig in (signal.SIGINT, signal.SIGTERM)}
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-
-    def _signalled(self, signum, frame) -> None:
-        if self.reason == INTERRUPTED:
-            raise Interrupted("interrupted again: stopped at once; the run folder holds the "
-                              "last checkpoint (--resume carries on from it)")
-        self.reason = INTERRUPTED
-
-    def __call__(self) -> bool:
-        if self.reason is None and self.deadline is not None and time.monotonic() >= self.deadline:
-            self.reason = "--max-minutes reached"
-        return self.reason is not None
 
 
 def _metrics_table(report: dict, face_model: bool) -> Table:

@@ -55,10 +55,12 @@ def extract_keypoints(model: MonkeyNet, folder: Path, min_frames: int,
 
 def train_predictor(tracks: list[Keypoints], config: PredictorConfig, epochs: int,
                     batch_size: int = 256, lr: float = 1e-3, seed: int = 0,
-                    on_epoch: Callable[[int, float], None] | None = None) -> KPPredictor:
+                    on_epoch: Callable[[int, float], None] | None = None,
+                    should_stop: Callable[[], bool] | None = None) -> KPPredictor:
     """The authors' recipe: random windows of ``num_frames`` consecutive frames, frames after
     the first ``init_frames`` zeroed at the input, L1 on the predicted part, Adam with the
-    learning rate cut when the loss plateaus."""
+    learning rate cut when the loss plateaus. After each epoch ``on_epoch(epochs done, its
+    mean loss)``, then ``should_stop()``: True ends the training there."""
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     predictor = KPPredictor(config)
@@ -79,6 +81,8 @@ def train_predictor(tracks: list[Keypoints], config: PredictorConfig, epochs: in
         plateau.step(mean_loss)
         if on_epoch:
             on_epoch(epoch + 1, mean_loss)
+        if should_stop and should_stop():
+            break
     return predictor.eval()
 
 
