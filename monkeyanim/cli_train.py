@@ -73,8 +73,9 @@ def train(data_dir: Annotated[Path, typer.Argument(
     trainer = Trainer(data_dir, output, model_cfg, train_cfg, device, precision, resume, start)
     if resume and lr is not None:
         trainer.set_lr(lr)  # the saved optimizer state carries the rate it had reached
-    if subject is not None:
-        trainer.model.provenance[SUBJECTS[subject]] = True
+    if subject is not None:  # one kind of subject (an --init checkpoint's may be another)
+        for key in filter(None, SUBJECTS.values()):
+            trainer.model.provenance[key] = key == SUBJECTS[subject]
     if trainer.rank == 0:
         _announce(trainer)
     again = ("interrupted again: stopped at once; the run folder holds the last checkpoint "

@@ -23,6 +23,11 @@ def freeze_all_but(model: MonkeyNet, trainable: list[str]) -> None:
         param.requires_grad_(any(name.startswith(prefix) for prefix in trainable))
 
 
+# what a checkpoint's metadata says of the weights themselves, kept by a run started from
+# them: how to move its keypoints, and which kind of subject (its crops and metrics)
+INHERITED = ("default_mode", "face_model", "body_model")
+
+
 def load_initial_weights(model: MonkeyNet, start: MonkeyNet) -> None:
     """Fine-tune from ``start`` (same architecture): every weight it has is copied; a checkpoint
     shipped without its discriminator, or trained without the blend head, leaves those freshly
@@ -41,6 +46,9 @@ def load_initial_weights(model: MonkeyNet, start: MonkeyNet) -> None:
         raise CheckpointError(f"the --init checkpoint does not fit: missing {missing[:4]}, "
                               f"unexpected {result.unexpected_keys[:4]}")
     model.provenance["initialised_from"] = start.provenance.get("name", "a checkpoint")
+    for key in INHERITED:  # what the weights are for carries over (--subject may add to it)
+        if key in start.provenance:
+            model.provenance.setdefault(key, start.provenance[key])
 
 
 def _weight_layout(config: ModelConfig) -> ModelConfig:

@@ -62,8 +62,10 @@ def load_optimizer(optimizer: torch.optim.Optimizer, saved: dict, path: Path) ->
                                  f"{tuple(param.shape)}): the run folder is inconsistent")
 
 
-def check_run_dir(run_dir: Path, resume: bool) -> None:
-    """Before the data is read: the folder and its missing parents are made later."""
+def check_run_dir(run_dir: Path, resume: bool, run_files: tuple[str, ...] = ()) -> None:
+    """Before the data is read: the folder and its missing parents are made later. A new
+    run is refused where one of ``run_files`` (besides state.pt and model.safetensors) is
+    already: a finished run whose state.pt is gone would be overwritten."""
     existing = next(path for path in (run_dir, *run_dir.parents) if path.exists())
     if not existing.is_dir():
         raise InputError(f"run folder cannot be created at {run_dir}: {existing} is a file")
@@ -71,6 +73,10 @@ def check_run_dir(run_dir: Path, resume: bool) -> None:
         raise InputError(f"nothing to resume in {run_dir} (no {STATE_FILE})")
     if not resume and (run_dir / STATE_FILE).exists():
         raise InputError(f"{run_dir} already holds a run: use --resume to continue it")
+    found = [name for name in (MODEL_FILE, *run_files) if (run_dir / name).exists()]
+    if not resume and found:
+        raise InputError(f"{run_dir} already holds a run's {found[0]}: choose another folder "
+                         f"(or --init {run_dir / MODEL_FILE} to start from its weights)")
 
 
 def check_outside(run_dir: Path, *folders: Path) -> None:

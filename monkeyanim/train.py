@@ -34,7 +34,7 @@ from .pipeline import check_precision, precision_context, to_uint8
 from .runstate import (check_outside, check_run_dir, load_optimizer, make_run_dir, read_state,
                        state_bytes)
 from .trainconfig import TrainConfig
-from .validation import BEST_FILE, VAL_SPLIT, HeldOut, KeepBest
+from .validation import BEST_FILE, TEST_SPLIT, VAL_SPLIT, HeldOut, KeepBest
 
 LOG_FILE, CONFIG_FILE = "log.jsonl", "config.json"
 LR_DROP = 0.1  # the learning rate is multiplied by this at each milestone (the authors')
@@ -75,8 +75,9 @@ class Trainer:
         self.device = torch.device(device)
         check_precision(precision, self.device)  # before the data is read
         check_discriminator(model_config)
-        check_run_dir(self.run_dir, resume)
-        check_outside(self.run_dir, training_folder(data_dir), Path(data_dir) / VAL_SPLIT)
+        check_run_dir(self.run_dir, resume, (BEST_FILE, CONFIG_FILE, LOG_FILE))
+        check_outside(self.run_dir, training_folder(data_dir),
+                      *(Path(data_dir) / split for split in (VAL_SPLIT, TEST_SPLIT)))
         torch.manual_seed(train_config.seed)
         self.dataset = PairDataset(training_folder(data_dir), model_config.frame_size,
                                    train_config.augmentation, train_config.num_repeats,
@@ -215,6 +216,10 @@ class Trainer:
             for group in optimizer.param_groups:
                 group["lr"] = lr
 
+    def current_lr(self) -> float:
+        """The learning rate the next iteration runs at."""
+        return next(iter(self.optimizers.values())).param_groups[0]["lr"]
+
     def _apply(self, *names: str | None) -> None:
         for name in filter(lambda name: name in self.optimizers, names):
             self.optimizers[name].step()
@@ -253,6 +258,7 @@ class Trainer:
     def _iterate(self, batches, on_step, should_stop) -> None:
         while self.iteration < self.total:
             tick = time.perf_counter()
+            lr = self.current_lr()  # the rate this iteration runs at, logged with it
             losses = self.step(next(batches))
             for scheduler in self.schedulers.values():
                 scheduler.step()
@@ -267,7 +273,7 @@ class Trainer:
             if ends or self.iteration % self.cfg.checkpoint_every == 0:
                 self._sync_buffers()
                 self.save()
-            self._log(losses, seconds, on_step, self._validate(ends))
+            self._log(losses, lr, seconds, on_step, self._validate(ends))
             if ends or self.iteration % self.cfg.sample_every == 0:
                 self.save_sample()
             if stop:
@@ -300,15 +306,14 @@ class Trainer:
             f"({bad or 'the weights, or another process loss, not finite'}): "
             f"{kept}; --resume with a lower --lr, or fp32 if --precision was lower")
 
-    def _log(self, losses: dict[str, float], seconds: float, on_step,
+    def _log(self, losses: dict[str, float], lr: float, seconds: float, on_step,
              val_l1: float | None = None) -> None:
         if self.rank != 0:
             return
         if self.iteration % self.cfg.log_every == 0 or self.iteration == self.total \
                 or val_l1 is not None:
-            scheduler = next(iter(self.schedulers.values()))
-            record = {"iteration": self.iteration, "seconds": round(seconds, 4),
-                      "lr": scheduler.get_last_lr()[0], **losses}
+            record = {"iteration": self.iteration, "seconds": round(seconds, 4), "lr": lr,
+                      **losses}
             if val_l1 is not None:
                 record["val_l1"] = val_l1
             try:
@@ -346,8 +351,9 @@ class Trainer:
 
     def _resume(self) -> None:
         model_path, state_path = self.run_dir / MODEL_FILE, self.run_dir / STATE_FILE
-        if not state_path.is_file() or not model_path.is_file():
-            raise InputError(f"nothing to resume in {self.run_dir} (no {STATE_FILE})")
+        for path in (state_path, model_path):
+            if not path.is_file():
+                raise InputError(f"nothing to resume in {self.run_dir} (no {path.name})")
         saved = load_checkpoint(model_path)
         if saved.config != self.model.config:
             raise InputError(f"{model_path} holds another network than its {CONFIG_FILE} "
@@ -373,6 +379,12 @@ class Trainer:
         if self.total < self.iteration:
             raise InputError(f"the run in {self.run_dir} is at iteration {self.iteration}, past "
                              f"the {self.total} asked for: give --iterations above it to go on")
+        base = next(iter(self.schedulers.values())).base_lrs[0]
+        if not math.isclose(base, self.cfg.lr):  # a --config of another rate: its drops kept
+            passed = sum(1 for milestone in self.milestones if milestone <= self.iteration)
+            self.set_lr(self.cfg.lr * LR_DROP ** passed)
+            for scheduler in self.schedulers.values():
+                scheduler.base_lrs = [self.cfg.lr] * len(scheduler.base_lrs)
 
     def save_sample(self) -> None:
         """source | target | prediction | deformed source (| its blend weight, white = 1), for

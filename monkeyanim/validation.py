@@ -19,6 +19,7 @@ from .pipeline import ReconstructionScores, reconstruct
 
 BEST_FILE = "best.safetensors"
 VAL_SPLIT = "val"
+TEST_SPLIT = "test"  # (read by evaluate: a run folder there would be read as a video)
 # frames per validation video, spread evenly from the first: a stable mean that costs a few
 # seconds on a CPU at 64 px, so that validating every few hundred iterations stays cheap
 VALIDATION_FRAMES = 64

@@ -555,7 +555,9 @@ def test_init_fine_tunes_a_bundled_checkpoint(shapes_slice, tmp_path):
     assert result.returncode == 0, result.stderr
     start, tuned = monkeyanim.load_model("shapes"), monkeyanim.load_model(run / "model.safetensors")
     assert tuned.provenance["initialised_from"] == "shapes" and tuned.discriminator is not None
-    assert tuned.provenance["body_model"] and "face_model" not in tuned.provenance
+    # what the weights are for carries over; --subject names one kind of subject
+    assert tuned.provenance["body_model"] and tuned.provenance["face_model"] is False
+    assert tuned.provenance["default_mode"] == start.provenance["default_mode"]
     fresh = monkeyanim.models.build_model(start.config)
     weights = dict(start.named_parameters())
     drift = lambda model: max((p - weights[k]).abs().max().item()
@@ -633,3 +635,32 @@ def test_an_animated_image_trains_as_a_video(face_frames, tmp_path):
     dataset = PairDataset(tmp_path, (64, 64))
     assert dataset.frames(0).shape == (5, 64, 64, 3)
     assert dataset[0].shape == (2, 3, 64, 64)
+
+
+def test_a_finished_run_is_never_overwritten_and_a_new_rate_carries_on(shapes_slice,
+                                                                       tiny_config, tmp_path):
+    """A run folder whose state.pt is gone still holds a run; one inside test/ would be read
+    by evaluate. Resumed with a --config of another lr, the run trains at that rate (less
+    the drops it has passed), and the log gives each iteration the rate it ran at."""
+    env = {"OMP_NUM_THREADS": "1"}
+    result = run_cli("train", shapes_slice, "-o", shapes_slice / "test" / "run", "--config",
+                     tiny_config, "--iterations", "1", env=env)
+    assert_one_line_error(result, "is inside", "test")
+    run = tmp_path / "run"
+    result = run_cli("train", shapes_slice, "-o", run, "--config", tiny_config, "--iterations",
+                     "2", env=env)
+    assert result.returncode == 0, result.stderr
+    slower = tmp_path / "slower.yaml"
+    slower.write_text(tiny_config.read_text().replace("train: {", "train: {lr: 0.00001, "))
+    result = run_cli("train", shapes_slice, "-o", run, "--resume", "--config", slower,
+                     "--iterations", "4", env=env)
+    assert result.returncode == 0, result.stderr
+    # 2 iterations drop the rate after the first; the new one keeps that drop (1e-5 / 10)
+    assert [r["iteration"] for r in read_log(run)] == [1, 2, 3, 4]
+    assert [r["lr"] for r in read_log(run)] == pytest.approx([2e-4, 2e-5, 1e-6, 1e-6])
+    (run / "state.pt").unlink()
+    before = (run / "model.safetensors").read_bytes()
+    result = run_cli("train", shapes_slice, "-o", run, "--config", tiny_config, "--iterations",
+                     "1", env=env)
+    assert_one_line_error(result, "already holds a run's model.safetensors", "--init")
+    assert (run / "model.safetensors").read_bytes() == before
