@@ -151,8 +151,11 @@ def _check(config: ModelConfig) -> None:
     if variance not in ("matrix", "single") and not is_positive_number(variance):
         raise ConfigError(f"kp_variance must be matrix, single or a positive number, "
                           f"not {variance!r}")
-    if len(config.frame_size) != 2:
-        raise ConfigError(f"frame_size must be [height, width], not {list(config.frame_size)}")
+    if not isinstance(config.frame_size, (list, tuple)) or len(config.frame_size) != 2:
+        raise ConfigError(f"frame_size must be [height, width], not {config.frame_size!r}")
+    if not is_positive_number(config.kp_detector.temperature):
+        raise ConfigError(f"kp_detector.temperature must be positive, not "
+                          f"{config.kp_detector.temperature!r}")
     for side in config.frame_size:
         check_whole(side, "each side of frame_size")
     discriminator = ("discriminator", config.discriminator, config.discriminator.scale_factor)

@@ -33,7 +33,7 @@ from .models import Keypoints, MonkeyNet, build_model
 from .pipeline import check_precision, precision_context, to_uint8
 from .runstate import (check_outside, check_run_dir, load_optimizer, make_run_dir, read_state,
                        state_bytes)
-from .trainconfig import TrainConfig
+from .trainconfig import TrainConfig, check_feature_matching
 from .validation import BEST_FILE, TEST_SPLIT, VAL_SPLIT, HeldOut, KeepBest
 
 LOG_FILE, CONFIG_FILE = "log.jsonl", "config.json"
@@ -75,6 +75,7 @@ class Trainer:
         self.device = torch.device(device)
         check_precision(precision, self.device)  # before the data is read
         check_discriminator(model_config)
+        check_feature_matching(train_config, model_config)
         check_run_dir(self.run_dir, resume, (BEST_FILE, CONFIG_FILE, LOG_FILE))
         check_outside(self.run_dir, training_folder(data_dir),
                       *(Path(data_dir) / split for split in (VAL_SPLIT, TEST_SPLIT)))
@@ -240,7 +241,7 @@ class Trainer:
                                                           for p in module.parameters()):
                 module.eval()  # a fixed network's statistics stay fixed too
         if self.keep_best is not None and self.iteration == 0:  # the starting point is a candidate
-            self._log({}, 0.0, None, self.keep_best(self.model, 0))
+            self._log({}, self.current_lr(), 0.0, None, self.keep_best(self.model, 0))
         start = time.perf_counter()
         batches = iter(self.loader())
         try:

@@ -54,12 +54,77 @@ class TrainConfig:
             check_whole(self.iterations, "iterations")
         if not is_positive_number(self.lr):
             raise ConfigError(f"lr must be positive, not {self.lr!r}")
+        _check_values(self)
 
     def schedule(self, iterations_per_epoch: int) -> tuple[int, list[int]]:
         """Total iterations and the iterations at which the learning rate drops."""
         total = self.iterations or self.num_epochs * iterations_per_epoch
         milestones = [round(m / self.num_epochs * total) for m in self.epoch_milestones]
         return total, [m for m in milestones if 0 < m < total]
+
+
+def _number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and value == value
+
+
+def _numbers(value: Any, count: int | None = None) -> bool:
+    """A list (or tuple) of numbers, of ``count`` of them when given."""
+    return (isinstance(value, (list, tuple)) and all(map(_number, value))
+            and (count is None or len(value) == count))
+
+
+def _check_values(cfg: TrainConfig) -> None:
+    """ConfigError for settings of the wrong kind or range, which would otherwise fail deep
+    in training or be taken silently (a string as a bool, a negative loss weight)."""
+    if not _numbers(cfg.epoch_milestones) or any(m < 0 for m in cfg.epoch_milestones):
+        raise ConfigError(f"epoch_milestones must be a list of epochs, not "
+                          f"{cfg.epoch_milestones!r}")
+    if not _numbers(cfg.adam_betas, 2) or not all(0 <= b < 1 for b in cfg.adam_betas):
+        raise ConfigError(f"adam_betas must be two numbers in [0, 1), not {cfg.adam_betas!r}")
+    if not _numbers(cfg.feature_matching) or any(w < 0 for w in cfg.feature_matching):
+        raise ConfigError(f"feature_matching must be a list of weights >= 0, not "
+                          f"{cfg.feature_matching!r}")
+    for name in ("reconstruction_deformed", "generator_gan", "discriminator_gan"):
+        if not _number(getattr(cfg, name)) or getattr(cfg, name) < 0:
+            raise ConfigError(f"{name} must be a weight >= 0, not {getattr(cfg, name)!r}")
+    for name in ("detach_kp_generator", "detach_kp_discriminator"):
+        if not isinstance(getattr(cfg, name), bool):
+            raise ConfigError(f"{name} must be true or false, not {getattr(cfg, name)!r}")
+    if cfg.trainable is not None and not (isinstance(cfg.trainable, list) and all(
+            isinstance(name, str) for name in cfg.trainable)):
+        raise ConfigError(f"trainable must be a list of parameter names, e.g. "
+                          f"[generator.blend_mask], not {cfg.trainable!r}")
+    _check_augmentation(cfg.augmentation)
+
+
+def _check_augmentation(aug: Any) -> None:
+    if not isinstance(aug, Augmentation):
+        raise ConfigError(f"augmentation must be a mapping of its settings "
+                          f"({', '.join(f.name for f in dataclasses.fields(Augmentation))}), "
+                          f"not {aug!r}")
+    for name in ("horizontal_flip", "time_flip"):
+        if not isinstance(getattr(aug, name), bool):
+            raise ConfigError(f"augmentation.{name} must be true or false, not "
+                              f"{getattr(aug, name)!r}")
+    ratio = aug.resize_ratio
+    if ratio is not None and not (_numbers(ratio, 2) and 0 < ratio[0] <= ratio[1]):
+        raise ConfigError(f"augmentation.resize_ratio must be [low, high] with 0 < low <= high, "
+                          f"not {ratio!r}")
+    if not _number(aug.hue) or not 0 <= aug.hue <= 1:
+        raise ConfigError(f"augmentation.hue must be in [0, 1] (a share of the colour wheel), "
+                          f"not {aug.hue!r}")
+    if not _number(aug.rotation_degrees) or not 0 <= aug.rotation_degrees <= 180:
+        raise ConfigError(f"augmentation.rotation_degrees must be in [0, 180], not "
+                          f"{aug.rotation_degrees!r}")
+
+
+def check_feature_matching(cfg: TrainConfig, model: ModelConfig) -> None:
+    """One weight per discriminator feature map but the scores: its input and each block."""
+    maps = model.discriminator.num_blocks + 1
+    if len(cfg.feature_matching) != maps:
+        raise ConfigError(f"feature_matching has {len(cfg.feature_matching)} weights but the "
+                          f"discriminator gives {maps} feature maps (its input and each of "
+                          f"its {maps - 1} blocks): give {maps}")
 
 
 _AUG = {

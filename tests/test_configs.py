@@ -2,6 +2,7 @@
 authors' parameter layout so their released checkpoints convert; and align_flow, the one
 architecture setting of ours beyond theirs."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -221,3 +222,42 @@ def test_aligned_flow_is_saved_with_the_model(tmp_path):
     model = build_model(config)
     save_checkpoint(model, tmp_path / "aligned.safetensors")
     assert load_checkpoint(tmp_path / "aligned.safetensors").config.generator.align_flow
+
+
+BAD_TRAINING = [  # a YAML line under `preset: shapes`, and what the error names
+    ("train: {augmentation: {resize_ratio: [1.2, 0.8]}}", "augmentation.resize_ratio must be"),
+    ("train: {augmentation: {resize_ratio: [0.9]}}", "augmentation.resize_ratio must be"),
+    ("train: {augmentation: {hue: -3}}", "augmentation.hue must be in [0, 1]"),
+    ("train: {augmentation: 5}", "augmentation must be a mapping of its settings"),
+    ("train: {adam_betas: [0.5, 2]}", "adam_betas must be two numbers in [0, 1)"),
+    ("train: {adam_betas: 0.5}", "adam_betas must be two numbers"),
+    ("train: {epoch_milestones: [abc]}", "epoch_milestones must be a list of epochs"),
+    ("train: {feature_matching: [1, 1, 1, 1, abc]}", "feature_matching must be a list"),
+    ("train: {reconstruction_deformed: -1}", "reconstruction_deformed must be a weight >= 0"),
+    ('train: {detach_kp_generator: "no"}', "detach_kp_generator must be true or false"),
+    ("train: {trainable: generator.blend_mask}", "trainable must be a list of parameter names"),
+    ("model: {kp_detector: {temperature: -1}}", "kp_detector.temperature must be positive"),
+    ("model: {frame_size: 128}", "frame_size must be [height, width], not 128"),
+]
+
+
+@pytest.mark.parametrize("line, message", BAD_TRAINING, ids=[m for _, m in BAD_TRAINING])
+def test_training_settings_of_the_wrong_kind_are_refused_by_name(line, message, tmp_path):
+    """Each was a traceback deep in training, or taken silently (a string as a bool)."""
+    from monkeyanim.trainconfig import load_train_config
+
+    path = tmp_path / "bad.yaml"
+    path.write_text(f"preset: shapes\n{line}\n")
+    with pytest.raises(ConfigError) as error:
+        load_train_config(str(path))
+    assert message in str(error.value)
+
+
+def test_feature_matching_needs_one_weight_per_discriminator_map():
+    from monkeyanim.trainconfig import check_feature_matching, train_preset
+
+    model, train = train_preset("shapes")  # 4 blocks: the input and 4 block maps
+    check_feature_matching(train, model)
+    with pytest.raises(ConfigError, match="feature_matching has 2 weights but the "
+                                          "discriminator gives 5 feature maps"):
+        check_feature_matching(dataclasses.replace(train, feature_matching=[1, 2]), model)
