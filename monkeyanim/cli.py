@@ -152,7 +152,8 @@ def _progress(label: str, unit: str = "frames"):
 
 def _report(result) -> None:
     extra = "".join(f", {k} {v:.4f}" if isinstance(v, float) else
-                    f", {k} {v}" if isinstance(v, str) else "" for k, v in result.extra.items())
+                    f", {k} {v}" if isinstance(v, (str, int)) and not isinstance(v, bool) else ""
+                    for k, v in result.extra.items())
     frames = f"{result.frames} frame{'' if result.frames == 1 else 's'}"
     console.print(escape(f"wrote {result.output} ({frames}, "
                          f"{result.fps:.1f} frames/s{extra})"))

@@ -70,6 +70,7 @@ def animate(source: Annotated[Path, typer.Argument(
         jobs = [((s.name, d.name), out, partial(animate_file, model, s, d, out, settings))
                 for s, d, out in pairs]
         _warn_left_out(driving)
+        _warn_videos_left_out(source)
         if _failures(_run_batch(jobs, ("source", "driving"), overwrite)):
             raise typer.Exit(1)
         return
@@ -94,11 +95,36 @@ def _animate_pairs(source: Path, driving: Path, output: Path, output_format: str
         return None
     sources = input_files(source, IMAGE_SUFFIXES, "source images")
     drivings = _batch(driving, "driving videos") if batch_driving else [driving]
+    _check_apart(output, source, driving)
     suffix, folder = _batch_suffix(output_format), output_folder(output)
     pairs = [(s, d, folder / f"{s.stem}__{d.stem}{suffix}") for s in sources for d in drivings]
     for s, d, out in pairs:
         check_not_input(out, s, d)
     return pairs
+
+
+def _check_apart(output: Path, *inputs: Path) -> None:
+    """A batch's output folder may not be a folder of its inputs: the next run would read
+    the results as inputs too."""
+    for folder in inputs:
+        if folder.is_dir() and output.resolve() == folder.resolve():
+            raise InputError(f"-o {output} is the folder of the inputs ({folder}): results "
+                             "written there would be read as inputs next time; name another "
+                             "folder")
+
+
+def _warn_videos_left_out(folder: Path) -> None:
+    """A folder of sources takes images; a video there (whose first frame a lone SOURCE
+    video would give) is left out, and the user told."""
+    from .video import VIDEO_SUFFIXES
+
+    if folder.is_dir():
+        videos = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
+        if videos:
+            err_console.print(escape(
+                f"warning: {counted(len(videos), 'video')} in {folder} left out: a folder of "
+                f"sources takes images (a video given as SOURCE alone gives its first "
+                f"frame): {videos[0]}" + (", ..." if len(videos) > 1 else "")))
 
 
 def _holds_videos(path: Path) -> bool:
@@ -174,6 +200,7 @@ def reconstruct(video: Annotated[Path, typer.Argument(help="Video, or a folder o
     batch = _holds_videos(video)  # a folder of images alone is one video: its frames
     if batch:
         videos = _batch(video, "videos")
+        _check_apart(output, video)
         suffix, folder = _batch_suffix(output_format), output_folder(output)
         outputs = [folder / f"{v.stem}{suffix}" for v in videos]
         for v, out in zip(videos, outputs):
@@ -279,6 +306,9 @@ def _keypoints_outputs(video: Path, output: Path, json_path: Path | None,
         require(video, "video or image")
         return None
     videos = _batch(video, "videos")
+    _check_apart(output, video)
+    if json_path is not None:
+        _check_apart(json_path, video)
     suffix, folder = _batch_suffix(output_format), output_folder(output)
     jsons = output_folder(json_path) if json_path is not None else None
     jobs = [(v, folder / f"{v.stem}{suffix}", jsons / f"{v.stem}.json" if jsons else None)

@@ -1,6 +1,7 @@
 """`monkeyanim animate` end to end on real videos, real PyAV, and the real console script."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -395,6 +396,30 @@ def test_find_best_frame_and_adapt_scale_run(small_model, source_png, short_mp4,
                      "--find-best-frame", "--adapt-scale", "--batch-size", "5")
     assert result.returncode == 0, result.stderr
     assert probe(out)["frames"] == 24
+    assert re.search(r", best_frame \d+", result.stdout), result.stdout  # which one it took
+
+
+def test_a_batch_never_writes_among_its_inputs(small_model, source_png, short_mp4, tmp_path):
+    """-o naming the driving (or source) folder would have the next run animate its own
+    results; a video in a folder of sources is left out with a warning."""
+    drivings, sources = tmp_path / "drivings", tmp_path / "sources"
+    drivings.mkdir()
+    sources.mkdir()
+    (drivings / "talk.mp4").symlink_to(short_mp4)
+    (sources / "portrait.png").symlink_to(source_png)
+    (sources / "clip.mp4").symlink_to(short_mp4)
+    for output in (drivings, sources):
+        result = run_cli("animate", sources, drivings, "-o", output, "-c", small_model)
+        assert_one_line_error(result, "is the folder of the inputs")
+    for command in ("reconstruct", "keypoints"):
+        result = run_cli(command, drivings, "-o", drivings, "-c", small_model)
+        assert_one_line_error(result, "is the folder of the inputs")
+    assert sorted(p.name for p in drivings.iterdir()) == ["talk.mp4"]
+    result = run_cli("animate", sources, drivings, "-o", tmp_path / "out", "-c", small_model)
+    assert result.returncode == 0, result.stderr
+    assert "1 video in" in result.stderr and "left out: a folder of sources takes images" \
+        in result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["portrait__talk.mp4"]
 
 
 @pytest.mark.parametrize("kind", [".mov", ".webm", ".mkv", ".avi", ".gif", "strip", "folder",
