@@ -64,6 +64,10 @@ def read_image(path: str | Path) -> np.ndarray:
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise InputError(f"{path} is not an image")
+            stream = container.streams.video[0]
+            if container.streams.audio and stream.disposition & av.stream.Disposition.attached_pic:
+                raise InputError(f"{path} holds no image, only the cover picture of an audio "
+                                 "file")  # whatever its suffix says (an .m4a read as an image)
             for frame in container.decode(video=0):
                 return upright(frame)
     except av.FFmpegError as exc:

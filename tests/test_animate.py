@@ -18,7 +18,7 @@ import torch
 import monkeyanim
 from monkeyanim.framing import frame_batches
 from monkeyanim.pipeline import Animator, best_frame, relative_keypoints, to_tensor
-from monkeyanim.video import fit_frame, open_video
+from monkeyanim.video import fit_frame, open_video, read_source
 
 from conftest import (sigint_default, assert_one_line_error, probe, run_cli, stream_seconds,
                       run_cli_on_terminal, write_video)
@@ -788,6 +788,10 @@ def test_an_audio_file_with_cover_art_is_no_video(tmp_path):
         container.mux(audio.encode(None))
     with pytest.raises(monkeyanim.InputError, match="holds no video, only a cover picture"):
         open_video(path)
+    # as a SOURCE named .m4a (read as an image, not a video) it is no image either
+    song = path.rename(tmp_path / "song.m4a")
+    with pytest.raises(monkeyanim.InputError, match="holds no image, only the cover picture"):
+        read_source(song)
 
 
 def test_the_longest_file_names_are_written(small_model, source_png, short_mp4, tmp_path):
