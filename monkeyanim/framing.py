@@ -55,7 +55,8 @@ def frame_batches(reader: VideoReader, size: tuple[int, int], batch_size: int,
     """Decoded (in a background thread), fitted frames in batches: (list of (H, W, 3) uint8,
     tensor (B, 3, H, W)). ``crop_at(index)`` gives each frame's box (None: centred square)."""
     check_batch_size(batch_size)
-    fitted = (fit_frame(frame, size, crop_at(i)) for i, frame in enumerate(reader.frames()))
+    fitted = (fit_frame(frame, size, crop_at(i), f"frame {i} of {reader.path.name}")
+              for i, frame in enumerate(reader.frames()))
     batch: list[np.ndarray] = []
     for frame in prefetch(fitted):
         batch.append(frame)

@@ -132,7 +132,7 @@ def animate_file(model: MonkeyNet, source: str | Path, driving: str | Path, outp
     _check_still_driving(reader, transfer, source)
     source_image = read_source(source)
     box, detector = source_crop(source_image, mode, source)
-    source_frame = fit_frame(source_image, size, box)
+    source_frame = fit_frame(source_image, size, box, f"the source {Path(source).name}")
     crop_at, _ = video_crops(reader, mode)
     batch_size = refine_batch_size(settings.batch_size, settings.refine_steps)
     batches = lambda: frame_batches(reader, size, batch_size, crop_at, model.device)
@@ -287,7 +287,8 @@ def predict_file(model: MonkeyNet, predictor, source: Path, output: Path, frames
     start = time.perf_counter()
     image = read_source(source)
     box, detector = source_crop(image, crop_mode(crop, model), source)
-    still = to_tensor([fit_frame(image, model.config.frame_size, box)], model.device)
+    still = to_tensor([fit_frame(image, model.config.frame_size, box,
+                                 f"the source {Path(source).name}")], model.device)
     kp_source = model.keypoints(still)
     kp = predictor.to(model.device).rollout(kp_source[0], frames)  # (frames, K, ...)
     with VideoWriter(output, fps) as writer:

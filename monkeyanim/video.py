@@ -343,15 +343,16 @@ def centred_square(height: int, width: int) -> tuple[int, int, int, int]:
 
 
 def fit_frame(frame: np.ndarray, size: tuple[int, int],
-              crop: tuple[int, int, int, int] | None = None) -> np.ndarray:
-    """Cut ``crop`` (default: the centred square) and resize to ``size`` (H, W): (H, W, 3)."""
+              crop: tuple[int, int, int, int] | None = None, what: str = "the frame") -> np.ndarray:
+    """Cut ``crop`` (default: the centred square) and resize to ``size`` (H, W): (H, W, 3).
+    ``what`` names the frame in the error of a box that does not fit it."""
     height, width = frame.shape[:2]
     if crop is None:
         x, y, w, h = centred_square(height, width)
     else:
         x, y, w, h = crop
         if x + w > width or y + h > height:
-            raise InputError(f"crop box {crop} lies outside the {width}x{height} frame")
+            raise InputError(f"crop box {crop} lies outside {what} ({width}x{height})")
     frame = frame[y:y + h, x:x + w]
     if frame.shape[:2] == tuple(size):
         return np.ascontiguousarray(frame)

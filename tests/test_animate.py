@@ -399,6 +399,18 @@ def test_find_best_frame_and_adapt_scale_run(small_model, source_png, short_mp4,
     assert re.search(r", best_frame \d+", result.stdout), result.stdout  # which one it took
 
 
+def test_a_crop_box_that_misses_a_frame_names_it(small_model, face_frames, short_mp4, tmp_path):
+    """A box that fits the source but not the driving video: the error says which one."""
+    height, width = face_frames[0].shape[:2]
+    large = tmp_path / "large.png"
+    cv2.imwrite(str(large), cv2.resize(face_frames[0], (width * 2, height * 2))[..., ::-1])
+    box = f"0,0,{width + 10},{height + 10}"
+    result = run_cli("animate", large, short_mp4, "-o", tmp_path / "o.mp4", "-c", small_model,
+                     "--crop", box)
+    assert_one_line_error(result, "lies outside frame 0 of talk.mp4")
+    assert not (tmp_path / "o.mp4").exists()
+
+
 def test_a_batch_never_writes_among_its_inputs(small_model, source_png, short_mp4, tmp_path):
     """-o naming the driving (or source) folder would have the next run animate its own
     results; a video in a folder of sources is left out with a warning."""
