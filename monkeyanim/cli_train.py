@@ -269,12 +269,12 @@ def _training_view(trainer):
     """A live table of losses and it/s on a TTY; a plain line every log_every iterations."""
     every = trainer.cfg.log_every
 
-    def line(step) -> str:
+    def line(step, apart: str = " | ") -> str:
         losses = " ".join(f"{k} {v:.4f}" for k, v in step.losses.items())
         held_out = trainer.keep_best and trainer.keep_best.summary()
         return (f"it {step.iteration}/{step.total} {losses} "
                 f"{1 / max(step.seconds_per_iteration, 1e-9):.2f} it/s"
-                + (f" | {held_out}" if held_out else ""))
+                + (f"{apart}{held_out}" if held_out else ""))
     if trainer.rank != 0:
         yield None
         return
@@ -284,5 +284,7 @@ def _training_view(trainer):
         return
     from rich.live import Live
 
+    # the held-out L1 on a line of its own: the losses fill an 80-column terminal, and the
+    # live view cuts what does not fit
     with Live(console=console, refresh_per_second=4) as live:
-        yield lambda step: live.update(line(step))
+        yield lambda step: live.update(line(step, "\n"))
