@@ -243,9 +243,9 @@ def _open_container(path: Path) -> VideoReader:
     """A video file PyAV opens; its timing restored where the container's header is wrong."""
     try:
         with av.open(str(path)) as container:
-            if not container.streams.video:
+            stream = video_stream(container)
+            if stream is None:
                 raise InputError(f"video {path} has no frames (no video stream)")
-            stream = container.streams.video[0]
             if stream.disposition & av.stream.Disposition.attached_pic:
                 raise InputError(f"{path} holds no video, only a cover picture (an audio file "
                                  "with artwork)")
@@ -296,12 +296,18 @@ def _stated_duration(container, stream) -> float | None:
     return None
 
 
+def video_stream(container) -> av.VideoStream | None:
+    """The video stream to read, as FFmpeg's players choose it: of several, one of moving
+    pictures over a thumbnail or cover (of one frame); None without any."""
+    return container.streams.best("video") if container.streams.video else None
+
+
 def _decode_video(path: Path) -> Iterator[tuple[np.ndarray, float | None, float | None]]:
     """(H, W, 3) uint8 frames, each with the times its display starts and ends, in seconds
     (None where the file does not say)."""
     try:
         with av.open(str(path)) as container:
-            stream = container.streams.video[0]
+            stream = video_stream(container)
             stream.thread_type = "AUTO"
             # the container's, else the codec's, as FFmpeg guesses it; None or 0 when unknown
             pixel_aspect = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio

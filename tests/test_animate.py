@@ -806,6 +806,26 @@ def test_an_audio_file_with_cover_art_is_no_video(tmp_path):
         read_source(song)
 
 
+def test_the_moving_stream_is_read_not_a_thumbnail_before_it(tmp_path):
+    """A file whose first video stream is a one-frame thumbnail and whose second holds the
+    video: the video is read, as players choose it."""
+    path = tmp_path / "thumb_first.mkv"
+    with av.open(str(path), "w") as container:
+        thumb = container.add_stream("mjpeg", rate=1)
+        thumb.width, thumb.height, thumb.pix_fmt = 32, 32, "yuvj420p"
+        video = container.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        still = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 90, np.uint8), "rgb24")
+        for packet in [*thumb.encode(still), *thumb.encode(None)]:
+            container.mux(packet)
+        for i in range(10):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 20 * i, np.uint8), "rgb24")
+            container.mux(video.encode(frame))
+        container.mux(video.encode(None))
+    frames = list(open_video(path).frames())
+    assert len(frames) == 10 and frames[0].shape == (48, 64, 3)
+
+
 def test_the_longest_file_names_are_written(small_model, source_png, short_mp4, tmp_path):
     """An output name of up to 255 bytes is legal: its temp file (a dot, the name, 8 random
     characters) must not be what fails for being longer."""
