@@ -170,12 +170,7 @@ def _run_batch(jobs, columns: tuple[str, ...], overwrite: bool) -> list:
     """Run every job, a (names, output, run) triple where ``run(progress)`` writes output and
     returns its JobResult; a failing job is reported and the others go on. Prints a table and
     how many succeeded; returns each job's JobResult, or its error message (str), in order."""
-    outputs = [out for _, out, _ in jobs]
-    clash = next((out for out in outputs if outputs.count(out) > 1), None)
-    if clash is not None:
-        inputs = [" + ".join(names) for names, out, _ in jobs if out == clash]
-        raise InputError(f"{' and '.join(inputs)} would be written to the same file {clash}: "
-                         "rename one")
+    _check_no_clash([(names, out) for names, out, _ in jobs])
     table = Table(*columns, "result")
     results = []
     for names, out, run in jobs:
@@ -201,6 +196,17 @@ def _run_batch(jobs, columns: tuple[str, ...], overwrite: bool) -> list:
     console.print(table)
     console.print(f"{len(jobs) - _failures(results)} of {len(jobs)} succeeded")
     return results
+
+
+def _check_no_clash(named: list[tuple[tuple[str, ...], Path]]) -> None:
+    """InputError when two jobs, (input names, output), would write the same file: checked
+    before any work (and so before the model loads)."""
+    outputs = [out for _, out in named]
+    clash = next((out for out in outputs if outputs.count(out) > 1), None)
+    if clash is not None:
+        inputs = [" + ".join(names) for names, out in named if out == clash]
+        raise InputError(f"{' and '.join(inputs)} would be written to the same file {clash}: "
+                         "rename one")
 
 
 def _failures(results: list) -> int:

@@ -12,7 +12,8 @@ from rich.markup import escape
 
 from .cli import (BatchOpt, CheckpointOpt, ConfigOpt, CropOpt, DeviceOpt, FormatOpt, JsonOpt,
                   OutputOpt, OverwriteOpt, PrecisionOpt, RefineOpt, _check_refine, _failures,
-                  _load, _progress, _report, _run_batch, app, console, counted, err_console)
+                  _check_no_clash, _load, _progress, _report, _run_batch, app, console, counted,
+                  err_console)
 from .errors import InputError
 from .files import (check_json_apart, check_not_input, check_output, input_files,
                     output_folder, require)
@@ -100,6 +101,7 @@ def _animate_pairs(source: Path, driving: Path, output: Path, output_format: str
     pairs = [(s, d, folder / f"{s.stem}__{d.stem}{suffix}") for s in sources for d in drivings]
     for s, d, out in pairs:
         check_not_input(out, s, d)
+    _check_no_clash([((s.name, d.name), out) for s, d, out in pairs])
     return pairs
 
 
@@ -205,6 +207,7 @@ def reconstruct(video: Annotated[Path, typer.Argument(help="Video, or a folder o
         outputs = [folder / f"{v.stem}{suffix}" for v in videos]
         for v, out in zip(videos, outputs):
             check_not_input(out, v)
+        _check_no_clash([((v.name,), out) for v, out in zip(videos, outputs)])
     else:
         require(video, "video")
         videos = [video]
@@ -315,6 +318,9 @@ def _keypoints_outputs(video: Path, output: Path, json_path: Path | None,
             for v in videos]
     for v, out, js in jobs:
         check_not_input(out, v)
+    _check_no_clash([((v.name,), out) for v, out, _ in jobs])
+    if jsons is not None:
+        _check_no_clash([((v.name,), js) for v, _, js in jobs])
     return jobs
 
 

@@ -118,6 +118,10 @@ def test_reconstruct_folder_goes_on_past_a_broken_video(small_model, clips, tmp_
     result = run_cli("reconstruct", folder, "-o", tmp_path / "again", "-c", small_model)
     assert_one_line_error(result, "a.mkv and a.mp4 would be written to the same file")
     assert not list((tmp_path / "again").glob("*"))
+    for command in ("reconstruct", "keypoints"):  # before the model loads: no checkpoint read
+        result = run_cli(command, folder, "-o", tmp_path / "again", "-c",
+                         tmp_path / "missing.safetensors")
+        assert_one_line_error(result, "a.mkv and a.mp4 would be written to the same file")
 
 
 def test_evaluate_reports_the_first_frame_rebuilt_from_itself(small_model, clips, tmp_path):
