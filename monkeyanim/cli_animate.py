@@ -147,7 +147,9 @@ def _scan(folder: Path) -> tuple[list[Path], list[Path]]:
 
 
 def _batch(folder: Path, what: str) -> list[Path]:
-    """A batch folder's videos and frame strips (other images: see _warn_left_out)."""
+    """A batch folder's videos and frame strips (other images: see _warn_left_out), as the
+    folder holds them now (a command run in-process again scans it again)."""
+    _scan.cache_clear()
     videos, _ = _scan(folder)
     if not videos:
         raise InputError(f"folder {folder} holds no {what}")

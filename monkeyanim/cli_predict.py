@@ -80,7 +80,7 @@ def train_predictor(data_dir: Annotated[Path, typer.Argument(
                   **_held_out(predictor, test_tracks)}
     save_predictor(predictor, output, provenance, half)
     written = f"wrote {output} (trained on {counted(len(tracks), 'video')}"
-    if stop.reason:
+    if stop.reason and done < epochs:  # (one in the last epoch cost nothing)
         raise Interrupted(f"{stop.reason} after epoch {done} of {epochs}: {written})")
     console.print(escape(written + ")"))
 

@@ -165,6 +165,7 @@ def _check(config: ModelConfig) -> None:
         check_whole(net.num_blocks, f"{name}.num_blocks", 0)
         if not is_positive_number(scale):
             raise ConfigError(f"{name}.scale_factor must be positive, not {scale!r}")
+    _check_flags(config)
     if config.generator.interpolation_mode not in INTERPOLATION_MODES:
         raise ConfigError(f"generator.interpolation_mode must be one of "
                           f"{', '.join(INTERPOLATION_MODES)}, not "
@@ -185,9 +186,27 @@ def _embeddings(config: ModelConfig) -> list[tuple[str, EmbeddingConfig]]:
     return [(name, embedding) for name, embedding in found if embedding is not None]
 
 
+def _check_flags(config: ModelConfig) -> None:
+    """Settings that are on or off must be true or false: a string such as "no" would
+    count as on."""
+    generator, dense = config.generator, config.generator.dense_motion
+    flags = [("generator.blend_source", generator.blend_source),
+             ("generator.align_flow", generator.align_flow)]
+    if dense is not None:
+        flags += [("generator.dense_motion.use_mask", dense.use_mask),
+                  ("generator.dense_motion.use_correction", dense.use_correction)]
+    for name, value in flags:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} must be true or false, not {value!r}")
+
+
 def check_embedding(embedding: EmbeddingConfig, name: str) -> None:
     """ConfigError unless the embedding gives at least one kind of channel, of a known
     heatmap type and normalisation."""
+    for flag in ("use_heatmap", "use_difference", "use_deformed_source_image"):
+        if not isinstance(getattr(embedding, flag), bool):
+            raise ConfigError(f"{name}.{flag} must be true or false, not "
+                              f"{getattr(embedding, flag)!r}")
     if not (embedding.use_heatmap or embedding.use_difference
             or embedding.use_deformed_source_image):
         raise ConfigError(f"{name} needs use_heatmap, use_difference or "

@@ -21,6 +21,7 @@ from .models import MonkeyNet
 from .video import BATCH_FRAMES, open_video
 
 REFERENCE_FRAMES = 2048  # real frames read for a prediction's FID, spread over the videos
+FID_BATCH_FRAMES = 32  # real frames read, and scored by Inception, at a time
 
 
 BODY_AED = ("the paper defines AED with a re-identification network for bodies; none ships "
@@ -204,8 +205,8 @@ class ReferenceFID:
             reader = open_video(video)
             crop_at, _ = video_crops(reader, crop_mode(None, self.model))
             taken = 0
-            for frames, _ in frame_batches(reader, self.model.config.frame_size, BATCH_FRAMES,
-                                           crop_at):
+            for frames, _ in frame_batches(reader, self.model.config.frame_size,
+                                           FID_BATCH_FRAMES, crop_at):
                 self.meter.add_real(np.stack(frames[:share - taken]))  # (B, H, W, 3)
                 taken += len(frames[:share - taken])
                 if taken >= share:

@@ -1,5 +1,6 @@
 """Still and animated images (png, jpg, webp, ...) and single video frames, decoded to what
-they show: (H, W, 3) uint8 RGB, upright, square pixels, transparency on white."""
+they show: (H, W, 3) uint8 RGB, upright, square pixels, transparency on white; and the
+authors' frame strips (square frames side by side in one image)."""
 
 from __future__ import annotations
 
@@ -118,3 +119,36 @@ def _bgr_on_white(frame: np.ndarray) -> np.ndarray:
     if frame.shape[2] == 3:
         return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
     return _on_white(cv2.cvtColor(frame, cv2.COLOR_BGRA2RGBA))
+
+
+def split_strip(image: np.ndarray) -> list[np.ndarray]:
+    """The authors' strips stack square frames left to right: (H, T*H, 3) -> T x (H, H, 3)."""
+    height = image.shape[0]
+    return [image[:, i:i + height] for i in range(0, image.shape[1] - height + 1, height)]
+
+
+def is_strip_size(height: int, width: int, min_frames: int = 2) -> bool:
+    """Whether a height x width image is a strip of at least ``min_frames`` square frames
+    side by side (the authors' datasets)."""
+    return height > 0 and width >= min_frames * height and width % height == 0
+
+
+def is_strip(image: np.ndarray, min_frames: int = 2) -> bool:
+    return is_strip_size(*image.shape[:2], min_frames)
+
+
+# frames a strip must hold to make its folder a batch: 2:1 frames (1920x960, as streaming
+# services shoot) in a folder of frames are one video, not a batch of 2-frame strips
+BATCH_STRIP_MIN_FRAMES = 4
+
+
+def image_is_strip(path: Path, min_frames: int = BATCH_STRIP_MIN_FRAMES) -> bool:
+    """Whether an image file is a strip of at least ``min_frames`` frames, by its size (read
+    from its header)."""
+    try:
+        with av.open(str(path)) as container:
+            context = container.streams.video[0].codec_context
+            width, height = context.width, context.height
+    except (av.FFmpegError, IndexError):
+        return False
+    return is_strip_size(height, width, min_frames)

@@ -30,6 +30,11 @@ from .videowriter import VideoWriter, check_output_options
 
 
 
+# frames generated at a time from one source and its predicted keypoints (no decoding to
+# overlap with, so a larger batch than animate's)
+PREDICT_BATCH_FRAMES = 16
+
+
 @dataclass
 class AnimateSettings:
     """What `monkeyanim animate` was asked for, shared by every pair of a batch."""
@@ -292,9 +297,9 @@ def predict_file(model: MonkeyNet, predictor, source: Path, output: Path, frames
     kp_source = model.keypoints(still)
     kp = predictor.to(model.device).rollout(kp_source[0], frames)  # (frames, K, ...)
     with VideoWriter(output, fps) as writer:
-        for begin in range(0, frames, BATCH_FRAMES):
+        for begin in range(0, frames, PREDICT_BATCH_FRAMES):
             made = to_uint8(model.generate(still[0], kp_source,
-                                           kp[begin:begin + BATCH_FRAMES]).frames)
+                                           kp[begin:begin + PREDICT_BATCH_FRAMES]).frames)
             if inspect is not None:
                 inspect(made)
             for frame in made:

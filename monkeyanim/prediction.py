@@ -18,11 +18,13 @@ from .files import atomic_write
 from .framing import crop_mode, frame_batches, video_crops
 from .models import Keypoints, MonkeyNet
 from .models.predictor import KPPredictor, PredictorConfig
-from .video import BATCH_FRAMES, open_video
+from .video import open_video
+
+KEYPOINT_BATCH_FRAMES = 32  # the detector alone: 4x the frames of a generating batch
 
 
 def extract_keypoints(model: MonkeyNet, folder: Path, min_frames: int,
-                      batch_size: int = BATCH_FRAMES,
+                      batch_size: int = KEYPOINT_BATCH_FRAMES,
                       crop=None, progress: Callable[[int, int], None] | None = None
                       ) -> tuple[list[Keypoints], int, list[str]]:
     """Keypoints (T, K, ...) of every video in ``folder`` with at least ``min_frames`` frames,

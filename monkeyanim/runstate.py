@@ -1,6 +1,6 @@
-"""A training run's folder: the checks made before a run starts in it, and its state.pt,
-what ``Trainer.save`` writes beside model.safetensors and ``--resume`` reads back
-(optimisers, schedulers, random generators, iteration)."""
+"""A training run's folder: the checks made before a run starts in it, its state.pt (what
+``Trainer.save`` writes beside model.safetensors and ``--resume`` reads back: optimisers,
+schedulers, random generators, iteration) and its sample images."""
 
 from __future__ import annotations
 
@@ -8,11 +8,16 @@ import io
 import random
 from pathlib import Path
 
+import cv2
+import numpy as np
 import torch
 
 from .checkpoint import MODEL_FILE, STATE_FILE
 from .errors import InputError
-from .files import check_writable
+from .files import atomic_write, check_writable
+from .pipeline import to_uint8
+
+SAMPLE_PAIRS = 4  # rows of a sample image: the first pairs of the last batch
 
 STATE_KEYS = {"iteration", "optimizers", "schedulers", "torch_rng", "python_rng"}
 
@@ -64,8 +69,9 @@ def load_optimizer(optimizer: torch.optim.Optimizer, saved: dict, path: Path) ->
 
 def check_run_dir(run_dir: Path, resume: bool, run_files: tuple[str, ...] = ()) -> None:
     """Before the data is read: the folder and its missing parents are made later. A new
-    run is refused where one of ``run_files`` (besides state.pt and model.safetensors) is
-    already: a finished run whose state.pt is gone would be overwritten."""
+    run is refused where weights are already, model.safetensors or one of ``run_files``:
+    a finished run whose state.pt is gone would be overwritten. (A config.json alone is
+    what a run that failed before its first checkpoint leaves: it starts again there.)"""
     existing = next(path for path in (run_dir, *run_dir.parents) if path.exists())
     if not existing.is_dir():
         raise InputError(f"run folder cannot be created at {run_dir}: {existing} is a file")
@@ -76,7 +82,7 @@ def check_run_dir(run_dir: Path, resume: bool, run_files: tuple[str, ...] = ()) 
     found = [name for name in (MODEL_FILE, *run_files) if (run_dir / name).exists()]
     if not resume and found:
         raise InputError(f"{run_dir} already holds a run's {found[0]}: choose another folder "
-                         f"(or --init {run_dir / MODEL_FILE} to start from its weights)")
+                         f"(or --init {run_dir / found[0]} to start from its weights)")
 
 
 def check_outside(run_dir: Path, *folders: Path) -> None:
@@ -85,9 +91,9 @@ def check_outside(run_dir: Path, *folders: Path) -> None:
     run = run_dir.resolve()
     for folder in map(Path.resolve, folders):
         if run == folder or folder in run.parents:
-            raise InputError(f"run folder {run_dir} is inside {folder}, whose videos it reads: "
-                             "its samples would be read as videos too; choose a folder "
-                             "outside it")
+            raise InputError(f"run folder {run_dir} is inside {folder}, whose videos are read "
+                             "(by train or evaluate): its samples would be read as videos "
+                             "too; choose a folder outside it")
 
 
 def make_run_dir(run_dir: Path) -> None:
@@ -97,3 +103,20 @@ def make_run_dir(run_dir: Path) -> None:
         raise InputError(f"run folder cannot be created at {run_dir}: "
                          f"{error.strerror}") from error
     check_writable(run_dir, "run folder")
+
+
+def write_sample(run_dir: Path, iteration: int, source: torch.Tensor, target: torch.Tensor,
+                 out) -> None:
+    """run_dir/samples/ITERATION.png: a row per pair, source | target | prediction | deformed
+    source (| its blend weight, white = 1). source, target (B, 3, H, W) in [0, 1]; out the
+    generator's output for them."""
+    columns = [source, target, out.frames, out.deformed]
+    if out.blend is not None:
+        columns.append(out.blend.expand_as(out.deformed))  # (B, 3, H, W)
+    rows = [np.concatenate(list(to_uint8(t[:SAMPLE_PAIRS].detach())), axis=0)  # (P*H, W, 3)
+            for t in columns]
+    image = np.concatenate(rows, axis=1)  # (P*H, columns*W, 3)
+    folder = run_dir / "samples"
+    folder.mkdir(exist_ok=True)
+    encoded = cv2.imencode(".png", np.ascontiguousarray(image[..., ::-1]))[1].tobytes()
+    atomic_write(folder / f"{iteration:07d}.png", lambda tmp: tmp.write_bytes(encoded))

@@ -13,8 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -30,15 +28,14 @@ from .files import atomic_write, atomic_write_all
 from .finetune import freeze_all_but, load_initial_weights
 from .losses import DeformedReconstruction, DiscriminatorGAN, FeatureMatching, GeneratorGAN
 from .models import Keypoints, MonkeyNet, build_model
-from .pipeline import check_precision, precision_context, to_uint8
+from .pipeline import check_precision, precision_context
 from .runstate import (check_outside, check_run_dir, load_optimizer, make_run_dir, read_state,
-                       state_bytes)
+                       state_bytes, write_sample)
 from .trainconfig import TrainConfig, check_feature_matching
 from .validation import BEST_FILE, TEST_SPLIT, VAL_SPLIT, HeldOut, KeepBest
 
 LOG_FILE, CONFIG_FILE = "log.jsonl", "config.json"
 LR_DROP = 0.1  # the learning rate is multiplied by this at each milestone (the authors')
-SAMPLE_PAIRS = 4  # rows of a sample image: the first pairs of the last batch
 NETWORKS = ("kp_detector", "generator", "discriminator")
 
 
@@ -76,7 +73,7 @@ class Trainer:
         check_precision(precision, self.device)  # before the data is read
         check_discriminator(model_config)
         check_feature_matching(train_config, model_config)
-        check_run_dir(self.run_dir, resume, (BEST_FILE, CONFIG_FILE, LOG_FILE))
+        check_run_dir(self.run_dir, resume, (BEST_FILE,))
         check_outside(self.run_dir, training_folder(data_dir),
                       *(Path(data_dir) / split for split in (VAL_SPLIT, TEST_SPLIT)))
         torch.manual_seed(train_config.seed)
@@ -216,6 +213,17 @@ class Trainer:
         for optimizer in self.optimizers.values():
             for group in optimizer.param_groups:
                 group["lr"] = lr
+
+    def rebase_lr(self, lr: float) -> None:
+        """A resumed run's base rate changed (by a --config): from now on ``lr`` less the
+        drops the run has passed; a rate equal to the run's own changes nothing."""
+        schedulers = list(self.schedulers.values())
+        if math.isclose(schedulers[0].base_lrs[0], lr):
+            return
+        passed = sum(1 for milestone in self.milestones if milestone <= self.iteration)
+        self.set_lr(lr * LR_DROP ** passed)
+        for scheduler in schedulers:
+            scheduler.base_lrs = [lr] * len(scheduler.base_lrs)
 
     def current_lr(self) -> float:
         """The learning rate the next iteration runs at."""
@@ -380,30 +388,11 @@ class Trainer:
         if self.total < self.iteration:
             raise InputError(f"the run in {self.run_dir} is at iteration {self.iteration}, past "
                              f"the {self.total} asked for: give --iterations above it to go on")
-        base = next(iter(self.schedulers.values())).base_lrs[0]
-        if not math.isclose(base, self.cfg.lr):  # a --config of another rate: its drops kept
-            passed = sum(1 for milestone in self.milestones if milestone <= self.iteration)
-            self.set_lr(self.cfg.lr * LR_DROP ** passed)
-            for scheduler in self.schedulers.values():
-                scheduler.base_lrs = [self.cfg.lr] * len(scheduler.base_lrs)
 
     def save_sample(self) -> None:
-        """source | target | prediction | deformed source (| its blend weight, white = 1), for
-        the first few pairs, as PNG."""
-        if self.rank != 0:
-            return
-        source, target, out = self.last
-        columns = [source, target, out.frames, out.deformed]
-        if out.blend is not None:
-            columns.append(out.blend.expand_as(out.deformed))  # (B, 3, H, W)
-        rows = [np.concatenate(list(to_uint8(t[:SAMPLE_PAIRS].detach())), axis=0)
-                for t in columns]
-        image = np.concatenate(rows, axis=1)
-        folder = self.run_dir / "samples"
-        folder.mkdir(exist_ok=True)
-        path = folder / f"{self.iteration:07d}.png"
-        encoded = cv2.imencode(".png", np.ascontiguousarray(image[..., ::-1]))[1].tobytes()
-        atomic_write(path, lambda tmp: tmp.write_bytes(encoded))
+        """The last batch's first pairs as samples/ITERATION.png (see runstate.write_sample)."""
+        if self.rank == 0:
+            write_sample(self.run_dir, self.iteration, *self.last)
 
 
 def _twice(kp):

@@ -21,7 +21,8 @@ import numpy as np
 
 from .errors import InputError, first_line
 from .frametiming import DEFAULT_FPS, restore_runs, restored_timing
-from .images import IMAGE_SUFFIXES, read_animation, read_image, upright
+from .images import (BATCH_STRIP_MIN_FRAMES, IMAGE_SUFFIXES, image_is_strip, is_strip,
+                     read_animation, read_image, split_strip, upright)
 
 # what a folder's videos end in (any file FFmpeg reads works when named directly); .ts, .mts
 # and .m2ts: MPEG transport streams, from broadcast recordings and camcorders (AVCHD)
@@ -140,37 +141,7 @@ class VideoReader:
             yield frame, start_s, end_s
 
 
-def split_strip(image: np.ndarray) -> list[np.ndarray]:
-    """The authors' strips stack square frames left to right: (H, T*H, 3) -> T x (H, H, 3)."""
-    height = image.shape[0]
-    return [image[:, i:i + height] for i in range(0, image.shape[1] - height + 1, height)]
-
-
-def is_strip_size(height: int, width: int, min_frames: int = 2) -> bool:
-    """Whether a height x width image is a strip of at least ``min_frames`` square frames
-    side by side (the authors' datasets)."""
-    return height > 0 and width >= min_frames * height and width % height == 0
-
-
-def is_strip(image: np.ndarray, min_frames: int = 2) -> bool:
-    return is_strip_size(*image.shape[:2], min_frames)
-
-
-# frames a strip must hold to make its folder a batch: 2:1 frames (1920x960, as streaming
-# services shoot) in a folder of frames are one video, not a batch of 2-frame strips
-BATCH_STRIP_MIN_FRAMES = 4
-
-
-def image_is_strip(path: Path, min_frames: int = BATCH_STRIP_MIN_FRAMES) -> bool:
-    """Whether an image file is a strip of at least ``min_frames`` frames, by its size (read
-    from its header)."""
-    try:
-        with av.open(str(path)) as container:
-            context = container.streams.video[0].codec_context
-            width, height = context.width, context.height
-    except (av.FFmpegError, IndexError):
-        return False
-    return is_strip_size(height, width, min_frames)
+PROBE_PACKETS = 64  # read to tell moving video streams from stills when a file has several
 
 
 def holds_videos(folder: Path) -> bool:
@@ -297,9 +268,29 @@ def _stated_duration(container, stream) -> float | None:
 
 
 def video_stream(container) -> av.VideoStream | None:
-    """The video stream to read, as FFmpeg's players choose it: of several, one of moving
-    pictures over a thumbnail or cover (of one frame); None without any."""
-    return container.streams.best("video") if container.streams.video else None
+    """The video stream to read; None without any. Of several, one of moving pictures (a
+    thumbnail or cover has one frame), FFmpeg's choice among those; a cover alone is
+    returned for open_video to refuse."""
+    videos = [stream for stream in container.streams.video
+              if not stream.disposition & av.stream.Disposition.attached_pic]
+    if len(videos) <= 1:
+        return next(iter(videos or container.streams.video), None)
+    moving = _moving_streams(container.name, [stream.index for stream in videos])
+    candidates = [stream for stream in videos if stream.index in moving] or videos
+    best = container.streams.best("video")
+    return best if best in candidates else candidates[0]
+
+
+def _moving_streams(path: str, indices: list[int]) -> set[int]:
+    """Which of these streams hold more than one picture, from the first PROBE_PACKETS
+    packets (in a file of its own: the caller's is left where it is)."""
+    counts = dict.fromkeys(indices, 0)
+    with av.open(path) as probe:
+        for number, packet in enumerate(probe.demux([probe.streams[i] for i in indices])):
+            counts[packet.stream.index] += bool(packet.size)
+            if number >= PROBE_PACKETS:
+                break
+    return {index for index, count in counts.items() if count > 1}
 
 
 def _decode_video(path: Path) -> Iterator[tuple[np.ndarray, float | None, float | None]]:

@@ -807,23 +807,29 @@ def test_an_audio_file_with_cover_art_is_no_video(tmp_path):
 
 
 def test_the_moving_stream_is_read_not_a_thumbnail_before_it(tmp_path):
-    """A file whose first video stream is a one-frame thumbnail and whose second holds the
-    video: the video is read, as players choose it."""
-    path = tmp_path / "thumb_first.mkv"
-    with av.open(str(path), "w") as container:
-        thumb = container.add_stream("mjpeg", rate=1)
-        thumb.width, thumb.height, thumb.pix_fmt = 32, 32, "yuvj420p"
-        video = container.add_stream("libx264", rate=25)
-        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
-        still = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 90, np.uint8), "rgb24")
-        for packet in [*thumb.encode(still), *thumb.encode(None)]:
-            container.mux(packet)
-        for i in range(10):
-            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 20 * i, np.uint8), "rgb24")
-            container.mux(video.encode(frame))
-        container.mux(video.encode(None))
-    frames = list(open_video(path).frames())
-    assert len(frames) == 10 and frames[0].shape == (48, 64, 3)
+    """A file with a one-frame thumbnail beside its video stream, before or after it and
+    flagged as the default or not: the video is read."""
+    for thumb_first in (True, False):
+        path = tmp_path / f"thumb_{thumb_first}.mkv"
+        with av.open(str(path), "w") as container:
+            codecs = [("mjpeg", 1), ("libx264", 25)]
+            made = [container.add_stream(codec, rate=rate)
+                    for codec, rate in (codecs if thumb_first else codecs[::-1])]
+            thumb, video = made if thumb_first else made[::-1]
+            thumb.width, thumb.height, thumb.pix_fmt = 32, 32, "yuvj420p"
+            video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+            thumb.disposition = av.stream.Disposition(0 if thumb_first else 1)  # 1: default
+            video.disposition = av.stream.Disposition(0)
+            still = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 90, np.uint8), "rgb24")
+            for packet in [*thumb.encode(still), *thumb.encode(None)]:
+                container.mux(packet)
+            for i in range(10):
+                frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 20 * i, np.uint8),
+                                                   "rgb24")
+                container.mux(video.encode(frame))
+            container.mux(video.encode(None))
+        frames = list(open_video(path).frames())
+        assert len(frames) == 10 and frames[0].shape == (48, 64, 3), thumb_first
 
 
 def test_the_longest_file_names_are_written(small_model, source_png, short_mp4, tmp_path):

@@ -238,6 +238,10 @@ BAD_TRAINING = [  # a YAML line under `preset: shapes`, and what the error names
     ("train: {trainable: generator.blend_mask}", "trainable must be a list of parameter names"),
     ("model: {kp_detector: {temperature: -1}}", "kp_detector.temperature must be positive"),
     ("model: {frame_size: 128}", "frame_size must be [height, width], not 128"),
+    ('model: {generator: {blend_source: "no"}}', "generator.blend_source must be true or false"),
+    ('model: {generator: {kp_embedding: {use_heatmap: "no"}}}',
+     "generator.kp_embedding.use_heatmap must be true or false"),
+    ("train: {generator_gan: .inf}", "generator_gan must be a weight >= 0"),
 ]
 
 

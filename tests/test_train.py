@@ -658,9 +658,20 @@ def test_a_finished_run_is_never_overwritten_and_a_new_rate_carries_on(shapes_sl
     # 2 iterations drop the rate after the first; the new one keeps that drop (1e-5 / 10)
     assert [r["iteration"] for r in read_log(run)] == [1, 2, 3, 4]
     assert [r["lr"] for r in read_log(run)] == pytest.approx([2e-4, 2e-5, 1e-6, 1e-6])
+    # a plain --resume keeps the rate it has (a --config or --lr changes it, not config.json)
+    result = run_cli("train", shapes_slice, "-o", run, "--resume", "--iterations", "5", env=env)
+    assert result.returncode == 0, result.stderr
+    assert read_log(run)[-1]["lr"] == pytest.approx(1e-6)
     (run / "state.pt").unlink()
     before = (run / "model.safetensors").read_bytes()
     result = run_cli("train", shapes_slice, "-o", run, "--config", tiny_config, "--iterations",
                      "1", env=env)
     assert_one_line_error(result, "already holds a run's model.safetensors", "--init")
     assert (run / "model.safetensors").read_bytes() == before
+    # a run that failed before its first checkpoint left its config.json alone: start again
+    failed = tmp_path / "failed"
+    failed.mkdir()
+    (failed / "config.json").write_text("{}")
+    result = run_cli("train", shapes_slice, "-o", failed, "--config", tiny_config,
+                     "--iterations", "1", env=env)
+    assert result.returncode == 0, result.stderr
