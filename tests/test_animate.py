@@ -912,9 +912,11 @@ def test_output_that_is_an_input_is_refused(small_model, source_png, short_mp4, 
                  ("animate", source, driving, "-o", link),
                  ("animate", source, driving, "-o", source),
                  ("keypoints", driving, "-o", driving), ("keypoints", source, "-o", source),
-                 ("reconstruct", driving, "-o", link), ("reconstruct", tmp_path, "-o", tmp_path)):
+                 ("reconstruct", driving, "-o", link)):
         result = run_cli(*args, *common)
         assert_one_line_error(result, "is the input", "name another file")
+    result = run_cli("reconstruct", tmp_path, "-o", tmp_path, *common)
+    assert_one_line_error(result, "is the folder of the inputs", "name another folder")
     same = tmp_path / "out.mp4"  # --json and -o naming one file: one would clobber the other
     for command, source_file in (("keypoints", driving), ("reconstruct", driving)):
         result = run_cli(command, source_file, "-o", same, "--json", same, *common)
@@ -1166,7 +1168,7 @@ def test_crop_box(small_model, source_png, short_mp4, tmp_path):
     assert probe(out)["frames"] == 24
     result = run_cli("animate", source_png, short_mp4, "-o", out, "-c", small_model,
                      "--crop", "400,400,300,300", "--overwrite")
-    assert_one_line_error(result, "outside the 512x512 frame")
+    assert_one_line_error(result, "outside the source portrait.png (512x512)")
     result = run_cli("animate", source_png, short_mp4, "-o", out, "-c", small_model, "--crop", "1,2")
     assert_one_line_error(result, "x,y,w,h")
     frame = np.arange(40 * 60 * 3, dtype=np.uint8).reshape(40, 60, 3)
