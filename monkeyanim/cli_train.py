@@ -91,10 +91,11 @@ def train(data_dir: Annotated[Path, typer.Argument(
 def _run_configs(output: Path, config: str | None, resume: bool, start):
     """(model, train) configs: a resumed run's own (with --config: that file's training
     settings, its architecture being the run's), else the preset or YAML file's, with the
-    architecture of --init's checkpoint when no --config names one."""
+    architecture of --init's checkpoint unless a YAML file names one (a preset gives its
+    training settings alone)."""
     from .checkpoint import MODEL_FILE, STATE_FILE
     from .train import CONFIG_FILE
-    from .trainconfig import load_train_config, saved_run_config
+    from .trainconfig import TRAIN_PRESETS, load_train_config, saved_run_config
 
     if resume and (output / STATE_FILE).is_file() and not (output / CONFIG_FILE).is_file():
         raise InputError(f"cannot resume {output}: its {CONFIG_FILE} (the run's settings) is "
@@ -111,8 +112,9 @@ def _run_configs(output: Path, config: str | None, resume: bool, start):
                              "config.json is kept), or start a new run with --init")
         return model_cfg, given_train
     model_cfg, train_cfg = load_train_config(config)
-    if start is not None and config is None:
-        model_cfg = start.config  # with --config, the weights must fit the config instead
+    if start is not None and (config is None or config in TRAIN_PRESETS):
+        # a preset gives its training settings; a file's model section must fit the weights
+        model_cfg = start.config
     return model_cfg, train_cfg
 
 

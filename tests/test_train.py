@@ -675,3 +675,18 @@ def test_a_finished_run_is_never_overwritten_and_a_new_rate_carries_on(shapes_sl
     result = run_cli("train", shapes_slice, "-o", failed, "--config", tiny_config,
                      "--iterations", "1", env=env)
     assert result.returncode == 0, result.stderr
+
+
+def test_init_with_a_preset_takes_its_training_settings(shapes_slice, tmp_path):
+    """--init mgif --config moving-gif: mgif's (narrower) architecture and weights, the
+    moving-gif preset's training settings; the metadata says what the weights are for."""
+    run = tmp_path / "tuned"
+    result = run_cli("train", shapes_slice, "-o", run, "--init", "mgif", "--config",
+                     "moving-gif", "--iterations", "1", "--batch-size", "2",
+                     env={"OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["train"]["augmentation"]["resize_ratio"] == [0.9, 1.1]  # moving-gif's
+    tuned, start = monkeyanim.load_model(run / "model.safetensors"), monkeyanim.load_model("mgif")
+    assert tuned.config == start.config
+    assert tuned.provenance["default_mode"] == "absolute"
