@@ -215,16 +215,9 @@ class Animator:
             self.source = model.check_image(source, "source")  # (1, 3, H, W)
             self.kp_source = self._float(model.kp_detector(self.source))
             self.skips = model.generator.encode(self.source)
-        self.kp_first = self._given(kp_driving_first, "kp_driving_first")
+        self.kp_first = (None if kp_driving_first is None else
+                         model.one_frame_keypoints(kp_driving_first, "kp_driving_first"))
         self.scale: float | None = None
-
-    def _given(self, kp: Keypoints | None, what: str) -> Keypoints | None:
-        """One frame's keypoints given by the caller, checked, as (1, K, ...) float32 here."""
-        if kp is None:
-            return None
-        self.model.check_keypoints(kp, what, one=True)
-        kp = kp if kp.mean.ndim == 3 else kp[None]  # (1, K, 2)
-        return kp.to(self.model.device, torch.float32)
 
     @staticmethod
     def _float(kp: Keypoints) -> Keypoints:
@@ -247,7 +240,7 @@ class Animator:
         with torch.inference_mode(), self.context:
             reference = self.model.check_image(frame, "driving frame")  # (1, C, H, W)
             kp = (self._float(self.model.kp_detector(reference)) if kp is None
-                  else self._given(kp, "kp"))
+                  else self.model.one_frame_keypoints(kp, "kp"))
         self.kp_first = kp  # detected keypoints, not refined ones: the refiner's own start
         if self.refine_steps:
             self.refiner = KeypointRefiner(self.model, reference, kp, self.refine_steps)

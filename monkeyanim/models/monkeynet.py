@@ -90,12 +90,16 @@ class MonkeyNet(nn.Module):
         """Animate ``source`` (C, H, W) in [0, 1] from its keypoints (K, ...) or (1, K, ...) to
         each driving pose (T, K, ...): frames (T, C, H, W) in [0, 1] and deformed (T, C, H, W)."""
         source = self.check_image(source, "source")
-        self.check_keypoints(kp_source, "kp_source", one=True)
+        kp_source = self.one_frame_keypoints(kp_source, "kp_source")
         self.check_keypoints(kp_driving, "kp_driving")
-        if kp_source.mean.ndim == 2:
-            kp_source = kp_source[None]  # (1, K, 2)
-        return self.generator(source, kp_source.to(self.device, torch.float32),
-                              kp_driving.to(self.device, torch.float32))
+        return self.generator(source, kp_source, kp_driving.to(self.device, torch.float32))
+
+    def one_frame_keypoints(self, kp: Keypoints, what: str) -> Keypoints:
+        """One frame's keypoints, (K, ...) or (1, K, ...), checked (InputError naming
+        ``what``), as (1, K, ...) float32 on this model's device."""
+        self.check_keypoints(kp, what, one=True)
+        kp = kp if kp.mean.ndim == 3 else kp[None]  # (1, K, 2)
+        return kp.to(self.device, torch.float32)
 
     def check_image(self, image: torch.Tensor, what: str) -> torch.Tensor:
         """One image (C, H, W) or (1, C, H, W) -> (1, C, H, W) as check_frames gives it."""
