@@ -5,6 +5,7 @@ schedulers, random generators, iteration) and its sample images."""
 from __future__ import annotations
 
 import io
+import json
 import random
 from pathlib import Path
 
@@ -103,6 +104,25 @@ def make_run_dir(run_dir: Path) -> None:
         raise InputError(f"run folder cannot be created at {run_dir}: "
                          f"{error.strerror}") from error
     check_writable(run_dir, "run folder")
+
+
+def trim_log(path: Path, through: int | None) -> None:
+    """log.jsonl as the run starting now continues it: the records up to iteration ``through``
+    (the checkpoint a resumed run starts from), or none for a new run. A run killed after its
+    last save logged iterations that it will run and log again; a run that failed before its
+    first save left a log that is not this run's. A line cut short by the kill is dropped."""
+    if not path.exists():
+        return
+    kept = []
+    if through is not None:
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                iteration = json.loads(line)["iteration"]
+            except (ValueError, KeyError, TypeError):
+                continue
+            if isinstance(iteration, int) and iteration <= through:
+                kept.append(line + "\n")
+    atomic_write(path, lambda tmp: tmp.write_text("".join(kept)))
 
 
 def write_sample(run_dir: Path, iteration: int, source: torch.Tensor, target: torch.Tensor,

@@ -30,7 +30,7 @@ from .losses import DeformedReconstruction, DiscriminatorGAN, FeatureMatching, G
 from .models import Keypoints, MonkeyNet, build_model
 from .pipeline import check_precision, precision_context
 from .runstate import (check_outside, check_run_dir, load_optimizer, make_run_dir, read_state,
-                       state_bytes, write_sample)
+                       state_bytes, trim_log, write_sample)
 from .trainconfig import TrainConfig, check_feature_matching
 from .validation import BEST_FILE, TEST_SPLIT, VAL_SPLIT, HeldOut, KeepBest
 
@@ -96,6 +96,7 @@ class Trainer:
             make_run_dir(self.run_dir)
         if self.rank == 0:  # a resumed run's too: what the command line changed carries on
             self._write_config(model_config)
+            trim_log(self.run_dir / LOG_FILE, self.iteration if resume else None)
         self.nets = self._wrap()
         self.feature_matching = FeatureMatching(train_config.feature_matching)
         self.generator_gan = GeneratorGAN(train_config.generator_gan)

@@ -658,9 +658,14 @@ def test_a_finished_run_is_never_overwritten_and_a_new_rate_carries_on(shapes_sl
     # 2 iterations drop the rate after the first; the new one keeps that drop (1e-5 / 10)
     assert [r["iteration"] for r in read_log(run)] == [1, 2, 3, 4]
     assert [r["lr"] for r in read_log(run)] == pytest.approx([2e-4, 2e-5, 1e-6, 1e-6])
+    # what a kill after the last save leaves: iterations logged that the resumed run redoes,
+    # the last line cut short
+    with open(run / "log.jsonl", "a") as log:
+        log.write('{"iteration": 5, "lr": 1}\n{"iteration": 6, "lr": 1}\n{"iterat')
     # a plain --resume keeps the rate it has (a --config or --lr changes it, not config.json)
     result = run_cli("train", shapes_slice, "-o", run, "--resume", "--iterations", "5", env=env)
     assert result.returncode == 0, result.stderr
+    assert [r["iteration"] for r in read_log(run)] == [1, 2, 3, 4, 5]
     assert read_log(run)[-1]["lr"] == pytest.approx(1e-6)
     (run / "state.pt").unlink()
     before = (run / "model.safetensors").read_bytes()
@@ -672,9 +677,11 @@ def test_a_finished_run_is_never_overwritten_and_a_new_rate_carries_on(shapes_sl
     failed = tmp_path / "failed"
     failed.mkdir()
     (failed / "config.json").write_text("{}")
+    (failed / "log.jsonl").write_text('{"iteration": 1, "lr": 1}\n')  # not this run's
     result = run_cli("train", shapes_slice, "-o", failed, "--config", tiny_config,
                      "--iterations", "1", env=env)
     assert result.returncode == 0, result.stderr
+    assert [r["lr"] for r in read_log(failed)] == pytest.approx([2e-4])
 
 
 def test_init_with_a_preset_takes_its_training_settings(shapes_slice, tmp_path):
