@@ -168,22 +168,31 @@ def download_from_hub(spec: str, suffixes: tuple[str, ...] = ()) -> Path:
         if _damaged(path):
             raise CheckpointError(f"{spec} arrived damaged twice (it does not match the sha256 "
                                   "the Hub gives it); try again later")
-    for name, entry in [*_MODELS.items(), *_PREDICTORS.items()]:
-        if entry.file == Path(filename).name and sha256_file(path) != entry.sha256:
+    registered = [(name, entry) for name, entry in [*_MODELS.items(), *_PREDICTORS.items()]
+                  if entry.file == Path(filename).name]
+    digest = _blob_sha256(path) or (sha256_file(path) if registered else "")  # checked above
+    for name, entry in registered:
+        if digest != entry.sha256:
             raise CheckpointError(f"{spec} is named like the registered {name!r} but is not that "
                                   "file (another sha256): a file of a registered name must be "
                                   "it; give another model another name")
     return path
 
 
-def _damaged(path: Path) -> bool:
-    """Whether a cached file that huggingface_hub keeps under its sha256 (the blob of an LFS
-    file, which a snapshot links to; other blobs are named by a git hash) no longer matches
-    it. A cache without links (Windows without developer mode) holds no blob names: there
-    nothing is checked."""
+def _blob_sha256(path: Path) -> str | None:
+    """The sha256 that huggingface_hub names a cached file's blob by (an LFS file's, which a
+    snapshot links to; other blobs are named by a git hash): None where it has none. A cache
+    without links (Windows without developer mode) holds no blob names."""
     blob = path.resolve()
     is_sha256 = len(blob.name) == 64 and all(c in "0123456789abcdef" for c in blob.name)
-    return is_sha256 and sha256_file(blob) != blob.name
+    return blob.name if is_sha256 else None
+
+
+def _damaged(path: Path) -> bool:
+    """Whether a cached file no longer matches the sha256 its blob is named by (where it is:
+    see ``_blob_sha256``)."""
+    expected = _blob_sha256(path)
+    return expected is not None and sha256_file(path) != expected
 
 
 def _hub_download(spec: str, repo_id: str, filename: str, revision: str | None,
