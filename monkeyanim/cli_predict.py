@@ -40,8 +40,7 @@ def train_predictor(data_dir: Annotated[Path, typer.Argument(
     from .data import list_videos, training_folder
     from .faces import parse_crop
     from .models.predictor import PredictorConfig
-    from .prediction import (extract_keypoints, save_predictor, to_half_precision,
-                             train_predictor as fit)
+    from .prediction import save_predictor, to_half_precision, train_predictor as fit
 
     check_output(output, overwrite, (".safetensors",),
                  inputs=(Path(checkpoint) if checkpoint else None,
@@ -51,12 +50,7 @@ def train_predictor(data_dir: Annotated[Path, typer.Argument(
     folder = training_folder(data_dir)
     list_videos(folder)  # before the model loads: a folder with nothing to read
     model = _load(checkpoint, config, device)
-    with _progress("keypoints", unit="videos") as progress:
-        tracks, short, unreadable = extract_keypoints(model, folder, frames, crop=box,
-                                                      progress=progress)
-    if short:
-        err_console.print(f"warning: skipped {short} video(s) shorter than {frames} frames")
-    _warn_unreadable(unreadable)
+    tracks = _train_tracks(model, folder, frames, box)
     test_tracks = _test_tracks(model, data_dir, box)  # before training: a test/ it cannot use
     settings = PredictorConfig(num_kp=model.config.num_kp,
                                kp_variance=str(model.config.kp_variance),
@@ -92,6 +86,20 @@ def _check_sizes(epochs: int, frames: int, hidden: int, batch_size: int) -> None
     if frames > MAX_FRAMES or hidden > MAX_HIDDEN:
         raise InputError(f"--frames must be at most {MAX_FRAMES:,} and --hidden at most "
                          f"{MAX_HIDDEN:,}")
+
+
+def _train_tracks(model, folder: Path, frames: int, crop) -> list:
+    """The keypoints of the videos in ``folder`` of at least ``frames`` frames, with a progress
+    bar; the others are counted in a warning."""
+    from .prediction import extract_keypoints
+
+    with _progress("keypoints", unit="videos") as progress:
+        tracks, short, unreadable = extract_keypoints(model, folder, frames, crop=crop,
+                                                      progress=progress)
+    if short:
+        err_console.print(f"warning: skipped {short} video(s) shorter than {frames} frames")
+    _warn_unreadable(unreadable)
+    return tracks
 
 
 def _test_tracks(model, data_dir: Path, crop) -> list | None:
