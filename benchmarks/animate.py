@@ -120,8 +120,8 @@ def peak_rss_mb(frames: int, workdir: Path, checkpoint: Path,
     line = [l for l in result.stderr.splitlines() if l.startswith("RSS")]
     if result.returncode != 0 or not line:
         raise SystemExit(result.stderr)
-    # stdout: "wrote OUT (N frames, R frames/s)"
-    rate = float(result.stdout.split(" frames, ")[1].split(" frames/s")[0])
+    # stdout: "wrote OUT (N frames made in S s, R frames/s)"
+    rate = float(result.stdout.split(" frames/s")[0].rsplit(", ", 1)[1])
     return int(line[0].split()[1]) / 1024, rate
 
 

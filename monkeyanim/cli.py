@@ -48,7 +48,10 @@ ConfigOpt = Annotated[str | None, typer.Option(
     "--config", help="Architecture of an authors' checkpoint: a preset name, their .yaml "
                      "config or a .json file.")]
 CheckpointOpt = Annotated[str | None, typer.Option(
-    "--checkpoint", "-c", help="Registry name, .safetensors file, or authors' .pth.tar.")]
+    "--checkpoint", "-c", help="Registry name (`monkeyanim checkpoints` lists them and marks "
+                               "the default, used without -c), .safetensors file, "
+                               "hf://owner/repo (then /file, @revision if need be), or "
+                               "authors' .pth.tar.")]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", help="Frames per network call.")]
 PrecisionOpt = Annotated[str, typer.Option(help="fp32, bf16 (CPU/CUDA) or fp16 (CUDA).")]
@@ -154,9 +157,9 @@ def _report(result) -> None:
     extra = "".join(f", {k} {v:.4f}" if isinstance(v, float) else
                     f", {k} {v}" if isinstance(v, (str, int)) and not isinstance(v, bool) else ""
                     for k, v in result.extra.items())
-    frames = f"{result.frames} frame{'' if result.frames == 1 else 's'}"
-    console.print(escape(f"wrote {result.output} ({frames}, "
-                         f"{result.fps:.1f} frames/s{extra})"))
+    # the speed of the work, said so: "frames/s" alone reads as the video's frame rate
+    console.print(escape(f"wrote {result.output} ({counted(result.frames, 'frame')} made in "
+                         f"{result.seconds:.1f} s, {result.fps:.1f} frames/s{extra})"))
     for warning in result.warnings:
         err_console.print(escape(f"warning: {warning}"))
 

@@ -37,11 +37,12 @@ def animate(source: Annotated[Path, typer.Argument(
             side_by_side: Annotated[bool, typer.Option(
                 help="Write driving | source | result.")] = False,
             fps: Annotated[float | None, typer.Option(
-                help="Output frame rate (default: the driving video's; another drops the "
-                     "sound).")] = None,
+                help="Output frame rate, 0.01 to 1000 (default: the driving video's; another "
+                     "drops the sound).")] = None,
             size: Annotated[int | None, typer.Option(help=(
-                "Output side in pixels (H.264 needs even sides: an odd one gains a repeated "
-                "last row and column in mp4, mov and mkv)."))] = None,
+                "Output side in pixels; default: the checkpoint's frame size (`monkeyanim "
+                "checkpoints` lists it). H.264 needs even sides: an odd one gains a repeated "
+                "last row and column in mp4, mov and mkv."))] = None,
             crop: CropOpt = None,
             paste_back: Annotated[bool, typer.Option(
                 help="Blend the result into the full-size source image.")] = False,
@@ -67,6 +68,7 @@ def animate(source: Annotated[Path, typer.Argument(
     settings = AnimateSettings(mode, adapt_scale, find_best_frame, side_by_side, fps, size,
                                batch_size, precision, box, paste_back, refine_keypoints)
     model = _load(checkpoint, config, device, precision)
+    settings.transfer(model)  # once, not for each pair of a batch
     if pairs is not None:
         jobs = [((s.name, d.name), out, partial(animate_file, model, s, d, out, settings))
                 for s, d, out in pairs]
@@ -272,7 +274,7 @@ def keypoints(video: Annotated[Path, typer.Argument(help="Video or image, or a f
                                  "folder of videos: a folder, one VIDEO.json each).")] = None,
               crop: CropOpt = None, device: DeviceOpt = "auto", batch_size: BatchOpt = 8,
               output_format: FormatOpt = None, overwrite: OverwriteOpt = False) -> None:
-    """Draw the learned keypoints over a video (into a video) or an image (into a .png)."""
+    """Draw the learned keypoints over a video or an image (into a .png: its first frame)."""
     from .faces import parse_crop
     from .video import check_batch_size
 

@@ -27,7 +27,7 @@ def train(data_dir: Annotated[Path, typer.Argument(
           output: Annotated[Path, typer.Option("--output", "-o", help="Run folder.")],
           config: Annotated[str | None, typer.Option(
               help="Preset (shapes, actions, taichi, nemo, bair, moving-gif, vox, vox-full) "
-                   "or .yaml.")] = None,
+                   "or .yaml; default: shapes (on --resume: the run's own).")] = None,
           iterations: Annotated[int | None, typer.Option(help="Total iterations.")] = None,
           batch_size: Annotated[int | None, typer.Option(
               "--batch-size", help="Pairs of frames per iteration in each process (under "

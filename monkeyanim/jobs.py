@@ -62,6 +62,22 @@ class AnimateSettings:
             raise InputError("refine_steps must be 0 (off) or a number of steps")
         self.crop = parse_crop(self.crop)
 
+    def transfer(self, model: MonkeyNet) -> str:
+        """The keypoint transfer ``model`` runs with these settings (the mode asked for, else
+        its default_mode); InputError when an option of relative motion comes with absolute
+        (it would change nothing, without a word)."""
+        transfer = self.mode or default_mode(model)
+        relative_only = [option for option, asked in (("--adapt-scale", self.adapt_scale),
+                                                      ("--find-best-frame", self.find_best_frame))
+                         if asked]
+        if transfer == "absolute" and relative_only:
+            why = ("" if self.mode else
+                   f" ({model.provenance.get('name') or 'the checkpoint'}'s default)")
+            works, them = ("work", "them") if len(relative_only) > 1 else ("works", "it")
+            raise InputError(f"{' and '.join(relative_only)} {works} on relative motion, and the "
+                             f"mode is absolute{why}: add --mode relative, or leave {them} out")
+        return transfer
+
 
 @dataclass
 class JobResult:
@@ -132,7 +148,7 @@ def animate_file(model: MonkeyNet, source: str | Path, driving: str | Path, outp
     settings = settings or AnimateSettings()
     size = model.config.frame_size
     mode = crop_mode(settings.crop, model)
-    transfer = settings.mode or default_mode(model)
+    transfer = settings.transfer(model)
     reader = open_video(driving)
     _check_still_driving(reader, transfer, source)
     source_image = read_source(source)
@@ -146,7 +162,7 @@ def animate_file(model: MonkeyNet, source: str | Path, driving: str | Path, outp
     animator = Animator(model, source_tensor, transfer, settings.adapt_scale,
                         precision=settings.precision, refine_steps=settings.refine_steps)
     best = (_align_to_best(model, animator, batches, settings)
-            if settings.find_best_frame and transfer == "relative" else None)
+            if settings.find_best_frame else None)
     keep_audio = reader.has_audio and settings.fps is None
     done = 0
     with VideoWriter(output, reader.fps if settings.fps is None else settings.fps,

@@ -204,6 +204,8 @@ class Animator:
                  precision: str = "fp32", refine_steps: int = 0):
         mode = mode or default_mode(model)
         check_mode(mode)
+        if scale_motion and mode == "absolute":
+            raise InputError("scale_motion scales relative motion; the mode is absolute")
         if refine_steps < 0:
             raise InputError(f"refine steps must be 0 (off) or more, got {refine_steps}")
         self.model, self.mode, self.scale_motion = model, mode, scale_motion

@@ -399,6 +399,23 @@ def test_find_best_frame_and_adapt_scale_run(small_model, source_png, short_mp4,
     assert re.search(r", best_frame \d+", result.stdout), result.stdout  # which one it took
 
 
+def test_relative_motion_options_are_refused_in_absolute_mode(source_png, short_mp4, tmp_path):
+    """mgif runs absolute by default, where --find-best-frame and --adapt-scale would change
+    nothing: refused, with the way to have them, before any output is made."""
+    out = tmp_path / "o.mp4"
+    result = run_cli("animate", source_png, short_mp4, "-o", out, "-c", "mgif",
+                     "--find-best-frame", "--adapt-scale")
+    assert_one_line_error(result, "--adapt-scale and --find-best-frame work on relative motion",
+                          "(mgif's default)", "--mode relative")
+    result = run_cli("animate", source_png, short_mp4, "-o", out, "-c", "shapes", "--mode",
+                     "absolute", "--adapt-scale")
+    assert_one_line_error(result, "--adapt-scale works on relative motion")
+    assert not out.exists()
+    model = monkeyanim.load_model("shapes")
+    with pytest.raises(monkeyanim.InputError, match="absolute"):
+        Animator(model, torch.zeros(3, 64, 64), "absolute", scale_motion=True)
+
+
 def test_a_crop_box_that_misses_a_frame_names_it(small_model, face_frames, short_mp4, tmp_path):
     """A box that fits the source but not the driving video: the error says which one."""
     height, width = face_frames[0].shape[:2]

@@ -91,7 +91,7 @@ def test_keypoints_that_cannot_be_keypoints_are_refused(shapes, frames):
 
 
 def test_frames_of_another_size_than_the_checkpoints_get_a_warning(shapes, frames):
-    """They run, less well (mgif's own example: L1 0.008 at 64 px, 0.046 at 128): the warning
+    """They run, less well (mgif's own example: L1 0.009 at 64 px, 0.047 at 128): the warning
     points at the caller's line, not at torch's wrapper."""
     larger = torch.nn.functional.interpolate(frames, size=(128, 128), mode="bilinear")
     with pytest.warns(UserWarning, match="frames: 128x128, but this model was trained at "

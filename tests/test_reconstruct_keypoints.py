@@ -246,7 +246,7 @@ def test_keypoints_of_a_video_into_an_image_take_its_first_frame(small_model, cl
     out, tracks = tmp_path / "first.png", tmp_path / "first.json"
     result = run_cli("keypoints", clips / "a.mp4", "-o", out, "--json", tracks, "-c", small_model)
     assert result.returncode == 0, result.stderr
-    assert f"wrote {out} (1 frame," in result.stdout  # not the 8 of the batch it came in
+    assert f"wrote {out} (1 frame made in" in result.stdout  # not the 8 of the batch it came in
     document = json.loads(tracks.read_text())
     height, width = next(open_video(clips / "a.mp4").frames()).shape[:2]
     assert len(document["frames"]) == 10 and document["source_size"] == [width, height]
