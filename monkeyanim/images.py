@@ -69,13 +69,18 @@ def read_image(path: str | Path) -> np.ndarray:
             if container.streams.audio and stream.disposition & av.stream.Disposition.attached_pic:
                 raise InputError(f"{path} holds no image, only the cover picture of an audio "
                                  "file")  # whatever its suffix says (an .m4a read as an image)
+            if stream.codec_context.name == "mjpeg":
+                # FFmpeg paints the part a cut-short JPEG lacks flat green without a word;
+                # "explode" makes that an error (it fails a TIFF that is whole: JPEG alone)
+                stream.codec_context.options = {"err_detect": "explode"}
             for frame in container.decode(video=0):
                 return upright(frame)
     except av.FFmpegError as exc:
         animation = read_animation(path)  # FFmpeg decodes no animated WebP
         if animation is not None:
             return animation[0][0]
-        raise InputError(f"cannot read image {path}: {first_line(exc)}") from None
+        raise InputError(f"cannot read image {path} (damaged or cut short?): "
+                         f"{first_line(exc)}") from None
     raise InputError(f"{path} holds no image")
 
 
@@ -86,8 +91,15 @@ def read_animation(path: Path) -> tuple[np.ndarray, list[int], Fraction] | None:
     the package asks for 4.11, training/gpu.py's machine may have less)."""
     if not hasattr(cv2, "imreadanimation") or not _is_animated(path):
         return None
-    ok, animation = cv2.imreadanimation(str(path))
-    if not ok or len(animation.frames) < 2:
+    quiet = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # its failure is ours
+    try:  # to say, in one line, not OpenCV's log of asserts on stderr
+        ok, animation = cv2.imreadanimation(str(path))
+    finally:
+        cv2.utils.logging.setLogLevel(quiet)
+    if not ok:  # its header announces an animation: not a still image read as one
+        raise InputError(f"cannot read the animation in {path} (damaged or cut short?)")
+    if len(animation.frames) < 2:
         return None
     frames = np.stack([_bgr_on_white(frame) for frame in animation.frames])  # (T, H, W, 3)
     durations_ms = [int(d) for d in animation.durations]

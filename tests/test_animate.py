@@ -660,6 +660,18 @@ def test_bad_inputs_give_one_line_errors(small_model, source_png, short_mp4, tmp
     text = tmp_path / "notes.png"
     text.write_text("not an image")
     cases.append(((text, short_mp4), "cannot read image"))
+    # cut short: a JPEG (FFmpeg painted its lower part green, silently), an animated WebP
+    # (OpenCV logged asserts before the error) and PNG (it was read as a still image)
+    photo = tmp_path / "photo.jpg"
+    cv2.imwrite(str(photo), cv2.imread(str(source_png)))
+    (tmp_path / "half.jpg").write_bytes(photo.read_bytes()[:photo.stat().st_size // 2])
+    cases.append(((tmp_path / "half.jpg", short_mp4), "cannot read image"))
+    frames = list(open_video(short_mp4).frames())
+    for suffix in (".webp", ".png"):
+        whole = write_animation(tmp_path / f"whole{suffix}", frames, [80] * len(frames))
+        half = tmp_path / f"half{suffix}"
+        half.write_bytes(whole.read_bytes()[:whole.stat().st_size // 2])
+        cases.append(((source_png, half), f"cannot read the animation in {half}"))
     for (source, driving), fragment in cases:
         result = run_cli("animate", source, driving, "-o", out, "-c", small_model)
         assert_one_line_error(result, fragment)
