@@ -11,6 +11,7 @@ import time
 from contextlib import nullcontext
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 import cv2
@@ -29,10 +30,12 @@ from .video import (BATCH_FRAMES, VIDEO_SUFFIXES, Progress, VideoReader, check_b
 from .videowriter import VideoWriter, check_output_options
 
 
-
 # frames generated at a time from one source and its predicted keypoints (no decoding to
 # overlap with, so a larger batch than animate's)
 PREDICT_BATCH_FRAMES = 16
+# an --fps this close to the driving video's rate, as a share of it, is that rate (29.97
+# typed for 30000/1001 is 1e-6 off it; 29.97 for 30 is 1e-3 off, another rate)
+SAME_RATE_SHARE = 1e-4
 
 
 @dataclass
@@ -163,9 +166,10 @@ def animate_file(model: MonkeyNet, source: str | Path, driving: str | Path, outp
                         precision=settings.precision, refine_steps=settings.refine_steps)
     best = (_align_to_best(model, animator, batches, settings)
             if settings.find_best_frame else None)
-    keep_audio = reader.has_audio and settings.fps is None
+    fps = _new_rate(settings.fps, reader.fps)
+    keep_audio = reader.has_audio and fps is None
     done = 0
-    with VideoWriter(output, reader.fps if settings.fps is None else settings.fps,
+    with VideoWriter(output, reader.fps if fps is None else fps,
                      audio_from=reader.path if keep_audio else None,
                      audio_start_s=reader.first_frame_s() if keep_audio else 0.0) as writer:
         for frames, batch in batches():
@@ -178,6 +182,14 @@ def animate_file(model: MonkeyNet, source: str | Path, driving: str | Path, outp
     return JobResult(output, done, time.perf_counter() - start,
                      {"best_frame": best, "audio": keep_audio, "detector": detector},
                      reader_warnings(reader))
+
+
+def _new_rate(asked: float | None, own: Fraction) -> float | None:
+    """The --fps asked for, None where it is the driving video's own rate (typed as 29.97 for
+    30000/1001, say): the timing is then the video's, and its sound kept."""
+    if asked is None or abs(asked - float(own)) <= SAME_RATE_SHARE * float(own):
+        return None
+    return asked
 
 
 def _align_to_best(model: MonkeyNet, animator: Animator, batches,

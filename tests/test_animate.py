@@ -69,6 +69,20 @@ def top_level_boxes(path: Path) -> list[str]:
     return kinds
 
 
+def test_an_fps_that_is_the_driving_rate_keeps_the_sound(small_model, source_png, tmp_path):
+    """--fps 25 on a 25 fps video (or 25.0001, as a rate typed short) changes no timing: the
+    sound stays (it was dropped); another rate drops it."""
+    driving = write_clip_with_audio(tmp_path / "driving.mp4", 0.0, "aac", 0.0, 0.0)
+    for fps, audio in (("25", "aac"), ("25.0001", "aac"), ("24", None)):
+        out = tmp_path / f"out{fps}.mp4"
+        result = run_cli("animate", source_png, driving, "-o", out, "-c", small_model,
+                         "--fps", fps)
+        assert result.returncode == 0, result.stderr
+        info = probe(out)
+        assert (info["frames"], info["audio_codec"]) == (25, audio), fps
+        assert info["fps"] == float(fps if audio is None else 25)
+
+
 def test_audio_a_container_cannot_hold_is_converted(face_video, tmp_path):
     """AAC into webm becomes Opus, Opus into mov becomes AAC, Opus into mkv is copied as it
     is; each cut to the video's 2 s."""
