@@ -77,7 +77,7 @@ def restored_timing(container, stream) -> tuple[int, Fraction, float] | None:
     if base is None or len(packets) < 2:
         return None
     durations = [b - a for (a, _), (b, _) in zip(packets, packets[1:])]
-    durations.append(packets[-1][1] or min(durations))  # the last: as stated, else one frame
+    durations.append(_last_duration(packets[-1], min(durations), stream))
     repeats, fps = frame_timing(durations, 1 / base)
     longest_s = float(max(durations) * base)
     if max(repeats) > 1:
@@ -91,23 +91,42 @@ def restored_timing(container, stream) -> tuple[int, Fraction, float] | None:
     return max(1, round(sum(durations) * base * fps)), fps, longest_s
 
 
-def restore_runs(decoded: Iterator[tuple], frame_s: Fraction) -> Iterator[np.ndarray]:
+def _last_duration(last: tuple[int, int], fallback: int, stream) -> int:
+    """How long the last frame in presentation order shows, in ticks: its packet's duration,
+    else ``fallback``, and never past the end the stream states. (With B-frames, an mp4's
+    durations are those of decoding order: the last frame shown may carry another's, a
+    gap of seconds that would hold it that long.)"""
+    pts, duration = last
+    duration = duration or fallback
+    if stream.duration:
+        stated_end = stream.duration + (stream.start_time or 0)
+        if stated_end > pts:
+            duration = min(duration, stated_end - pts)
+    return duration
+
+
+def restore_runs(decoded: Iterator[tuple], frame_s: Fraction,
+                 end_s: float | None = None) -> Iterator[np.ndarray]:
     """Frames every ``frame_s`` seconds from decoded (frame, start_s, end_s): output frame n
     is the frame shown at n * frame_s after the first one's start, so a frame is repeated for
     the frame times it covers and one shorter than half a frame time may be left out (never
     the last of all). One without a time passes once. Holds one frame back: its length is
-    known at the next one."""
-    held, held_end, first, emitted = None, None, None, 0
-    for frame, start_s, end_s in decoded:
+    known at the next one. ``end_s``: where the video states it ends, which the last frame
+    does not outlast (see _last_duration)."""
+    held, held_start, held_end, first, emitted = None, None, None, None, 0
+    for frame, start_s, end_s_of_frame in decoded:
         if held is not None:
             count = _frames_until(start_s, first, frame_s, emitted)
             yield from [held] * count
             emitted += count
         if first is None:
             first = start_s
-        held, held_end = frame, end_s
-    if held is not None:
-        yield from [held] * max(1, _frames_until(held_end, first, frame_s, emitted))
+        held, held_start, held_end = frame, start_s, end_s_of_frame
+    if held is None:
+        return
+    if None not in (end_s, held_start, held_end) and held_start < end_s:
+        held_end = min(held_end, end_s)
+    yield from [held] * max(1, _frames_until(held_end, first, frame_s, emitted))
 
 
 def _frames_until(time_s: float | None, first_s: float | None, frame_s: Fraction,

@@ -119,7 +119,7 @@ class VideoReader:
         if self.kind == "video":
             self.decoded_end_s = None
             decoded = self._noting_end(_decode_video(self.path))
-            yield from (restore_runs(decoded, 1 / self.fps) if self.by_timestamp
+            yield from (restore_runs(decoded, 1 / self.fps, self.duration_s) if self.by_timestamp
                         else (frame for frame, _, _ in decoded))
         elif self.kind == "folder":
             for file in _frame_files(self.path):

@@ -119,8 +119,10 @@ def face_frames(face_video):
     return frames
 
 
-def write_video(path: Path, frames, fps=25, codec: str | None = None, pts=None) -> Path:
-    """Encode real frames with PyAV into any container (codec chosen per container)."""
+def write_video(path: Path, frames, fps=25, codec: str | None = None, pts=None,
+                options: dict | None = None) -> Path:
+    """Encode real frames with PyAV into any container (codec chosen per container, with the
+    encoder's ``options``)."""
     import av
     import numpy as np
     from fractions import Fraction
@@ -129,7 +131,7 @@ def write_video(path: Path, frames, fps=25, codec: str | None = None, pts=None) 
     codec = codec or {".mp4": "libx264", ".mov": "libx264", ".mkv": "libx264", ".webm": "libvpx-vp9",
                       ".avi": "mpeg4", ".gif": "gif"}[suffix]
     with av.open(str(path), "w") as container:
-        stream = container.add_stream(codec, rate=Fraction(fps))
+        stream = container.add_stream(codec, rate=Fraction(fps), options=options or {})
         stream.height, stream.width = frames[0].shape[:2] if frames else (64, 64)
         stream.pix_fmt = {"gif": "rgb8", "png": "rgb24", "ffv1": "yuv444p"}.get(codec, "yuv420p")
         if pts is not None:

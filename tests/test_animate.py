@@ -605,6 +605,15 @@ def test_a_long_gap_in_the_timestamps_is_held_and_said(small_model, tmp_path):
     result = run_cli("reconstruct", path, "-o", tmp_path / "out.mp4", "-c", small_model)
     assert result.returncode == 0, result.stderr
     assert "warning:" in result.stderr and "shows for 60 s" in result.stderr
+    # with B-frames, an mp4's last frame shown carried the gap as its duration (those are in
+    # decoding order): it was held 12 s more, past the 12.6 s the file states
+    bframes = {"x264-params": "bframes=2:b-adapt=0:scenecut=0"}
+    path = write_video(tmp_path / "bframes.mp4", frames[:6], fps=10, options=bframes,
+                       pts=[0, 100, 200, 12_300, 12_400, 12_500])
+    reader = open_video(path)
+    assert (reader.fps, reader.duration_s) == (10, pytest.approx(12.6))
+    decoded = [round(int(f[8, 8, 0]) / 12) for f in reader.frames()]
+    assert len(decoded) == reader.expected_frames == 126 and decoded[-2:] == [4, 5]
 
 
 @pytest.mark.parametrize("durations, repeats, fps", [
