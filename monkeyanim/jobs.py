@@ -26,7 +26,7 @@ from .models import MonkeyNet
 from .pipeline import (Animator, ReconstructionScores, best_frame, check_mode, default_mode,
                        driving_keypoints, reconstruct, refine_batch_size, to_tensor, to_uint8)
 from .video import (BATCH_FRAMES, VIDEO_SUFFIXES, Progress, VideoReader, check_batch_size,
-                    first_frames, fit_frame, open_video, read_source)
+                    first_frames, fit_frame, open_video, read_source, source_strip_note)
 from .videowriter import VideoWriter, check_output_options
 
 
@@ -154,7 +154,8 @@ def animate_file(model: MonkeyNet, source: str | Path, driving: str | Path, outp
     transfer = settings.transfer(model)
     reader = open_video(driving)
     _check_still_driving(reader, transfer, source)
-    source_image = read_source(source)
+    whole = settings.paste_back or isinstance(settings.crop, tuple)  # a box: in its pixels
+    source_image, notes = _read_source(source, whole)
     box, detector = source_crop(source_image, mode, source)
     source_frame = fit_frame(source_image, size, box, f"the source {Path(source).name}")
     crop_at, _ = video_crops(reader, mode)
@@ -181,7 +182,14 @@ def animate_file(model: MonkeyNet, source: str | Path, driving: str | Path, outp
                 progress(done, reader.expected_frames)
     return JobResult(output, done, time.perf_counter() - start,
                      {"best_frame": best, "audio": keep_audio, "detector": detector},
-                     reader_warnings(reader))
+                     notes + reader_warnings(reader))
+
+
+def _read_source(source: Path, whole: bool) -> tuple[np.ndarray, list[str]]:
+    """The source image (``whole``: never a strip's first frame, see read_source) and what
+    the user should know of how it was read."""
+    note = None if whole else source_strip_note(source)
+    return read_source(source, whole), [note] if note else []
 
 
 def _new_rate(asked: float | None, own: Fraction) -> float | None:
@@ -318,7 +326,7 @@ def predict_file(model: MonkeyNet, predictor, source: Path, output: Path, frames
     """Image-to-video: the source's keypoints rolled out by ``predictor``, then generated.
     ``inspect`` sees every batch of generated frames, (B, H, W, 3) uint8."""
     start = time.perf_counter()
-    image = read_source(source)
+    image, notes = _read_source(source, isinstance(crop, tuple))
     box, detector = source_crop(image, crop_mode(crop, model), source)
     still = to_tensor([fit_frame(image, model.config.frame_size, box,
                                  f"the source {Path(source).name}")], model.device)
@@ -334,4 +342,4 @@ def predict_file(model: MonkeyNet, predictor, source: Path, output: Path, frames
                 writer.write(frame)
             if progress:
                 progress(begin + len(made), frames)
-    return JobResult(output, frames, time.perf_counter() - start, {"detector": detector})
+    return JobResult(output, frames, time.perf_counter() - start, {"detector": detector}, notes)

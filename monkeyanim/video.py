@@ -311,9 +311,10 @@ def _decode_video(path: Path) -> Iterator[tuple[np.ndarray, float | None, float 
         raise InputError(f"cannot decode video {path}: {first_line(exc)}") from None
 
 
-def read_source(path: str | Path) -> np.ndarray:
+def read_source(path: str | Path, whole: bool = False) -> np.ndarray:
     """The source image: an image file, or the first frame of a video or of a frame strip
-    (of BATCH_STRIP_MIN_FRAMES or more: a 2:1 photo stays whole)."""
+    (of BATCH_STRIP_MIN_FRAMES or more: a 2:1 photo stays whole; ``whole``: any image stays
+    whole, as one given a crop box or pasted back onto must be)."""
     path = Path(path)
     if path.is_dir():
         raise InputError(f"source {path} is a folder, expected an image")
@@ -322,9 +323,20 @@ def read_source(path: str | Path) -> np.ndarray:
     if path.suffix.lower() in VIDEO_SUFFIXES:
         return first_frames(open_video(path), 1)[0]
     image = read_image(path)
-    if is_strip(image, BATCH_STRIP_MIN_FRAMES):  # (H, H, 3): the strip's first frame
+    if not whole and is_strip(image, BATCH_STRIP_MIN_FRAMES):  # (H, H, 3): its first frame
         return np.ascontiguousarray(image[:, :image.shape[0]])
     return image
+
+
+def source_strip_note(path: str | Path) -> str | None:
+    """A note when read_source takes the first frame of image ``path`` as a strip's: a wide
+    photo (a 4:1 banner) is cut to its left square else without a word; None otherwise."""
+    path = Path(path)
+    if path.suffix.lower() in VIDEO_SUFFIXES or not image_is_strip(path):
+        return None
+    return (f"source {path.name} was read as a frame strip (its width is a multiple of its "
+            f"height, {BATCH_STRIP_MIN_FRAMES} or more): its first square frame is the source; "
+            "to animate the whole picture, crop it to another shape first (or --paste-back)")
 
 
 def check_batch_size(batch_size: int) -> None:

@@ -18,7 +18,7 @@ from monkeyanim.pipeline import Animator, reconstruct
 from monkeyanim.video import open_video
 from monkeyanim.videowriter import VideoWriter
 
-from conftest import ROOT, assert_one_line_error, run_cli
+from conftest import ROOT, assert_one_line_error, probe, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -196,7 +196,7 @@ def test_a_frame_strip_as_source_is_its_first_frame(datasets_dir, tmp_path):
     the strip (half of one frame and half of the next); a 2:1 photo stays whole."""
     import cv2
 
-    from monkeyanim.video import read_source
+    from monkeyanim.video import read_source, source_strip_note
 
     strip = sorted((datasets_dir / "mgif" / "test").glob("*.png"))[0]
     first = next(open_video(strip).frames())
@@ -204,3 +204,25 @@ def test_a_frame_strip_as_source_is_its_first_frame(datasets_dir, tmp_path):
     photo = tmp_path / "wide.png"
     cv2.imwrite(str(photo), np.zeros((100, 200, 3), np.uint8))
     assert read_source(photo).shape == (100, 200, 3)
+    assert source_strip_note(photo) is None and "read as a frame strip" in source_strip_note(strip)
+    assert read_source(strip, whole=True).shape == cv2.imread(str(strip)).shape
+
+
+def test_a_banner_photo_is_pasted_back_whole_and_a_strip_source_is_said(tmp_path):
+    """A 4:1 photo reads as a strip of 4 frames: as the source, its first square, with a
+    warning saying so; with --paste-back (whose output is the source's own picture) the whole
+    of it is animated, not only its left square."""
+    import cv2
+
+    short_video = ROOT / "examples" / "shapes" / "driving.mp4"
+    banner = tmp_path / "banner.png"
+    cv2.imwrite(str(banner), np.tile(np.linspace(0, 255, 400, dtype=np.uint8)[None, :, None],
+                                     (100, 1, 3)))
+    result = run_cli("animate", banner, short_video, "-o", tmp_path / "square.mp4", "-c", "shapes")
+    assert result.returncode == 0 and "read as a frame strip" in result.stderr, result.stderr
+    result = run_cli("animate", banner, short_video, "-o", tmp_path / "whole.mp4", "-c", "shapes",
+                     "--paste-back")
+    assert result.returncode == 0 and "warning" not in result.stderr, result.stderr
+    info = probe(tmp_path / "whole.mp4")
+    assert (info["width"], info["height"]) == (400, 100)
+    assert info["first"][:, 300:].mean() > 150  # the bright right end: not the left square
