@@ -189,9 +189,37 @@ def input_files(path: Path, suffixes: set[str], what: str) -> list[Path]:
 
 
 def require(path: Path, what: str) -> None:
-    """InputError "WHAT not found: PATH" unless ``path`` exists."""
+    """InputError "WHAT not found: PATH" unless ``path`` exists (see not_found)."""
     if not path.exists():
-        raise InputError(f"{what} not found: {path}")
+        raise not_found(path, what)
+
+
+def not_found(path: Path, what: str) -> InputError:
+    """The error for a ``what`` at ``path`` that is not there to read: missing, a link to
+    nothing (or to itself), or a pipe, device or socket (read more than once, as videos are,
+    a pipe would give nothing the second time)."""
+    if path.is_symlink() and not path.exists():
+        try:
+            target = os.readlink(path)
+        except OSError:  # gone meanwhile
+            return InputError(f"{what} not found: {path}")
+        return InputError(f"{what} not found: {path} is a link to {target}, which "
+                          + ("leads back to it" if _loops(path) else "is not there"))
+    if path.exists() and not path.is_file() and not path.is_dir():
+        return InputError(f"{what} {path} is not a regular file (a pipe, device or socket): "
+                          "save it to a file first")
+    return InputError(f"{what} not found: {path}")
+
+
+def _loops(link: Path) -> bool:
+    """Whether following ``link`` leads round in a circle."""
+    try:
+        link.resolve(strict=True)
+    except RuntimeError:  # Python before 3.13 says so this way
+        return True
+    except OSError as exc:
+        return exc.errno == errno.ELOOP
+    return False
 
 
 _MADE_FOLDERS: list[Path] = []  # made by output_folder in this process, newest last

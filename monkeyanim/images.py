@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 from .errors import InputError, first_line
+from .files import not_found
 from .frametiming import MS_PER_S, frame_timing
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
@@ -60,7 +61,7 @@ def read_image(path: str | Path) -> np.ndarray:
     """A still image (png, jpg, webp, ...; grayscale and RGBA converted) as (H, W, 3) uint8."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"image not found: {path}")
+        raise not_found(path, "image")
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from .errors import InputError, first_line
+from .files import not_found
 from .frametiming import DEFAULT_FPS, restore_runs, restored_timing
 from .images import (BATCH_STRIP_MIN_FRAMES, IMAGE_SUFFIXES, image_is_strip, is_strip,
                      read_animation, read_image, split_strip, upright)
@@ -176,7 +177,7 @@ def open_video(path: str | Path) -> VideoReader:
     if path.is_dir():
         return _open_folder(path)
     if not path.is_file():
-        raise InputError(f"video not found: {path}")
+        raise not_found(path, "video")
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return _open_image(path)
     reader = _open_container(path)
@@ -319,7 +320,7 @@ def read_source(path: str | Path, whole: bool = False) -> np.ndarray:
     if path.is_dir():
         raise InputError(f"source {path} is a folder, expected an image")
     if not path.is_file():
-        raise InputError(f"source not found: {path}")
+        raise not_found(path, "source")
     if path.suffix.lower() in VIDEO_SUFFIXES:
         return first_frames(open_video(path), 1)[0]
     image = read_image(path)

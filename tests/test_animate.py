@@ -695,6 +695,14 @@ def test_bad_inputs_give_one_line_errors(small_model, source_png, short_mp4, tmp
         half = tmp_path / f"half{suffix}"
         half.write_bytes(whole.read_bytes()[:whole.stat().st_size // 2])
         cases.append(((source_png, half), f"cannot read the animation in {half}"))
+    pipe, dangling, loop = tmp_path / "pipe.mp4", tmp_path / "dangling.mp4", tmp_path / "loop.mp4"
+    os.mkfifo(pipe)  # read more than once, as videos are, it would give nothing the 2nd time
+    dangling.symlink_to(tmp_path / "moved.mp4")
+    loop.symlink_to(loop)
+    cases += [((source_png, pipe), "is not a regular file (a pipe, device or socket)"),
+              ((pipe, short_mp4), "source"),
+              ((source_png, dangling), "is a link to"),
+              ((source_png, loop), "which leads back to it")]
     for (source, driving), fragment in cases:
         result = run_cli("animate", source, driving, "-o", out, "-c", small_model)
         assert_one_line_error(result, fragment)
