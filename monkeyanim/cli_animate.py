@@ -15,7 +15,7 @@ from .cli import (BatchOpt, CheckpointOpt, ConfigOpt, CropOpt, DeviceOpt, Format
                   _check_no_clash, _load, _progress, _report, _run_batch, app, console, counted,
                   err_console)
 from .errors import InputError
-from .files import (check_json_apart, check_not_input, check_output, input_files,
+from .files import (check_json_apart, check_none_is_input, check_output, input_files,
                     output_folder, require)
 
 
@@ -101,8 +101,7 @@ def _animate_pairs(source: Path, driving: Path, output: Path, output_format: str
     _check_apart(output, source, driving)
     suffix, folder = _batch_suffix(output_format), output_folder(output)
     pairs = [(s, d, folder / f"{s.stem}__{d.stem}{suffix}") for s in sources for d in drivings]
-    for s, d, out in pairs:
-        check_not_input(out, s, d)
+    check_none_is_input([out for _, _, out in pairs], [*sources, *drivings])
     _check_no_clash([((s.name, d.name), out) for s, d, out in pairs])
     return pairs
 
@@ -209,8 +208,7 @@ def reconstruct(video: Annotated[Path, typer.Argument(help="Video, or a folder o
         _check_apart(output, video)
         suffix, folder = _batch_suffix(output_format), output_folder(output)
         outputs = [folder / f"{v.stem}{suffix}" for v in videos]
-        for v, out in zip(videos, outputs):
-            check_not_input(out, v)
+        check_none_is_input(outputs, videos)
         _check_no_clash([((v.name,), out) for v, out in zip(videos, outputs)])
     else:
         require(video, "video")
@@ -320,8 +318,7 @@ def _keypoints_outputs(video: Path, output: Path, json_path: Path | None,
     jsons = output_folder(json_path) if json_path is not None else None
     jobs = [(v, folder / f"{v.stem}{suffix}", jsons / f"{v.stem}.json" if jsons else None)
             for v in videos]
-    for v, out, js in jobs:
-        check_not_input(out, v)
+    check_none_is_input([path for _, out, js in jobs for path in (out, js) if path], videos)
     _check_no_clash([((v.name,), out) for v, out, _ in jobs])
     if jsons is not None:
         _check_no_clash([((v.name,), js) for v, _, js in jobs])

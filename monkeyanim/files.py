@@ -133,6 +133,29 @@ def check_not_input(path: Path, *inputs: Path | None) -> None:
             raise InputError(f"output {path} is the input {source} itself: name another file")
 
 
+def check_none_is_input(outputs: list[Path], inputs: list[Path]) -> None:
+    """check_not_input for a batch: no output may be any input of the whole batch (a link in
+    the output folder to another pair's input, written through with --overwrite, would be
+    read as that damaged input next). Each file is looked at once, by device and inode."""
+    ids = {}
+    for source in inputs:
+        try:
+            found = os.stat(source)
+        except OSError:  # not there (yet): reading it will say so
+            continue
+        ids[(found.st_dev, found.st_ino)] = source
+    for path in outputs:
+        try:
+            found = os.stat(path)
+        except OSError:
+            continue
+        source = ids.get((found.st_dev, found.st_ino))
+        if source is not None:
+            raise InputError(f"output {path} is the input {source} itself"
+                             + (" (through a link)" if path.is_symlink() else "")
+                             + ": name another file")
+
+
 def check_json_apart(json_path: Path | None, *outputs: Path) -> None:
     """Refuse a --json path that names an output file itself (one would overwrite the
     other)."""

@@ -463,6 +463,21 @@ def test_a_batch_never_writes_among_its_inputs(small_model, source_png, short_mp
     assert "1 video in" in result.stderr and "left out: a folder of sources takes images" \
         in result.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["portrait__talk.mp4"]
+    # a link among the outputs to an input of another pair (here of another source, and of
+    # a video for reconstruct): --overwrite wrote through it, and the pairs after read the
+    # damage; refused before any work
+    (sources / "other.png").symlink_to(source_png)
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "other__talk.mp4").symlink_to(sources / "portrait.png")
+    (linked / "speech.mp4").symlink_to(drivings / "talk.mp4")
+    before = source_png.read_bytes()
+    result = run_cli("animate", sources, drivings, "-o", linked, "-c", small_model, "--overwrite")
+    assert_one_line_error(result, "other__talk.mp4 is the input", "(through a link)")
+    (drivings / "speech.mp4").write_bytes(short_mp4.read_bytes())
+    result = run_cli("reconstruct", drivings, "-o", linked, "-c", small_model, "--overwrite")
+    assert_one_line_error(result, "speech.mp4 is the input", "talk.mp4 itself (through a link)")
+    assert source_png.read_bytes() == before
 
 
 @pytest.mark.parametrize("kind", [".mov", ".webm", ".mkv", ".avi", ".gif", "strip", "folder",
