@@ -22,8 +22,30 @@ from .native import keep_freed_memory
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Animate a still image with the motion of a driving video (Monkey-Net).")
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
-console = Console(highlight=False, soft_wrap=True)
+class _Console(Console):
+    """A console that falls silent when its reader goes (`| head`, `| grep -m1`) rather than
+    ending the command (Rich's way): the outputs are files, and a batch goes on writing
+    them; its lines only said what happened."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        devnull = os.open(os.devnull, os.O_WRONLY)  # what is still buffered goes there
+        os.dup2(devnull, (sys.stderr if self.stderr else sys.stdout).fileno())
+
+
+err_console = _Console(stderr=True, highlight=False, soft_wrap=True)
+console = _Console(highlight=False, soft_wrap=True)
+
+
+def print_row(cells) -> None:
+    """One tab-separated line on stdout, as written (Rich would turn its tabs into spaces)."""
+    if console.quiet:  # its reader has gone
+        return
+    try:
+        sys.stdout.write("\t".join(cells) + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        console.on_broken_pipe()
 
 
 def _print_version(asked: bool) -> None:
@@ -169,36 +191,70 @@ def _check_refine(steps: int) -> None:
         raise InputError("--refine-keypoints must be 0 (off) or a number of steps")
 
 
-def _run_batch(jobs, columns: tuple[str, ...], overwrite: bool) -> list:
+def _run_batch(jobs, columns: tuple[str, ...], overwrite: bool,
+               results: list | None = None) -> list:
     """Run every job, a (names, output, run) triple where ``run(progress)`` writes output and
-    returns its JobResult; a failing job is reported and the others go on. Prints a table and
-    how many succeeded; returns each job's JobResult, or its error message (str), in order."""
+    returns its JobResult; a failing job is reported and the others go on. Sums up in a
+    table (tab-separated lines without a terminal) and how many succeeded, also when Ctrl-C
+    or a kill stops it; returns each job's JobResult, or its error message (str), in order,
+    in ``results`` where given (so that a caller sees those done before a stop)."""
     _check_no_clash([(names, out) for names, out, _ in jobs])
-    table = Table(*columns, "result")
-    results = []
-    for names, out, run in jobs:
-        try:
-            check_output(out, overwrite)
-            with _progress(out.name) as progress:
-                results.append(run(progress))
-        except Interrupted:
-            raise
-        except Exception as caught:  # a failed allocation fails this job; others may fit
-            exc = caught if isinstance(caught, MonkeyAnimError) else out_of_memory(caught)
-            if exc is None:
-                raise
-            results.append(str(exc))
-            err_console.print(f"[bold red]failed:[/] {escape(' + '.join(names))}: "
-                              f"{escape(str(exc))}")
-            table.add_row(*map(escape, names), f"[red]failed: {escape(str(exc))}")
-            continue
-        _report(results[-1])
-        warned = len(results[-1].warnings)
-        table.add_row(*map(escape, names), f"ok, {counted(results[-1].frames, 'frame')}"
-                      + (f" ({warned} warning{'s' * (warned > 1)})" if warned else ""))
-    console.print(table)
-    console.print(f"{len(jobs) - _failures(results)} of {len(jobs)} succeeded")
+    results = [] if results is None else results
+    try:
+        for names, out, run in jobs:
+            results.append(_run_job(names, out, run, overwrite))
+    except Interrupted:
+        _sum_up_batch(jobs, columns, results)
+        raise
+    _sum_up_batch(jobs, columns, results)
     return results
+
+
+def _run_job(names: tuple[str, ...], out: Path, run, overwrite: bool):
+    """One job of a batch: its JobResult, or why it failed (reported)."""
+    try:
+        check_output(out, overwrite)
+        with _progress(out.name) as progress:
+            result = run(progress)
+    except Interrupted:
+        raise
+    except Exception as caught:  # a failed allocation fails this job; others may fit, as
+        # may other names where this one is too long for the file system
+        exc = caught if isinstance(caught, MonkeyAnimError) else (
+            out_of_memory(caught) or _os_error(caught))
+        if exc is None:
+            raise
+        err_console.print(f"[bold red]failed:[/] {escape(' + '.join(names))}: "
+                          f"{escape(str(exc))}")
+        return str(exc)
+    _report(result)
+    return result
+
+
+def _sum_up_batch(jobs, columns: tuple[str, ...], results: list) -> None:
+    """A row per job run (on a terminal a table, else tab-separated lines: names cut short
+    and wrapped messages are no use in a log) and how many succeeded, of how many."""
+    rows = []
+    for (names, _, _), result in zip(jobs, results):
+        if isinstance(result, str):
+            rows.append((*names, f"failed: {result}"))
+        else:
+            warned = len(result.warnings)
+            rows.append((*names, f"ok, {counted(result.frames, 'frame')}"
+                         + (f" ({warned} warning{'s' * (warned > 1)})" if warned else "")))
+    if console.is_terminal:
+        table = Table(*columns, "result")
+        for row in rows:
+            style = "red" if row[-1].startswith("failed") else ""
+            table.add_row(*map(escape, row[:-1]), f"[{style}]{escape(row[-1])}" if style
+                          else escape(row[-1]))
+        console.print(table)
+    else:
+        for row in ((*columns, "result"), *rows):
+            print_row(row)
+    done = len(results) - _failures(results)
+    stopped = f" ({len(jobs) - len(results)} not run: stopped)" if len(results) < len(jobs) else ""
+    console.print(f"{done} of {len(jobs)} succeeded{stopped}")
 
 
 def _check_no_clash(named: list[tuple[tuple[str, ...], Path]]) -> None:
@@ -250,6 +306,15 @@ class StopRequest:
         if self.reason is None and self.deadline is not None and time.monotonic() >= self.deadline:
             self.reason = "--max-minutes reached"
         return self.reason is not None
+
+
+def _os_error(exc: Exception) -> InputError | None:
+    """A file system error no check foresaw (a folder that cannot be made, a full disk) as
+    one line, else None."""
+    if not isinstance(exc, OSError) or not exc.strerror:
+        return None
+    where = f": {exc.filename}" if exc.filename else ""
+    return InputError(f"{exc.strerror}{where}")
 
 
 # the commands register themselves on app, in the order --help lists them
@@ -304,15 +369,6 @@ def _usage_error(exc: typer.TyperException) -> int:
         message = " ".join(exc.format_message().split())
         err_console.print(f"[bold red]error:[/] {escape(message + hint)}")
     return getattr(exc, "exit_code", 2)
-
-
-def _os_error(exc: Exception) -> InputError | None:
-    """A file system error no check foresaw (a folder that cannot be made, a full disk) as
-    one line, else None."""
-    if not isinstance(exc, OSError) or not exc.strerror:
-        return None
-    where = f": {exc.filename}" if exc.filename else ""
-    return InputError(f"{exc.strerror}{where}")
 
 
 # what makes each command need less memory

@@ -14,7 +14,7 @@ from .cli import (BatchOpt, CheckpointOpt, ConfigOpt, CropOpt, DeviceOpt, Format
                   OutputOpt, OverwriteOpt, PrecisionOpt, RefineOpt, _check_refine, _failures,
                   _check_no_clash, _load, _progress, _report, _run_batch, app, console, counted,
                   err_console)
-from .errors import InputError
+from .errors import InputError, Interrupted
 from .files import (check_json_apart, check_none_is_input, check_output, input_files,
                     output_folder, require)
 
@@ -197,24 +197,12 @@ def reconstruct(video: Annotated[Path, typer.Argument(help="Video, or a folder o
     """Reconstruct videos from their first frame and each frame's keypoints; print L1."""
     from .faces import parse_crop
     from .video import check_batch_size
-    from .videowriter import VIDEO_OUTPUTS
 
     check_batch_size(batch_size)
     _check_refine(refine_keypoints)
     box = parse_crop(crop)
     batch = _holds_videos(video)  # a folder of images alone is one video: its frames
-    if batch:
-        videos = _batch(video, "videos")
-        _check_apart(output, video)
-        suffix, folder = _batch_suffix(output_format), output_folder(output)
-        outputs = [folder / f"{v.stem}{suffix}" for v in videos]
-        check_none_is_input(outputs, videos)
-        _check_no_clash([((v.name,), out) for v, out in zip(videos, outputs)])
-    else:
-        require(video, "video")
-        videos = [video]
-        _check_single_format(output_format, output)
-        outputs = [check_output(output, overwrite, VIDEO_OUTPUTS, inputs=(video,))]
+    videos, outputs = _reconstruct_outputs(video, output, output_format, overwrite, batch)
     check_json_apart(json_path, *outputs)
     if json_path is not None:
         check_output(json_path, overwrite, inputs=tuple(videos))
@@ -224,16 +212,40 @@ def reconstruct(video: Annotated[Path, typer.Argument(help="Video, or a folder o
     jobs = [((v.name,), out, partial(reconstruct_file, model, v, out, batch_size, precision, box,
                                      refine_keypoints))
             for v, out in zip(videos, outputs)]
+    results: list = []
     if batch:  # a video that fails is reported and the others go on
         _warn_left_out(video)
-        results = _run_batch(jobs, ("video",), overwrite)
+        try:
+            _run_batch(jobs, ("video",), overwrite, results)
+        except Interrupted:  # the numbers of the videos done are kept
+            _sum_up_reconstructions(videos, results, json_path)
+            raise
     else:
         with _progress(output.name) as progress:
-            results = [jobs[0][2](progress)]
+            results.append(jobs[0][2](progress))
         _report(results[0])
     _sum_up_reconstructions(videos, results, json_path)
     if _failures(results):
         raise typer.Exit(1)
+
+
+def _reconstruct_outputs(video: Path, output: Path, output_format: str | None,
+                         overwrite: bool, batch: bool) -> tuple[list[Path], list[Path]]:
+    """reconstruct's videos and their outputs, checked before the model loads: a batch's
+    each into the folder OUTPUT, else one into the file OUTPUT."""
+    from .videowriter import VIDEO_OUTPUTS
+
+    if not batch:
+        require(video, "video")
+        _check_single_format(output_format, output)
+        return [video], [check_output(output, overwrite, VIDEO_OUTPUTS, inputs=(video,))]
+    videos = _batch(video, "videos")
+    _check_apart(output, video)
+    suffix, folder = _batch_suffix(output_format), output_folder(output)
+    outputs = [folder / f"{v.stem}{suffix}" for v in videos]
+    check_none_is_input(outputs, videos)
+    _check_no_clash([((v.name,), out) for v, out in zip(videos, outputs)])
+    return videos, outputs
 
 
 def _sum_up_reconstructions(videos: list[Path], results: list, json_path: Path | None) -> None:
@@ -245,6 +257,7 @@ def _sum_up_reconstructions(videos: list[Path], results: list, json_path: Path |
     from .files import atomic_write
 
     done = {v.name: r for v, r in zip(videos, results) if not isinstance(r, str)}
+    not_run = [v.name for v in videos[len(results):]]  # after a stop
     scores = {name: r.extra["l1"] for name, r in done.items()}
     mean = (lambda key: sum(r.extra[key] for r in done.values()) / len(done)) if done else None
     if mean is not None:
@@ -258,7 +271,8 @@ def _sum_up_reconstructions(videos: list[Path], results: list, json_path: Path |
                  for key in ("l1", "static_l1", "identity_l1")}
         text = json.dumps({"videos": scores, **means, "details": details, "failed": failed,
                            "warnings": {name: r.warnings for name, r in done.items()
-                                        if r.warnings}}, indent=2)
+                                        if r.warnings}}
+                          | ({"not_run": not_run} if not_run else {}), indent=2)
         atomic_write(json_path, lambda tmp: tmp.write_text(text))
 
 

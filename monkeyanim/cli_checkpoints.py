@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .cli import OutputOpt, OverwriteOpt, app, console
+from .cli import OutputOpt, OverwriteOpt, app, console, print_row
 from .files import check_output
 
 UNUSABLE = "unusable: "  # how a registered file that cannot be loaded is listed
@@ -49,7 +49,7 @@ def checkpoints() -> None:
     if not console.is_terminal:  # one tab-separated line each: readable and parseable, the
         # name as --checkpoint takes it and the default in a column of its own
         for row in (header + ("default",), *rows):
-            print("\t".join(row))
+            print_row(row)
     else:
         table = Table(*header)
         table.columns[header.index("file")].overflow = "fold"  # a path cut short says nothing

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from .cli import OverwriteOpt, _progress, app, console, err_console
+from .cli import OverwriteOpt, _os_error, _progress, app, console, err_console
 from .errors import InputError, Interrupted, MonkeyAnimError
 from .files import input_files, output_folder
 
@@ -80,8 +80,9 @@ def _crop_each(videos: list[Path], folder: Path, detector, settings: tuple, rows
                 found = crop_video(path, folder, detector, *settings, progress=progress)
         except Interrupted:
             raise
-        except MonkeyAnimError as exc:
-            if not go_on:
+        except (MonkeyAnimError, OSError) as caught:  # (a clip's name too long, say)
+            exc = caught if isinstance(caught, MonkeyAnimError) else _os_error(caught)
+            if not go_on or exc is None:
                 raise
             failed += 1
             err_console.print(f"[bold red]failed:[/] {escape(path.name)}: {escape(str(exc))}")

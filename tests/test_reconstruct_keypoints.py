@@ -1,7 +1,12 @@
 """`monkeyanim reconstruct` and `monkeyanim keypoints` on real videos."""
 
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
 
 import cv2
 import numpy as np
@@ -13,7 +18,8 @@ from monkeyanim.models import Keypoints
 from monkeyanim.pipeline import to_tensor
 from monkeyanim.video import fit_frame, open_video
 
-from conftest import assert_one_line_error, probe, run_cli, run_cli_on_terminal, write_video
+from conftest import (assert_one_line_error, probe, run_cli, run_cli_on_terminal, sigint_default,
+                      write_video)
 
 
 @pytest.fixture(scope="module")
@@ -368,3 +374,58 @@ def test_keypoints_are_drawn_where_the_models_grid_puts_them():
     assert drawn.shape == (256, 512)
     half_width, half_height = np.ptp(columns) / 2, np.ptp(rows) / 2
     assert abs(half_width - 0.2 * 127 / 2 * 4) < 1.5 and abs(half_height - 0.2 * 63 / 2 * 4) < 1.5
+
+
+def test_a_batch_goes_on_past_a_name_too_long_and_when_its_reader_leaves(small_model, clips,
+                                                                          face_frames, tmp_path):
+    """A pair whose output name the file system refuses (over 255 bytes) fails alone (it
+    ended the batch); a closed stdout (`| head -1`) ends no batch (it did, silently, after
+    the first line); without a terminal the sum-up is tab-separated lines."""
+    sources, drivings = tmp_path / "sources", tmp_path / "drivings"
+    sources.mkdir()
+    drivings.mkdir()
+    cv2.imwrite(str(sources / "b.png"), face_frames[0][..., ::-1])
+    (sources / f"{'s' * 150}.png").symlink_to(sources / "b.png")
+    (drivings / "a.mp4").symlink_to(clips / "a.mp4")
+    (drivings / f"{'d' * 150}.mp4").symlink_to(clips / "a.mp4")
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "monkeyanim", "animate", str(sources), str(drivings), "-o",
+         str(out), "-c", str(small_model)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    process.stdout.close()  # the reader is gone before the first line
+    stderr = process.stderr.read()
+    assert process.wait(timeout=300) == 1 and "Traceback" not in stderr, stderr
+    assert [line.split(":")[0] for line in stderr.splitlines()] == ["failed"]
+    assert "File name too long" in stderr
+    assert len(list(out.glob("*.mp4"))) == 3
+    result = run_cli("animate", sources, drivings, "-o", out, "-c", small_model, "--overwrite")
+    lines = result.stdout.splitlines()
+    assert "source\tdriving\tresult" in lines and "b.png\ta.mp4\tok, 10 frames" in lines
+    assert lines[-1] == "3 of 4 succeeded"
+
+
+def test_a_stopped_batch_sums_up_and_keeps_the_numbers_of_what_it_did(small_model, clips,
+                                                                     tmp_path):
+    """Ctrl-C mid-batch: the videos done are listed, counted and their numbers written to
+    --json, with those not run named (all was lost)."""
+    folder, out, report = tmp_path / "videos", tmp_path / "out", tmp_path / "m.json"
+    folder.mkdir()
+    for index in range(12):
+        (folder / f"v{index:02d}.mp4").symlink_to(clips / "a.mp4")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "monkeyanim", "reconstruct", str(folder), "-o", str(out), "-c",
+         str(small_model), "--json", str(report)], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, preexec_fn=sigint_default,
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(out.glob("v*.mp4"))) < 2:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130 and "Traceback" not in stderr, stderr
+    done = len(list(out.glob("v*.mp4")))
+    assert 2 <= done < 12
+    assert f"{done} of 12 succeeded ({12 - done} not run: stopped)" in stdout
+    metrics = json.loads(report.read_text())
+    assert len(metrics["videos"]) == done and len(metrics["not_run"]) == 12 - done
