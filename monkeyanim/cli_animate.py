@@ -86,10 +86,11 @@ def _animate_pairs(source: Path, driving: Path, output: Path, output_format: str
     """A batch's (source, driving, output) triples, checked; None for one pair (its inputs
     and OUTPUT checked). A folder of images is one driving video (its frames); a folder of
     videos is a batch, and so is a folder of sources."""
-    from .video import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+    from .video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, require_frames
     from .videowriter import VIDEO_OUTPUTS
 
     batch_driving = _holds_videos(driving)
+    require_frames(driving, "driving video")
     if not source.is_dir() and not batch_driving:
         _check_single_format(output_format, output)
         check_output(output, overwrite, VIDEO_OUTPUTS, inputs=(source, driving))
@@ -233,10 +234,12 @@ def _reconstruct_outputs(video: Path, output: Path, output_format: str | None,
                          overwrite: bool, batch: bool) -> tuple[list[Path], list[Path]]:
     """reconstruct's videos and their outputs, checked before the model loads: a batch's
     each into the folder OUTPUT, else one into the file OUTPUT."""
+    from .video import require_frames
     from .videowriter import VIDEO_OUTPUTS
 
     if not batch:
         require(video, "video")
+        require_frames(video)
         _check_single_format(output_format, output)
         return [video], [check_output(output, overwrite, VIDEO_OUTPUTS, inputs=(video,))]
     videos = _batch(video, "videos")
@@ -313,10 +316,11 @@ def _keypoints_outputs(video: Path, output: Path, json_path: Path | None,
     """Check keypoints' inputs and outputs before the model loads: for a folder of videos,
     (video, output, json or None) for each; None for one video or image (a folder of frames
     is one video)."""
-    from .video import IMAGE_OUTPUTS
+    from .video import IMAGE_OUTPUTS, require_frames
     from .videowriter import VIDEO_OUTPUTS
 
     if not _holds_videos(video):
+        require_frames(video)
         _check_single_format(output_format, output)
         check_output(output, overwrite, VIDEO_OUTPUTS + IMAGE_OUTPUTS, inputs=(video,))
         check_json_apart(json_path, output)

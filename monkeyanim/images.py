@@ -90,7 +90,7 @@ def read_animation(path: Path) -> tuple[np.ndarray, list[int], Fraction] | None:
     (transparency on white), how many frame times each lasts (see frame_timing) and the frame
     rate; None for anything else, and where OpenCV is older than 4.11 (no imreadanimation:
     the package asks for 4.11, training/gpu.py's machine may have less)."""
-    if not hasattr(cv2, "imreadanimation") or not _is_animated(path):
+    if not hasattr(cv2, "imreadanimation") or not is_animated(path):
         return None
     quiet = cv2.utils.logging.getLogLevel()
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # its failure is ours
@@ -110,7 +110,7 @@ def read_animation(path: Path) -> tuple[np.ndarray, list[int], Fraction] | None:
     return frames, repeats, fps
 
 
-def _is_animated(path: Path) -> bool:
+def is_animated(path: Path) -> bool:
     """Whether the file's header announces an animation: a PNG's acTL chunk (before its first
     IDAT) or the animation flag of a WebP's VP8X chunk. Reading only the header spares still
     images a second decode (the authors' datasets are thousands of PNG strips)."""

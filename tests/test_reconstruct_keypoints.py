@@ -429,3 +429,29 @@ def test_a_stopped_batch_sums_up_and_keeps_the_numbers_of_what_it_did(small_mode
     assert f"{done} of 12 succeeded ({12 - done} not run: stopped)" in stdout
     metrics = json.loads(report.read_text())
     assert len(metrics["videos"]) == done and len(metrics["not_run"]) == 12 - done
+
+
+def test_a_folder_of_animated_images_is_a_batch_and_an_empty_one_is_named(small_model, clips,
+                                                                          tmp_path):
+    """animate --format webp's own outputs, in a folder, are videos (they were read as one
+    video's frames, 3 frames from three animations); a folder with nothing to read says so
+    before the model loads (the error named -o's suffix)."""
+    webps = tmp_path / "webps"
+    webps.mkdir()
+    for name in ("x.webp", "y.webp"):
+        result = run_cli("reconstruct", clips / "a.mp4", "-o", webps / name, "-c", small_model)
+        assert result.returncode == 0, result.stderr
+    out = tmp_path / "out"
+    result = run_cli("reconstruct", webps, "-o", out, "-c", small_model)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["x.mp4", "y.mp4"]
+    # the 10 frames of 40 ms (libwebp merges those alike into longer ones: the time is kept)
+    assert probe(out / "x.mp4")["video_seconds"] == pytest.approx(0.4, abs=0.05)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("nothing to see")
+    for command in (("reconstruct", empty, "-o", tmp_path / "e"),
+                    ("keypoints", empty, "-o", tmp_path / "e"),
+                    ("animate", clips / "a.mp4", empty, "-o", tmp_path / "e.mp4")):
+        result = run_cli(*command, "-c", tmp_path / "not-loaded.safetensors")
+        assert_one_line_error(result, f"folder {empty} holds no videos, animated images")
