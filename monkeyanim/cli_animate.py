@@ -44,6 +44,9 @@ def animate(source: Annotated[Path, typer.Argument(
                 "checkpoints` lists it). H.264 needs even sides: an odd one gains a repeated "
                 "last row and column in mp4, mov and mkv."))] = None,
             crop: CropOpt = None,
+            driving_crop: Annotated[str | None, typer.Option(
+                help="The driving video's crop where it differs from the source's: auto, none "
+                     "or x,y,w,h in the video's pixels; default: --crop's.")] = None,
             paste_back: Annotated[bool, typer.Option(
                 help="Blend the result into the full-size source image.")] = False,
             device: DeviceOpt = "auto", batch_size: BatchOpt = 8,
@@ -66,7 +69,8 @@ def animate(source: Annotated[Path, typer.Argument(
     if mode is not None:  # before the model loads, and before a batch fails pair by pair
         check_mode(mode)
     settings = AnimateSettings(mode, adapt_scale, find_best_frame, side_by_side, fps, size,
-                               batch_size, precision, box, paste_back, refine_keypoints)
+                               batch_size, precision, box, paste_back, refine_keypoints,
+                               driving_crop)
     model = _load(checkpoint, config, device, precision)
     settings.transfer(model)  # once, not for each pair of a batch
     if pairs is not None:

@@ -21,6 +21,9 @@ from .errors import InputError, NoFaceError
 from .native import muted_stderr
 
 DETECT_MAX_SIDE_PX = 640  # frames are shrunk to this before detection (speed)
+# a still photo where none is found at that size is looked at again at up to this: a face of
+# 100 px in a 4000x3000 photo shrinks to 16 px, too small for dlib (found at 2048 px, in 1 s)
+PHOTO_DETECT_SIDE_PX = 2048
 MIN_FACE_FRACTION = 0.05  # smallest face side searched, as a share of the frame's longer side
 FACE_MARGIN = 0.8  # the crop's side is the face's side times (1 + margin)
 FACE_SHIFT_UP = 0.1  # centre the crop a little above the detected box (forehead and hair)
@@ -42,20 +45,26 @@ HAAR_SCALE_MEDIAPIPE, HAAR_SHIFT_Y_MEDIAPIPE = 1.032, -0.084
 MEDIAPIPE_MIN_SCORE = 0.5
 WARM_UP_PX = 64  # side of the blank frame that starts mediapipe's graph
 DLIB_UPSAMPLE = 1  # dlib's HOG window is 80 px: upsample once to find smaller faces
+DLIB_SURE_SCORE = 0.5  # in a photo, a weaker dlib detection beside a stronger one is none
 
 
-def parse_crop(text: str | Box | None) -> str | Box | None:
+def parse_crop(text: str | Box | None, option: str = "--crop") -> str | Box | None:
     """--crop: 'auto' (face), 'none' (centred square), 'x,y,w,h' in pixels (or that box as a
-    tuple), or None (not given: the checkpoint decides)."""
+    tuple), or None (not given: the checkpoint decides). A box must be square: the frames
+    the networks take are, and another shape would come out stretched."""
     if text is None or isinstance(text, str) and text.lower() in ("auto", "none"):
         return text.lower() if text else None
     try:
         values = text.split(",") if isinstance(text, str) else text
         x, y, w, h = (int(v) for v in values)
     except (TypeError, ValueError):
-        raise InputError(f"--crop expects auto, none or x,y,w,h in pixels, got {text!r}") from None
+        raise InputError(f"{option} expects auto, none or x,y,w,h in pixels, "
+                         f"got {text!r}") from None
     if w <= 0 or h <= 0 or x < 0 or y < 0:
-        raise InputError(f"--crop box {text!r} must have x, y >= 0 and w, h > 0")
+        raise InputError(f"{option} box {text!r} must have x, y >= 0 and w, h > 0")
+    if w != h:
+        raise InputError(f"{option} box {text!r} must be square (w = h): the frames are, and "
+                         f"a {w}x{h} box would come out stretched")
     return x, y, w, h
 
 
@@ -82,6 +91,7 @@ class Detector:
 
     name = "detector"
     framing = Framing()
+    side_px = DETECT_MAX_SIDE_PX  # frames are shrunk to this (where the detector does)
 
     def raw(self, frame: np.ndarray) -> list[Box]:
         """Boxes (x, y, w, h) in pixels, in the detector's own framing."""
@@ -90,10 +100,33 @@ class Detector:
     def __call__(self, frame: np.ndarray) -> list[Box]:
         return [self.framing.apply(box) for box in self.raw(frame)]
 
+    def raw_scored(self, frame: np.ndarray) -> list[tuple[Box, float]]:
+        """raw's boxes, each with how sure the detector is (here: its area, the larger the
+        likelier; a detector with a score of its own gives that)."""
+        return [(box, float(box[2] * box[3])) for box in self.raw(frame)]
 
-def _shrink(frame: np.ndarray) -> tuple[np.ndarray, float]:
-    """The frame at most DETECT_MAX_SIDE_PX on its longer side, and the scale applied."""
-    scale = min(1.0, DETECT_MAX_SIDE_PX / max(frame.shape[:2]))
+    sure_score: float | None = None  # below this a detection is likely no face (None: all are)
+
+    def in_photo(self, image: np.ndarray) -> list[Box]:
+        """The faces in a still photo, surest first, those it is unsure of left out unless
+        there is no other. Where none is found at side_px, they are looked for again at up
+        to PHOTO_DETECT_SIDE_PX (one photo can take the second look; a video's frames not)."""
+        found = self.raw_scored(image)
+        if not found and max(image.shape[:2]) > self.side_px:
+            usual, self.side_px = self.side_px, PHOTO_DETECT_SIDE_PX
+            try:
+                found = self.raw_scored(image)
+            finally:
+                self.side_px = usual
+        found.sort(key=lambda item: -item[1])
+        sure = [box for box, score in found if self.sure_score is None or
+                score >= self.sure_score]
+        return [self.framing.apply(box) for box in sure or [box for box, _ in found[:1]]]
+
+
+def _shrink(frame: np.ndarray, side_px: int) -> tuple[np.ndarray, float]:
+    """The frame at most ``side_px`` on its longer side, and the scale applied."""
+    scale = min(1.0, side_px / max(frame.shape[:2]))
     if scale == 1:
         return np.ascontiguousarray(frame), 1.0
     return cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA), scale
@@ -113,7 +146,7 @@ class HaarDetector(Detector):
         self.cascade = cv2.CascadeClassifier(str(path))
 
     def raw(self, frame: np.ndarray) -> list[Box]:
-        small, scale = _shrink(frame)
+        small, scale = _shrink(frame, self.side_px)
         gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
         side = max(HAAR_MIN_SIDE_PX, int(MIN_FACE_FRACTION * max(gray.shape)))
         found = self.cascade.detectMultiScale(cv2.equalizeHist(gray), scaleFactor=HAAR_SCALE_STEP,
@@ -158,10 +191,18 @@ class DlibHogDetector(Detector):
 
         self.detect = dlib.get_frontal_face_detector()
 
+    # its SVM's margin: a face scores 1 to 3, a shirt's round patch 0.1 (the astronaut's)
+    sure_score = DLIB_SURE_SCORE
+
     def raw(self, frame: np.ndarray) -> list[Box]:
-        small, scale = _shrink(frame)
-        return [tuple(int(round(v / scale)) for v in (r.left(), r.top(), r.width(), r.height()))
-                for r in self.detect(small, DLIB_UPSAMPLE)]
+        return [box for box, _ in self.raw_scored(frame)]
+
+    def raw_scored(self, frame: np.ndarray) -> list[tuple[Box, float]]:
+        small, scale = _shrink(frame, self.side_px)
+        found, scores, _ = self.detect.run(small, DLIB_UPSAMPLE, 0.0)
+        return [(tuple(int(round(v / scale)) for v in (r.left(), r.top(), r.width(),
+                                                          r.height())), float(score))
+                for r, score in zip(found, scores)]
 
 
 class FaceAlignmentDetector(Detector):

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .errors import InputError, NoFaceError
-from .faces import Box, crop_box, get_detector, largest, track_faces
+from .faces import Box, crop_box, get_detector, track_faces
 from .models import MonkeyNet
 from .pipeline import to_tensor
 from .video import VideoReader, check_batch_size, fit_frame, prefetch
@@ -36,17 +36,24 @@ def video_crops(reader: VideoReader, mode) -> tuple[Callable[[int], Box | None],
     return track.__getitem__, detector.name
 
 
-def source_crop(image: np.ndarray, mode, path: Path) -> tuple[Box | None, str | None]:
+def source_crop(image: np.ndarray, mode, path: Path
+                ) -> tuple[Box | None, str | None, str | None]:
     """The box to cut from a source image (H, W, 3) uint8 as ``mode`` says (see crop_mode),
-    and the face detector used (if any)."""
+    the face detector used (if any) and a note for the user where it found several faces
+    (the likeliest is taken: see Detector.in_photo)."""
     if mode != "auto":
-        return mode, None
+        return mode, None, None
     detector = get_detector()
-    face = largest(detector(image))
-    if face is None:
-        raise InputError(f"no face found in {path.name} ({detector.name}); use --crop none "
-                         "or x,y,w,h")
-    return crop_box(face, *image.shape[:2]), detector.name
+    faces = detector.in_photo(image)
+    if not faces:
+        raise InputError(f"no face found in {path.name} ({detector.name}); use --crop none, "
+                         "or its box as --crop x,y,w,h (in animate, with --driving-crop for "
+                         "the driving video's)")
+    box = crop_box(faces[0], *image.shape[:2])  # the surest
+    note = (f"{len(faces)} faces found in {path.name} ({detector.name}); the likeliest was "
+            f"taken, cropped as {','.join(map(str, box))}: give --crop x,y,w,h for another"
+            if len(faces) > 1 else None)
+    return box, detector.name, note
 
 
 def frame_batches(reader: VideoReader, size: tuple[int, int], batch_size: int,

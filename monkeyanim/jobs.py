@@ -50,9 +50,10 @@ class AnimateSettings:
     size: int | None = None  # output side in pixels; default: the model's frame size
     batch_size: int = BATCH_FRAMES
     precision: str = "fp32"
-    crop: str | tuple[int, int, int, int] | None = None  # see parse_crop; source and driving
+    crop: str | tuple[int, int, int, int] | None = None  # see parse_crop; source (and driving)
     paste_back: bool = False  # blend the result into the full-size source image
     refine_steps: int = 0  # fit the driving keypoints to the driving motion (KeypointRefiner)
+    driving_crop: str | tuple[int, int, int, int] | None = None  # the driving's; None: crop's
 
     def __post_init__(self) -> None:
         """Each setting checked as the CLI checks its option (InputError); a crop given as
@@ -64,6 +65,7 @@ class AnimateSettings:
         if self.refine_steps < 0:
             raise InputError("refine_steps must be 0 (off) or a number of steps")
         self.crop = parse_crop(self.crop)
+        self.driving_crop = parse_crop(self.driving_crop, "--driving-crop")
 
     def transfer(self, model: MonkeyNet) -> str:
         """The keypoint transfer ``model`` runs with these settings (the mode asked for, else
@@ -156,9 +158,10 @@ def animate_file(model: MonkeyNet, source: str | Path, driving: str | Path, outp
     _check_still_driving(reader, transfer, source)
     whole = settings.paste_back or isinstance(settings.crop, tuple)  # a box: in its pixels
     source_image, notes = _read_source(source, whole)
-    box, detector = source_crop(source_image, mode, source)
+    box, detector, found = source_crop(source_image, mode, source)
     source_frame = fit_frame(source_image, size, box, f"the source {Path(source).name}")
-    crop_at, _ = video_crops(reader, mode)
+    crop_at, _ = video_crops(reader, mode if settings.driving_crop is None else
+                             crop_mode(settings.driving_crop, model))
     batch_size = refine_batch_size(settings.batch_size, settings.refine_steps)
     batches = lambda: frame_batches(reader, size, batch_size, crop_at, model.device)
     paste = PasteBack(source_image, box) if settings.paste_back else None
@@ -182,7 +185,7 @@ def animate_file(model: MonkeyNet, source: str | Path, driving: str | Path, outp
                 progress(done, reader.expected_frames)
     return JobResult(output, done, time.perf_counter() - start,
                      {"best_frame": best, "audio": keep_audio, "detector": detector},
-                     notes + reader_warnings(reader))
+                     notes + [found] * bool(found) + reader_warnings(reader))
 
 
 def _read_source(source: Path, whole: bool) -> tuple[np.ndarray, list[str]]:
@@ -327,7 +330,7 @@ def predict_file(model: MonkeyNet, predictor, source: Path, output: Path, frames
     ``inspect`` sees every batch of generated frames, (B, H, W, 3) uint8."""
     start = time.perf_counter()
     image, notes = _read_source(source, isinstance(crop, tuple))
-    box, detector = source_crop(image, crop_mode(crop, model), source)
+    box, detector, found = source_crop(image, crop_mode(crop, model), source)
     still = to_tensor([fit_frame(image, model.config.frame_size, box,
                                  f"the source {Path(source).name}")], model.device)
     kp_source = model.keypoints(still)
@@ -342,4 +345,5 @@ def predict_file(model: MonkeyNet, predictor, source: Path, output: Path, frames
                 writer.write(frame)
             if progress:
                 progress(begin + len(made), frames)
-    return JobResult(output, frames, time.perf_counter() - start, {"detector": detector}, notes)
+    return JobResult(output, frames, time.perf_counter() - start, {"detector": detector},
+                     notes + [found] * bool(found))

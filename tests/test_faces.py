@@ -121,6 +121,47 @@ def test_auto_crop_and_paste_back(small_model, mead_png, face_video, tmp_path):
     assert far < 3 and near > 3 * far
 
 
+def test_faces_in_photos_a_small_one_several_and_a_box_for_the_source_alone(
+        small_model, mead_png, face_video, tmp_path):
+    """A face of 100 px in a 4000x3000 photo shrinks to 16 px at the usual detection size:
+    looked for again larger, it is found (it was "no face found"). Of two faces, the
+    likeliest is taken and the user told. A box in the photo's pixels crops the photo alone
+    with --driving-crop (it was applied to the driving video too, and lay outside it)."""
+    frame = cv2.imread(str(mead_png))[..., ::-1]
+    face_video = write_video(tmp_path / "talk.mp4", first_frames(face_video, 8))
+    x, y, side, _ = facelib.crop_box(DlibHogDetector()(frame)[0], *frame.shape[:2])
+    face = np.ascontiguousarray(frame[y:y + side, x:x + side])
+    photo = np.full((3000, 4000, 3), 120, np.uint8)
+    photo[2600:2850, 3500:3750] = cv2.resize(face, (250, 250), interpolation=cv2.INTER_AREA)
+    dlib = DlibHogDetector()
+    assert dlib(photo) == []
+    found = dlib.in_photo(photo)
+    assert len(found) == 1 and 3450 < found[0][0] < 3650 and 2550 < found[0][1] < 2750
+    two = np.full((600, 1200, 3), 120, np.uint8)
+    two[50:550, 650:1150] = cv2.resize(face, (500, 500), interpolation=cv2.INTER_AREA)
+    two[150:450, 100:400] = cv2.resize(face, (300, 300), interpolation=cv2.INTER_AREA)
+    found = dlib.in_photo(two)
+    assert len(found) == 2 and found[0][0] > 600  # the larger face, the surer
+    cv2.imwrite(str(tmp_path / "two.png"), two[..., ::-1])
+    result = run_cli("animate", tmp_path / "two.png", face_video, "-o", tmp_path / "two.mp4",
+                     "-c", small_model, "--crop", "auto")
+    assert result.returncode == 0 and "warning: 2 faces found in two.png" in result.stderr, \
+        result.stderr
+    cv2.imwrite(str(tmp_path / "big.png"), photo[..., ::-1])
+    box = ("--crop", "3450,2550,350,350")
+    result = run_cli("animate", tmp_path / "big.png", face_video, "-o", tmp_path / "box.mp4",
+                     "-c", small_model, *box)
+    assert_one_line_error(result, "lies outside frame 0 of")
+    result = run_cli("animate", tmp_path / "big.png", face_video, "-o", tmp_path / "box.mp4",
+                     "-c", small_model, *box, "--driving-crop", "auto", "--paste-back")
+    assert result.returncode == 0, result.stderr
+    assert (probe(tmp_path / "box.mp4")["width"], probe(tmp_path / "box.mp4")["height"]) == \
+        (4000, 3000)
+    result = run_cli("animate", tmp_path / "big.png", face_video, "-o", tmp_path / "b.mp4",
+                     "-c", small_model, "--crop", "0,0,300,200")
+    assert_one_line_error(result, "must be square")
+
+
 def test_auto_is_the_default_for_face_models(face_checkpoint, mead_png, face_video, tmp_path):
     result = run_cli("animate", mead_png, face_video, "-o", tmp_path / "a.mp4", "-c",
                      face_checkpoint)
