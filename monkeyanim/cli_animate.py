@@ -15,8 +15,8 @@ from .cli import (BatchOpt, CheckpointOpt, ConfigOpt, CropOpt, DeviceOpt, Format
                   _check_no_clash, _load, _progress, _report, _run_batch, app, console, counted,
                   err_console)
 from .errors import InputError, Interrupted
-from .files import (check_json_apart, check_none_is_input, check_output, input_files,
-                    output_folder, require)
+from .files import (check_json_apart, check_json_name, check_none_is_input, check_output,
+                    input_files, output_folder, require)
 
 
 @app.command()
@@ -211,6 +211,7 @@ def reconstruct(video: Annotated[Path, typer.Argument(help="Video, or a folder o
     check_json_apart(json_path, *outputs)
     if json_path is not None:
         check_output(json_path, overwrite, inputs=tuple(videos))
+    check_json_name(json_path)
     from .jobs import reconstruct_file  # torch: only once the inputs are there
 
     model = _load(checkpoint, config, device, precision)
@@ -330,6 +331,7 @@ def _keypoints_outputs(video: Path, output: Path, json_path: Path | None,
         check_json_apart(json_path, output)
         if json_path is not None:
             check_output(json_path, overwrite, inputs=(video,))
+        check_json_name(json_path)
         require(video, "video or image")
         return None
     videos = _batch(video, "videos")
@@ -337,7 +339,8 @@ def _keypoints_outputs(video: Path, output: Path, json_path: Path | None,
     if json_path is not None:
         _check_apart(json_path, video)
     suffix, folder = _batch_suffix(output_format), output_folder(output)
-    jsons = output_folder(json_path) if json_path is not None else None
+    jsons = (output_folder(json_path, "with a folder of videos, --json names a folder for one "
+                                      "VIDEO.json each") if json_path is not None else None)
     jobs = [(v, folder / f"{v.stem}{suffix}", jsons / f"{v.stem}.json" if jsons else None)
             for v in videos]
     check_none_is_input([path for _, out, js in jobs for path in (out, js) if path], videos)

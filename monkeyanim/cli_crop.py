@@ -88,8 +88,9 @@ def _crop_each(videos: list[Path], folder: Path, detector, settings: tuple, rows
             err_console.print(f"[bold red]failed:[/] {escape(path.name)}: {escape(str(exc))}")
             continue
         frames = sum(r["end_frame"] - r["start_frame"] + 1 for r in found)
-        console.print(escape(f"{path.name}: {len(found)} clip(s), {frames} frames" if found else
-                             f"{path.name}: no clip (no face tracked for {settings[1]} frames "
-                             "or more)"))
+        if found or go_on:  # (a lone video without a clip: its error says so, once)
+            console.print(escape(f"{path.name}: {len(found)} clip(s), {frames} frames" if found
+                                 else f"{path.name}: no clip (no face tracked for {settings[1]} "
+                                 "frames or more)"))
         rows.extend(found)
     return failed

@@ -16,7 +16,7 @@ from .cli import (INTERRUPTED, BatchOpt, CheckpointOpt, ConfigOpt, CropOpt, Devi
                   _check_refine, _device, _load, _progress, _require_all, _warn_unreadable, app,
                   console, counted, err_console)
 from .errors import InputError, Interrupted
-from .files import check_output
+from .files import check_json_name, check_output
 
 SUBJECTS = {None: None, "face": "face_model", "body": "body_model"}  # --subject: metadata key
 
@@ -226,6 +226,7 @@ def evaluate(data_dir: Annotated[Path, typer.Argument(help="Folder with test/ (o
     videos = list_videos(evaluation_folder(data_dir))
     if json_path is not None:
         check_output(json_path, overwrite, inputs=(*videos, fid_weights))
+        check_json_name(json_path)
     model = _load(checkpoint, config, device)
     with _progress(f"evaluating {data_dir.name}", "videos") as progress:
         # on a terminal a bar; otherwise one parseable line per video

@@ -163,6 +163,14 @@ def check_json_apart(json_path: Path | None, *outputs: Path) -> None:
         raise InputError(f"--json {json_path} names an output file itself: name another file")
 
 
+def check_json_name(json_path: Path | None) -> None:
+    """Refuse a --json named like a video, an image or a checkpoint (x.gif): in a folder of
+    videos the next batch or evaluate would read it as one."""
+    if json_path is not None and json_path.suffix.lower() in FILE_SUFFIXES - {".json"}:
+        raise InputError(f"--json {json_path} is named like a {json_path.suffix} file, which "
+                         "would be read as one: name it .json")
+
+
 def check_output(path: Path, overwrite: bool, suffixes: tuple[str, ...] = (),
                  inputs: tuple[Path | None, ...] = ()) -> Path:
     """Refuse to clobber an existing output or any of ``inputs``, and fail early if its folder

@@ -62,6 +62,7 @@ def read_image(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise not_found(path, "image")
+    jpeg = False
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
@@ -70,9 +71,9 @@ def read_image(path: str | Path) -> np.ndarray:
             if container.streams.audio and stream.disposition & av.stream.Disposition.attached_pic:
                 raise InputError(f"{path} holds no image, only the cover picture of an audio "
                                  "file")  # whatever its suffix says (an .m4a read as an image)
-            if stream.codec_context.name == "mjpeg":
-                # FFmpeg paints the part a cut-short JPEG lacks flat green without a word;
-                # "explode" makes that an error (it fails a TIFF that is whole: JPEG alone)
+            jpeg = stream.codec_context.name == "mjpeg"
+            if jpeg:  # FFmpeg paints the part a cut-short JPEG lacks flat green without a
+                # word; "explode" makes that an error (it fails a TIFF that is whole: JPEG alone)
                 stream.codec_context.options = {"err_detect": "explode"}
             for frame in container.decode(video=0):
                 return upright(frame)
@@ -80,8 +81,8 @@ def read_image(path: str | Path) -> np.ndarray:
         animation = read_animation(path)  # FFmpeg decodes no animated WebP
         if animation is not None:
             return animation[0][0]
-        raise InputError(f"cannot read image {path} (damaged or cut short?): "
-                         f"{first_line(exc)}") from None
+        damaged = " (a damaged or cut-short JPEG)" if jpeg else ""
+        raise InputError(f"cannot read image {path}{damaged}: {first_line(exc)}") from None
     raise InputError(f"{path} holds no image")
 
 

@@ -100,6 +100,12 @@ def test_json_never_takes_the_place_of_an_output_or_input(small_model, clips, tm
     result = run_cli("evaluate", data, "-c", small_model, "--json", video, "--overwrite")
     assert_one_line_error(result, "is the input")
     assert video.read_bytes() == (clips / "a.mp4").read_bytes()
+    # named like a video among the videos, the next evaluate would have read it as one
+    for command in (("evaluate", data), ("reconstruct", clips, "-o", tmp_path / "r"),
+                    ("keypoints", clips / "a.mp4", "-o", tmp_path / "k.mp4")):
+        result = run_cli(*command, "-c", small_model, "--json", data / "test" / "new.gif")
+        assert_one_line_error(result, "named like a .gif file", "name it .json")
+    assert not (data / "test" / "new.gif").exists()
 
 
 def test_reconstruct_folder_goes_on_past_a_broken_video(small_model, clips, tmp_path):
