@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from .errors import InputError
-from .faces import Box, crop_box, fit_square, largest
+from .faces import Box, crop_box, fit_square, largest, nearest
 from .files import atomic_write
 from .video import Progress, fit_frame, open_video
 from .videowriter import VideoWriter
@@ -95,7 +95,9 @@ def find_tracks(frames, detector, every: int = DETECT_EVERY) -> tuple[list[Track
         if index % every and not cut:
             tracker.extend(index)
             continue
-        face = largest(detector(frame))
+        faces = detector(frame)  # the face under way is followed (see faces.track_faces)
+        face = (largest(faces) if tracker.current is None else
+                nearest(faces, tracker.current.boxes[-1]))
         if face is None:
             tracker.missed(index)
         else:

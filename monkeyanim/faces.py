@@ -253,6 +253,14 @@ def largest(boxes: list[Box]) -> Box | None:
     return max(boxes, key=lambda b: b[2] * b[3]) if boxes else None
 
 
+def nearest(boxes: list[Box], to: Box) -> Box | None:
+    """The box whose centre is nearest ``to``'s."""
+    centre = lambda b: (b[0] + b[2] / 2, b[1] + b[3] / 2)  # noqa: E731
+    (x, y) = centre(to)
+    return min(boxes, key=lambda b: (centre(b)[0] - x) ** 2 + (centre(b)[1] - y) ** 2,
+               default=None)
+
+
 def crop_box(face: Box, height: int, width: int, margin: float = FACE_MARGIN) -> Box:
     """A square around ``face`` with margin, moved (and if needed shrunk) to fit the frame."""
     x, y, w, h = face
@@ -306,13 +314,16 @@ def track_faces(frames: Iterable[np.ndarray], detector, every: int = TRACK_DETEC
     """Crop boxes for every frame of a video, detecting on every ``every``-th frame.
     Returns the track and the number of frames."""
     found: dict[int, Box] = {}
-    count, shape = 0, None
+    count, shape, last = 0, None, None
     for index, frame in enumerate(frames):
         count, shape = index + 1, frame.shape
         if index % every == 0:
-            face = largest(detector(frame))
+            faces = detector(frame)
+            # the face followed: the largest at first, then the nearest to where it was (of
+            # two people, the larger by a few pixels changes from frame to frame)
+            face = largest(faces) if last is None else nearest(faces, last)
             if face is not None:
-                found[index] = crop_box(face, *frame.shape[:2])
+                found[index], last = crop_box(face, *frame.shape[:2]), face
     if not found:
         raise NoFaceError("no face found in the video")
     return smooth_boxes(found, count, shape[0], shape[1], window), count

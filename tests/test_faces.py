@@ -162,6 +162,27 @@ def test_faces_in_photos_a_small_one_several_and_a_box_for_the_source_alone(
     assert_one_line_error(result, "must be square")
 
 
+def test_of_two_people_the_track_follows_one(face_frames, tmp_path):
+    """Two faces whose sizes take turns being the larger: the crop stays on the one it
+    started with (it swapped from one to the other, and crop cut no clip of 32 frames)."""
+    face = face_frames[0]
+    x, y, side, _ = facelib.crop_box(DlibHogDetector()(face)[0], *face.shape[:2])
+    face = np.ascontiguousarray(face[y:y + side, x:x + side])
+    frames = []
+    for index in range(40):
+        frame = np.full((320, 640, 3), 120, np.uint8)
+        left = 300 if index // facelib.TRACK_DETECT_EVERY % 2 == 0 else 250
+        frame[10:10 + left, 10:10 + left] = cv2.resize(face, (left, left))
+        frame[20:300, 340:620] = cv2.resize(face, (280, 280))
+        frames.append(frame)
+    track, count = track_faces(frames, DlibHogDetector())
+    assert count == 40 and all(track[i][0] < 160 for i in range(count))
+    video = write_video(tmp_path / "two.mp4", frames)
+    result = run_cli("crop", video, "-o", tmp_path / "clips", "--size", "64")
+    assert result.returncode == 0 and "two.mp4: 1 clip(s), 40 frames" in result.stdout, \
+        result.stdout + result.stderr
+
+
 def test_auto_is_the_default_for_face_models(face_checkpoint, mead_png, face_video, tmp_path):
     result = run_cli("animate", mead_png, face_video, "-o", tmp_path / "a.mp4", "-c",
                      face_checkpoint)
