@@ -155,6 +155,10 @@ def crop_video(video: Path, out_dir: Path, detector, size: int, min_frames: int,
     """Write the face clips of one video; returns one CSV row per clip. The video is read
     twice (find the tracks, then cut them); ``progress(frames_done, total)`` counts both
     passes."""
+    first = out_dir / f"{video.stem}_000.mp4"
+    if first.exists() and not overwrite:  # before a pass over the whole video finds it again
+        raise InputError(f"{first} already exists, cut from {video.name} before (use "
+                         "--overwrite to cut it again)")
     reader = open_video(video)
     total = 2 * reader.expected_frames if reader.expected_frames else None
     tracks, shape, count = find_tracks(_counted(reader.frames(), progress, total), detector)
