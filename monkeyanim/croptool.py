@@ -10,16 +10,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from .errors import InputError
-from .faces import Box, crop_box, fit_square, largest, nearest
+from .faces import Box, crop_box, fit_square, iou, largest, nearest
 from .files import atomic_write
+from .shots import ShotChanges
 from .video import Progress, fit_frame, open_video
 from .videowriter import VideoWriter
 
-SHOT_CHANGE_CORRELATION = 0.6  # histogram correlation of consecutive frames below this: a cut
 TRACK_MIN_IOU = 0.3  # a face box overlapping the previous one less than this starts a new track
 # ... and one overlapping the track's first box less than this (as in the authors' crop tool):
 # the face has moved or grown so far that one square over the whole track would frame it small
@@ -64,32 +63,15 @@ def _union(boxes: list[Box]) -> tuple[int, int, int, int]:
     return int(x0), int(y0), int(x1), int(y1)
 
 
-def iou(a: Box, b: Box) -> float:
-    """Intersection over union of two (x, y, w, h) boxes."""
-    ax1, ay1, bx1, by1 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
-    inter = max(0, min(ax1, bx1) - max(a[0], b[0])) * max(0, min(ay1, by1) - max(a[1], b[1]))
-    return inter / float(a[2] * a[3] + b[2] * b[3] - inter)
-
-
-def _histogram(frame: np.ndarray) -> np.ndarray:
-    small = cv2.resize(frame, (64, 64), interpolation=cv2.INTER_AREA)
-    hsv = cv2.cvtColor(small, cv2.COLOR_RGB2HSV)
-    hist = cv2.calcHist([hsv], [0, 1, 2], None, [8, 8, 8], [0, 180, 0, 256, 0, 256])
-    return cv2.normalize(hist, hist).flatten()
-
-
 def find_tracks(frames, detector, every: int = DETECT_EVERY) -> tuple[list[Track], tuple, int]:
     """Face tracks of a video: a track ends at a shot change, when the face is lost for more
     than one detection, when it jumps, or when it has moved too far for one square to frame
     it well. Returns (tracks, frame shape, frame count)."""
-    tracker = _Tracker()
-    previous_hist, shape, count = None, None, 0
+    tracker, shot_changes = _Tracker(), ShotChanges()
+    shape, count = None, 0
     for index, frame in enumerate(frames):
         count, shape = index + 1, frame.shape
-        hist = _histogram(frame)
-        cut = previous_hist is not None and cv2.compareHist(
-            previous_hist, hist, cv2.HISTCMP_CORREL) < SHOT_CHANGE_CORRELATION
-        previous_hist = hist
+        cut = shot_changes(frame)
         if cut:
             tracker.close()
         if index % every and not cut:

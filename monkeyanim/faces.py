@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +19,7 @@ import numpy as np
 
 from .errors import InputError, NoFaceError
 from .native import muted_stderr
+from .shots import ShotChanges
 
 DETECT_MAX_SIDE_PX = 640  # frames are shrunk to this before detection (speed)
 # a still photo where none is found at that size is looked at again at up to this: a face of
@@ -253,6 +254,13 @@ def largest(boxes: list[Box]) -> Box | None:
     return max(boxes, key=lambda b: b[2] * b[3]) if boxes else None
 
 
+def iou(a: Box, b: Box) -> float:
+    """Intersection over union of two (x, y, w, h) boxes."""
+    ax1, ay1, bx1, by1 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
+    inter = max(0, min(ax1, bx1) - max(a[0], b[0])) * max(0, min(ay1, by1) - max(a[1], b[1]))
+    return inter / float(a[2] * a[3] + b[2] * b[3] - inter)
+
+
 def nearest(boxes: list[Box], to: Box) -> Box | None:
     """The box whose centre is nearest ``to``'s."""
     centre = lambda b: (b[0] + b[2] / 2, b[1] + b[3] / 2)  # noqa: E731
@@ -289,24 +297,45 @@ class BoxTrack:
 
 
 def smooth_boxes(found: dict[int, Box], count: int, height: int, width: int,
-                 window: int) -> BoxTrack:
+                 window: int, cuts: Sequence[int] = ()) -> BoxTrack:
     """Interpolate detections (frame index -> crop box) over ``count`` frames, then average
-    over ``window`` frames; a single fixed size (the median) keeps the framing steady."""
+    over ``window`` frames, within each shot (``cuts``: the frames that start a new one,
+    where the box jumps rather than glide across); a single fixed size (the median) keeps
+    the framing steady. A shot without a detection holds the box of the one before (else
+    after) it."""
     if not found:
         raise NoFaceError("no face found")
-    keys = np.array(sorted(found))
-    values = np.array([found[k] for k in keys], dtype=float)  # (N, 4)
-    frames = np.arange(count)
-    centres = np.stack([np.interp(frames, keys, values[:, 0] + values[:, 2] / 2),
-                        np.interp(frames, keys, values[:, 1] + values[:, 3] / 2)], axis=1)
-    if window > 1 and count > 1:
-        kernel = np.ones(window) / window
-        padded = np.pad(centres, ((window // 2, window - 1 - window // 2), (0, 0)), mode="edge")
-        centres = np.stack([np.convolve(padded[:, i], kernel, mode="valid") for i in (0, 1)], 1)
-    side = float(np.median(values[:, 2]))
+    bounds = [0, *cuts, count]
+    centres, filled = np.zeros((count, 2)), np.zeros(count, bool)
+    for start, end in zip(bounds, bounds[1:]):
+        keys = [k for k in sorted(found) if start <= k < end]
+        if keys:
+            centres[start:end] = _glide(found, keys, start, end, window)
+            filled[start:end] = True
+    for start, end in zip(bounds, bounds[1:]):
+        if not filled[start]:
+            before = np.flatnonzero(filled[:start])
+            source = before[-1] if before.size else np.flatnonzero(filled)[0]
+            centres[start:end] = centres[source]
+    side = float(np.median([box[2] for box in found.values()]))
     x = np.clip(centres[:, 0] - side / 2, 0, width - side)
     y = np.clip(centres[:, 1] - side / 2, 0, height - side)
     return BoxTrack(np.stack([x, y, np.full(count, side), np.full(count, side)], axis=1))
+
+
+def _glide(found: dict[int, Box], keys: list[int], start: int, end: int,
+           window: int) -> np.ndarray:
+    """The box centres of frames start..end-1 from the detections at ``keys`` among them,
+    interpolated, then averaged over ``window`` frames: (end - start, 2)."""
+    values = np.array([found[k] for k in keys], dtype=float)  # (N, 4)
+    frames = np.arange(start, end)
+    centres = np.stack([np.interp(frames, keys, values[:, 0] + values[:, 2] / 2),
+                        np.interp(frames, keys, values[:, 1] + values[:, 3] / 2)], axis=1)
+    if window > 1 and len(frames) > 1:
+        kernel = np.ones(window) / window
+        padded = np.pad(centres, ((window // 2, window - 1 - window // 2), (0, 0)), mode="edge")
+        centres = np.stack([np.convolve(padded[:, i], kernel, mode="valid") for i in (0, 1)], 1)
+    return centres
 
 
 def track_faces(frames: Iterable[np.ndarray], detector, every: int = TRACK_DETECT_EVERY,
@@ -314,16 +343,23 @@ def track_faces(frames: Iterable[np.ndarray], detector, every: int = TRACK_DETEC
     """Crop boxes for every frame of a video, detecting on every ``every``-th frame.
     Returns the track and the number of frames."""
     found: dict[int, Box] = {}
-    count, shape, last = 0, None, None
+    count, shape, last, cuts, shot_changes = 0, None, None, [], ShotChanges()
     for index, frame in enumerate(frames):
         count, shape = index + 1, frame.shape
-        if index % every == 0:
+        cut = shot_changes(frame)
+        if cut:  # a new shot: the box jumps there, to the largest face of it
+            cuts.append(index)
+            last = None
+        if index % every == 0 or cut:
             faces = detector(frame)
             # the face followed: the largest at first, then the nearest to where it was (of
             # two people, the larger by a few pixels changes from frame to frame)
             face = largest(faces) if last is None else nearest(faces, last)
-            if face is not None:
-                found[index], last = crop_box(face, *frame.shape[:2]), face
+            if face is None:
+                continue
+            if last is not None and iou(face, last) == 0:  # the face followed is gone and
+                cuts.append(index)  # another is elsewhere (a cut the colours missed): jump
+            found[index], last = crop_box(face, *frame.shape[:2]), face
     if not found:
         raise NoFaceError("no face found in the video")
-    return smooth_boxes(found, count, shape[0], shape[1], window), count
+    return smooth_boxes(found, count, shape[0], shape[1], window, cuts), count

@@ -183,6 +183,21 @@ def test_of_two_people_the_track_follows_one(face_frames, tmp_path):
         result.stdout + result.stderr
 
 
+def test_at_a_cut_the_crop_jumps_rather_than_glides(face_frames):
+    """A face on the left, then (a cut the colours barely show: a grey backdrop) on the
+    right: the box moves in one step, not across half a second of half faces; within a shot
+    it glides as before."""
+    frames = []
+    for index in range(40):
+        frame = np.full((320, 960, 3), 120, np.uint8)
+        left = 20 if index < 20 else 640
+        frame[10:310, left:left + 300] = cv2.resize(face_frames[index], (300, 300))
+        frames.append(frame)
+    track, _ = track_faces(frames, DlibHogDetector())
+    xs = [track[i][0] for i in range(40)]
+    assert max(xs[:20]) < 100 and min(xs[20:]) > 560, xs
+
+
 def test_auto_is_the_default_for_face_models(face_checkpoint, mead_png, face_video, tmp_path):
     result = run_cli("animate", mead_png, face_video, "-o", tmp_path / "a.mp4", "-c",
                      face_checkpoint)
