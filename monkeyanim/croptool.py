@@ -77,13 +77,13 @@ def find_tracks(frames, detector, every: int = DETECT_EVERY) -> tuple[list[Track
         if index % every and not cut:
             tracker.extend(index)
             continue
-        faces = detector(frame)  # the face under way is followed (see faces.track_faces)
-        face = (largest(faces) if tracker.current is None else
-                nearest(faces, tracker.current.boxes[-1]))
+        faces = detector(frame)  # the face under way is followed (see faces.FaceFollower)
+        face = (largest(faces) if tracker.current is None else nearest(faces, tracker.face))
         if face is None:
             tracker.missed(index)
         else:
             tracker.found(index, crop_box(face, *frame.shape[:2]), frame.shape[:2])
+            tracker.face = face
     tracker.close()
     return tracker.tracks, shape, count
 
@@ -97,6 +97,9 @@ class _Tracker:
         self.seen = 0  # the frame of the current track's latest detection
         self.misses = 0  # detections in a row that found no face
         self.missed_at = 0  # the first of them
+        # the current track's face as last detected (its crop box, with margin and clamped
+        # to the frame, may be centred far from it)
+        self.face: Box | None = None
 
     def extend(self, index: int) -> None:
         """A frame without a detection joins the track under way."""

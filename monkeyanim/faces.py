@@ -9,6 +9,7 @@ measures accuracy, speed and these mappings on ../shared/datasets/faces."""
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -92,7 +93,9 @@ class Detector:
 
     name = "detector"
     framing = Framing()
-    side_px = DETECT_MAX_SIDE_PX  # frames are shrunk to this (where the detector does)
+    side_px = DETECT_MAX_SIDE_PX  # frames are shrunk to this where the detector shrinks them
+    shrinks = False  # Haar and dlib do (for speed); mediapipe and SFD take frames as they are
+    sure_score: float | None = None  # below this a detection is likely no face (None: all are)
 
     def raw(self, frame: np.ndarray) -> list[Box]:
         """Boxes (x, y, w, h) in pixels, in the detector's own framing."""
@@ -102,27 +105,27 @@ class Detector:
         return [self.framing.apply(box) for box in self.raw(frame)]
 
     def raw_scored(self, frame: np.ndarray) -> list[tuple[Box, float]]:
-        """raw's boxes, each with how sure the detector is (here: its area, the larger the
-        likelier; a detector with a score of its own gives that)."""
-        return [(box, float(box[2] * box[3])) for box in self.raw(frame)]
-
-    sure_score: float | None = None  # below this a detection is likely no face (None: all are)
+        """raw's boxes, each with the detector's confidence, compared with sure_score (here
+        none is given: infinity)."""
+        return [(box, math.inf) for box in self.raw(frame)]
 
     def in_photo(self, image: np.ndarray) -> list[Box]:
-        """The faces in a still photo, surest first, those it is unsure of left out unless
-        there is no other. Where none is found at side_px, they are looked for again at up
-        to PHOTO_DETECT_SIDE_PX (one photo can take the second look; a video's frames not)."""
+        """The faces in a still photo, largest first, leaving out detections below
+        sure_score unless there is no other. Where none is found at side_px (by a detector
+        that shrinks frames), they are looked for again at up to PHOTO_DETECT_SIDE_PX (one
+        photo can take the second look; a video's frames not)."""
         found = self.raw_scored(image)
-        if not found and max(image.shape[:2]) > self.side_px:
+        if not found and self.shrinks and max(image.shape[:2]) > self.side_px:
             usual, self.side_px = self.side_px, PHOTO_DETECT_SIDE_PX
             try:
                 found = self.raw_scored(image)
             finally:
                 self.side_px = usual
-        found.sort(key=lambda item: -item[1])
         sure = [box for box, score in found if self.sure_score is None or
-                score >= self.sure_score]
-        return [self.framing.apply(box) for box in sure or [box for box, _ in found[:1]]]
+                score >= self.sure_score] or [box for box, _ in found]
+        # among faces, the largest: two real faces' scores say nothing of which one is meant
+        sure.sort(key=lambda box: -box[2] * box[3])
+        return [self.framing.apply(box) for box in sure]
 
 
 def _shrink(frame: np.ndarray, side_px: int) -> tuple[np.ndarray, float]:
@@ -137,6 +140,7 @@ class HaarDetector(Detector):
     """OpenCV's frontal-face Haar cascade, shipped inside opencv-python: works offline."""
 
     name = "opencv-haar"
+    shrinks = True
 
     def __init__(self):
         data = getattr(cv2, "data", None)
@@ -192,6 +196,7 @@ class DlibHogDetector(Detector):
 
         self.detect = dlib.get_frontal_face_detector()
 
+    shrinks = True
     # its SVM's margin: a face scores 1 to 3, a shirt's round patch 0.1 (the astronaut's)
     sure_score = DLIB_SURE_SCORE
 
@@ -338,28 +343,52 @@ def _glide(found: dict[int, Box], keys: list[int], start: int, end: int,
     return centres
 
 
+class FaceFollower:
+    """Which of each detection's faces is the one followed: the largest at first (and after
+    restart, at a cut), then the nearest to where it was (of two people, the larger by a few
+    pixels changes from frame to frame). A face elsewhere (not overlapping it) is taken only
+    once the followed one has been missed at two detections in a row: at one it may only
+    have turned away from a frontal detector. The box then jumps, from the first miss."""
+
+    def __init__(self) -> None:
+        self.restart()
+
+    def restart(self) -> None:
+        self.last: Box | None = None  # the face followed, as last detected
+        self.missed_at: int | None = None  # the first of the detections in a row that missed it
+
+    def __call__(self, index: int, faces: list[Box]) -> tuple[Box | None, int | None]:
+        """The face followed among ``faces`` (detected at frame ``index``), or None; and the
+        frame the box jumps from, where it has moved to another face."""
+        face = largest(faces) if self.last is None else nearest(faces, self.last)
+        elsewhere = face is not None and self.last is not None and iou(face, self.last) == 0
+        if face is None or elsewhere and self.missed_at is None:
+            if self.last is not None and self.missed_at is None:
+                self.missed_at = index
+            return None, None
+        jumped_at = self.missed_at if elsewhere else None
+        self.last, self.missed_at = face, None
+        return face, jumped_at
+
+
 def track_faces(frames: Iterable[np.ndarray], detector, every: int = TRACK_DETECT_EVERY,
                 window: int = TRACK_SMOOTH_FRAMES) -> tuple[BoxTrack, int]:
     """Crop boxes for every frame of a video, detecting on every ``every``-th frame.
     Returns the track and the number of frames."""
     found: dict[int, Box] = {}
-    count, shape, last, cuts, shot_changes = 0, None, None, [], ShotChanges()
+    count, shape, cuts, shot_changes, follow = 0, None, [], ShotChanges(), FaceFollower()
     for index, frame in enumerate(frames):
         count, shape = index + 1, frame.shape
         cut = shot_changes(frame)
         if cut:  # a new shot: the box jumps there, to the largest face of it
             cuts.append(index)
-            last = None
+            follow.restart()
         if index % every == 0 or cut:
-            faces = detector(frame)
-            # the face followed: the largest at first, then the nearest to where it was (of
-            # two people, the larger by a few pixels changes from frame to frame)
-            face = largest(faces) if last is None else nearest(faces, last)
-            if face is None:
-                continue
-            if last is not None and iou(face, last) == 0:  # the face followed is gone and
-                cuts.append(index)  # another is elsewhere (a cut the colours missed): jump
-            found[index], last = crop_box(face, *frame.shape[:2]), face
+            face, jumped_at = follow(index, detector(frame))
+            if jumped_at is not None:
+                cuts.append(jumped_at)
+            if face is not None:
+                found[index] = crop_box(face, *frame.shape[:2])
     if not found:
         raise NoFaceError("no face found in the video")
     return smooth_boxes(found, count, shape[0], shape[1], window, cuts), count

@@ -40,7 +40,7 @@ def source_crop(image: np.ndarray, mode, path: Path
                 ) -> tuple[Box | None, str | None, str | None]:
     """The box to cut from a source image (H, W, 3) uint8 as ``mode`` says (see crop_mode),
     the face detector used (if any) and a note for the user where it found several faces
-    (the likeliest is taken: see Detector.in_photo)."""
+    (the largest is taken: see Detector.in_photo)."""
     if mode != "auto":
         return mode, None, None
     detector = get_detector()
@@ -49,8 +49,8 @@ def source_crop(image: np.ndarray, mode, path: Path
         raise InputError(f"no face found in {path.name} ({detector.name}); use --crop none, "
                          "or its box as --crop x,y,w,h (in animate, with --driving-crop for "
                          "the driving video's)")
-    box = crop_box(faces[0], *image.shape[:2])  # the surest
-    note = (f"{len(faces)} faces found in {path.name} ({detector.name}); the likeliest was "
+    box = crop_box(faces[0], *image.shape[:2])  # the largest
+    note = (f"{len(faces)} faces found in {path.name} ({detector.name}); the largest was "
             f"taken, cropped as {','.join(map(str, box))}: give --crop x,y,w,h for another"
             if len(faces) > 1 else None)
     return box, detector.name, note

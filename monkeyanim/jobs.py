@@ -26,7 +26,7 @@ from .models import MonkeyNet
 from .pipeline import (Animator, ReconstructionScores, best_frame, check_mode, default_mode,
                        driving_keypoints, reconstruct, refine_batch_size, to_tensor, to_uint8)
 from .video import (BATCH_FRAMES, VIDEO_SUFFIXES, Progress, VideoReader, check_batch_size,
-                    first_frames, fit_frame, open_video, read_source, source_strip_note)
+                    first_frames, fit_frame, open_video, read_source_noted)
 from .videowriter import VideoWriter, check_output_options
 
 
@@ -191,8 +191,8 @@ def animate_file(model: MonkeyNet, source: str | Path, driving: str | Path, outp
 def _read_source(source: Path, whole: bool) -> tuple[np.ndarray, list[str]]:
     """The source image (``whole``: never a strip's first frame, see read_source) and what
     the user should know of how it was read."""
-    note = None if whole else source_strip_note(source)
-    return read_source(source, whole), [note] if note else []
+    image, note = read_source_noted(source, whole)
+    return image, [note] if note else []
 
 
 def _new_rate(asked: float | None, own: Fraction) -> float | None:

@@ -329,29 +329,28 @@ def _decode_video(path: Path) -> Iterator[tuple[np.ndarray, float | None, float 
 def read_source(path: str | Path, whole: bool = False) -> np.ndarray:
     """The source image: an image file, or the first frame of a video or of a frame strip
     (of BATCH_STRIP_MIN_FRAMES or more: a 2:1 photo stays whole; ``whole``: any image stays
-    whole, as one given a crop box or pasted back onto must be)."""
+    whole, as one given a crop box or pasted back onto must be). See read_source_noted."""
+    return read_source_noted(path, whole)[0]
+
+
+def read_source_noted(path: str | Path, whole: bool = False) -> tuple[np.ndarray, str | None]:
+    """read_source's image (H, W, 3) uint8, and a note for the user when it is the first
+    frame of what was read as a strip: a wide photo (a 4:1 banner) is cut to its left
+    square else without a word. Judged on the upright picture (after EXIF rotation)."""
     path = Path(path)
     if path.is_dir():
         raise InputError(f"source {path} is a folder, expected an image")
     if not path.is_file():
         raise not_found(path, "source")
     if path.suffix.lower() in VIDEO_SUFFIXES:
-        return first_frames(open_video(path), 1)[0]
+        return first_frames(open_video(path), 1)[0], None
     image = read_image(path)
-    if not whole and is_strip(image, BATCH_STRIP_MIN_FRAMES):  # (H, H, 3): its first frame
-        return np.ascontiguousarray(image[:, :image.shape[0]])
-    return image
-
-
-def source_strip_note(path: str | Path) -> str | None:
-    """A note when read_source takes the first frame of image ``path`` as a strip's: a wide
-    photo (a 4:1 banner) is cut to its left square else without a word; None otherwise."""
-    path = Path(path)
-    if path.suffix.lower() in VIDEO_SUFFIXES or not image_is_strip(path):
-        return None
-    return (f"source {path.name} was read as a frame strip (its width is a multiple of its "
+    if whole or not is_strip(image, BATCH_STRIP_MIN_FRAMES):
+        return image, None
+    note = (f"source {path.name} was read as a frame strip (its width is a multiple of its "
             f"height, {BATCH_STRIP_MIN_FRAMES} or more): its first square frame is the source; "
             "to animate the whole picture, crop it to another shape first (or --paste-back)")
+    return np.ascontiguousarray(image[:, :image.shape[0]]), note  # (H, H, 3)
 
 
 def check_batch_size(batch_size: int) -> None:

@@ -196,7 +196,7 @@ def test_a_frame_strip_as_source_is_its_first_frame(datasets_dir, tmp_path):
     the strip (half of one frame and half of the next); a 2:1 photo stays whole."""
     import cv2
 
-    from monkeyanim.video import read_source, source_strip_note
+    from monkeyanim.video import read_source, read_source_noted
 
     strip = sorted((datasets_dir / "mgif" / "test").glob("*.png"))[0]
     first = next(open_video(strip).frames())
@@ -204,8 +204,22 @@ def test_a_frame_strip_as_source_is_its_first_frame(datasets_dir, tmp_path):
     photo = tmp_path / "wide.png"
     cv2.imwrite(str(photo), np.zeros((100, 200, 3), np.uint8))
     assert read_source(photo).shape == (100, 200, 3)
-    assert source_strip_note(photo) is None and "read as a frame strip" in source_strip_note(strip)
+    assert read_source_noted(photo)[1] is None
+    assert "read as a frame strip" in read_source_noted(strip)[1]
     assert read_source(strip, whole=True).shape == cv2.imread(str(strip)).shape
+    # judged as the picture is shown: a 4:1 strip stored on its side (EXIF orientation 6)
+    # is a tall photo, kept whole without a note; a tall one stored so is a strip
+    from PIL import Image
+
+    stored = Image.fromarray(np.zeros((100, 400, 3), np.uint8))
+    exif = stored.getexif()
+    exif[0x0112] = 6  # shown turned a quarter clockwise
+    stored.save(tmp_path / "turned.jpg", exif=exif)
+    image, note = read_source_noted(tmp_path / "turned.jpg")
+    assert image.shape == (400, 100, 3) and note is None
+    stored.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "turned-wide.jpg", exif=exif)
+    image, note = read_source_noted(tmp_path / "turned-wide.jpg")
+    assert image.shape == (100, 100, 3) and "read as a frame strip" in note
 
 
 def test_a_banner_photo_is_pasted_back_whole_and_a_strip_source_is_said(tmp_path):
