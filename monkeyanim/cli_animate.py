@@ -90,7 +90,8 @@ def _animate_pairs(source: Path, driving: Path, output: Path, output_format: str
     """A batch's (source, driving, output) triples, checked; None for one pair (its inputs
     and OUTPUT checked). A folder of images is one driving video (its frames); a folder of
     videos is a batch, and so is a folder of sources."""
-    from .video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, require_frames
+    from .folders import require_frames
+    from .video import IMAGE_SUFFIXES, VIDEO_SUFFIXES
     from .videowriter import VIDEO_OUTPUTS
 
     batch_driving = _holds_videos(driving)
@@ -138,16 +139,16 @@ def _warn_videos_left_out(folder: Path) -> None:
 def _holds_videos(path: Path) -> bool:
     """Whether ``path`` is a folder of videos or frame strips (a batch); a folder of other
     images alone is the frames of one video."""
-    from .video import holds_videos
+    from .folders import holds_videos
 
     return holds_videos(path)
 
 
 @lru_cache(maxsize=4)
 def _scan(folder: Path) -> tuple[list[Path], list[Path]]:
-    """video.batch_videos, once per folder and command: telling strips from other images
+    """folders.batch_videos, once per folder and command: telling strips from other images
     reads each image's header."""
-    from .video import batch_videos
+    from .folders import batch_videos
 
     return batch_videos(folder)
 
@@ -239,7 +240,7 @@ def _reconstruct_outputs(video: Path, output: Path, output_format: str | None,
                          overwrite: bool, batch: bool) -> tuple[list[Path], list[Path]]:
     """reconstruct's videos and their outputs, checked before the model loads: a batch's
     each into the folder OUTPUT, else one into the file OUTPUT."""
-    from .video import require_frames
+    from .folders import require_frames
     from .videowriter import VIDEO_OUTPUTS
 
     if not batch:
@@ -321,7 +322,8 @@ def _keypoints_outputs(video: Path, output: Path, json_path: Path | None,
     """Check keypoints' inputs and outputs before the model loads: for a folder of videos,
     (video, output, json or None) for each; None for one video or image (a folder of frames
     is one video)."""
-    from .video import IMAGE_OUTPUTS, require_frames
+    from .folders import require_frames
+    from .video import IMAGE_OUTPUTS
     from .videowriter import VIDEO_OUTPUTS
 
     if not _holds_videos(video):

@@ -22,8 +22,8 @@ import numpy as np
 from .errors import InputError, first_line
 from .files import not_found
 from .frametiming import DEFAULT_FPS, restore_runs, restored_timing
-from .images import (BATCH_STRIP_MIN_FRAMES, IMAGE_SUFFIXES, image_is_strip, is_animated,
-                     is_strip, read_animation, read_image, split_strip, upright)
+from .images import (BATCH_STRIP_MIN_FRAMES, IMAGE_SUFFIXES, is_strip, read_animation,
+                     read_image, split_strip, upright)
 
 # what a folder's videos end in (any file FFmpeg reads works when named directly); .ts, .mts
 # and .m2ts: MPEG transport streams, from broadcast recordings and camcorders (AVCHD)
@@ -123,7 +123,7 @@ class VideoReader:
             yield from (restore_runs(decoded, 1 / self.fps, self.duration_s) if self.by_timestamp
                         else (frame for frame, _, _ in decoded))
         elif self.kind == "folder":
-            for file in _frame_files(self.path):
+            for file in frame_files(self.path):
                 yield read_image(file)
         elif self.kind == "animation":
             for frame, count in zip(self.image, self.repeats, strict=True):  # (H, W, 3) each
@@ -145,43 +145,8 @@ class VideoReader:
 PROBE_PACKETS = 64  # read to tell moving video streams from stills when a file has several
 
 
-def holds_videos(folder: Path) -> bool:
-    """Whether ``folder`` is a batch: it holds videos, or its images are frame strips (the
-    authors' datasets); a folder of other images alone is the frames of one video."""
-    if not folder.is_dir():
-        return False
-    files = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
-    if any(p.suffix.lower() in VIDEO_SUFFIXES for p in files):
-        return True
-    images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
-    return bool(images) and _image_is_video(images[0])
-
-
-def _image_is_video(path: Path) -> bool:
-    """An animated WebP or PNG (the project's own --format webp outputs) or a frame strip."""
-    return is_animated(path) or image_is_strip(path)
-
-
-def batch_videos(folder: Path) -> tuple[list[Path], list[Path]]:
-    """A batch folder's videos, animated images and frame strips, sorted, and the other
-    images it holds (which are not videos of their own)."""
-    files = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
-    images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
-    moving = {p for p in images if _image_is_video(p)}
-    videos = [p for p in files if p.suffix.lower() in VIDEO_SUFFIXES or p in moving]
-    return videos, [p for p in images if p not in moving]
-
-
-def require_frames(path: Path, what: str = "video") -> None:
-    """A folder given as one video (not a batch) must hold its frames: checked before the
-    model loads (a folder with nothing to read was taken for a video's frames, and the
-    error named its output instead)."""
-    if path.is_dir() and not holds_videos(path) and not _frame_files(path):
-        raise InputError(f"folder {path} holds no videos, animated images, frame strips or "
-                         f"image frames: nothing to read as a {what}")
-
-
-def _frame_files(folder: Path) -> list[Path]:
+def frame_files(folder: Path) -> list[Path]:
+    """The image files of a folder of frames, in name order (the order they are read)."""
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
@@ -202,7 +167,7 @@ def open_video(path: str | Path) -> VideoReader:
 
 def _open_folder(path: Path) -> VideoReader:
     """A folder of image frames, read in name order."""
-    files = _frame_files(path)
+    files = frame_files(path)
     if not files and any(p.suffix.lower() in VIDEO_SUFFIXES for p in path.iterdir()):
         raise InputError(f"folder {path} holds videos, but a folder given as one video (or "
                          "inside a folder of videos) is read as one video's image frames")
