@@ -190,15 +190,14 @@ class DlibHogDetector(Detector):
 
     name = "dlib-hog"
     framing = Framing(HAAR_SCALE_DLIB, 0.0, HAAR_SHIFT_Y_DLIB)
+    shrinks = True
+    # its SVM's margin: a face scores 1 to 3, a shirt's round patch 0.1 (the astronaut's)
+    sure_score = DLIB_SURE_SCORE
 
     def __init__(self):
         import dlib
 
         self.detect = dlib.get_frontal_face_detector()
-
-    shrinks = True
-    # its SVM's margin: a face scores 1 to 3, a shirt's round patch 0.1 (the astronaut's)
-    sure_score = DLIB_SURE_SCORE
 
     def raw(self, frame: np.ndarray) -> list[Box]:
         return [box for box, _ in self.raw_scored(frame)]
