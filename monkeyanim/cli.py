@@ -244,10 +244,10 @@ def _sum_up_batch(jobs, columns: tuple[str, ...], results: list) -> None:
                          + (f" ({warned} warning{'s' * (warned > 1)})" if warned else "")))
     if console.is_terminal:
         table = Table(*columns, "result")
-        for row in rows:
-            style = "red" if row[-1].startswith("failed") else ""
-            table.add_row(*map(escape, row[:-1]), f"[{style}]{escape(row[-1])}" if style
-                          else escape(row[-1]))
+        for *names, result in rows:
+            cell = escape(result)
+            table.add_row(*map(escape, names), f"[red]{cell}" if result.startswith("failed")
+                          else cell)
         console.print(table)
     else:
         for row in ((*columns, "result"), *rows):
