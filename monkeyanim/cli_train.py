@@ -228,12 +228,14 @@ def evaluate(data_dir: Annotated[Path, typer.Argument(help="Folder with test/ (o
         check_output(json_path, overwrite, inputs=(*videos, fid_weights))
         check_json_name(json_path)
     model = _load(checkpoint, config, device)
-    with _progress(f"evaluating {data_dir.name}", "videos") as progress:
+    # Ctrl-C ends the video under way and reports those measured; a second one stops at once
+    with _progress(f"evaluating {data_dir.name}", "videos") as progress, \
+            StopRequest(None, "interrupted again: stopped at once; no report") as stop:
         # on a terminal a bar; otherwise one parseable line per video
         report = run(model, data_dir, limit, batch_size, box,
                      None if progress else
                      lambda name, v: console.print(escape(f"{name}: L1 {v['l1']:.4f}")),
-                     fid_weights, progress, refine_keypoints)
+                     fid_weights, progress, refine_keypoints, stop)
     console.print(_metrics_table(report, bool(model.provenance.get("face_model"))))
     for line in _unavailable_lines(report):
         console.print(escape(line))
@@ -246,6 +248,9 @@ def evaluate(data_dir: Annotated[Path, typer.Argument(help="Folder with test/ (o
         run_of = {"checkpoint": checkpoint or model.provenance.get("name"), "limit": limit}
         text = json.dumps(run_of | report, indent=2)
         atomic_write(json_path, lambda tmp: tmp.write_text(text))
+    if report.get("not_run"):
+        raise Interrupted(f"{stop.reason}: {len(report['not_run'])} of the videos not run "
+                          "(the report holds those measured)")
     if report["failed"]:  # measured without them: the exit code says so
         raise typer.Exit(1)
 

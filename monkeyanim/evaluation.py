@@ -14,7 +14,7 @@ import numpy as np
 
 from . import bodymetrics, facemetrics, fid
 from .data import evaluation_folder, list_videos
-from .errors import InputError
+from .errors import InputError, Interrupted
 from .framing import crop_mode, frame_batches, video_crops
 from .jobs import reconstruct_file
 from .models import MonkeyNet
@@ -101,14 +101,17 @@ def evaluate(model: MonkeyNet, data_dir: Path, limit: int | None = None,
              batch_size: int = BATCH_FRAMES,
              crop=None, on_video: Callable[[str, dict], None] | None = None,
              fid_weights: Path | None = None,
-             progress: Callable[[int, int], None] | None = None, refine_steps: int = 0) -> dict:
+             progress: Callable[[int, int], None] | None = None, refine_steps: int = 0,
+             should_stop: Callable[[], bool] | None = None) -> dict:
     """Reconstruct every test video; returns per-video and mean L1 next to the static-source
     baseline and the first frame's own (identity_l1), the external metrics that could be
     measured, and why the others could not. After each video, ``on_video(name, its numbers)``
     and ``progress(videos done, videos in all)``. ``refine_steps``: see
     ``pipeline.KeypointRefiner`` (0: the detector's keypoints, the paper's protocol).
     A video that cannot be read is left out, its reason under 'failed'; InputError if all are.
-    'warnings': per video, what the user should know of one that was read (cut short)."""
+    'warnings': per video, what the user should know of one that was read (cut short).
+    ``should_stop`` is asked after each video (Ctrl-C): when it says yes, the report holds
+    the videos measured, and the others under 'not_run'."""
     folder = evaluation_folder(data_dir)
     videos = list_videos(folder)[:limit] if limit else list_videos(folder)
     detector, scores, unavailable = external_metrics(model)
@@ -116,7 +119,8 @@ def evaluate(model: MonkeyNet, data_dir: Path, limit: int | None = None,
     if isinstance(meter, str):
         unavailable["fid"], meter = meter, None
     watcher, per_video, failed, warned = _Watcher(detector, scores, meter), {}, {}, {}
-    for video in videos:
+    done = 0
+    for done, video in enumerate(videos, 1):
         outcome = _evaluate_one(model, video, watcher, batch_size, crop, refine_steps)
         if isinstance(outcome, str):
             failed[video.name] = outcome
@@ -128,6 +132,11 @@ def evaluate(model: MonkeyNet, data_dir: Path, limit: int | None = None,
                 on_video(video.name, outcome)
         if progress:
             progress(len(per_video) + len(failed), len(videos))
+        if should_stop is not None and should_stop():
+            break
+    not_run = [video.name for video in videos[done:]]
+    if not per_video and not_run:
+        raise Interrupted("stopped before any video was measured: no report")
     if not per_video:
         raise InputError(f"no video in {folder} could be evaluated; {next(iter(failed))}: "
                          f"{next(iter(failed.values()))}")
@@ -135,7 +144,7 @@ def evaluate(model: MonkeyNet, data_dir: Path, limit: int | None = None,
              for key in ("l1", "static_l1", "identity_l1")}
     report = {"data": str(folder), "videos": per_video, **means, "refine_steps": refine_steps,
               "unavailable": unavailable, "failed": failed, "warnings": warned}
-    return _add_external(report, watcher, detector)
+    return _add_external(report | ({"not_run": not_run} if not_run else {}), watcher, detector)
 
 
 def _add_external(report: dict, watcher: _Watcher, detector) -> dict:

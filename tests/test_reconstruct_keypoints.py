@@ -461,3 +461,25 @@ def test_a_folder_of_animated_images_is_a_batch_and_an_empty_one_is_named(small_
                     ("animate", clips / "a.mp4", empty, "-o", tmp_path / "e.mp4")):
         result = run_cli(*command, "-c", tmp_path / "not-loaded.safetensors")
         assert_one_line_error(result, f"folder {empty} holds no videos, animated images")
+
+
+def test_a_stopped_evaluate_reports_the_videos_it_measured(small_model, clips, tmp_path):
+    """Ctrl-C in evaluate ends the video under way and reports those measured, in --json too,
+    naming the others (the whole report was lost); exit code 130."""
+    folder, report = tmp_path / "videos", tmp_path / "m.json"
+    folder.mkdir()
+    for index in range(12):
+        (folder / f"v{index:02d}.mp4").symlink_to(clips / "a.mp4")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "monkeyanim", "evaluate", str(folder), "-c", str(small_model),
+         "--json", str(report)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=sigint_default, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    for _ in range(2):  # one line per video measured, without a terminal
+        assert ": L1 " in process.stdout.readline()
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130 and "Traceback" not in stderr, stderr
+    assert "of the videos not run (the report holds those measured)" in stderr
+    metrics = json.loads(report.read_text())
+    assert len(metrics["videos"]) + len(metrics["not_run"]) == 12
+    assert 2 <= len(metrics["videos"]) < 12 and "static source" in stdout
