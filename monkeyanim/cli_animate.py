@@ -76,7 +76,7 @@ def animate(source: Annotated[Path, typer.Argument(
     if pairs is not None:
         jobs = [((s.name, d.name), out, partial(animate_file, model, s, d, out, settings))
                 for s, d, out in pairs]
-        _warn_left_out(driving)
+        _warn_left_out(driving, output)
         _warn_videos_left_out(source)
         if _failures(_run_batch(jobs, ("source", "driving"), overwrite)):
             raise typer.Exit(1)
@@ -163,14 +163,25 @@ def _batch(folder: Path, what: str) -> list[Path]:
     return videos
 
 
-def _warn_left_out(folder: Path) -> None:
+def _warn_left_out(folder: Path, *written: Path | None) -> None:
     """Once the batch is sure to run: the images in its folder that are neither videos nor
-    frame strips, and so are left out."""
-    _, others = _scan(folder) if folder.is_dir() else ([], [])
+    frame strips, and its folders (but those it writes to), and so are left out. (A folder
+    of frames, one driving video, leaves nothing out.)"""
+    if not _holds_videos(folder):
+        return
+    _, others = _scan(folder)
     if others:
         err_console.print(escape(f"warning: {counted(len(others), 'image')} in {folder} left "
                                  f"out, neither videos nor frame strips: {others[0].name}"
                                  + (", ..." if len(others) > 1 else "")))
+    outputs = {path.resolve() for path in written if path is not None}
+    folders = sorted(p.name for p in folder.iterdir() if p.is_dir()
+                     and not p.name.startswith(".") and p.resolve() not in outputs)
+    if folders:  # (evaluate and train read a folder of frames there as a video)
+        err_console.print(escape(f"warning: {counted(len(folders), 'folder')} in {folder} left "
+                                 f"out (a batch reads the videos in it; give a folder of frames "
+                                 f"as a video of its own): {folders[0]}"
+                                 + (", ..." if len(folders) > 1 else "")))
 
 
 def _batch_suffix(output_format: str | None) -> str:
@@ -221,7 +232,7 @@ def reconstruct(video: Annotated[Path, typer.Argument(help="Video, or a folder o
             for v, out in zip(videos, outputs)]
     results: list = []
     if batch:  # a video that fails is reported and the others go on
-        _warn_left_out(video)
+        _warn_left_out(video, output)
         try:
             _run_batch(jobs, ("video",), overwrite, results)
         except Interrupted:  # the numbers of the videos done are kept
@@ -309,7 +320,7 @@ def keypoints(video: Annotated[Path, typer.Argument(help="Video or image, or a f
         batch = [((v.name,), out, partial(_keypoints_job, keypoints_file, model, v, out, js,
                                           batch_size, box, overwrite))
                  for v, out, js in jobs]
-        _warn_left_out(video)
+        _warn_left_out(video, output, json_path)
         if _failures(_run_batch(batch, ("video",), overwrite)):
             raise typer.Exit(1)
         return

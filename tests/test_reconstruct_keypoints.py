@@ -483,3 +483,24 @@ def test_a_stopped_evaluate_reports_the_videos_it_measured(small_model, clips, t
     metrics = json.loads(report.read_text())
     assert len(metrics["videos"]) + len(metrics["not_run"]) == 12
     assert 2 <= len(metrics["videos"]) < 12 and "static source" in stdout
+
+
+def test_folders_inside_a_batch_folder_are_said_to_be_left_out(small_model, clips, tmp_path):
+    """A batch reads the videos of its folder, not its subfolders (evaluate reads a folder of
+    frames there as a video): the user is told, but of the folder the batch writes to."""
+    folder = tmp_path / "videos"
+    (folder / "frames").mkdir(parents=True)
+    (folder / "a.mp4").symlink_to(clips / "a.mp4")
+    for index in range(3):
+        cv2.imwrite(str(folder / "frames" / f"{index:03d}.png"), np.zeros((64, 64, 3), np.uint8))
+    result = run_cli("reconstruct", folder, "-o", folder / "out", "-c", small_model)
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning")]
+    assert len(warnings) == 1 and "1 folder in" in warnings[0] and warnings[0].endswith(": frames")
+    # a folder of frames as the one driving video of a batch of sources leaves nothing out
+    sources = tmp_path / "sources"
+    sources.mkdir()
+    cv2.imwrite(str(sources / "s.png"), np.full((64, 64, 3), 90, np.uint8))
+    result = run_cli("animate", sources, folder / "frames", "-o", tmp_path / "made", "-c",
+                     small_model)
+    assert result.returncode == 0 and "warning" not in result.stderr, result.stderr
