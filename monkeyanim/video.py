@@ -352,10 +352,13 @@ def fit_frame(frame: np.ndarray, size: tuple[int, int],
 def prefetch(items: Iterable, depth: int = QUEUE_FRAMES) -> Iterator:
     """Run ``items`` in a background thread, ``depth`` items ahead; errors re-raised here."""
     box: queue.Queue = queue.Queue(maxsize=depth)
-    done, stop = object(), threading.Event()
+    done, stop, main = object(), threading.Event(), threading.main_thread()
 
     def put(item) -> bool:
-        while not stop.is_set():
+        # stopped when the consumer closes, or when the program ends: an exception on its way
+        # out (Ctrl-C) keeps the consumer alive, and a daemon thread still inside OpenCV or
+        # FFmpeg as the interpreter finalised could abort it ("terminate called...")
+        while not stop.is_set() and main.is_alive():
             try:
                 box.put(item, timeout=0.1)
                 return True
@@ -372,7 +375,7 @@ def prefetch(items: Iterable, depth: int = QUEUE_FRAMES) -> Iterator:
         except BaseException as exc:  # handed to the consumer
             put(exc)
 
-    threading.Thread(target=work, daemon=True).start()
+    threading.Thread(target=work).start()  # not a daemon: the program's end waits for it
     try:
         while (item := box.get()) is not done:
             if isinstance(item, BaseException):
