@@ -7,6 +7,7 @@ import signal
 import sys
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -66,6 +67,9 @@ def _root(version: Annotated[bool | None, typer.Option(
 # Options shared by several commands, defined once.
 OutputOpt = Annotated[Path, typer.Option("--output", "-o", help="Output path.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]
+SkipOpt = Annotated[bool, typer.Option(
+    "--skip-existing", help="Leave out the videos (pairs) whose outputs are all there already: "
+                            "a rerun finishes a batch that was stopped.")]
 ConfigOpt = Annotated[str | None, typer.Option(
     "--config", help="Architecture of an authors' checkpoint: a preset name, their .yaml "
                      "config or a .json file.")]
@@ -191,18 +195,47 @@ def _check_refine(steps: int) -> None:
         raise InputError("--refine-keypoints must be 0 (off) or a number of steps")
 
 
+def check_existing(overwrite: bool, skip_existing: bool) -> None:
+    """--overwrite and --skip-existing say opposite things of an output already there."""
+    if overwrite and skip_existing:
+        raise InputError("--overwrite replaces outputs that are there and --skip-existing "
+                         "leaves them: choose one")
+
+
+def all_there(*outputs: Path | None) -> bool:
+    """Whether every output given (not None) is already there: a job --skip-existing leaves
+    out (outputs are renamed into place once complete, so one there is whole)."""
+    return all(path.exists() for path in outputs if path is not None)
+
+
+def skipped_alone(skip_existing: bool, output: Path, *more: Path | None) -> bool:
+    """Whether --skip-existing leaves out a command's one job, its outputs being there (said
+    in one line)."""
+    if skip_existing and all_there(output, *more):
+        console.print(escape(f"skipped {output}: already there (--skip-existing)"))
+        return True
+    return False
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A batch job left out by --skip-existing: its outputs were there already."""
+
+
 def _run_batch(jobs, columns: tuple[str, ...], overwrite: bool,
-               results: list | None = None) -> list:
+               results: list | None = None, skip=None) -> list:
     """Run every job, a (names, output, run) triple where ``run(progress)`` writes output and
-    returns its JobResult; a failing job is reported and the others go on. Sums up in a
-    table (tab-separated lines without a terminal) and how many succeeded, also when Ctrl-C
-    or a kill stops it; returns each job's JobResult, or its error message (str), in order,
-    in ``results`` where given (so that a caller sees those done before a stop)."""
+    returns its JobResult; a failing job is reported and the others go on; ``skip(output)``
+    true (given with --skip-existing) leaves a job out. Sums up in a table (tab-separated
+    lines without a terminal) and how many succeeded, also when Ctrl-C or a kill stops it;
+    returns each job's JobResult, its error message (str) or Skipped, in order, in
+    ``results`` where given (so that a caller sees those done before a stop)."""
     _check_no_clash([(names, out) for names, out, _ in jobs])
     results = [] if results is None else results
     try:
         for names, out, run in jobs:
-            results.append(_run_job(names, out, run, overwrite))
+            results.append(Skipped() if skip is not None and skip(out)
+                           else _run_job(names, out, run, overwrite))
     except Interrupted:
         _sum_up_batch(jobs, columns, results)
         raise
@@ -238,6 +271,8 @@ def _sum_up_batch(jobs, columns: tuple[str, ...], results: list) -> None:
     for (names, _, _), result in zip(jobs, results):
         if isinstance(result, str):
             rows.append((*names, f"failed: {result}"))
+        elif isinstance(result, Skipped):
+            rows.append((*names, "skipped: already there"))
         else:
             warned = len(result.warnings)
             rows.append((*names, f"ok, {counted(result.frames, 'frame')}"
@@ -252,9 +287,11 @@ def _sum_up_batch(jobs, columns: tuple[str, ...], results: list) -> None:
     else:
         for row in ((*columns, "result"), *rows):
             print_row(row)
-    done = len(results) - _failures(results)
-    stopped = f" ({len(jobs) - len(results)} not run: stopped)" if len(results) < len(jobs) else ""
-    console.print(f"{done} of {len(jobs)} succeeded{stopped}")
+    skipped = sum(isinstance(result, Skipped) for result in results)
+    done = len(results) - _failures(results) - skipped
+    notes = [f"{skipped} skipped: already there"] * bool(skipped) + \
+        [f"{len(jobs) - len(results)} not run: stopped"] * (len(results) < len(jobs))
+    console.print(f"{done} of {len(jobs)} succeeded" + (f" ({'; '.join(notes)})" if notes else ""))
 
 
 def _check_no_clash(named: list[tuple[tuple[str, ...], Path]]) -> None:

@@ -11,9 +11,10 @@ import typer
 from rich.markup import escape
 
 from .cli import (BatchOpt, CheckpointOpt, ConfigOpt, CropOpt, DeviceOpt, FormatOpt, JsonOpt,
-                  OutputOpt, OverwriteOpt, PrecisionOpt, RefineOpt, _check_refine, _failures,
-                  _check_no_clash, _load, _progress, _report, _run_batch, app, console, counted,
-                  err_console)
+                  OutputOpt, OverwriteOpt, PrecisionOpt, RefineOpt, Skipped, SkipOpt,
+                  _check_refine, _failures, _check_no_clash, _load, _progress, _report,
+                  _run_batch, all_there, app, check_existing, console, counted, err_console,
+                  skipped_alone)
 from .errors import InputError, Interrupted
 from .files import (check_json_apart, check_json_name, check_none_is_input, check_output,
                     input_files, output_folder, require)
@@ -51,18 +52,23 @@ def animate(source: Annotated[Path, typer.Argument(
                 help="Blend the result into the full-size source image.")] = False,
             device: DeviceOpt = "auto", batch_size: BatchOpt = 8,
             precision: PrecisionOpt = "fp32", refine_keypoints: RefineOpt = 0,
-            output_format: FormatOpt = None, overwrite: OverwriteOpt = False) -> None:
+            output_format: FormatOpt = None, overwrite: OverwriteOpt = False,
+            skip_existing: SkipOpt = False) -> None:
     """Animate SOURCE with the motion of DRIVING into OUTPUT (a video, a gif or a WebP)."""
     from .faces import parse_crop
     from .video import check_batch_size
 
     from .videowriter import check_output_options
 
+    check_existing(overwrite, skip_existing)
+    batch_driving = _holds_videos(driving)  # a folder of videos (a folder of images: frames)
+    if not (source.is_dir() or batch_driving) and skipped_alone(skip_existing, output):
+        return
     check_output_options(fps, size, paste_back, side_by_side)
     check_batch_size(batch_size)
     _check_refine(refine_keypoints)
     box = parse_crop(crop)
-    pairs = _animate_pairs(source, driving, output, output_format, overwrite)
+    pairs = _animate_pairs(source, driving, batch_driving, output, output_format, overwrite)
     from .jobs import AnimateSettings, animate_file  # torch: only once the inputs are there
     from .pipeline import check_mode
 
@@ -76,25 +82,27 @@ def animate(source: Annotated[Path, typer.Argument(
     if pairs is not None:
         jobs = [((s.name, d.name), out, partial(animate_file, model, s, d, out, settings))
                 for s, d, out in pairs]
-        _warn_left_out(driving, output)
+        if batch_driving:
+            _warn_left_out(driving, output)
         _warn_videos_left_out(source)
-        if _failures(_run_batch(jobs, ("source", "driving"), overwrite)):
+        if _failures(_run_batch(jobs, ("source", "driving"), overwrite,
+                                skip=all_there if skip_existing else None)):
             raise typer.Exit(1)
         return
     with _progress(output.name) as progress:
         _report(animate_file(model, source, driving, output, settings, progress))
 
 
-def _animate_pairs(source: Path, driving: Path, output: Path, output_format: str | None,
-                   overwrite: bool) -> list[tuple[Path, Path, Path]] | None:
+def _animate_pairs(source: Path, driving: Path, batch_driving: bool, output: Path,
+                   output_format: str | None, overwrite: bool
+                   ) -> list[tuple[Path, Path, Path]] | None:
     """A batch's (source, driving, output) triples, checked; None for one pair (its inputs
     and OUTPUT checked). A folder of images is one driving video (its frames); a folder of
-    videos is a batch, and so is a folder of sources."""
+    videos (``batch_driving``) is a batch, and so is a folder of sources."""
     from .folders import require_frames
     from .video import IMAGE_SUFFIXES, VIDEO_SUFFIXES
     from .videowriter import VIDEO_OUTPUTS
 
-    batch_driving = _holds_videos(driving)
     require_frames(driving, "driving video")
     if not source.is_dir() and not batch_driving:
         _check_single_format(output_format, output)
@@ -164,11 +172,9 @@ def _batch(folder: Path, what: str) -> list[Path]:
 
 
 def _warn_left_out(folder: Path, *written: Path | None) -> None:
-    """Once the batch is sure to run: the images in its folder that are neither videos nor
-    frame strips, and its folders (but those it writes to), and so are left out. (A folder
-    of frames, one driving video, leaves nothing out.)"""
-    if not _holds_videos(folder):
-        return
+    """Once the batch is sure to run: the images in its folder of videos that are neither
+    videos nor frame strips, and its folders (but those it writes to), and so are left out.
+    (Not for a folder of frames, one driving video, which leaves nothing out.)"""
     _, others = _scan(folder)
     if others:
         err_console.print(escape(f"warning: {counted(len(others), 'image')} in {folder} left "
@@ -210,18 +216,23 @@ def reconstruct(video: Annotated[Path, typer.Argument(help="Video, or a folder o
                 json_path: JsonOpt = None,
                 crop: CropOpt = None, device: DeviceOpt = "auto", batch_size: BatchOpt = 8,
                 precision: PrecisionOpt = "fp32", refine_keypoints: RefineOpt = 0,
-                output_format: FormatOpt = None, overwrite: OverwriteOpt = False) -> None:
+                output_format: FormatOpt = None, overwrite: OverwriteOpt = False,
+                skip_existing: SkipOpt = False) -> None:
     """Reconstruct videos from their first frame and each frame's keypoints; print L1."""
     from .faces import parse_crop
     from .video import check_batch_size
 
+    check_existing(overwrite, skip_existing)
+    batch = _holds_videos(video)  # a folder of images alone is one video: its frames
+    if not batch and skipped_alone(skip_existing, output, json_path):
+        return
     check_batch_size(batch_size)
     _check_refine(refine_keypoints)
     box = parse_crop(crop)
-    batch = _holds_videos(video)  # a folder of images alone is one video: its frames
     videos, outputs = _reconstruct_outputs(video, output, output_format, overwrite, batch)
     check_json_apart(json_path, *outputs)
     if json_path is not None:
+        _check_new_json(json_path, skip_existing)
         check_output(json_path, overwrite, inputs=tuple(videos))
     check_json_name(json_path)
     from .jobs import reconstruct_file  # torch: only once the inputs are there
@@ -234,7 +245,8 @@ def reconstruct(video: Annotated[Path, typer.Argument(help="Video, or a folder o
     if batch:  # a video that fails is reported and the others go on
         _warn_left_out(video, output)
         try:
-            _run_batch(jobs, ("video",), overwrite, results)
+            _run_batch(jobs, ("video",), overwrite, results,
+                       skip=all_there if skip_existing else None)
         except Interrupted:  # the numbers of the videos done are kept
             _sum_up_reconstructions(videos, results, json_path)
             raise
@@ -245,6 +257,15 @@ def reconstruct(video: Annotated[Path, typer.Argument(help="Video, or a folder o
     _sum_up_reconstructions(videos, results, json_path)
     if _failures(results):
         raise typer.Exit(1)
+
+
+def _check_new_json(json_path: Path, skip_existing: bool) -> None:
+    """With --skip-existing, the --json of this run's numbers (those of the videos not
+    skipped) is a new file: the one there holds an earlier run's, and stays."""
+    if skip_existing and json_path.exists():
+        raise InputError(f"--json {json_path} is already there: with --skip-existing this run "
+                         "measures only the videos it does not skip; name another file for "
+                         "their numbers")
 
 
 def _reconstruct_outputs(video: Path, output: Path, output_format: str | None,
@@ -276,7 +297,8 @@ def _sum_up_reconstructions(videos: list[Path], results: list, json_path: Path |
 
     from .files import atomic_write
 
-    done = {v.name: r for v, r in zip(videos, results) if not isinstance(r, str)}
+    done = {v.name: r for v, r in zip(videos, results) if not isinstance(r, (str, Skipped))}
+    skipped = [v.name for v, r in zip(videos, results) if isinstance(r, Skipped)]
     not_run = [v.name for v in videos[len(results):]]  # after a stop
     scores = {name: r.extra["l1"] for name, r in done.items()}
     mean = (lambda key: sum(r.extra[key] for r in done.values()) / len(done)) if done else None
@@ -292,6 +314,7 @@ def _sum_up_reconstructions(videos: list[Path], results: list, json_path: Path |
         text = json.dumps({"videos": scores, **means, "details": details, "failed": failed,
                            "warnings": {name: r.warnings for name, r in done.items()
                                         if r.warnings}}
+                          | ({"skipped": skipped} if skipped else {})
                           | ({"not_run": not_run} if not_run else {}), indent=2)
         atomic_write(json_path, lambda tmp: tmp.write_text(text))
 
@@ -305,13 +328,18 @@ def keypoints(video: Annotated[Path, typer.Argument(help="Video or image, or a f
                   "--json", help="Also write each frame's keypoints as JSON here (with a "
                                  "folder of videos: a folder, one VIDEO.json each).")] = None,
               crop: CropOpt = None, device: DeviceOpt = "auto", batch_size: BatchOpt = 8,
-              output_format: FormatOpt = None, overwrite: OverwriteOpt = False) -> None:
+              output_format: FormatOpt = None, overwrite: OverwriteOpt = False,
+              skip_existing: SkipOpt = False) -> None:
     """Draw the learned keypoints over a video or an image (into a .png: its first frame)."""
     from .faces import parse_crop
     from .video import check_batch_size
 
+    check_existing(overwrite, skip_existing)
+    batch = _holds_videos(video)  # a folder of images alone is one video: its frames
+    if not batch and skipped_alone(skip_existing, output, json_path):
+        return
     check_batch_size(batch_size)
-    jobs = _keypoints_outputs(video, output, json_path, output_format, overwrite)
+    jobs = _keypoints_outputs(video, batch, output, json_path, output_format, overwrite)
     box = parse_crop(crop)
     from .overlay import keypoints_file  # torch: only once the inputs are there
 
@@ -321,23 +349,25 @@ def keypoints(video: Annotated[Path, typer.Argument(help="Video or image, or a f
                                           batch_size, box, overwrite))
                  for v, out, js in jobs]
         _warn_left_out(video, output, json_path)
-        if _failures(_run_batch(batch, ("video",), overwrite)):
+        jsons = {out: js for _, out, js in jobs}  # a video is done once both are there
+        skip = (lambda out: all_there(out, jsons[out])) if skip_existing else None
+        if _failures(_run_batch(batch, ("video",), overwrite, skip=skip)):
             raise typer.Exit(1)
         return
     with _progress(output.name) as progress:
         _report(keypoints_file(model, video, output, json_path, batch_size, box, progress))
 
 
-def _keypoints_outputs(video: Path, output: Path, json_path: Path | None,
+def _keypoints_outputs(video: Path, batch: bool, output: Path, json_path: Path | None,
                        output_format: str | None, overwrite: bool) -> list[tuple] | None:
-    """Check keypoints' inputs and outputs before the model loads: for a folder of videos,
-    (video, output, json or None) for each; None for one video or image (a folder of frames
-    is one video)."""
+    """Check keypoints' inputs and outputs before the model loads: for a folder of videos
+    (``batch``), (video, output, json or None) for each; None for one video or image (a
+    folder of frames is one video)."""
     from .folders import require_frames
     from .video import IMAGE_OUTPUTS
     from .videowriter import VIDEO_OUTPUTS
 
-    if not _holds_videos(video):
+    if not batch:
         require_frames(video)
         _check_single_format(output_format, output)
         check_output(output, overwrite, VIDEO_OUTPUTS + IMAGE_OUTPUTS, inputs=(video,))

@@ -9,7 +9,8 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from .cli import OverwriteOpt, _os_error, _progress, app, console, err_console
+from .cli import (OverwriteOpt, _os_error, _progress, app, check_existing, console,
+                  err_console)
 from .errors import InputError, Interrupted, MonkeyAnimError
 from .files import input_files, output_folder
 
@@ -19,7 +20,10 @@ def crop(video: Annotated[Path, typer.Argument(help="Video, or a folder of video
          output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the clips.")],
          size: Annotated[int, typer.Option(help="Clip side in pixels.")] = 256,
          min_frames: Annotated[int, typer.Option(help="Shortest clip kept.")] = 32,
-         overwrite: OverwriteOpt = False) -> None:
+         overwrite: OverwriteOpt = False, skip_existing: Annotated[bool, typer.Option(
+             "--skip-existing", help="Leave out the videos that clips.csv in OUTPUT says clips "
+                                     "were cut from: a rerun finishes a folder that was "
+                                     "stopped.")] = False) -> None:
     """Cut square face clips ready for `train`, and clips.csv saying what came from where.
 
     A clip ends at a shot change or where the face track breaks."""
@@ -27,11 +31,16 @@ def crop(video: Annotated[Path, typer.Argument(help="Video, or a folder of video
     from .faces import get_detector
     from .video import VIDEO_SUFFIXES
 
+    check_existing(overwrite, skip_existing)
     videos = input_files(video, VIDEO_SUFFIXES, "videos")
     if size < 16 or min_frames < 2:
         raise InputError("--size must be at least 16 and --min-frames at least 2")
     _check_clip_names(videos, output)
     folder = output_folder(output, "-o names the folder for the clips")
+    asked = len(videos)
+    videos = _left_to_crop(videos, folder) if skip_existing else videos
+    if not videos:
+        return
     detector = get_detector()
     rows: list[dict] = []
     try:
@@ -41,7 +50,8 @@ def crop(video: Annotated[Path, typer.Argument(help="Video, or a folder of video
         if rows:  # Ctrl-C, or a single video's error: the clips cut so far stay on record
             write_csv(folder / "clips.csv", rows)
         raise
-    if not rows and not failed:  # nothing to train on: a failure, and no empty clips.csv
+    if not rows and not failed and len(videos) == asked:  # nothing to train on: a failure,
+        # and no empty clips.csv
         raise InputError(f"no clip cut from {video}: no face was tracked for {min_frames} "
                          "frames or more (--min-frames)")
     if rows:  # none cut, every video having failed: no empty clips.csv (the folder made goes)
@@ -51,6 +61,18 @@ def crop(video: Annotated[Path, typer.Argument(help="Video, or a folder of video
     if failed:
         console.print(f"{len(videos) - failed} of {len(videos)} videos cropped")
         raise typer.Exit(1)
+
+
+def _left_to_crop(videos: list[Path], folder: Path) -> list[Path]:
+    """--skip-existing: the videos that clips.csv in ``folder`` names no clip of (those it
+    names are said to be skipped)."""
+    from .croptool import cropped_before
+
+    done = cropped_before(folder)
+    for path in videos:
+        if path.name in done:
+            console.print(escape(f"{path.name}: skipped (clips.csv lists its clips)"))
+    return [path for path in videos if path.name not in done]
 
 
 def _check_clip_names(videos: list[Path], output: Path) -> None:
@@ -77,7 +99,8 @@ def _crop_each(videos: list[Path], folder: Path, detector, settings: tuple, rows
     for path in videos:
         try:
             with _progress(path.name) as progress:
-                found = crop_video(path, folder, detector, *settings, progress=progress)
+                found, length = crop_video(path, folder, detector, *settings,
+                                           progress=progress)
         except Interrupted:
             raise
         except (MonkeyAnimError, OSError) as caught:  # (a clip's name too long, say)
@@ -88,9 +111,12 @@ def _crop_each(videos: list[Path], folder: Path, detector, settings: tuple, rows
             err_console.print(f"[bold red]failed:[/] {escape(path.name)}: {escape(str(exc))}")
             continue
         frames = sum(r["end_frame"] - r["start_frame"] + 1 for r in found)
-        if found or go_on:  # (a lone video without a clip: its error says so, once)
-            console.print(escape(f"{path.name}: {len(found)} clip(s), {frames} frames" if found
-                                 else f"{path.name}: no clip (no face tracked for {settings[1]} "
-                                 "frames or more)"))
+        why = (f"it has {length} frame{'s' * (length != 1)}, fewer than --min-frames "
+               f"{settings[1]}" if length < settings[1] else
+               f"no face tracked for {settings[1]} frames or more")
+        if not found and not go_on:  # a lone video: an error
+            raise InputError(f"no clip cut from {path}: {why}")
+        console.print(escape(f"{path.name}: {len(found)} clip(s), {frames} frames" if found
+                             else f"{path.name}: no clip ({why})"))
         rows.extend(found)
     return failed

@@ -205,7 +205,7 @@ def evaluate(data_dir: Annotated[Path, typer.Argument(help="Folder with test/ (o
              batch_size: BatchOpt = 8,
              limit: Annotated[int | None, typer.Option(help="Only the first N videos.")] = None,
              fid_weights: FidWeightsOpt = None, refine_keypoints: RefineOpt = 0,
-             overwrite: OverwriteOpt = False) -> None:
+             precision: PrecisionOpt = "fp32", overwrite: OverwriteOpt = False) -> None:
     """Video reconstruction metrics (paper section 4.2) against the static-source baseline."""
     import json
 
@@ -227,7 +227,7 @@ def evaluate(data_dir: Annotated[Path, typer.Argument(help="Folder with test/ (o
     if json_path is not None:
         check_output(json_path, overwrite, inputs=(*videos, fid_weights))
         check_json_name(json_path)
-    model = _load(checkpoint, config, device)
+    model = _load(checkpoint, config, device, precision)
     # Ctrl-C ends the video under way and reports those measured; a second one stops at once
     with _progress(f"evaluating {data_dir.name}", "videos") as progress, \
             StopRequest(None, "interrupted again: stopped at once; no report") as stop:
@@ -235,7 +235,7 @@ def evaluate(data_dir: Annotated[Path, typer.Argument(help="Folder with test/ (o
         report = run(model, data_dir, limit, batch_size, box,
                      None if progress else
                      lambda name, v: console.print(escape(f"{name}: L1 {v['l1']:.4f}")),
-                     fid_weights, progress, refine_keypoints, stop)
+                     fid_weights, progress, refine_keypoints, stop, precision)
     console.print(_metrics_table(report, bool(model.provenance.get("face_model"))))
     for line in _unavailable_lines(report):
         console.print(escape(line))

@@ -136,10 +136,11 @@ class _Tracker:
 
 
 def crop_video(video: Path, out_dir: Path, detector, size: int, min_frames: int,
-               overwrite: bool = False, progress: Progress | None = None) -> list[dict]:
-    """Write the face clips of one video; returns one CSV row per clip. The video is read
-    twice (find the tracks, then cut them); ``progress(frames_done, total)`` counts both
-    passes."""
+               overwrite: bool = False, progress: Progress | None = None
+               ) -> tuple[list[dict], int]:
+    """Write the face clips of one video; returns one CSV row per clip and the video's frame
+    count. The video is read twice (find the tracks, then cut them);
+    ``progress(frames_done, total)`` counts both passes."""
     first = out_dir / f"{video.stem}_000.mp4"
     if first.exists() and not overwrite:  # before a pass over the whole video finds it again
         raise InputError(f"{first} already exists, cut from {video.name} before (use "
@@ -150,7 +151,7 @@ def crop_video(video: Path, out_dir: Path, detector, size: int, min_frames: int,
     keep = [t for t in tracks if t.end - t.start + 1 >= min_frames]
     rows, fps = [], float(reader.fps)
     if not keep:
-        return rows
+        return rows, count
     boxes = [t.crop(shape[0], shape[1]) for t in keep]
     outputs = [out_dir / f"{video.stem}_{k:03d}.mp4" for k in range(len(keep))]
     for path in outputs:
@@ -163,7 +164,7 @@ def crop_video(video: Path, out_dir: Path, detector, size: int, min_frames: int,
                      "end_frame": track.end, "start_s": round(track.start / fps, 3),
                      "end_s": round((track.end + 1) / fps, 3), "x": box[0], "y": box[1],
                      "w": box[2], "h": box[3], "fps": round(fps, 3), "detector": detector.name})
-    return rows
+    return rows, count
 
 
 def _counted(frames: Iterator[np.ndarray], progress: Progress | None, total: int | None,
@@ -178,8 +179,9 @@ def _counted(frames: Iterator[np.ndarray], progress: Progress | None, total: int
 def _write_clips(frames: Iterator[np.ndarray], fps, clips: list[tuple[Track, Box, Path]],
                  size: int) -> None:
     """One pass over the video's frames writes every clip (a track's frames cut to its box);
-    on any error, the clips under way are removed."""
-    writers = {}
+    on any error (Ctrl-C too) the video's clips are removed, those under way and those
+    finished, as clips.csv gets no row for them: a rerun cuts the video whole again."""
+    writers, finished = {}, []
     try:
         for index, frame in enumerate(frames):
             for k, (track, box, path) in enumerate(clips):
@@ -189,12 +191,27 @@ def _write_clips(frames: Iterator[np.ndarray], fps, clips: list[tuple[Track, Box
                     writers[k].write(fit_frame(frame, (size, size), box))
                 elif index > track.end and k in writers:
                     writers.pop(k).close()
+                    finished.append(path)
         for k in list(writers):
             writers.pop(k).close()
     except BaseException:
         for writer in writers.values():
             writer.abort()
+        for path in finished:
+            path.unlink(missing_ok=True)
         raise
+
+
+def cropped_before(folder: Path) -> set[str]:
+    """The names of the videos that clips.csv in ``folder`` says clips still there were cut
+    from (a clip is renamed into place once whole, and its row written after the video's
+    last)."""
+    path = folder / "clips.csv"
+    if not path.is_file():
+        return set()
+    with path.open(newline="") as handle:
+        return {Path(row["source"]).name for row in csv.DictReader(handle)
+                if row.get("clip") and row.get("source") and (folder / row["clip"]).is_file()}
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:

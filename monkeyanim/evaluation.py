@@ -102,7 +102,7 @@ def evaluate(model: MonkeyNet, data_dir: Path, limit: int | None = None,
              crop=None, on_video: Callable[[str, dict], None] | None = None,
              fid_weights: Path | None = None,
              progress: Callable[[int, int], None] | None = None, refine_steps: int = 0,
-             should_stop: Callable[[], bool] | None = None) -> dict:
+             should_stop: Callable[[], bool] | None = None, precision: str = "fp32") -> dict:
     """Reconstruct every test video; returns per-video and mean L1 next to the static-source
     baseline and the first frame's own (identity_l1), the external metrics that could be
     measured, and why the others could not. After each video, ``on_video(name, its numbers)``
@@ -111,7 +111,8 @@ def evaluate(model: MonkeyNet, data_dir: Path, limit: int | None = None,
     A video that cannot be read is left out, its reason under 'failed'; InputError if all are.
     'warnings': per video, what the user should know of one that was read (cut short).
     ``should_stop`` is asked after each video (Ctrl-C): when it says yes, the report holds
-    the videos measured, and the others under 'not_run'."""
+    the videos measured, and the others under 'not_run'. ``precision``: the networks' (see
+    pipeline.PRECISIONS), recorded in the report."""
     folder = evaluation_folder(data_dir)
     videos = list_videos(folder)[:limit] if limit else list_videos(folder)
     detector, scores, unavailable = external_metrics(model)
@@ -121,7 +122,8 @@ def evaluate(model: MonkeyNet, data_dir: Path, limit: int | None = None,
     watcher, per_video, failed, warned = _Watcher(detector, scores, meter), {}, {}, {}
     done = 0
     for done, video in enumerate(videos, 1):
-        outcome = _evaluate_one(model, video, watcher, batch_size, crop, refine_steps)
+        outcome = _evaluate_one(model, video, watcher, (batch_size, precision), crop,
+                                refine_steps)
         if isinstance(outcome, str):
             failed[video.name] = outcome
         else:
@@ -143,6 +145,7 @@ def evaluate(model: MonkeyNet, data_dir: Path, limit: int | None = None,
     means = {key: sum(v[key] for v in per_video.values()) / len(per_video)
              for key in ("l1", "static_l1", "identity_l1")}
     report = {"data": str(folder), "videos": per_video, **means, "refine_steps": refine_steps,
+              "precision": precision,
               "unavailable": unavailable, "failed": failed, "warnings": warned}
     return _add_external(report | ({"not_run": not_run} if not_run else {}), watcher, detector)
 
@@ -161,13 +164,14 @@ def _add_external(report: dict, watcher: _Watcher, detector) -> dict:
     return report
 
 
-def _evaluate_one(model: MonkeyNet, video: Path, watcher: _Watcher, batch_size: int, crop,
-                  refine_steps: int) -> dict | str:
-    """One video's L1s, or why it could not be evaluated (then none of its frames count in
-    the external metrics either)."""
+def _evaluate_one(model: MonkeyNet, video: Path, watcher: _Watcher, run: tuple[int, str],
+                  crop, refine_steps: int) -> dict | str:
+    """One video's L1s (``run``: batch size and precision), or why it could not be evaluated
+    (then none of its frames count in the external metrics either)."""
     watcher.mark()
+    batch_size, precision = run
     try:
-        result = reconstruct_file(model, video, None, batch_size, crop=crop,
+        result = reconstruct_file(model, video, None, batch_size, precision, crop=crop,
                                   refine_steps=refine_steps,
                                   inspect=watcher if watcher.active else None)
     except InputError as exc:

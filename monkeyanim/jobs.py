@@ -157,8 +157,7 @@ def animate_file(model: MonkeyNet, source: str | Path, driving: str | Path, outp
     reader = open_video(driving)
     _check_still_driving(reader, transfer, source)
     whole = settings.paste_back or isinstance(settings.crop, tuple)  # a box: in its pixels
-    source_image, notes = _read_source(source, whole)
-    box, detector, found = source_crop(source_image, mode, source)
+    source_image, box, detector, notes = _source(source, whole, mode)
     source_frame = fit_frame(source_image, size, box, f"the source {Path(source).name}")
     crop_at, _ = video_crops(reader, mode if settings.driving_crop is None else
                              crop_mode(settings.driving_crop, model))
@@ -185,14 +184,17 @@ def animate_file(model: MonkeyNet, source: str | Path, driving: str | Path, outp
                 progress(done, reader.expected_frames)
     return JobResult(output, done, time.perf_counter() - start,
                      {"best_frame": best, "audio": keep_audio, "detector": detector},
-                     notes + [found] * bool(found) + reader_warnings(reader))
+                     notes + reader_warnings(reader))
 
 
-def _read_source(source: Path, whole: bool) -> tuple[np.ndarray, list[str]]:
-    """The source image (``whole``: never a strip's first frame, see read_source) and what
-    the user should know of how it was read."""
+def _source(source: Path, whole: bool, mode: str | Box | None
+            ) -> tuple[np.ndarray, Box | None, str | None, list[str]]:
+    """The source image (``whole``: never a strip's first frame, see read_source), its crop
+    box for ``mode`` (see source_crop), the face detector that found it (None but for auto)
+    and what the user should know of how the image was read and cropped."""
     image, note = read_source_noted(source, whole)
-    return image, [note] if note else []
+    box, detector, found = source_crop(image, mode, source)
+    return image, box, detector, [line for line in (note, found) if line]
 
 
 def _new_rate(asked: float | None, own: Fraction) -> float | None:
@@ -329,8 +331,7 @@ def predict_file(model: MonkeyNet, predictor, source: Path, output: Path, frames
     """Image-to-video: the source's keypoints rolled out by ``predictor``, then generated.
     ``inspect`` sees every batch of generated frames, (B, H, W, 3) uint8."""
     start = time.perf_counter()
-    image, notes = _read_source(source, isinstance(crop, tuple))
-    box, detector, found = source_crop(image, crop_mode(crop, model), source)
+    image, box, detector, notes = _source(source, isinstance(crop, tuple), crop_mode(crop, model))
     still = to_tensor([fit_frame(image, model.config.frame_size, box,
                                  f"the source {Path(source).name}")], model.device)
     kp_source = model.keypoints(still)
@@ -346,4 +347,4 @@ def predict_file(model: MonkeyNet, predictor, source: Path, output: Path, frames
             if progress:
                 progress(begin + len(made), frames)
     return JobResult(output, frames, time.perf_counter() - start, {"detector": detector},
-                     notes + [found] * bool(found))
+                     notes)

@@ -398,6 +398,38 @@ def test_crop_folder_goes_on_past_a_broken_video_and_keeps_its_records(datasets_
     assert (out / "may_000.mp4").read_bytes() == before
     assert probe(out / "vox_000.mp4")["frames"] == 34
 
+    # --skip-existing leaves out the videos clips.csv lists clips of (a clip gone: cut again)
+    (out / "vox_000.mp4").unlink()
+    result = run_cli("crop", videos, "-o", out, "--size", "64", "--skip-existing")
+    assert result.returncode == 0, result.stderr
+    assert "may.mp4: skipped (clips.csv lists its clips)" in result.stdout
+    assert "vox.mp4: 1 clip(s), 34 frames" in result.stdout
+    assert clips() == ["may_000.mp4", "vox_000.mp4"]
+    assert (out / "may_000.mp4").read_bytes() == before
+    result = run_cli("crop", videos, "-o", out, "--skip-existing")  # all done: nothing to do
+    assert result.returncode == 0 and result.stdout.count("skipped") == 2, result.stderr
+    result = run_cli("crop", videos, "-o", out, "--skip-existing", "--overwrite")
+    assert_one_line_error(result, "choose one")
+
+
+def test_a_stopped_crop_leaves_no_clip_of_its_video_without_its_record(tmp_path):
+    """Ctrl-C after a video's first clip was finished: that clip goes too (clips.csv gets no
+    row for it, and --skip-existing would have taken the video for done)."""
+    from monkeyanim.croptool import Track, _write_clips
+
+    frame = np.full((48, 48, 3), 128, np.uint8)
+
+    def frames():
+        for _ in range(12):
+            yield frame
+        raise KeyboardInterrupt
+
+    clips = [(Track(0, 4, [(0, 0, 48, 48)] * 5), (0, 0, 48, 48), tmp_path / "v_000.mp4"),
+             (Track(6, 30, [(0, 0, 48, 48)] * 25), (0, 0, 48, 48), tmp_path / "v_001.mp4")]
+    with pytest.raises(KeyboardInterrupt):
+        _write_clips(frames(), 25, clips, 32)
+    assert list(tmp_path.iterdir()) == []
+
 
 def test_crop_shows_progress_on_a_terminal_only(datasets_dir, tmp_path):
     video = write_video(tmp_path / "may.mp4",
@@ -413,7 +445,7 @@ def test_crop_shows_progress_on_a_terminal_only(datasets_dir, tmp_path):
     # no clip at all is a failure: nothing to train on, and no empty folder or clips.csv left
     result = run_cli("crop", video, "-o", tmp_path / "longer", "--size", "64", "--min-frames", "40")
     assert result.stdout == ""  # the error says it, once
-    assert_one_line_error(result, "no clip cut from", "--min-frames")
+    assert_one_line_error(result, "no clip cut from", "it has 34 frames, fewer than --min-frames 40")
     assert not (tmp_path / "longer").exists()
     broken = tmp_path / "broken"  # every video failing: no clips.csv of nothing, no folder
     broken.mkdir()

@@ -151,6 +151,18 @@ def test_evaluate_reports_the_first_frame_rebuilt_from_itself(small_model, clips
     assert report["identity_l1"] == pytest.approx(
         (videos["a.mp4"]["identity_l1"] + videos["b.mkv"]["identity_l1"]) / 2)
     assert "L1, first frame" in result.stdout
+    assert report["precision"] == "fp32"
+    # --precision as reconstruct's, said in the report
+    result = run_cli("evaluate", clips, "-c", small_model, "--json", report_path, "--overwrite",
+                     "--precision", "bf16")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(report_path.read_text())
+    from monkeyanim.jobs import reconstruct_file
+    bf16 = reconstruct_file(model, clips / "a.mp4", None, precision="bf16").extra["l1"]
+    assert report["precision"] == "bf16" and report["videos"]["a.mp4"]["l1"] == pytest.approx(bf16)
+    assert bf16 != pytest.approx(videos["a.mp4"]["l1"], abs=1e-6)
+    assert_one_line_error(run_cli("evaluate", clips, "-c", small_model, "--precision", "fp16"),
+                          "fp16 needs a CUDA device")
     for limit in ("0", "-1"):  # not read as "no limit"
         result = run_cli("evaluate", clips, "-c", small_model, "--limit", limit)
         assert_one_line_error(result, "--limit must be at least 1")
@@ -435,6 +447,57 @@ def test_a_stopped_batch_sums_up_and_keeps_the_numbers_of_what_it_did(small_mode
     assert f"{done} of 12 succeeded ({12 - done} not run: stopped)" in stdout
     metrics = json.loads(report.read_text())
     assert len(metrics["videos"]) == done and len(metrics["not_run"]) == 12 - done
+
+
+def test_skip_existing_finishes_a_batch_and_leaves_what_is_there(small_model, clips, face_frames,
+                                                                   tmp_path):
+    """A rerun with --skip-existing runs only the videos (pairs) whose outputs are missing:
+    those there are left as they are and listed as skipped, in --json too; alone, a command
+    whose output is there says so and succeeds; with --overwrite it is refused."""
+    folder, out = tmp_path / "videos", tmp_path / "out"
+    folder.mkdir()
+    for index in range(2):
+        (folder / f"v{index}.mp4").symlink_to(clips / "a.mp4")
+    assert run_cli("reconstruct", folder, "-o", out, "-c", small_model).returncode == 0
+    before = {path.name: path.stat().st_mtime_ns for path in out.iterdir()}
+    (folder / "v2.mkv").symlink_to(clips / "b.mkv")
+    report = tmp_path / "m.json"
+    result = run_cli("reconstruct", folder, "-o", out, "-c", small_model, "--skip-existing",
+                     "--json", report)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "v0.mp4\tskipped: already there" in lines and "v2.mkv\tok, 6 frames" in lines
+    assert lines[-2] == "1 of 3 succeeded (2 skipped: already there)"
+    assert lines[-1].startswith("mean L1 ") and lines[-1].endswith(" over 1 video")
+    assert {path.name: path.stat().st_mtime_ns for path in out.iterdir() if path.name in before} \
+        == before and (out / "v2.mp4").is_file()
+    metrics = json.loads(report.read_text())
+    assert list(metrics["videos"]) == ["v2.mkv"] and metrics["skipped"] == ["v0.mp4", "v1.mp4"]
+    # its --json is this run's alone: one there is an earlier run's, and stays
+    result = run_cli("reconstruct", folder, "-o", out, "-c", small_model, "--skip-existing",
+                     "--json", report)
+    assert_one_line_error(result, "--json", "already there", "name another file")
+    result = run_cli("reconstruct", folder, "-o", out, "--skip-existing", "--overwrite")
+    assert_one_line_error(result, "--overwrite", "--skip-existing", "choose one")
+
+    # one video, or one pair, whose output is there: said, and a success
+    for args in (("reconstruct", clips / "a.mp4"),
+                 ("animate", tmp_path / "source.png", clips / "a.mp4")):
+        cv2.imwrite(str(tmp_path / "source.png"), face_frames[0][..., ::-1])
+        result = run_cli(*args, "-o", out / "v0.mp4", "-c", small_model, "--skip-existing")
+        assert result.returncode == 0 and result.stderr == "", result.stderr
+        assert result.stdout.strip() == f"skipped {out / 'v0.mp4'}: already there (--skip-existing)"
+    assert (out / "v0.mp4").stat().st_mtime_ns == before["v0.mp4"]
+
+    # keypoints: a video is done once its drawing and its JSON are both there
+    drawn, tracks = tmp_path / "drawn", tmp_path / "tracks"
+    assert run_cli("keypoints", folder, "-o", drawn, "--json", tracks, "-c", small_model
+                   ).returncode == 0
+    (tracks / "v1.json").unlink()
+    result = run_cli("keypoints", folder, "-o", drawn, "--json", tracks, "-c", small_model,
+                     "--skip-existing")
+    assert result.returncode == 1 and "v1.mp4\tfailed: " in result.stdout, result.stderr
+    assert result.stdout.splitlines()[-1] == "0 of 3 succeeded (2 skipped: already there)"
 
 
 def test_a_folder_of_animated_images_is_a_batch_and_an_empty_one_is_named(small_model, clips,
