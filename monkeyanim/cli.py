@@ -59,15 +59,21 @@ def _print_version(asked: bool) -> None:
 
 @app.callback()
 def _root(version: Annotated[bool | None, typer.Option(
-        "--version", callback=_print_version, is_eager=True,
+        "--version", callback=_print_version, is_eager=True, metavar="",
         help="Print the version and exit.")] = None) -> None:
     """The options before any command (Typer(help=...) above is what --help shows)."""
 
 
+def flag(name: str, help: str):
+    """An on/off option: ``--name`` alone, without a ``--no-name`` twin or a ``<bool>`` shown
+    beside it in --help."""
+    return typer.Option(name, help=help, metavar="")
+
+
 # Options shared by several commands, defined once.
 OutputOpt = Annotated[Path, typer.Option("--output", "-o", help="Output path.")]
-OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]
-SkipOpt = Annotated[bool, typer.Option(
+OverwriteOpt = Annotated[bool, flag("--overwrite", help="Replace existing outputs.")]
+SkipOpt = Annotated[bool, flag(
     "--skip-existing", help="Leave out the videos (pairs) whose outputs are all there already: "
                             "a rerun finishes a batch that was stopped.")]
 ConfigOpt = Annotated[str | None, typer.Option(

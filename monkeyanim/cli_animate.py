@@ -13,7 +13,7 @@ from rich.markup import escape
 from .cli import (BatchOpt, CheckpointOpt, ConfigOpt, CropOpt, DeviceOpt, FormatOpt, JsonOpt,
                   OutputOpt, OverwriteOpt, PrecisionOpt, RefineOpt, Skipped, SkipOpt,
                   _check_refine, _failures, _check_no_clash, _load, _progress, _report,
-                  _run_batch, all_there, app, check_existing, console, counted, err_console,
+                  _run_batch, all_there, app, check_existing, flag, console, counted, err_console,
                   skipped_alone)
 from .errors import InputError, Interrupted
 from .files import (check_json_apart, check_json_name, check_none_is_input, check_output,
@@ -31,12 +31,12 @@ def animate(source: Annotated[Path, typer.Argument(
             checkpoint: CheckpointOpt = None, config: ConfigOpt = None,
             mode: Annotated[str | None, typer.Option(
                 help="relative (paper Eq. 7) or absolute; default: the checkpoint's.")] = None,
-            adapt_scale: Annotated[bool, typer.Option(
-                help="Scale motion by the keypoint hulls' size ratio.")] = False,
-            find_best_frame: Annotated[bool, typer.Option(
-                help="Align to the driving frame whose pose is closest to the source.")] = False,
-            side_by_side: Annotated[bool, typer.Option(
-                help="Write driving | source | result.")] = False,
+            adapt_scale: Annotated[bool, flag(
+                "--adapt-scale", help="Scale motion by the keypoint hulls' size ratio.")] = False,
+            find_best_frame: Annotated[bool, flag(
+                "--find-best-frame", help="Align to the driving frame whose pose is closest to the source.")] = False,
+            side_by_side: Annotated[bool, flag(
+                "--side-by-side", help="Write driving | source | result.")] = False,
             fps: Annotated[float | None, typer.Option(
                 help="Output frame rate, 0.01 to 1000 (default: the driving video's; another "
                      "drops the sound).")] = None,
@@ -48,8 +48,8 @@ def animate(source: Annotated[Path, typer.Argument(
             driving_crop: Annotated[str | None, typer.Option(
                 help="The driving video's crop where it differs from the source's: auto, none "
                      "or x,y,w,h in the video's pixels; default: --crop's.")] = None,
-            paste_back: Annotated[bool, typer.Option(
-                help="Blend the result into the full-size source image.")] = False,
+            paste_back: Annotated[bool, flag(
+                "--paste-back", help="Blend the result into the full-size source image.")] = False,
             device: DeviceOpt = "auto", batch_size: BatchOpt = 8,
             precision: PrecisionOpt = "fp32", refine_keypoints: RefineOpt = 0,
             output_format: FormatOpt = None, overwrite: OverwriteOpt = False,

@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from .cli import (OverwriteOpt, _os_error, _progress, app, check_existing, console,
-                  err_console)
+                  err_console, flag)
 from .errors import InputError, Interrupted, MonkeyAnimError
 from .files import input_files, output_folder
 
@@ -20,7 +20,7 @@ def crop(video: Annotated[Path, typer.Argument(help="Video, or a folder of video
          output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the clips.")],
          size: Annotated[int, typer.Option(help="Clip side in pixels.")] = 256,
          min_frames: Annotated[int, typer.Option(help="Shortest clip kept.")] = 32,
-         overwrite: OverwriteOpt = False, skip_existing: Annotated[bool, typer.Option(
+         overwrite: OverwriteOpt = False, skip_existing: Annotated[bool, flag(
              "--skip-existing", help="Leave out the videos that clips.csv in OUTPUT says clips "
                                      "were cut from: a rerun finishes a folder that was "
                                      "stopped.")] = False) -> None:

@@ -11,7 +11,7 @@ from rich.markup import escape
 
 from .cli import (CheckpointOpt, ConfigOpt, CropOpt, DeviceOpt, FidWeightsOpt, OutputOpt,
                   OverwriteOpt, StopRequest, _load, _progress, _report, _require_all,
-                  _warn_unreadable, app, console, counted, err_console)
+                  _warn_unreadable, app, console, counted, err_console, flag)
 from .errors import InputError, Interrupted
 from .files import check_output
 
@@ -29,11 +29,11 @@ def train_predictor(data_dir: Annotated[Path, typer.Argument(
                     hidden: Annotated[int, typer.Option(help="GRU units (paper: 1024).")] = 1024,
                     batch_size: Annotated[int, typer.Option(
                         "--batch-size", help="Keypoint sequences per step.")] = 256,
-                    predict_variance: Annotated[bool, typer.Option(
-                        help="Also roll out the keypoints' covariances (the authors do for "
+                    predict_variance: Annotated[bool, flag(
+                        "--predict-variance", help="Also roll out the keypoints' covariances (the authors do for "
                              "shapes); else each keeps the first frame's.")] = False,
-                    half: Annotated[bool, typer.Option(
-                        help="Store the weights as float16: half the file, scored as "
+                    half: Annotated[bool, flag(
+                        "--half", help="Store the weights as float16: half the file, scored as "
                              "stored.")] = False,
                     crop: CropOpt = None, overwrite: OverwriteOpt = False) -> None:
     """Train the image-to-video GRU on keypoints of DATA_DIR/train's videos (or DATA_DIR's)."""

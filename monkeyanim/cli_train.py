@@ -14,7 +14,7 @@ from rich.table import Table
 from .cli import (INTERRUPTED, BatchOpt, CheckpointOpt, ConfigOpt, CropOpt, DeviceOpt,
                   FidWeightsOpt, JsonOpt, OverwriteOpt, PrecisionOpt, RefineOpt, StopRequest,
                   _check_refine, _device, _load, _progress, _require_all, _warn_unreadable, app,
-                  console, counted, err_console)
+                  console, counted, err_console, flag)
 from .errors import InputError, Interrupted
 from .files import check_json_name, check_output
 
@@ -35,7 +35,7 @@ def train(data_dir: Annotated[Path, typer.Argument(
           lr: Annotated[float | None, typer.Option(
               "--lr", help="Adam's learning rate (divided by 10 at each drop).")] = None,
           device: DeviceOpt = "auto", precision: PrecisionOpt = "fp32",
-          resume: Annotated[bool, typer.Option(help="Continue the run in --output.")] = False,
+          resume: Annotated[bool, flag("--resume", help="Continue the run in --output.")] = False,
           checkpoint_every: Annotated[int | None, typer.Option(
               help="Save the weights and the state for --resume every N iterations.")] = None,
           sample_every: Annotated[int | None, typer.Option(

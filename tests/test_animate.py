@@ -796,6 +796,8 @@ def test_help_and_missing_inputs_answer_without_importing_torch(source_png, tmp_
             assert result.stdout == f"monkeyanim {monkeyanim.__version__}\n"
         elif error is None:
             assert result.returncode == 0 and "Usage" in result.stdout and not messages
+            # flags are plain: no --no- twin, no <bool> beside them (only --help's, Typer's own)
+            assert "--no-" not in result.stdout and result.stdout.count("<bool>") <= 1
         else:
             assert result.returncode == 1 and len(messages) == 1 and error in messages[0], messages
 
