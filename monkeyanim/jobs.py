@@ -23,8 +23,9 @@ from .faces import Box, parse_crop
 from .files import atomic_write
 from .framing import crop_mode, frame_batches, source_crop, video_crops
 from .models import MonkeyNet
-from .pipeline import (Animator, ReconstructionScores, best_frame, check_mode, default_mode,
-                       driving_keypoints, reconstruct, refine_batch_size, to_tensor, to_uint8)
+from .pipeline import (Animator, ReconstructionScores, best_frame, check_mode, check_precision,
+                       check_refine_steps, default_mode, driving_keypoints, reconstruct,
+                       refine_batch_size, to_tensor, to_uint8)
 from .video import (BATCH_FRAMES, VIDEO_SUFFIXES, Progress, VideoReader, check_batch_size,
                     first_frames, fit_frame, open_video, read_source_noted)
 from .videowriter import VideoWriter, check_output_options
@@ -62,8 +63,8 @@ class AnimateSettings:
             check_mode(self.mode)
         check_output_options(self.fps, self.size, self.paste_back, self.side_by_side)
         check_batch_size(self.batch_size)
-        if self.refine_steps < 0:
-            raise InputError("refine_steps must be 0 (off) or a number of steps")
+        check_refine_steps(self.refine_steps)
+        check_precision(self.precision)  # (whether it runs on the device: once loaded)
         self.crop = parse_crop(self.crop)
         self.driving_crop = parse_crop(self.driving_crop, "--driving-crop")
 

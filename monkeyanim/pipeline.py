@@ -4,6 +4,7 @@ streamed generation with everything that depends only on the source computed onc
 from __future__ import annotations
 
 import contextlib
+import numbers
 from dataclasses import dataclass
 from collections.abc import Iterable, Iterator
 
@@ -34,6 +35,13 @@ REFINE_LR = 0.01  # Adam's step on keypoint coordinates in [-1, 1]: 0.64 px at 1
 # clips better than 10 and keeps examples/faces as steady (training/README.md)
 REFINE_SMOOTHNESS = 3.0
 REFINE_CHUNK_FRAMES = 8  # frames fitted together: a fixed number, whatever --batch-size is
+
+
+def check_refine_steps(steps: int) -> None:
+    """InputError unless ``steps`` is 0 (off) or a whole number of steps."""
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
+        raise InputError(f"refine steps must be 0 (off) or a whole number of steps, not "
+                         f"{steps!r}")
 
 
 def refine_batch_size(batch_size: int, refine_steps: int) -> int:
@@ -144,7 +152,19 @@ def best_frame(kp_source: Keypoints, kp_driving: Keypoints) -> int:
 
 
 def to_tensor(frames: list[np.ndarray], device: torch.device | str = "cpu") -> torch.Tensor:
-    """T x (H, W, 3) uint8 -> (T, 3, H, W) float32 in [0, 1], channels_last."""
+    """T x (H, W, 3) uint8 -> (T, 3, H, W) float32 in [0, 1], channels_last. InputError for
+    other frames (floats would be divided by 255 again, into black)."""
+    if not len(frames):
+        raise InputError("to_tensor got no frames")
+    bad = next((frame for frame in frames if not isinstance(frame, np.ndarray)
+                or frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3), None)
+    if bad is not None:
+        got = (f"{bad.dtype} {bad.shape}" if isinstance(bad, np.ndarray) else type(bad).__name__)
+        raise InputError(f"to_tensor takes (H, W, 3) uint8 RGB frames, got {got}")
+    sizes = sorted({frame.shape[:2] for frame in frames})
+    if len(sizes) > 1:
+        raise InputError(f"to_tensor takes frames of one size, got {sizes[0]} and {sizes[1]}"
+                         " (monkeyanim.video.fit_frame resizes them)")
     array = torch.from_numpy(np.stack(frames))  # (T, H, W, 3)
     tensor = array.to(device).permute(0, 3, 1, 2).float().div_(255)  # (T, 3, H, W)
     return tensor.contiguous(memory_format=torch.channels_last)
@@ -156,11 +176,12 @@ def to_uint8(frames: torch.Tensor) -> np.ndarray:
     return array.permute(0, 2, 3, 1).contiguous().cpu().numpy()  # (T, H, W, 3)
 
 
-def check_precision(precision: str, device: torch.device) -> None:
-    """InputError unless ``precision`` is one of PRECISIONS and runs on ``device``."""
+def check_precision(precision: str, device: torch.device | None = None) -> None:
+    """InputError unless ``precision`` is one of PRECISIONS and runs on ``device`` (when
+    given)."""
     if precision not in PRECISIONS:
         raise InputError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    if precision == "fp16" and device.type != "cuda":
+    if device is not None and precision == "fp16" and device.type != "cuda":
         raise InputError("fp16 needs a CUDA device; use --precision bf16 on a CPU")
 
 
@@ -196,7 +217,9 @@ class Animator:
     driving motion since ``kp_driving_first`` (default: the first frame seen); 'absolute'
     uses the driving keypoints as they are; None: the checkpoint's own (``default_mode``).
     ``refine_steps`` > 0 fits the driving keypoints to the driving video's own motion first
-    (``KeypointRefiner``).
+    (``KeypointRefiner``); frames are then fitted batch by batch, and batches of a multiple
+    of 8 frames (REFINE_CHUNK_FRAMES) give the same result whatever their size, smaller ones
+    another (one frame at a time fits worse).
     """
 
     def __init__(self, model: MonkeyNet, source: torch.Tensor, mode: str | None = None,
@@ -206,15 +229,18 @@ class Animator:
         check_mode(mode)
         if scale_motion and mode == "absolute":
             raise InputError("scale_motion scales relative motion; the mode is absolute")
-        if refine_steps < 0:
-            raise InputError(f"refine steps must be 0 (off) or more, got {refine_steps}")
+        if kp_driving_first is not None and mode == "absolute":
+            raise InputError("kp_driving_first is where relative motion is measured from; the "
+                             "mode is absolute")
+        check_refine_steps(refine_steps)
         self.model, self.mode, self.scale_motion = model, mode, scale_motion
         self.refine_steps = refine_steps
         # made from the first driving frame seen, unless set_reference picks another
         self.refiner: KeypointRefiner | None = None
         self.context = precision_context(precision, model.device)
         with torch.inference_mode(), self.context:
-            self.source = model.check_image(source, "source")  # (1, 3, H, W)
+            # a copy: a caller reusing its tensor must not change the cached source
+            self.source = model.check_image(source, "source").clone()  # (1, 3, H, W)
             self.kp_source = self._float(model.kp_detector(self.source))
             self.skips = model.generator.encode(self.source)
         self.kp_first = (None if kp_driving_first is None else
@@ -244,6 +270,7 @@ class Animator:
             kp = (self._float(self.model.kp_detector(reference)) if kp is None
                   else self.model.one_frame_keypoints(kp, "kp"))
         self.kp_first = kp  # detected keypoints, not refined ones: the refiner's own start
+        self.scale = None  # (scale_motion: measured again, against this frame)
         if self.refine_steps:
             self.refiner = KeypointRefiner(self.model, reference, kp, self.refine_steps)
 

@@ -7,6 +7,7 @@ Frames are numpy arrays (H, W, 3) uint8 RGB. Every reader raises InputError on b
 from __future__ import annotations
 
 import itertools
+import numbers
 import queue
 import re
 import threading
@@ -319,9 +320,17 @@ def read_source_noted(path: str | Path, whole: bool = False) -> tuple[np.ndarray
 
 
 def check_batch_size(batch_size: int) -> None:
-    """Frames per network call: the CLI asks before the model loads, frame_batches again."""
+    """Frames per network call: the CLI asks before the model loads, frame_batches again (a
+    fraction would never fill a batch, and the whole video would go in one)."""
+    check_count(batch_size, "--batch-size")
     if batch_size < 1:
         raise InputError("--batch-size must be at least 1")
+
+
+def check_count(value, what: str) -> None:
+    """InputError unless ``value`` is a whole number (an int, not a bool or a float)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InputError(f"{what} must be a whole number, not {value!r}")
 
 
 def centred_square(height: int, width: int) -> tuple[int, int, int, int]:
@@ -330,17 +339,23 @@ def centred_square(height: int, width: int) -> tuple[int, int, int, int]:
     return (width - side) // 2, (height - side) // 2, side, side
 
 
-def fit_frame(frame: np.ndarray, size: tuple[int, int],
+def fit_frame(frame: np.ndarray, size: tuple[int, int] | int,
               crop: tuple[int, int, int, int] | None = None, what: str = "the frame") -> np.ndarray:
-    """Cut ``crop`` (default: the centred square) and resize to ``size`` (H, W): (H, W, 3).
+    """Cut ``crop`` (default: the centred square) and resize to ``size`` (H, W), or a
+    side for a square: (H, W, 3).
     ``what`` names the frame in the error of a box that does not fit it."""
     height, width = frame.shape[:2]
+    size = (size, size) if isinstance(size, numbers.Integral) else size
     if crop is None:
         x, y, w, h = centred_square(height, width)
     else:
+        if len(crop) != 4 or not all(isinstance(v, numbers.Integral) for v in crop):
+            raise InputError(f"a crop box is four whole numbers of pixels (x, y, w, h), not "
+                             f"{crop!r}")
         x, y, w, h = crop
-        if x + w > width or y + h > height:
-            raise InputError(f"crop box {crop} lies outside {what} ({width}x{height})")
+        if x < 0 or y < 0 or w < 1 or h < 1 or x + w > width or y + h > height:
+            raise InputError(f"crop box {tuple(crop)} lies outside {what} ({width}x{height})"
+                             if w > 0 and h > 0 else f"crop box {tuple(crop)} is empty")
     frame = frame[y:y + h, x:x + w]
     if frame.shape[:2] == tuple(size):
         return np.ascontiguousarray(frame)

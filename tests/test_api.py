@@ -72,6 +72,9 @@ def test_keypoints_that_cannot_be_keypoints_are_refused(shapes, frames):
                             (Keypoints((kp.mean + 1) * 32, kp.covar), r"in \[-1, 1\]"),
                             (Keypoints(kp.mean, kp.covar * 0), "positive definite"),
                             (Keypoints(kp.mean, -kp.covar), "positive definite"),  # det > 0
+                            # det > 0 and a positive first entry, but no covariance: NaN frames
+                            (Keypoints(kp.mean, torch.tensor([[0.01, 0.05], [0, 0.01]]).expand(
+                                kp.covar.shape)), "positive definite"),
                             (Keypoints(kp.mean.numpy(), kp.covar), "Keypoints of tensors")):
         with pytest.raises(InputError, match=fragment):
             shapes.generate(frames[0], kp[:1], wrong)
@@ -176,6 +179,10 @@ def test_animate_settings_are_checked_as_the_cli_checks_its_options(tmp_path):
                                (dict(fps=0), "--fps"), (dict(fps=1e6), "--fps"),
                                (dict(mode="sideways"), "unknown mode"),
                                (dict(batch_size=0), "--batch-size"),
+                               # a fraction never fills a batch: the whole video went in one
+                               (dict(batch_size=7.5), "whole number"),
+                               (dict(refine_steps=1.5), "whole number of steps"),
+                               (dict(precision="fp64"), "unknown precision"),
                                (dict(paste_back=True, size=128), "--paste-back")):
         with pytest.raises(InputError, match=fragment):
             AnimateSettings(**settings)
@@ -240,3 +247,58 @@ def test_a_banner_photo_is_pasted_back_whole_and_a_strip_source_is_said(tmp_path
     info = probe(tmp_path / "whole.mp4")
     assert (info["width"], info["height"]) == (400, 100)
     assert info["first"][:, 300:].mean() > 150  # the bright right end: not the left square
+
+
+def test_library_calls_refuse_what_would_give_garbage_without_a_word(shapes, frames):
+    """Float or 16-bit frames given to to_tensor came out near black (divided by 255 twice);
+    a crop box off the frame's left cut the wrong part (negative slicing); weights cast to
+    another dtype failed deep in torch; the Keypoints dataclass compared tensors with ==."""
+    from monkeyanim.pipeline import to_tensor
+    from monkeyanim.video import fit_frame
+
+    image = (frames[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)  # (H, W, 3)
+    assert to_tensor([image]).shape == (1, 3, 64, 64)
+    for wrong, fragment in (([image / 255.0], "uint8 RGB frames, got float64"),
+                            ([image.astype(np.uint16)], "got uint16"),
+                            ([image[..., 0]], r"got uint8 \(64, 64\)"), ([], "no frames"),
+                            ([image, image[:32]], "frames of one size")):
+        with pytest.raises(InputError, match=fragment):
+            to_tensor(wrong)
+    big = np.zeros((80, 100, 3), np.uint8)
+    assert fit_frame(big, 32).shape == (32, 32, 3)  # a side: a square
+    for box, fragment in (((-70, 0, 32, 32), "lies outside"), ((0, 0, 0, 32), "is empty"),
+                          ((0.5, 0, 32, 32), "four whole numbers")):
+        with pytest.raises(InputError, match=fragment):
+            fit_frame(big, (32, 32), box)
+    import copy
+    with pytest.raises(InputError, match="keep them float32"):
+        copy.deepcopy(shapes).double().keypoints(frames)
+    with pytest.raises(InputError, match="no pixels"):
+        shapes.keypoints(frames[:, :, :0])
+    kp = shapes.keypoints(frames)
+    assert kp == kp and kp != Keypoints(kp.mean.clone(), kp.covar.clone()) and hash(kp)
+    with pytest.raises(ValueError, match="one or more"):
+        Keypoints.cat([])
+    with pytest.raises(ValueError, match="all without"):
+        Keypoints.cat([kp, Keypoints(kp.mean)])
+
+
+def test_the_animator_keeps_its_source_and_measures_scale_from_a_new_reference(shapes, frames):
+    """A caller reusing its source tensor changed the cached source (half of it: the encoder
+    features stayed); set_reference kept the motion scale of the frame before."""
+    from monkeyanim.pipeline import adapt_scale
+
+    buffer = frames[0].clone()
+    animator = Animator(shapes, buffer, mode="relative")
+    expected = Animator(shapes, frames[0], mode="relative")(frames)
+    buffer.copy_(frames[3])
+    assert torch.equal(animator(frames), expected)
+    scaled = Animator(shapes, frames[0], mode="relative", scale_motion=True)
+    scaled(frames)
+    scaled.set_reference(frames[2])
+    scaled(frames)
+    kp = shapes.keypoints(frames)
+    with pytest.raises(InputError, match="the mode is absolute"):  # it was left unused
+        Animator(shapes, frames[0], mode="absolute", kp_driving_first=kp[0])
+    assert scaled.scale == pytest.approx(adapt_scale(scaled.kp_source, kp[2:3]))
+    assert scaled.scale != pytest.approx(adapt_scale(scaled.kp_source, kp[0:1]))

@@ -14,7 +14,7 @@ from .blocks import Hourglass, downscale, make_coordinate_grid
 HEATMAP_EPS = 1e-7  # the authors add it to every heatmap value so variances never vanish
 
 
-@dataclass
+@dataclass(eq=False)  # compared and hashed by identity: == on tensors gives a tensor
 class Keypoints:
     """K keypoints per frame.
 
@@ -45,8 +45,12 @@ class Keypoints:
 
     @staticmethod
     def cat(items: list[Keypoints]) -> Keypoints:
-        """Concatenated along the leading (frame) dimension."""
+        """Concatenated along the leading (frame) dimension; ValueError for none, or for
+        some with covariances and some without."""
         covars = [k.covar for k in items]
+        if not items or len({c is None for c in covars}) > 1:
+            raise ValueError("Keypoints.cat takes one or more Keypoints, all with covariances "
+                             "or all without")
         covar = None if covars[0] is None else torch.cat(covars)
         return Keypoints(torch.cat([k.mean for k in items]), covar)
 

@@ -23,6 +23,9 @@ PIXEL_SLACK = 0.1
 # the authors' movement multiplier) can carry a keypoint well out of the frame, but a mean
 # of 32 is a pixel coordinate given by mistake
 MAX_KP_COORD = 10.0
+# how far a covariance's two off-diagonal entries may differ, as a share of its largest
+# entry: rounding (bf16 keeps 3 digits) stays far below; a matrix made by hand may not
+COVAR_SYMMETRY = 1e-2
 # the packages whose frames _caller_level skips (with a separator: not torchvision's)
 _LIBRARY_FOLDERS = tuple(str(Path(module.__file__).resolve().parents[depth]) + os.sep
                          for module, depth in ((torch, 0), (sys.modules[__name__], 1)))
@@ -61,6 +64,13 @@ class MonkeyNet(nn.Module):
                              f"got {tuple(frames.shape)}")
         if not len(frames):
             raise InputError(f"{what} holds no frames: (0, C, H, W)")
+        if not frames.numel():
+            raise InputError(f"{what} are frames of no pixels: {tuple(frames.shape)}")
+        weights = next(self.parameters()).dtype
+        if weights != torch.float32:  # inputs are float32: the two would not mix
+            raise InputError(f"the model's weights are {weights}: keep them float32 "
+                             "(model.float()) and ask for precision 'bf16' or 'fp16', which "
+                             "runs them under autocast")
         low, high = (float(v) for v in torch.aminmax(frames.detach()))
         if not (-PIXEL_SLACK <= low and high <= 1 + PIXEL_SLACK):  # NaN fails both
             raise InputError(f"{what} must be in [0, 1], got values from {low:g} to {high:g}"
@@ -158,10 +168,13 @@ def _check_keypoint_values(mean: torch.Tensor, covar: torch.Tensor | None, what:
     if covar is None:
         return
     covar = covar.detach().float()
-    # a 2x2 matrix is positive definite when its first entry and its determinant are > 0
+    # a symmetric 2x2 matrix is positive definite when its first entry and its determinant
+    # are > 0 (a covariance is symmetric; up to rounding, in those the detector gives)
     definite = covar[..., 0, 0] > 0  # (..., K)
     if covar.shape[-1] == 2:
-        definite &= torch.linalg.det(covar) > 0
+        asymmetry = (covar[..., 0, 1] - covar[..., 1, 0]).abs()  # (..., K)
+        scale = covar.abs().amax(dim=(-2, -1))  # (..., K)
+        definite &= (torch.linalg.det(covar) > 0) & (asymmetry <= COVAR_SYMMETRY * scale)
     if not bool(torch.isfinite(covar).all()) or not bool(definite.all()):
         raise InputError(f"{what} covariances must be finite and positive definite")
 
