@@ -40,7 +40,8 @@ def train_predictor(data_dir: Annotated[Path, typer.Argument(
     from .data import list_videos, training_folder
     from .faces import parse_crop
     from .models.predictor import PredictorConfig
-    from .prediction import save_predictor, to_half_precision, train_predictor as fit
+    from .prediction import (keypoints_id, save_predictor, to_half_precision,
+                             train_predictor as fit)
 
     check_output(output, overwrite, (".safetensors",),
                  inputs=(Path(checkpoint) if checkpoint else None,
@@ -71,6 +72,7 @@ def train_predictor(data_dir: Annotated[Path, typer.Argument(
         predictor = to_half_precision(predictor)
     provenance = {"videos": len(tracks), "epochs": done,
                   "checkpoint": model.provenance.get("name", ""),
+                  "checkpoint_keypoints": keypoints_id(model),
                   **_held_out(predictor, test_tracks)}
     save_predictor(predictor, output, provenance, half)
     written = f"wrote {output} (trained on {counted(len(tracks), 'video')}"
@@ -169,7 +171,7 @@ def predict(source: Annotated[Path, typer.Argument(
     if net_path is None:  # the one that ships with the model, however it was named
         net_path = bundled_predictor(model.provenance.get("name") or str(checkpoint))
     net = load_predictor(net_path)
-    _check_pair(net, predictor_provenance(net_path).get("checkpoint"), model)
+    _check_pair(net, predictor_provenance(net_path), model)
     scorer = ReferenceFID(model, fid_weights, fid_reference) if fid_reference else None
     with _progress(output.name) as progress:
         result = predict_file(model, net, source, output, frames, fps, box,
@@ -187,15 +189,23 @@ def _check_outside(output: Path, folder: Path) -> None:
                          "be scored as a real video next time; name a file elsewhere")
 
 
-def _check_pair(net, trained_on: str | None, model) -> None:
+def _check_pair(net, trained: dict, model) -> None:
     """The predictor must roll out the keypoints the checkpoint detects: refused when their
-    number or kind differ, a warning when it was trained on another checkpoint's."""
+    number or kind differ, a warning when it was trained on another checkpoint's (told by
+    their keypoint detectors' fingerprint where the predictor records it, else by name)."""
+    from .prediction import keypoints_id
+
     rolled = (net.config.num_kp, net.config.kp_variance)
     if rolled != (model.config.num_kp, str(model.config.kp_variance)):
         raise InputError(f"the predictor rolls out {rolled[0]} keypoints ({rolled[1]} "
                          f"variance) but the checkpoint detects {model.config.num_kp} "
                          f"({model.config.kp_variance}): use the checkpoint it was trained with")
-    name = model.provenance.get("name")
-    if trained_on and name and trained_on != name:
-        err_console.print(escape(f"warning: the predictor was trained on the keypoints of "
-                                 f"{trained_on!r}, not of {name!r}: its motion may not fit"))
+    trained_on, name = trained.get("checkpoint") or None, model.provenance.get("name")
+    fingerprint = trained.get("checkpoint_keypoints")
+    other = (fingerprint != keypoints_id(model) if fingerprint
+             else bool(trained_on and name and trained_on != name))
+    if other:
+        err_console.print(escape(
+            f"warning: the predictor was trained on the keypoints of "
+            f"{repr(trained_on) if trained_on else 'another checkpoint'}, not of "
+            f"{repr(name) if name else 'this one'}: its motion may not fit"))

@@ -75,6 +75,8 @@ def train(data_dir: Annotated[Path, typer.Argument(
         trainer.set_lr(lr)  # the saved optimizer state carries the rate it had reached
     elif resume and config is not None:
         trainer.rebase_lr(train_cfg.lr)  # the file's rate, its drops passed kept
+    if start is not None and not start.provenance.get("name"):  # a file: which one
+        trainer.model.provenance["initialised_from"] = init
     if subject is not None:  # one kind of subject (an --init checkpoint's may be another)
         for key in filter(None, SUBJECTS.values()):
             trainer.model.provenance[key] = key == SUBJECTS[subject]

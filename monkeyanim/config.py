@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,8 +139,9 @@ def check_whole(value: Any, name: str, smallest: int = 1) -> None:
 
 
 def is_positive_number(value: Any) -> bool:
-    """An int or float (not a bool) above 0."""
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and value > 0
+    """An int or float (not a bool) above 0, and finite."""
+    return (not isinstance(value, bool) and isinstance(value, (int, float)) and value > 0
+            and math.isfinite(value))
 
 
 def _check(config: ModelConfig) -> None:
@@ -250,6 +252,13 @@ def frame_size_problem(config: ModelConfig, height: int, width: int) -> str | No
 def _side(side: int, scale: float) -> str:
     return f"a frame side of {side} px" + (f" (x {scale} = {int(side * scale)})"
                                            if scale != 1 else "")
+
+
+def check_rgb(config: ModelConfig) -> None:
+    """Training only: the frames it reads are RGB (grey and RGBA videos are converted)."""
+    if config.num_channels != 3:
+        raise ConfigError(f"training reads RGB frames: num_channels must be 3, not "
+                          f"{config.num_channels}")
 
 
 def check_discriminator(config: ModelConfig) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -45,13 +46,15 @@ def extract_keypoints(model: MonkeyNet, folder: Path, min_frames: int,
         except InputError as exc:  # unreadable, or damaged part way through
             unreadable.append(f"{path.name}: {exc}")
             continue
-        kp = Keypoints.cat(found)
-        if len(kp) < min_frames:
+        if sum(map(len, found)) < min_frames:
             short += 1
             continue
-        tracks.append(kp.to("cpu"))
-    if not tracks:
-        raise InputError(f"no readable video in {folder} has {min_frames} frames or more")
+        tracks.append(Keypoints.cat(found).to("cpu"))
+    if not tracks:  # why, or the user is left guessing (a face model finding no face...)
+        why = ([f"{short} shorter"] if short else []) + (
+            [f"{len(unreadable)} left out, first {unreadable[0]}"] if unreadable else [])
+        raise InputError(f"no readable video in {folder} has {min_frames} frames or more "
+                         f"({'; '.join(why)})")
     return tracks, short, unreadable
 
 
@@ -181,9 +184,20 @@ def load_predictor(path: Path) -> KPPredictor:
     return predictor.eval()
 
 
+def keypoints_id(model: MonkeyNet) -> str:
+    """A short fingerprint of the keypoint detector's weights: which keypoints a predictor
+    learnt to roll out, where the checkpoint has no registered name (a trained file)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.kp_detector.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def predictor_provenance(path: Path) -> dict:
-    """What a predictor file says of its training: videos, epochs, checkpoint and, when its
-    data had a test/ split, test_l1, test_static_l1, test_moved, test_videos."""
+    """What a predictor file says of its training: videos, epochs, checkpoint (its name, and
+    keypoints_id's fingerprint in files written since it was added) and, when its data had a
+    test/ split, test_l1, test_static_l1, test_moved, test_videos."""
     return json.loads(_read_predictor(path, with_weights=False)[0].get("provenance", "{}"))
 
 

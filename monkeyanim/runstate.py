@@ -4,8 +4,10 @@ schedulers, random generators, iteration) and its sample images."""
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
+import os
 import random
 from pathlib import Path
 
@@ -78,12 +80,32 @@ def check_run_dir(run_dir: Path, resume: bool, run_files: tuple[str, ...] = ()) 
         raise InputError(f"run folder cannot be created at {run_dir}: {existing} is a file")
     if resume and not (run_dir / STATE_FILE).is_file():
         raise InputError(f"nothing to resume in {run_dir} (no {STATE_FILE})")
+    if resume and not (run_dir / MODEL_FILE).is_file():  # the state alone restarts nothing
+        raise InputError(f"nothing to resume in {run_dir}: its {STATE_FILE} is there but not "
+                         f"its {MODEL_FILE}, the weights; to train there from the start, "
+                         f"remove {run_dir / STATE_FILE} (or choose another folder)")
     if not resume and (run_dir / STATE_FILE).exists():
         raise InputError(f"{run_dir} already holds a run: use --resume to continue it")
     found = [name for name in (MODEL_FILE, *run_files) if (run_dir / name).exists()]
     if not resume and found:
         raise InputError(f"{run_dir} already holds a run's {found[0]}: choose another folder "
                          f"(or --init {run_dir / found[0]} to start from its weights)")
+
+
+def lock_run_dir(run_dir: Path) -> int:
+    """Hold the run folder for this run (an exclusive flock on the folder itself, dropped when
+    the process ends, however it ends): two runs in one folder, a second started by mistake
+    or a scheduler's job queued twice, would log every iteration twice and save over each
+    other. Returns the descriptor to keep open."""
+    descriptor = os.open(run_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        raise InputError(f"another run is training in {run_dir} now: wait for it to end, or "
+                         "stop it (Ctrl-C saves it), before starting or resuming one "
+                         "there") from None
+    return descriptor
 
 
 def check_outside(run_dir: Path, *folders: Path) -> None:

@@ -20,7 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from .checkpoint import MODEL_FILE, STATE_FILE, checkpoint_bytes, load_checkpoint
-from .config import ModelConfig, check_discriminator
+from .config import ModelConfig, check_discriminator, check_rgb
 from .data import (EndlessSampler, PairDataset, init_worker, iterations_per_epoch,
                    training_folder)
 from .errors import InputError, TrainingDiverged, cannot_write
@@ -29,8 +29,8 @@ from .finetune import freeze_all_but, load_initial_weights
 from .losses import DeformedReconstruction, DiscriminatorGAN, FeatureMatching, GeneratorGAN
 from .models import Keypoints, MonkeyNet, build_model
 from .pipeline import check_precision, precision_context
-from .runstate import (check_outside, check_run_dir, load_optimizer, make_run_dir, read_state,
-                       state_bytes, trim_log, write_sample)
+from .runstate import (check_outside, check_run_dir, load_optimizer, lock_run_dir, make_run_dir,
+                       read_state, state_bytes, trim_log, write_sample)
 from .trainconfig import TrainConfig, check_feature_matching
 from .validation import BEST_FILE, TEST_SPLIT, VAL_SPLIT, HeldOut, KeepBest
 
@@ -71,8 +71,13 @@ class Trainer:
             torch.cuda.set_device(device)
         self.device = torch.device(device)
         check_precision(precision, self.device)  # before the data is read
+        check_rgb(model_config)
         check_discriminator(model_config)
         check_feature_matching(train_config, model_config)
+        # held while the run lasts, from before its files are judged (another run may be
+        # writing them); a folder that is still to be made, once made
+        self.lock = lock_run_dir(self.run_dir) if self.rank == 0 and self.run_dir.is_dir() \
+            else None
         check_run_dir(self.run_dir, resume, (BEST_FILE,))
         check_outside(self.run_dir, training_folder(data_dir),
                       *(Path(data_dir) / split for split in (VAL_SPLIT, TEST_SPLIT)))
@@ -80,6 +85,9 @@ class Trainer:
         self.dataset = PairDataset(training_folder(data_dir), model_config.frame_size,
                                    train_config.augmentation, train_config.num_repeats,
                                    train_config.seed)
+        if len(self.dataset) < self.world:  # a rank without a video would wait forever
+            raise InputError(f"{len(self.dataset)} training video(s) for {self.world} "
+                             "processes: each process needs one of its own; run fewer")
         self.keep_best = self._keep_best(Path(data_dir), model_config.frame_size, resume)
         per_epoch = iterations_per_epoch(len(self.dataset) // self.world, train_config.batch_size)
         self.total, self.milestones = train_config.schedule(per_epoch)
@@ -90,10 +98,12 @@ class Trainer:
                            for name, opt in self.optimizers.items()}
         self.iteration, self.stopped_early = 0, False
         self.saved_iteration: int | None = None  # of the checkpoint on disk, on every rank
+        if self.rank == 0 and not resume:
+            make_run_dir(self.run_dir)
+        if self.rank == 0 and self.lock is None:
+            self.lock = lock_run_dir(self.run_dir)
         if resume:
             self._resume()
-        elif self.rank == 0:
-            make_run_dir(self.run_dir)
         if self.rank == 0:  # a resumed run's too: what the command line changed carries on
             self._write_config(model_config)
             trim_log(self.run_dir / LOG_FILE, self.iteration if resume else None)
@@ -210,21 +220,23 @@ class Trainer:
 
     def set_lr(self, lr: float) -> None:
         """Set every optimizer's learning rate from now on (later drops divide this one;
-        the schedulers read it back from the optimizers at their next step)."""
+        the schedulers read it back from the optimizers at their next step), and the base
+        rate it stands for, the drops passed undone (what a later rebase_lr compares)."""
         for optimizer in self.optimizers.values():
             for group in optimizer.param_groups:
                 group["lr"] = lr
+        for scheduler in self.schedulers.values():
+            scheduler.base_lrs = [lr / LR_DROP ** self._drops_passed()] * len(scheduler.base_lrs)
 
     def rebase_lr(self, lr: float) -> None:
         """A resumed run's base rate changed (by a --config): from now on ``lr`` less the
         drops the run has passed; a rate equal to the run's own changes nothing."""
-        schedulers = list(self.schedulers.values())
-        if math.isclose(schedulers[0].base_lrs[0], lr):
+        if math.isclose(next(iter(self.schedulers.values())).base_lrs[0], lr):
             return
-        passed = sum(1 for milestone in self.milestones if milestone <= self.iteration)
-        self.set_lr(lr * LR_DROP ** passed)
-        for scheduler in schedulers:
-            scheduler.base_lrs = [lr] * len(scheduler.base_lrs)
+        self.set_lr(lr * LR_DROP ** self._drops_passed())
+
+    def _drops_passed(self) -> int:
+        return sum(1 for milestone in self.milestones if milestone <= self.iteration)
 
     def current_lr(self) -> float:
         """The learning rate the next iteration runs at."""
@@ -309,12 +321,12 @@ class Trainer:
         """The error that ends a run whose losses or weights stopped being finite numbers."""
         bad = ", ".join(f"{k} {v}" for k, v in losses.items() if not math.isfinite(v))
         saved = self.saved_iteration
-        kept = (f"{self.run_dir / MODEL_FILE} (iteration {saved}) is kept" if saved is not None
-                else "nothing was saved")
+        kept = (f"{self.run_dir / MODEL_FILE} (iteration {saved}) is kept; --resume" if saved
+                is not None else "nothing was saved; start again")
         return TrainingDiverged(
             f"training diverged at iteration {self.iteration} "
             f"({bad or 'the weights, or another process loss, not finite'}): "
-            f"{kept}; --resume with a lower --lr, or fp32 if --precision was lower")
+            f"{kept} with a lower --lr, or fp32 if --precision was lower")
 
     def _log(self, losses: dict[str, float], lr: float, seconds: float, on_step,
              val_l1: float | None = None) -> None:

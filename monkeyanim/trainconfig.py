@@ -215,6 +215,8 @@ def load_train_config(spec: str | None) -> tuple[ModelConfig, TrainConfig]:
         data = yaml.load(path.read_text(), Loader=_loader()) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"cannot read {path}: {first_line(exc)}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"cannot read {path}: it is not text (UTF-8 YAML or JSON)") from None
     if isinstance(data, dict) and "model_params" in data:
         raise ConfigError(f"{path} is an authors' config: train takes a preset "
                           f"({', '.join(TRAIN_PRESETS)}) or a file with keys preset, model, "

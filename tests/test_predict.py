@@ -99,7 +99,21 @@ def test_cli_train_predictor_and_predict(shapes_split, tmp_path):
                      "--predictor", predictor, "-o", out, "--frames", "20", "--fps", "10")
     assert result.returncode == 0, result.stderr
     info = probe(out)
-    assert info["frames"] == 20 and info["fps"] == 10
+    assert info["frames"] == 20 and info["fps"] == 10 and "warning" not in result.stderr
+    # a checkpoint of no registered name (a trained file) whose keypoints are another's: the
+    # predictor's fingerprint of the detector tells (the names could not: one has none)
+    from monkeyanim.checkpoint import save_checkpoint
+
+    other = monkeyanim.load_model("shapes")
+    other.provenance.pop("name")
+    with torch.no_grad():
+        next(other.kp_detector.parameters()).mul_(1.01)
+    save_checkpoint(other, tmp_path / "trained.safetensors")
+    result = run_cli("predict", ROOT / "examples/shapes/source.png", "-c",
+                     tmp_path / "trained.safetensors", "--predictor", predictor, "-o",
+                     tmp_path / "other.mp4", "--frames", "2")
+    assert result.returncode == 0, result.stderr
+    assert "trained on the keypoints of 'shapes', not of this one: its motion" in result.stderr
     result = run_cli("predict", ROOT / "examples/shapes/source.png", "-c", "shapes",
                      "--predictor", ROOT / "examples/shapes/source.png", "-o", tmp_path / "x.mp4")
     assert_one_line_error(result, "not a readable predictor")
@@ -175,7 +189,7 @@ def test_cli_train_predictor_and_predict(shapes_split, tmp_path):
     result = run_cli("train-predictor", shapes_split, "-c", "shapes", "-o",
                      tmp_path / "p2.safetensors",
                      "--frames", "64")
-    assert_one_line_error(result, "64 frames or more")
+    assert_one_line_error(result, "64 frames or more (", " shorter)")
     # a broken file is named as unreadable, not counted among the short videos
     mixed = tmp_path / "mixed"
     mixed.mkdir()
@@ -186,6 +200,11 @@ def test_cli_train_predictor_and_predict(shapes_split, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "skipped 1 unreadable file(s), first: broken.mp4: cannot read video" in result.stderr
     assert "shorter" not in result.stderr
+    # none usable: the error says why (a face model finding no face said nothing of it)
+    (mixed / "good.png").unlink()
+    result = run_cli("train-predictor", mixed, "-c", "shapes", "-o", tmp_path / "p5.safetensors",
+                     "--epochs", "1", "--hidden", "8", "--frames", "16")
+    assert_one_line_error(result, "16 frames or more (1 left out, first broken.mp4: cannot read")
     for option, value in (("--epochs", "0"), ("--hidden", "0"), ("--batch-size", "0"),
                           ("--frames", "1")):
         result = run_cli("train-predictor", shapes_split, "-c", "shapes", "-o",

@@ -222,6 +222,10 @@ def test_a_diverging_run_stops_and_keeps_its_last_finite_checkpoint(shapes_slice
     assert all(p.isfinite().all() for p in model.parameters())
     diverged_at = int(result.stderr.split("iteration ")[1].split()[0])
     assert model.provenance["iterations"] < diverged_at
+    # nothing saved yet: the advice is to start again, not a --resume that cannot work
+    result = run_cli("train", shapes_slice, "-o", tmp_path / "early", "--config", tiny_config,
+                     "--iterations", "40", "--lr", "1e9", env={"OMP_NUM_THREADS": "1"})
+    assert_one_line_error(result, "nothing was saved; start again with a lower --lr")
     # under torchrun every rank stops, each naming the checkpoint rank 0 saved
     result = subprocess.run(
         [*torchrun(2), "-m", "monkeyanim", "train", str(shapes_slice), "-o", str(tmp_path / "ddp"),
@@ -472,6 +476,16 @@ def test_a_frame_too_small_for_the_discriminator_is_refused_before_training(shap
     result = run_cli("train", shapes_slice, "-o", tmp_path / "runs" / "run", "--config", config)
     assert_one_line_error(result, "discriminator: a frame side of 32 px is too small")
     assert not (tmp_path / "runs").exists()
+    # a network of other than RGB frames (a traceback after "training on"), a config that is
+    # no text (UnicodeDecodeError), an infinite rate (refused as --lr inf is)
+    for text, message in ((b"model: {num_channels: 1}\n", "num_channels must be 3"),
+                          (b"\xff\xfe\x00bad", "it is not text"),
+                          (b"train: {lr: .inf}\n", "lr")):
+        config.write_bytes(text)
+        result = run_cli("train", shapes_slice, "-o", tmp_path / "runs" / "run", "--config",
+                         config)
+        assert_one_line_error(result, message)
+        assert not (tmp_path / "runs").exists()
 
 
 def test_the_readme_yaml_example_loads_as_written(tmp_path):
@@ -582,7 +596,8 @@ def test_init_with_a_config_takes_the_configs_architecture(shapes_slice, tiny_co
                      env={"OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr
     tuned = monkeyanim.load_model(tmp_path / "aligned" / "model.safetensors")
-    assert tuned.config.generator.align_flow and "initialised_from" in tuned.provenance
+    assert tuned.config.generator.align_flow
+    assert tuned.provenance["initialised_from"] == str(first / "model.safetensors")  # the file
     wider = tmp_path / "wider.yaml"
     wider.write_text(TINY.replace("kp_detector: {block_expansion: 8,",
                                   "kp_detector: {block_expansion: 16,"))
@@ -667,6 +682,20 @@ def test_a_finished_run_is_never_overwritten_and_a_new_rate_carries_on(shapes_sl
     assert result.returncode == 0, result.stderr
     assert [r["iteration"] for r in read_log(run)] == [1, 2, 3, 4, 5]
     assert read_log(run)[-1]["lr"] == pytest.approx(1e-6)
+    # a --lr, then the --config of the rate before it: the file's rate (its drop kept) again
+    # (the --lr had left the schedulers' base rate as it was, and the file's seemed no change)
+    for extra, iterations in ((("--lr", "1e-3"), "6"), (("--config", slower), "7")):
+        result = run_cli("train", shapes_slice, "-o", run, "--resume", *extra, "--iterations",
+                         iterations, env=env)
+        assert result.returncode == 0, result.stderr
+    assert [r["lr"] for r in read_log(run)][-2:] == pytest.approx([1e-3, 1e-6])
+    # a state.pt without the weights: the way out is said (both commands refused it, each
+    # naming the other)
+    (run / "model.safetensors").rename(tmp_path / "kept.safetensors")
+    result = run_cli("train", shapes_slice, "-o", run, "--resume", env=env)
+    assert_one_line_error(result, "state.pt is there but not its model.safetensors",
+                          f"remove {run / 'state.pt'}")
+    (tmp_path / "kept.safetensors").rename(run / "model.safetensors")
     (run / "state.pt").unlink()
     before = (run / "model.safetensors").read_bytes()
     result = run_cli("train", shapes_slice, "-o", run, "--config", tiny_config, "--iterations",
@@ -697,3 +726,46 @@ def test_init_with_a_preset_takes_its_training_settings(shapes_slice, tmp_path):
     tuned, start = monkeyanim.load_model(run / "model.safetensors"), monkeyanim.load_model("mgif")
     assert tuned.config == start.config
     assert tuned.provenance["default_mode"] == "absolute"
+
+
+def test_one_run_at_a_time_in_a_folder(shapes_slice, tiny_config, tmp_path):
+    """A second run started in a folder where one is training (a scheduler's job queued
+    twice) logged every iteration twice and saved over the first: it is refused until the
+    first ends."""
+    run, env = tmp_path / "run", {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.Popen(
+        [sys.executable, "-m", "monkeyanim", "train", str(shapes_slice), "-o", str(run),
+         "--config", str(tiny_config), "--iterations", "100000"], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, env=env, preexec_fn=sigint_default)
+    try:  # config.json: the folder is held; state.pt: a first checkpoint (then both runs are
+        # refused for the lock, not for what they find in the folder)
+        for name, extra in (("config.json", ()), ("state.pt", ()), ("state.pt", ("--resume",))):
+            deadline = time.time() + 120
+            while time.time() < deadline and not (run / name).exists():
+                time.sleep(0.02)
+            result = run_cli("train", shapes_slice, "-o", run, "--config", tiny_config, *extra)
+            assert_one_line_error(result, "another run is training in", "wait for it")
+    finally:
+        first.send_signal(signal.SIGINT)
+        _, stderr = first.communicate(timeout=120)
+    assert first.returncode == 130, stderr
+    done = read_log(run)[-1]["iteration"]
+    result = run_cli("train", shapes_slice, "-o", run, "--resume", "--iterations", str(done + 1),
+                     env={"OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr
+    assert [r["iteration"] for r in read_log(run)] == list(range(1, done + 2))
+
+
+def test_more_processes_than_videos_is_refused_not_a_hang(datasets_dir, tiny_config, tmp_path):
+    """Under torchrun, a rank without a video of its own waited for one forever (and the
+    others for it; Ctrl-C could not stop them)."""
+    data = tmp_path / "data" / "train"
+    data.mkdir(parents=True)
+    (data / "one.png").symlink_to(next(iter(sorted((datasets_dir / "shapes" / "train").iterdir()))))
+    result = subprocess.run(
+        [*torchrun(2), "-m", "monkeyanim", "train", str(data.parent), "-o", str(tmp_path / "run"),
+         "--config", str(tiny_config), "--iterations", "2"], capture_output=True, text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=240)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode != 0 and errors, result.stderr[-2000:]
+    assert "1 training video(s) for 2 processes" in errors[0]
