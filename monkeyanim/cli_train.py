@@ -263,6 +263,9 @@ def _announce(trainer) -> None:
         err_console.print(escape(f"warning: skipped {len(data.skipped)} video(s) shorter than "
                                  f"2 frames, first: {data.skipped[0].name}"))
     _warn_unreadable(data.unreadable)
+    if data.cut_short:
+        err_console.print(escape(f"warning: {len(data.cut_short)} video(s) cut short, trained on "
+                                 f"as far as they decode; first: {data.cut_short[0]}"))
     passed = [m for m in trainer.milestones if m <= trainer.iteration]
     ahead = [m for m in trainer.milestones if m > trainer.iteration]
     drops = [f"lr dropped at {passed}"] * bool(passed) + [f"lr drops at {ahead}"] * bool(ahead)

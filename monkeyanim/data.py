@@ -93,6 +93,7 @@ class PairDataset(Dataset):
         self.videos: list[Path] = []
         self.skipped: list[Path] = []  # too short to make a pair
         self.unreadable: list[str] = []
+        self.cut_short: list[str] = []  # notes of those that end before the end they state
         for path in list_videos(Path(folder)):
             try:
                 reader = open_video(path)
@@ -106,6 +107,8 @@ class PairDataset(Dataset):
                 self.cache[len(self.videos)] = np.stack(
                     [fit_frame(f, size) for f in reader.frames()])  # (T, H, W, 3)
                 count = len(self.cache[len(self.videos)])
+                if note := reader.ended_early():  # used as far as it decodes, and said so
+                    self.cut_short.append(note)
             if count < 2:
                 self.cache.pop(len(self.videos), None)
                 self.skipped.append(path)

@@ -340,6 +340,15 @@ def test_a_video_cut_short_is_used_with_a_warning(small_model, face_frames, tmp_
         assert result.returncode == 0, result.stderr
         warnings = [line for line in result.stderr.splitlines() if line.startswith("warning")]
         assert len(warnings) == 1 and re.match(warning, warnings[0]), (args, result.stderr)
+    # train said nothing of it
+    from conftest import TINY
+
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    result = run_cli("train", folder, "-o", tmp_path / "run", "--config", tmp_path / "tiny.yaml",
+                     "--iterations", "1", "--batch-size", "2")
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"warning: 1 video\(s\) cut short, trained on as far as they decode; "
+                     rf"first: {warning[len('warning: '):]}", result.stderr), result.stderr
 
 
 def test_a_folder_of_frame_strips_is_a_batch_of_videos(datasets_dir, tmp_path):
