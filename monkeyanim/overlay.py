@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .errors import InputError
 from .files import atomic_write, check_output
 from .framing import crop_mode, frame_batches, video_crops
 from .jobs import JobResult, reader_warnings, write_image
@@ -67,23 +68,27 @@ def draw_keypoints(frame: np.ndarray, kp: Keypoints) -> np.ndarray:
     return canvas
 
 
-def keypoints_file(model: MonkeyNet, video: str | Path, output: str | Path,
+def keypoints_file(model: MonkeyNet, video: str | Path, output: str | Path | None,
                    json_path: str | Path | None = None, batch_size: int = BATCH_FRAMES,
                    crop=None, progress: Progress | None = None) -> JobResult:
     """Draw the learned keypoints over ``video`` (or an image) into ``output`` (any of
-    VIDEO_OUTPUTS, or an image: png, jpg, which shows the first frame) and optionally write
-    every frame's means, covariances and crop box as JSON."""
+    VIDEO_OUTPUTS, or an image: png, jpg, which shows the first frame; None: no drawing) and
+    optionally write every frame's means, covariances and crop box as JSON."""
     start = time.perf_counter()
-    output, json_path = Path(output), None if json_path is None else Path(json_path)
-    as_image = output.suffix.lower() in IMAGE_OUTPUTS
-    check_output(output, True, VIDEO_OUTPUTS + IMAGE_OUTPUTS)  # (--overwrite: the CLI's call)
+    if output is None and json_path is None:
+        raise InputError("keypoints_file writes a drawing, a JSON or both: neither was named")
+    output, json_path = (None if path is None else Path(path) for path in (output, json_path))
+    as_image = output is not None and output.suffix.lower() in IMAGE_OUTPUTS
+    if output is not None:  # (--overwrite: the CLI's call)
+        check_output(output, True, VIDEO_OUTPUTS + IMAGE_OUTPUTS)
     if json_path is not None:
         check_output(json_path, True)  # its folder, before the drawing is written
     reader = open_video(video)
     crop_at, detector = video_crops(reader, crop_mode(crop, model))
     height, width = first_frames(reader, 1)[0].shape[:2]
     tracks: list[dict] = []
-    with nullcontext() if as_image else VideoWriter(output, reader.fps) as writer:
+    with nullcontext() if as_image or output is None else VideoWriter(output, reader.fps) \
+            as writer:
         for frames, batch in frame_batches(reader, model.config.frame_size, batch_size, crop_at,
                                            model.device):
             kp = model.keypoints(batch)
@@ -92,9 +97,9 @@ def keypoints_file(model: MonkeyNet, video: str | Path, output: str | Path,
                 tracks.append({"mean": _significant(kp.mean[i].tolist()), "crop": list(box),
                                "covar": None if kp.covar is None
                                else _significant(kp.covar[i].tolist())})
-                if not as_image:
+                if writer is not None:
                     writer.write(draw_keypoints(frame, kp[i]))
-                elif len(tracks) == 1:
+                elif as_image and len(tracks) == 1:
                     write_image(output, draw_keypoints(frame, kp[i]))
             first_only = as_image and json_path is None  # the first frame is all it needs
             if progress:
@@ -104,7 +109,8 @@ def keypoints_file(model: MonkeyNet, video: str | Path, output: str | Path,
                 break
     if json_path is not None:
         _write_keypoints_json(json_path, video, reader, model, (width, height), detector, tracks)
-    return JobResult(output, 1 if as_image else len(tracks), time.perf_counter() - start,
+    return JobResult(output or json_path, 1 if as_image else len(tracks),
+                     time.perf_counter() - start,
                      {"detector": detector}, reader_warnings(reader, read_all=not as_image))
 
 

@@ -302,3 +302,18 @@ def test_the_animator_keeps_its_source_and_measures_scale_from_a_new_reference(s
         Animator(shapes, frames[0], mode="absolute", kp_driving_first=kp[0])
     assert scaled.scale == pytest.approx(adapt_scale(scaled.kp_source, kp[2:3]))
     assert scaled.scale != pytest.approx(adapt_scale(scaled.kp_source, kp[0:1]))
+
+
+def test_keypoints_file_can_write_the_json_alone(shapes, tmp_path):
+    """keypoints_file(model, video, None, json) wrote nothing and failed with a TypeError."""
+    import json
+
+    from monkeyanim.overlay import keypoints_file
+
+    video = ROOT / "examples" / "shapes" / "driving.mp4"
+    result = keypoints_file(shapes, video, None, tmp_path / "k.json")
+    assert result.output == tmp_path / "k.json" and list(tmp_path.iterdir()) == [result.output]
+    tracks = json.loads(result.output.read_text())
+    assert result.frames == 32 and len(tracks["frames"]) == 32
+    with pytest.raises(InputError, match="neither was named"):
+        keypoints_file(shapes, video, None)
