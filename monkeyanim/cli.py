@@ -209,18 +209,16 @@ def check_existing(overwrite: bool, skip_existing: bool) -> None:
 
 
 def all_there(*outputs: Path | None) -> bool:
-    """Whether every output given (not None) is already there: a job --skip-existing leaves
-    out (outputs are renamed into place once complete, so one there is whole)."""
-    return all(path.exists() for path in outputs if path is not None)
+    """Whether every output given (not None) is already there, a file with something in it:
+    a job --skip-existing leaves out (outputs are renamed into place once complete, so one
+    there is whole; a folder or an empty file in its place is no output of ours)."""
+    return all(path.is_file() and path.stat().st_size > 0 for path in outputs
+               if path is not None)
 
 
-def skipped_alone(skip_existing: bool, output: Path, *more: Path | None) -> bool:
-    """Whether --skip-existing leaves out a command's one job, its outputs being there (said
-    in one line)."""
-    if skip_existing and all_there(output, *more):
-        console.print(escape(f"skipped {output}: already there (--skip-existing)"))
-        return True
-    return False
+def say_skipped(output: Path) -> None:
+    """The one line of a command whose one job --skip-existing leaves out."""
+    console.print(escape(f"skipped {output}: already there (--skip-existing)"))
 
 
 @dataclass(frozen=True)
@@ -361,7 +359,8 @@ def _os_error(exc: Exception) -> InputError | None:
 
 
 # the commands register themselves on app, in the order --help lists them
-from . import cli_animate, cli_crop, cli_train, cli_predict, cli_checkpoints  # noqa: E402,F401
+from . import cli_animate, cli_keypoints, cli_crop, cli_train, cli_predict  # noqa: E402,F401
+from . import cli_checkpoints  # noqa: E402,F401
 
 
 STOP_SIGNALS = {signal.SIGINT: ("interrupted", signal.default_int_handler),

@@ -14,7 +14,7 @@ from .cli import (BatchOpt, CheckpointOpt, ConfigOpt, CropOpt, DeviceOpt, Format
                   OutputOpt, OverwriteOpt, PrecisionOpt, RefineOpt, Skipped, SkipOpt,
                   _check_refine, _failures, _check_no_clash, _load, _progress, _report,
                   _run_batch, all_there, app, check_existing, flag, console, counted, err_console,
-                  skipped_alone)
+                  say_skipped)
 from .errors import InputError, Interrupted
 from .files import (check_json_apart, check_json_name, check_none_is_input, check_output,
                     input_files, output_folder, require)
@@ -62,13 +62,15 @@ def animate(source: Annotated[Path, typer.Argument(
 
     check_existing(overwrite, skip_existing)
     batch_driving = _holds_videos(driving)  # a folder of videos (a folder of images: frames)
-    if not (source.is_dir() or batch_driving) and skipped_alone(skip_existing, output):
-        return
+    done = skip_existing and not (source.is_dir() or batch_driving) and all_there(output)
     check_output_options(fps, size, paste_back, side_by_side)
     check_batch_size(batch_size)
     _check_refine(refine_keypoints)
     box = parse_crop(crop)
-    pairs = _animate_pairs(source, driving, batch_driving, output, output_format, overwrite)
+    pairs = _animate_pairs(source, driving, batch_driving, output, output_format,
+                           overwrite or done)
+    if done:  # once the inputs are known to be there: a mistyped one is no success
+        return say_skipped(output)
     from .jobs import AnimateSettings, animate_file  # torch: only once the inputs are there
     from .pipeline import check_mode
 
@@ -224,17 +226,19 @@ def reconstruct(video: Annotated[Path, typer.Argument(help="Video, or a folder o
 
     check_existing(overwrite, skip_existing)
     batch = _holds_videos(video)  # a folder of images alone is one video: its frames
-    if not batch and skipped_alone(skip_existing, output, json_path):
-        return
+    done = skip_existing and not batch and all_there(output, json_path)
     check_batch_size(batch_size)
     _check_refine(refine_keypoints)
     box = parse_crop(crop)
-    videos, outputs = _reconstruct_outputs(video, output, output_format, overwrite, batch)
+    videos, outputs = _reconstruct_outputs(video, output, output_format, overwrite or done,
+                                           batch)
     check_json_apart(json_path, *outputs)
     if json_path is not None:
-        _check_new_json(json_path, skip_existing)
-        check_output(json_path, overwrite, inputs=tuple(videos))
+        _check_new_json(json_path, skip_existing and not done)
+        check_output(json_path, overwrite or done, inputs=tuple(videos))
     check_json_name(json_path)
+    if done:  # once the input is known to be there: a mistyped one is no success
+        return say_skipped(output)
     from .jobs import reconstruct_file  # torch: only once the inputs are there
 
     model = _load(checkpoint, config, device, precision)
@@ -317,86 +321,3 @@ def _sum_up_reconstructions(videos: list[Path], results: list, json_path: Path |
                           | ({"skipped": skipped} if skipped else {})
                           | ({"not_run": not_run} if not_run else {}), indent=2)
         atomic_write(json_path, lambda tmp: tmp.write_text(text))
-
-
-@app.command()
-def keypoints(video: Annotated[Path, typer.Argument(help="Video or image, or a folder of "
-                                                         "videos.")],
-              output: OutputOpt,
-              checkpoint: CheckpointOpt = None, config: ConfigOpt = None,
-              json_path: Annotated[Path | None, typer.Option(
-                  "--json", help="Also write each frame's keypoints as JSON here (with a "
-                                 "folder of videos: a folder, one VIDEO.json each).")] = None,
-              crop: CropOpt = None, device: DeviceOpt = "auto", batch_size: BatchOpt = 8,
-              output_format: FormatOpt = None, overwrite: OverwriteOpt = False,
-              skip_existing: SkipOpt = False) -> None:
-    """Draw the learned keypoints over a video or an image (into a .png: its first frame)."""
-    from .faces import parse_crop
-    from .video import check_batch_size
-
-    check_existing(overwrite, skip_existing)
-    batch = _holds_videos(video)  # a folder of images alone is one video: its frames
-    if not batch and skipped_alone(skip_existing, output, json_path):
-        return
-    check_batch_size(batch_size)
-    jobs = _keypoints_outputs(video, batch, output, json_path, output_format, overwrite)
-    box = parse_crop(crop)
-    from .overlay import keypoints_file  # torch: only once the inputs are there
-
-    model = _load(checkpoint, config, device)
-    if jobs is not None:  # a folder of videos: one that fails is reported, the others go on
-        batch = [((v.name,), out, partial(_keypoints_job, keypoints_file, model, v, out, js,
-                                          batch_size, box, overwrite))
-                 for v, out, js in jobs]
-        _warn_left_out(video, output, json_path)
-        jsons = {out: js for _, out, js in jobs}  # a video is done once both are there
-        skip = (lambda out: all_there(out, jsons[out])) if skip_existing else None
-        if _failures(_run_batch(batch, ("video",), overwrite, skip=skip)):
-            raise typer.Exit(1)
-        return
-    with _progress(output.name) as progress:
-        _report(keypoints_file(model, video, output, json_path, batch_size, box, progress))
-
-
-def _keypoints_outputs(video: Path, batch: bool, output: Path, json_path: Path | None,
-                       output_format: str | None, overwrite: bool) -> list[tuple] | None:
-    """Check keypoints' inputs and outputs before the model loads: for a folder of videos
-    (``batch``), (video, output, json or None) for each; None for one video or image (a
-    folder of frames is one video)."""
-    from .folders import require_frames
-    from .video import IMAGE_OUTPUTS
-    from .videowriter import VIDEO_OUTPUTS
-
-    if not batch:
-        require_frames(video)
-        _check_single_format(output_format, output)
-        check_output(output, overwrite, VIDEO_OUTPUTS + IMAGE_OUTPUTS, inputs=(video,))
-        check_json_apart(json_path, output)
-        if json_path is not None:
-            check_output(json_path, overwrite, inputs=(video,))
-        check_json_name(json_path)
-        require(video, "video or image")
-        return None
-    videos = _batch(video, "videos")
-    _check_apart(output, video)
-    if json_path is not None:
-        _check_apart(json_path, video)
-    suffix, folder = _batch_suffix(output_format), output_folder(output)
-    jsons = (output_folder(json_path, "with a folder of videos, --json names a folder for one "
-                                      "VIDEO.json each") if json_path is not None else None)
-    jobs = [(v, folder / f"{v.stem}{suffix}", jsons / f"{v.stem}.json" if jsons else None)
-            for v in videos]
-    check_none_is_input([path for _, out, js in jobs for path in (out, js) if path], videos)
-    _check_no_clash([((v.name,), out) for v, out, _ in jobs])
-    if jsons is not None:
-        _check_no_clash([((v.name,), js) for v, _, js in jobs])
-    return jobs
-
-
-def _keypoints_job(run, model, video: Path, output: Path, json_path: Path | None,
-                   batch_size: int, box, overwrite: bool, progress):
-    """One video of a keypoints batch: its JSON, like its drawing, is not replaced without
-    --overwrite."""
-    if json_path is not None:
-        check_output(json_path, overwrite)
-    return run(model, video, output, json_path, batch_size, box, progress)

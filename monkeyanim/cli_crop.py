@@ -27,7 +27,7 @@ def crop(video: Annotated[Path, typer.Argument(help="Video, or a folder of video
     """Cut square face clips ready for `train`, and clips.csv saying what came from where.
 
     A clip ends at a shot change or where the face track breaks."""
-    from .croptool import write_csv
+    from .croptool import read_csv
     from .faces import get_detector
     from .video import VIDEO_SUFFIXES
 
@@ -41,21 +41,16 @@ def crop(video: Annotated[Path, typer.Argument(help="Video, or a folder of video
     videos = _left_to_crop(videos, folder) if skip_existing else videos
     if not videos:
         return
+    read_csv(folder / "clips.csv")  # one that cannot be read: said before any work
     detector = get_detector()
-    rows: list[dict] = []
-    try:
-        failed = _crop_each(videos, folder, detector, (size, min_frames, overwrite), rows,
-                            go_on=video.is_dir())
-    except BaseException:
-        if rows:  # Ctrl-C, or a single video's error: the clips cut so far stay on record
-            write_csv(folder / "clips.csv", rows)
-        raise
+    rows: list[dict] = []  # clips.csv is written after each video that gave clips
+    failed = _crop_each(videos, folder, detector, (size, min_frames, overwrite), rows,
+                        go_on=video.is_dir())
     if not rows and not failed and len(videos) == asked:  # nothing to train on: a failure,
-        # and no empty clips.csv
-        raise InputError(f"no clip cut from {video}: no face was tracked for {min_frames} "
-                         "frames or more (--min-frames)")
-    if rows:  # none cut, every video having failed: no empty clips.csv (the folder made goes)
-        write_csv(folder / "clips.csv", rows)
+        # and no empty clips.csv (a lone video's error said why already)
+        raise InputError(f"no clip cut from any video in {video}: each one's line above "
+                         "says why")
+    if rows:
         console.print(escape(f"wrote {len(rows)} clip(s) and {folder / 'clips.csv'} "
                              f"(faces found with {detector.name})"))
     if failed:
@@ -68,11 +63,11 @@ def _left_to_crop(videos: list[Path], folder: Path) -> list[Path]:
     names are said to be skipped)."""
     from .croptool import cropped_before
 
-    done = cropped_before(folder)
+    done = cropped_before(folder, videos)
     for path in videos:
-        if path.name in done:
+        if path in done:
             console.print(escape(f"{path.name}: skipped (clips.csv lists its clips)"))
-    return [path for path in videos if path.name not in done]
+    return [path for path in videos if path not in done]
 
 
 def _check_clip_names(videos: list[Path], output: Path) -> None:
@@ -93,7 +88,7 @@ def _crop_each(videos: list[Path], folder: Path, detector, settings: tuple, rows
                go_on: bool) -> int:
     """Crop every video into folder, adding each clip's row to rows; with go_on a video that
     fails is reported and the others go on. Returns how many failed."""
-    from .croptool import crop_video
+    from .croptool import crop_video, write_csv
 
     failed = 0
     for path in videos:
@@ -119,4 +114,6 @@ def _crop_each(videos: list[Path], folder: Path, detector, settings: tuple, rows
         console.print(escape(f"{path.name}: {len(found)} clip(s), {frames} frames" if found
                              else f"{path.name}: no clip ({why})"))
         rows.extend(found)
+        if found:  # on record at once: a kill later loses no row of the clips cut
+            write_csv(folder / "clips.csv", rows)
     return failed

@@ -202,28 +202,37 @@ def _write_clips(frames: Iterator[np.ndarray], fps, clips: list[tuple[Track, Box
         raise
 
 
-def cropped_before(folder: Path) -> set[str]:
-    """The names of the videos that clips.csv in ``folder`` says clips still there were cut
-    from (a clip is renamed into place once whole, and its row written after the video's
-    last)."""
-    path = folder / "clips.csv"
+def read_csv(path: Path) -> list[dict]:
+    """The rows of a clips.csv (none where there is none); InputError for one that cannot
+    be read, rather than replacing it by what this run cut."""
     if not path.is_file():
-        return set()
-    with path.open(newline="") as handle:
-        return {Path(row["source"]).name for row in csv.DictReader(handle)
-                if row.get("clip") and row.get("source") and (folder / row["clip"]).is_file()}
+        return []
+    try:
+        with path.open(newline="") as handle:
+            return [row for row in csv.DictReader(handle) if row.get("clip")]
+    except (UnicodeDecodeError, csv.Error, OSError) as exc:
+        raise InputError(f"{path} cannot be read ({type(exc).__name__}): move it away, or "
+                         "crop into another folder") from None
+
+
+def cropped_before(folder: Path, videos: list[Path]) -> set[Path]:
+    """Those of ``videos`` that clips.csv in ``folder`` says clips still there were cut from
+    (its rows are written after each video's last clip): by path where the one it records
+    is there, else by name (the folder moved since)."""
+    rows = [row for row in read_csv(folder / "clips.csv")
+            if row.get("source") and (folder / row["clip"]).is_file()]
+    paths = {Path(row["source"]).resolve() for row in rows if Path(row["source"]).exists()}
+    names = {Path(row["source"]).name for row in rows if not Path(row["source"]).exists()}
+    return {video for video in videos if video.resolve() in paths or video.name in names}
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
     """Write clips.csv atomically, keeping an earlier run's rows whose clips are still there and
     were not cut again now, so that a rerun which adds videos (or fails on some) loses no
     record of what is in the folder."""
-    kept = []
-    if path.is_file():
-        new = {row["clip"] for row in rows}
-        with path.open(newline="") as handle:
-            kept = [row for row in csv.DictReader(handle) if row.get("clip")
-                    and row["clip"] not in new and (path.parent / row["clip"]).is_file()]
+    new = {row["clip"] for row in rows}
+    kept = [row for row in read_csv(path)
+            if row["clip"] not in new and (path.parent / row["clip"]).is_file()]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, restval="", extrasaction="ignore")
     writer.writeheader()

@@ -152,8 +152,11 @@ def best_frame(kp_source: Keypoints, kp_driving: Keypoints) -> int:
 
 
 def to_tensor(frames: list[np.ndarray], device: torch.device | str = "cpu") -> torch.Tensor:
-    """T x (H, W, 3) uint8 -> (T, 3, H, W) float32 in [0, 1], channels_last. InputError for
-    other frames (floats would be divided by 255 again, into black)."""
+    """T x (H, W, 3) uint8 (numpy arrays or tensors) -> (T, 3, H, W) float32 in [0, 1],
+    channels_last. InputError for other frames (floats would be divided by 255 again, into
+    black)."""
+    frames = [frame.numpy(force=True) if isinstance(frame, torch.Tensor) else frame
+              for frame in frames]  # (torchvision's and decord's readers give tensors)
     if not len(frames):
         raise InputError("to_tensor got no frames")
     bad = next((frame for frame in frames if not isinstance(frame, np.ndarray)

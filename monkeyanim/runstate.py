@@ -4,11 +4,14 @@ schedulers, random generators, iteration) and its sample images."""
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import io
 import json
+import math
 import os
 import random
+import weakref
 from pathlib import Path
 
 import cv2
@@ -16,7 +19,7 @@ import numpy as np
 import torch
 
 from .checkpoint import MODEL_FILE, STATE_FILE
-from .errors import InputError
+from .errors import InputError, TrainingDiverged
 from .files import atomic_write, check_writable
 from .pipeline import to_uint8
 
@@ -92,20 +95,61 @@ def check_run_dir(run_dir: Path, resume: bool, run_files: tuple[str, ...] = ()) 
                          f"(or --init {run_dir / found[0]} to start from its weights)")
 
 
-def lock_run_dir(run_dir: Path) -> int:
-    """Hold the run folder for this run (an exclusive flock on the folder itself, dropped when
-    the process ends, however it ends): two runs in one folder, a second started by mistake
-    or a scheduler's job queued twice, would log every iteration twice and save over each
-    other. Returns the descriptor to keep open."""
-    descriptor = os.open(run_dir, os.O_RDONLY)
+LOCK_FILE = ".lock"  # in the run folder: what lock_run_dir locks
+
+
+def lock_run_dir(run_dir: Path) -> int | None:
+    """Hold the run folder for this process: two runs in one folder (a second started by
+    mistake, a scheduler's job queued twice) would log every iteration twice and save over
+    each other. A POSIX lock on RUN_DIR/.lock: held by this process alone (not by the loader
+    workers it forks, which outlive a kill -9 by seconds), dropped when it ends however it
+    ends, and kept by NFS. Returns the descriptor to keep open (closing it releases the
+    lock), or None where the file system keeps no locks (the run goes on without)."""
     try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+        descriptor = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as error:
+        raise InputError(f"cannot write in run folder {run_dir}: {error.strerror}") from None
+    try:
+        fcntl.lockf(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
         os.close(descriptor)
-        raise InputError(f"another run is training in {run_dir} now: wait for it to end, or "
-                         "stop it (Ctrl-C saves it), before starting or resuming one "
-                         "there") from None
+        if error.errno in (errno.EACCES, errno.EAGAIN):
+            raise InputError(f"another run is training in {run_dir} now: wait for it to end, "
+                             "or stop it (Ctrl-C saves it), before starting or resuming one "
+                             "there") from None
+        return None  # (ENOLCK, ENOSYS: no locks here)
     return descriptor
+
+
+class RunLock:
+    """The lock a run holds on its folder (lock_run_dir), taken by hold() once the folder
+    exists (``active``: rank 0 alone), let go by release() or when the run is dropped."""
+
+    def __init__(self, run_dir: Path, active: bool = True):
+        self.run_dir, self.active = run_dir, active
+        self._unlock: weakref.finalize | None = None
+
+    def hold(self) -> None:
+        if self.active and self._unlock is None and self.run_dir.is_dir():
+            descriptor = lock_run_dir(self.run_dir)
+            if descriptor is not None:
+                self._unlock = weakref.finalize(self, os.close, descriptor)
+
+    def release(self) -> None:
+        if self._unlock is not None:
+            self._unlock()
+
+
+def divergence_error(iteration: int, losses: dict[str, float], model_path: Path,
+             saved: int | None) -> TrainingDiverged:
+    """The error that ends a run whose losses or weights stopped being finite numbers, with
+    the way on: from the checkpoint ``saved`` (its iteration), or from the start."""
+    bad = ", ".join(f"{k} {v}" for k, v in losses.items() if not math.isfinite(v))
+    kept = (f"{model_path} (iteration {saved}) is kept; --resume" if saved is not None
+            else "nothing was saved; start again")
+    return TrainingDiverged(f"training diverged at iteration {iteration} "
+                            f"({bad or 'the weights, or another process loss, not finite'}): "
+                            f"{kept} with a lower --lr, or fp32 if --precision was lower")
 
 
 def check_outside(run_dir: Path, *folders: Path) -> None:

@@ -23,14 +23,15 @@ from .checkpoint import MODEL_FILE, STATE_FILE, checkpoint_bytes, load_checkpoin
 from .config import ModelConfig, check_discriminator, check_rgb
 from .data import (EndlessSampler, PairDataset, init_worker, iterations_per_epoch,
                    training_folder)
-from .errors import InputError, TrainingDiverged, cannot_write
+from .errors import InputError, cannot_write
 from .files import atomic_write, atomic_write_all
 from .finetune import freeze_all_but, load_initial_weights
 from .losses import DeformedReconstruction, DiscriminatorGAN, FeatureMatching, GeneratorGAN
 from .models import Keypoints, MonkeyNet, build_model
 from .pipeline import check_precision, precision_context
-from .runstate import (check_outside, check_run_dir, load_optimizer, lock_run_dir, make_run_dir,
-                       read_state, state_bytes, trim_log, write_sample)
+from .runstate import (RunLock, check_outside, check_run_dir, divergence_error,
+                       load_optimizer, make_run_dir, read_state, state_bytes, trim_log,
+                       write_sample)
 from .trainconfig import TrainConfig, check_feature_matching
 from .validation import BEST_FILE, TEST_SPLIT, VAL_SPLIT, HeldOut, KeepBest
 
@@ -64,7 +65,19 @@ class Trainer:
     def __init__(self, data_dir: Path, run_dir: Path, model_config: ModelConfig,
                  train_config: TrainConfig, device: str = "cpu", precision: str = "fp32",
                  resume: bool = False, init: MonkeyNet | None = None):
+        self.lock = RunLock(Path(run_dir), active=False)  # rank 0's, once known
+        try:
+            self._setup(Path(data_dir), Path(run_dir), model_config, train_config, device,
+                        precision, resume, init)
+        except BaseException:  # (a notebook keeps the failed object alive: not its lock)
+            self.lock.release()
+            raise
+
+    def _setup(self, data_dir: Path, run_dir: Path, model_config: ModelConfig,
+               train_config: TrainConfig, device: str, precision: str, resume: bool,
+               init: MonkeyNet | None) -> None:
         self.rank, self.world = _distributed()
+        self.lock.active = self.rank == 0
         self.run_dir, self.cfg, self.precision = Path(run_dir), train_config, precision
         if self.world > 1 and device.startswith("cuda"):
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
@@ -74,10 +87,7 @@ class Trainer:
         check_rgb(model_config)
         check_discriminator(model_config)
         check_feature_matching(train_config, model_config)
-        # held while the run lasts, from before its files are judged (another run may be
-        # writing them); a folder that is still to be made, once made
-        self.lock = lock_run_dir(self.run_dir) if self.rank == 0 and self.run_dir.is_dir() \
-            else None
+        self.lock.hold()  # before the folder's files are judged: another run may write them
         check_run_dir(self.run_dir, resume, (BEST_FILE,))
         check_outside(self.run_dir, training_folder(data_dir),
                       *(Path(data_dir) / split for split in (VAL_SPLIT, TEST_SPLIT)))
@@ -100,8 +110,7 @@ class Trainer:
         self.saved_iteration: int | None = None  # of the checkpoint on disk, on every rank
         if self.rank == 0 and not resume:
             make_run_dir(self.run_dir)
-        if self.rank == 0 and self.lock is None:
-            self.lock = lock_run_dir(self.run_dir)
+        self.lock.hold()  # a folder that was still to be made, now made
         if resume:
             self._resume()
         if self.rank == 0:  # a resumed run's too: what the command line changed carries on
@@ -289,7 +298,8 @@ class Trainer:
             stop, diverged = self._any_rank(should_stop is not None and should_stop(),
                                             not all(map(math.isfinite, losses.values())))
             if diverged:  # before any save: the last checkpoint holds finite weights
-                raise self._diverged(losses)
+                raise divergence_error(self.iteration, losses, self.run_dir / MODEL_FILE,
+                                       self.saved_iteration)
             self.stopped_early = stop and self.iteration < self.total
             ends = stop or self.iteration == self.total
             if ends or self.iteration % self.cfg.checkpoint_every == 0:
@@ -316,17 +326,6 @@ class Trainer:
         vote = torch.tensor([float(flag) for flag in flags], device=self.device)
         dist.all_reduce(vote, op=dist.ReduceOp.MAX)
         return tuple(bool(v) for v in vote.tolist())
-
-    def _diverged(self, losses: dict[str, float]) -> TrainingDiverged:
-        """The error that ends a run whose losses or weights stopped being finite numbers."""
-        bad = ", ".join(f"{k} {v}" for k, v in losses.items() if not math.isfinite(v))
-        saved = self.saved_iteration
-        kept = (f"{self.run_dir / MODEL_FILE} (iteration {saved}) is kept; --resume" if saved
-                is not None else "nothing was saved; start again")
-        return TrainingDiverged(
-            f"training diverged at iteration {self.iteration} "
-            f"({bad or 'the weights, or another process loss, not finite'}): "
-            f"{kept} with a lower --lr, or fp32 if --precision was lower")
 
     def _log(self, losses: dict[str, float], lr: float, seconds: float, on_step,
              val_l1: float | None = None) -> None:
@@ -361,7 +360,9 @@ class Trainer:
         Ctrl-C, a kill or a full disk leaves the previous pair, which --resume takes); rank 0
         only."""
         if not all(p.isfinite().all() for p in self.model.parameters()):
-            raise self._diverged({})  # a NaN gradient's step, before its loss shows it
+            # a NaN gradient's step, before its loss shows it
+            raise divergence_error(self.iteration, {}, self.run_dir / MODEL_FILE,
+                                   self.saved_iteration)
         self.saved_iteration = self.iteration  # every rank knows what is on disk
         if self.rank != 0:
             return
@@ -414,6 +415,7 @@ def _twice(kp):
 
 
 def finish(trainer: Trainer) -> None:
+    trainer.lock.release()  # another run may start there (the process's end would do it)
     if dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()

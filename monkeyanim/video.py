@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import numbers
+import operator
 import queue
 import re
 import threading
@@ -328,8 +329,13 @@ def check_batch_size(batch_size: int) -> None:
 
 
 def check_count(value, what: str) -> None:
-    """InputError unless ``value`` is a whole number (an int, not a bool or a float)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    """InputError unless ``value`` is a whole number (an int of any kind, not a bool or a
+    float)."""
+    try:
+        operator.index(value)
+    except TypeError:
+        raise InputError(f"{what} must be a whole number, not {value!r}") from None
+    if isinstance(value, bool):
         raise InputError(f"{what} must be a whole number, not {value!r}")
 
 
@@ -349,10 +355,12 @@ def fit_frame(frame: np.ndarray, size: tuple[int, int] | int,
     if crop is None:
         x, y, w, h = centred_square(height, width)
     else:
-        if len(crop) != 4 or not all(isinstance(v, numbers.Integral) for v in crop):
+        try:  # ints of any kind: Python's, numpy's, a torch tensor's
+            x, y, w, h = map(operator.index, crop)
+        except (TypeError, ValueError):
             raise InputError(f"a crop box is four whole numbers of pixels (x, y, w, h), not "
-                             f"{crop!r}")
-        x, y, w, h = crop
+                             f"{crop!r}") from None
+        crop = (x, y, w, h)
         if x < 0 or y < 0 or w < 1 or h < 1 or x + w > width or y + h > height:
             raise InputError(f"crop box {tuple(crop)} lies outside {what} ({width}x{height})"
                              if w > 0 and h > 0 else f"crop box {tuple(crop)} is empty")

@@ -264,8 +264,14 @@ def test_library_calls_refuse_what_would_give_garbage_without_a_word(shapes, fra
                             ([image, image[:32]], "frames of one size")):
         with pytest.raises(InputError, match=fragment):
             to_tensor(wrong)
+    # what torchvision's and decord's readers give: uint8 tensors, (T, H, W, 3) or a list
+    stacked = torch.from_numpy(np.stack([image, image]))
+    assert torch.equal(to_tensor(stacked), to_tensor([image, image]))
+    assert torch.equal(to_tensor(list(stacked)), to_tensor([image, image]))
     big = np.zeros((80, 100, 3), np.uint8)
     assert fit_frame(big, 32).shape == (32, 32, 3)  # a side: a square
+    for box in (torch.tensor([0, 0, 32, 32]), np.array([0, 0, 32, 32]), [0, 0, 32, 32]):
+        assert fit_frame(big, (16, 16), box).shape == (16, 16, 3)
     for box, fragment in (((-70, 0, 32, 32), "lies outside"), ((0, 0, 0, 32), "is empty"),
                           ((0.5, 0, 32, 32), "four whole numbers")):
         with pytest.raises(InputError, match=fragment):
@@ -317,3 +323,14 @@ def test_keypoints_file_can_write_the_json_alone(shapes, tmp_path):
     assert result.frames == 32 and len(tracks["frames"]) == 32
     with pytest.raises(InputError, match="neither was named"):
         keypoints_file(shapes, video, None)
+
+
+def test_a_half_precision_copy_has_the_same_keypoints_fingerprint(shapes, tmp_path):
+    """predict warns when a predictor learnt another checkpoint's keypoints; a checkpoint
+    saved at half precision (as training/gpu.py exports) is the same one."""
+    from monkeyanim.prediction import keypoints_id
+
+    save_checkpoint(shapes, tmp_path / "half.safetensors", half=True)
+    half = monkeyanim.load_model(tmp_path / "half.safetensors")
+    assert keypoints_id(half) == keypoints_id(shapes) != keypoints_id(
+        monkeyanim.load_model("actions"))

@@ -410,6 +410,11 @@ def test_crop_folder_goes_on_past_a_broken_video_and_keeps_its_records(datasets_
     assert result.returncode == 0 and result.stdout.count("skipped") == 2, result.stderr
     result = run_cli("crop", videos, "-o", out, "--skip-existing", "--overwrite")
     assert_one_line_error(result, "choose one")
+    # a clips.csv that cannot be read is said before any work (it was a traceback)
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "clips.csv").write_bytes(b"\xff\xfe\x00junk")
+    result = run_cli("crop", videos, "-o", tmp_path / "junk", "--skip-existing")
+    assert_one_line_error(result, "clips.csv cannot be read (UnicodeDecodeError)")
 
 
 def test_a_stopped_crop_leaves_no_clip_of_its_video_without_its_record(tmp_path):

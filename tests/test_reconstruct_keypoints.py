@@ -502,11 +502,27 @@ def test_skip_existing_finishes_a_batch_and_leaves_what_is_there(small_model, cl
     drawn, tracks = tmp_path / "drawn", tmp_path / "tracks"
     assert run_cli("keypoints", folder, "-o", drawn, "--json", tracks, "-c", small_model
                    ).returncode == 0
-    (tracks / "v1.json").unlink()
+    (tracks / "v1.json").unlink()  # as a stop between the two leaves it: the JSON alone
+    drawing = (drawn / "v1.mp4").stat().st_mtime_ns
     result = run_cli("keypoints", folder, "-o", drawn, "--json", tracks, "-c", small_model,
                      "--skip-existing")
-    assert result.returncode == 1 and "v1.mp4\tfailed: " in result.stdout, result.stderr
-    assert result.stdout.splitlines()[-1] == "0 of 3 succeeded (2 skipped: already there)"
+    assert result.returncode == 0 and "v1.mp4\tok, 10 frames" in result.stdout, result.stderr
+    assert result.stdout.splitlines()[-1] == "1 of 3 succeeded (2 skipped: already there)"
+    assert (tracks / "v1.json").is_file() and (drawn / "v1.mp4").stat().st_mtime_ns == drawing
+
+    # what is no output of ours is not taken for one: a folder, an empty file
+    (out / "v0.mp4").unlink()
+    (out / "v0.mp4").mkdir()
+    (out / "v1.mp4").write_bytes(b"")
+    result = run_cli("reconstruct", folder, "-o", out, "-c", small_model, "--skip-existing")
+    assert result.returncode == 1 and "v0.mp4\tfailed: " in result.stdout, result.stderr
+    assert "v1.mp4\tfailed: " in result.stdout and "v2.mkv\tskipped" in result.stdout
+    # alone, the inputs are checked first: a mistyped one is no success
+    for args in (("reconstruct", tmp_path / "typo.mp4"),
+                 ("keypoints", tmp_path / "typo.mp4"),
+                 ("animate", tmp_path / "source.png", tmp_path / "typo.mp4")):
+        result = run_cli(*args, "-o", out / "v2.mp4", "-c", small_model, "--skip-existing")
+        assert_one_line_error(result, "not found")
 
 
 def test_a_folder_of_animated_images_is_a_batch_and_an_empty_one_is_named(small_model, clips,

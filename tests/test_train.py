@@ -754,6 +754,32 @@ def test_one_run_at_a_time_in_a_folder(shapes_slice, tiny_config, tmp_path):
                      env={"OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr
     assert [r["iteration"] for r in read_log(run)] == list(range(1, done + 2))
+    # a kill -9: its loader workers outlive it by seconds, and must not hold the folder
+    killed = subprocess.Popen(
+        [sys.executable, "-m", "monkeyanim", "train", str(shapes_slice), "-o", str(run),
+         "--resume", "--iterations", "100000", "--workers", "2"], stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(read_log(run)) < done + 3:
+        time.sleep(0.05)
+    killed.kill()
+    killed.wait(timeout=60)
+    result = run_cli("train", shapes_slice, "-o", run, "--resume", "--iterations",
+                     str(done + 2), env={"OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr
+    # a Trainer that failed in this process (a notebook keeps it, in the traceback) holds
+    # nothing: a run from elsewhere goes on
+    from monkeyanim.errors import InputError
+    from monkeyanim.train import Trainer
+    from monkeyanim.trainconfig import load_train_config
+
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    with pytest.raises(InputError, match="nothing to resume") as failed:
+        Trainer(shapes_slice, fresh, *load_train_config(str(tiny_config)), resume=True)
+    result = run_cli("train", shapes_slice, "-o", fresh, "--config", tiny_config,
+                     "--iterations", "1", env={"OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0 and failed.value, result.stderr
 
 
 def test_more_processes_than_videos_is_refused_not_a_hang(datasets_dir, tiny_config, tmp_path):
