@@ -8,6 +8,7 @@ Loading it executes no code.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +100,28 @@ def _parse_metadata(path, metadata: dict[str, str] | None) -> tuple[ModelConfig,
     except (ValueError, TypeError, KeyError, AttributeError, ConfigError) as exc:
         # bad JSON, a value of the wrong kind, or settings no network can have
         raise CheckpointError(f"{path} has a corrupt config in its metadata: {exc}") from None
+    problem = _provenance_problem(provenance)
+    if problem:
+        raise CheckpointError(f"{path} has corrupt provenance in its metadata: {problem}")
     return config, provenance
+
+
+# what the code reads from a checkpoint's provenance, and the kinds it takes
+PROVENANCE_KINDS = {"name": str, "default_mode": str, "face_model": bool, "body_model": bool,
+                    "iterations": int, "metrics": dict}
+
+
+def _provenance_problem(provenance) -> str | None:
+    """What is wrong with a provenance read from a file (a mapping whose entries that the
+    code reads are of their kind, default_mode a transfer mode), or None."""
+    if not isinstance(provenance, dict):
+        return f"a {type(provenance).__name__}, not a mapping"
+    for key, kind in PROVENANCE_KINDS.items():
+        if key in provenance and not isinstance(provenance[key], kind):
+            return f"{key} is {provenance[key]!r}, not a {kind.__name__}"
+    if provenance.get("default_mode", "relative") not in ("relative", "absolute"):
+        return f"default_mode is {provenance['default_mode']!r}, not relative or absolute"
+    return None
 
 
 def _describe_keys(label: str, keys: list[str]) -> str:
@@ -113,7 +135,10 @@ def load_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source) 
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
+    both = set(expected) & set(state)
+    wrong = sorted(k for k in both if expected[k].shape != state[k].shape)
+    # whole numbers where floats belong (int8 weights would be cast, silently, to garbage)
+    kind = sorted(k for k in both if expected[k].is_floating_point() != state[k].is_floating_point())
     problems = []
     if missing:
         problems.append(_describe_keys("missing", missing))
@@ -122,6 +147,9 @@ def load_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source) 
     if wrong:
         problems.append(_describe_keys("wrong shape", [
             f"{k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}" for k in wrong]))
+    if kind:
+        problems.append(_describe_keys("wrong dtype", [
+            f"{k} {state[k].dtype} for {expected[k].dtype}" for k in kind]))
     if problems:
         raise CheckpointError(f"{source} does not match the config: " + "; ".join(problems))
     broken = [k for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()]
@@ -156,10 +184,14 @@ def convert_authors_checkpoint(path: str | Path, config: ModelConfig,
                                provenance: dict | None = None) -> MonkeyNet:
     """Load an authors' ``.pth.tar`` (3D convs, kernel (1, k, k)) into the 2D model of ``config``."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder, not a checkpoint")
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        raw = torch.load(str(path), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # (torch warns of odd pickle protocols: the error says)
+            warnings.simplefilter("ignore")
+            raw = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle, zip and torch errors alike mean "unreadable"
         raise CheckpointError(f"cannot read {path} as an authors' checkpoint: "
                               f"{_load_error_reason(exc)}") from None

@@ -57,7 +57,8 @@ def checkpoints() -> None:
             table.add_row(escape(name + (" (default)" if default == "yes" else "")),
                           *map(escape, cells))
         console.print(table)
-    if any(row[header.index("file")].startswith(UNUSABLE) for row in rows):
+    if any(row[header.index(column)].startswith(UNUSABLE) for row in rows
+           for column in ("file", "predictor L1 (still)")):
         raise typer.Exit(1)  # listed all the same; a script checking an install sees it
 
 
@@ -97,7 +98,7 @@ def _predictor_cell(name: str) -> str:
     try:
         scores = predictor_provenance(bundled_predictor(name))
     except CheckpointError as exc:
-        return f"unusable: {exc}"
+        return f"{UNUSABLE}{exc}"
     if "test_l1" not in scores:
         return "not measured"
     return f"{scores['test_l1']:.4f} ({scores['test_static_l1']:.4f})"

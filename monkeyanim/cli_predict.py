@@ -10,7 +10,8 @@ import typer
 from rich.markup import escape
 
 from .cli import (CheckpointOpt, ConfigOpt, CropOpt, DeviceOpt, FidWeightsOpt, OutputOpt,
-                  OverwriteOpt, StopRequest, _load, _progress, _report, _require_all,
+                  OverwriteOpt, StopRequest, _load, _progress, _quiet_hub_logs, _report,
+                  _require_all,
                   _warn_unreadable, app, console, counted, err_console, flag)
 from .errors import InputError, Interrupted
 from .files import check_output
@@ -166,6 +167,8 @@ def predict(source: Annotated[Path, typer.Argument(
     box = parse_crop(crop)
     _require_all((source, "source image"), (fid_weights, "FID weights"),
                  (fid_reference, "FID reference"))
+    if predictor and predictor.startswith("hf://"):
+        _quiet_hub_logs()  # (as _load does for the checkpoint)
     net_path = predictor_path(predictor) if predictor else None  # before the model loads
     model = _load(checkpoint, config, device)  # first: a mistyped name is named as such
     if net_path is None:  # the one that ships with the model, however it was named

@@ -11,7 +11,7 @@ import torch
 
 from .checkpoint import MODEL_FILE, STATE_FILE, convert_authors_checkpoint, load_checkpoint
 from .config import YAML_SUFFIXES, ModelConfig, load_config_file
-from .errors import CheckpointError, ConfigError, InputError, first_line
+from .errors import CheckpointError, ConfigError, InputError, Interrupted, first_line
 from .models import MonkeyNet
 from .presets import AUTHOR_PRESETS, get_preset
 
@@ -132,9 +132,14 @@ DEFAULT_HUB_FILE = "model.safetensors"
 
 
 def parse_hub_spec(spec: str) -> tuple[str, str, str | None]:
-    """'hf://owner/repo[/path/file][@revision]' -> (repo_id, filename, revision)."""
+    """'hf://owner/repo[/path/file][@revision]', or with the revision after the repo as
+    huggingface_hub's file system writes it ('hf://owner/repo@revision/path/file') ->
+    (repo_id, filename, revision)."""
     body = spec.removeprefix(HF_PREFIX)
     body, at, revision = body.partition("@")
+    if "/" in revision:  # owner/repo@revision/path/file
+        revision, _, path = revision.partition("/")
+        body = f"{body}/{path}"
     parts = [p for p in body.split("/") if p]
     if len(parts) < 2 or at and not revision:
         raise CheckpointError(f"{spec!r} is not hf://owner/repo[/file][@revision]")
@@ -149,7 +154,7 @@ def download_from_hub(spec: str, suffixes: tuple[str, ...] = ()) -> Path:
     again once if its cached copy is damaged; a file named like a registered one must be
     it. ``suffixes``: the file names taken, checked first."""
     repo_id, filename, revision = parse_hub_spec(spec)
-    if suffixes and not filename.endswith(suffixes):
+    if suffixes and not filename.lower().endswith(suffixes):
         raise CheckpointError(f"{spec} names {Path(filename).name}, not a checkpoint file "
                               f"({', '.join(suffixes)})")
     path = _hub_download(spec, repo_id, filename, revision)
@@ -204,6 +209,7 @@ def _hub_download(spec: str, repo_id: str, filename: str, revision: str | None,
                                         RevisionNotFoundError)
 
     where = f"{repo_id}@{revision}" if revision else repo_id
+    _check_reachable(repo_id, filename, revision, where)
     try:
         return Path(hf_hub_download(repo_id, filename, revision=revision, force_download=force))
     except LocalEntryNotFoundError as exc:  # before its parent EntryNotFoundError
@@ -223,12 +229,37 @@ def _hub_download(spec: str, repo_id: str, filename: str, revision: str | None,
         raise CheckpointError(f"Hub repo {repo_id} not found, or " + (
             "private and HF_TOKEN gives no access to it" if get_token()
             else "private: set HF_TOKEN")) from None
+    except Interrupted:  # Ctrl-C or a kill: said as such, and its exit code kept
+        raise
     except Exception as exc:  # noqa: BLE001 - the HTTP client's own (a connection cut
         # mid-file, a timeout), an HTTP status, a cache that cannot be written: none is a bug
         # (a forced download that failed says "due to the above error": that one is the why)
         why = exc.__cause__ if isinstance(exc, ValueError) and exc.__cause__ else exc
         where = f" ({why.filename})" if isinstance(why, OSError) and why.filename else ""
         raise CheckpointError(f"download of {spec} failed: {first_line(why)}{where}") from None
+
+
+def _check_reachable(repo_id: str, filename: str, revision: str | None, where: str) -> None:
+    """Where nothing is cached, ask the Hub once, within HF_HUB_ETAG_TIMEOUT (10 s): with no
+    cached copy, huggingface_hub retries a Hub that does not answer (a firewall dropping
+    packets, a hung proxy) five times with a 60 s timeout each, minutes of silence. An
+    answer, even an error, is left to hf_hub_download to read."""
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if constants.HF_HUB_OFFLINE or isinstance(
+            try_to_load_from_cache(repo_id, filename, revision=revision), str):
+        return
+    try:
+        get_hf_file_metadata(hf_hub_url(repo_id, filename, revision=revision),
+                             timeout=constants.HF_HUB_ETAG_TIMEOUT)
+    except HfHubHTTPError:
+        return
+    except Interrupted:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the HTTP client's own: no answer came
+        raise CheckpointError(f"cannot reach the Hub ({first_line(exc) or type(exc).__name__})"
+                              f" and {filename} from {where} is not in the local cache") from None
 
 
 def _unreachable(error: Exception) -> str:
@@ -286,6 +317,19 @@ def _refuse_run_files(path: Path) -> None:
                               f"weights are {path.parent / MODEL_FILE}")
 
 
+def _check_config_given(name: str, config) -> None:
+    """ConfigError unless ``config`` comes with an authors' checkpoint, and with it alone."""
+    file = (parse_hub_spec(name)[1] if name.startswith(HF_PREFIX) else name).lower()
+    authors = file.endswith(AUTHOR_SUFFIXES)
+    if config is not None and not authors:
+        raise ConfigError(f"a config is for authors' checkpoints (.pth.tar): {Path(file).name} "
+                          "carries its own architecture; leave --config out")
+    if config is None and authors:
+        raise ConfigError(f"{Path(name).name} is an authors' checkpoint: give its config "
+                          f"({', '.join(sorted(AUTHOR_PRESETS))}, their .yaml config or "
+                          "a .json file)")
+
+
 def load_model(path_or_name: str | Path, config: str | Path | ModelConfig | None = None,
                device: str | torch.device | None = None) -> MonkeyNet:
     """Load a model in eval mode from a project ``.safetensors`` file, an authors' checkpoint
@@ -294,28 +338,22 @@ def load_model(path_or_name: str | Path, config: str | Path | ModelConfig | None
     channels_last, the layout the convolutions run fastest in (inputs may be either)."""
     device = None if device is None else resolve_device(device)  # before the work of loading
     name = str(path_or_name)
+    if not name.startswith(HF_PREFIX) and name not in _MODELS:  # (a folder named like a
+        _refuse_run_files(Path(name))  # registered checkpoint is no run folder)
+    _check_config_given(name, config)  # before a download: the file's name tells
     if name.startswith(HF_PREFIX):
         name = str(download_from_hub(name, (".safetensors", *AUTHOR_SUFFIXES)))
     path = Path(name)
-    if name not in _MODELS:  # a folder named like a registered checkpoint is no run folder
-        _refuse_run_files(path)
-    if config is not None and not name.endswith(AUTHOR_SUFFIXES):
-        raise ConfigError(f"a config is for authors' checkpoints (.pth.tar): {path.name} "
-                          "carries its own architecture; leave --config out")
-    if name.endswith(".safetensors"):
+    if name.lower().endswith(".safetensors"):
         model = load_checkpoint(path)
-    elif name.endswith(AUTHOR_SUFFIXES):
-        if config is None:
-            raise ConfigError(f"{path.name} is an authors' checkpoint: give its config "
-                              f"({', '.join(sorted(AUTHOR_PRESETS))}, their .yaml config or "
-                              "a .json file)")
+    elif name.lower().endswith(AUTHOR_SUFFIXES):
         model = convert_authors_checkpoint(path, resolve_config(config))
     elif name in _MODELS:
         model = load_checkpoint(bundled_path(name))
     else:
         valid = ", ".join(available_models()) or "none bundled yet"
-        hub = (" (a Hub address starts with hf://, in lower case)"
-               if name.strip().lower().startswith(HF_PREFIX) else "")
+        hub = ("" if not name.strip().lower().startswith(HF_PREFIX) else
+               " (a Hub address starts with hf://, in lower case, with no space before it)")
         raise CheckpointError(f"unknown checkpoint {name!r}: not a .safetensors or .pth.tar "
                               f"file, nor a registered name ({valid}){hub}")
     # about 17% faster inference on CPU than NCHW weights fed channels_last frames

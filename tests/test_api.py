@@ -2,6 +2,7 @@
 bundled checkpoints and real frames."""
 
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -334,3 +335,29 @@ def test_a_half_precision_copy_has_the_same_keypoints_fingerprint(shapes, tmp_pa
     half = monkeyanim.load_model(tmp_path / "half.safetensors")
     assert keypoints_id(half) == keypoints_id(shapes) != keypoints_id(
         monkeyanim.load_model("actions"))
+
+
+def test_a_checkpoint_with_damaged_metadata_or_weights_of_another_kind_is_refused(tmp_path):
+    """Provenance that is no mapping, or whose entries the code reads are of another kind,
+    gave tracebacks (or 'unknown mode' for a --mode never given); int8 weights were cast to
+    garbage without a word. A .SAFETENSORS file (as convert writes one) loads."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    shipped = ROOT / "checkpoints" / "shapes.safetensors"
+    metadata, state = safe_open(str(shipped), "pt").metadata(), load_file(shipped)
+    provenance = json.loads(metadata["provenance"])
+    first = next(key for key, value in state.items() if value.is_floating_point())
+    cases = [({**metadata, "provenance": "[1, 2]"}, state, "a list, not a mapping"),
+             ({**metadata, "provenance": json.dumps({**provenance, "default_mode": "bogus"})},
+              state, "default_mode is 'bogus'"),
+             ({**metadata, "provenance": json.dumps({"name": ["x"]})}, state, "name is ['x']"),
+             (metadata, {**state, first: state[first].to(torch.int8)}, "wrong dtype 1")]
+    for index, (meta, tensors, fragment) in enumerate(cases):
+        save_file(tensors, tmp_path / f"{index}.safetensors", meta)
+        with pytest.raises(monkeyanim.CheckpointError, match=re.escape(fragment)):
+            monkeyanim.load_model(tmp_path / f"{index}.safetensors")
+    save_file(state, tmp_path / "UPPER.SAFETENSORS", metadata)
+    assert monkeyanim.load_model(str(tmp_path / "UPPER.SAFETENSORS")).config.num_kp == 4

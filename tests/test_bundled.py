@@ -46,10 +46,13 @@ def test_registry_loads_and_verifies(monkeypatch):
         hub.registry_entry("shape")
     # the predictors that ship beside them are verified the same way
     assert hub.predictor_path("actions").name == "actions-predictor.safetensors"
+    monkeypatch.undo()  # the checkpoints as they ship, but this predictor
     entry = hub._PREDICTORS["actions"]
     monkeypatch.setitem(hub._PREDICTORS, "actions", hub.RegistryEntry(entry.file, "0" * 64, ""))
     with pytest.raises(monkeyanim.CheckpointError, match="sha256 registered for the predictor"):
         hub.predictor_path("actions")
+    listed = CliRunner().invoke(app, ["checkpoints"])  # an unusable predictor fails it too
+    assert listed.exit_code == 1 and "unusable: " in listed.output, listed.output
 
 
 def test_unknown_name_lists_the_valid_ones(tmp_path):

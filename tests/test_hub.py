@@ -2,6 +2,7 @@
 
 import hashlib
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -126,6 +127,14 @@ def test_hub_errors_are_one_line(hub_env, tmp_path):
     assert_one_line_error(animate("hf://owner/models/weights.bin", out, env),
                           "names weights.bin, not a checkpoint file")
     assert_one_line_error(animate("HF://owner/models", out, env), "in lower case")
+    assert_one_line_error(animate(" hf://owner/models", out, env), "with no space before it")
+    # a --config where the file carries its own, or none with an authors' file: the name
+    # tells, before hundreds of MB are downloaded to be thrown away
+    keypoints = ("keypoints", ROOT / "examples/shapes/source.png", "-o", tmp_path / "k.png")
+    assert_one_line_error(run_cli(*keypoints, "-c", "hf://owner/models", "--config", "shapes",
+                                  env=env), "leave --config out")
+    assert_one_line_error(run_cli(*keypoints, "-c", "hf://owner/authors/cpk.pth.tar", env=env),
+                          "is an authors' checkpoint: give its config")
     assert len(hub.requests) == requests  # refused before asking the Hub
     assert_one_line_error(animate("hf://owner/multi", out, env),
                           "model.safetensors not found", "hf://owner/multi/FILE names another")
@@ -167,8 +176,9 @@ def test_a_damaged_cached_download_is_fetched_again(hub_env, tmp_path):
 
 
 def test_unreachable_hub_without_cache_is_one_line(hub_env, tmp_path):
-    """A dead network (nothing listens on the endpoint's port): huggingface_hub retries for
-    about 25 s, logging each retry; what the user reads is one line."""
+    """A dead network (nothing listens on the endpoint's port), or a Hub that never answers:
+    one line, within about HF_HUB_ETAG_TIMEOUT (huggingface_hub's own retries, each logged,
+    took 25 s and six minutes)."""
     import socket
 
     with socket.socket() as sock:  # a port that was free a moment ago, now closed
@@ -180,6 +190,16 @@ def test_unreachable_hub_without_cache_is_one_line(hub_env, tmp_path):
     assert_one_line_error(animate("hf://owner/models", out, dead),
                           "cannot reach the Hub", "not in the local cache")
     assert not out.exists()
+    # a Hub that takes the connection and never answers (a hung proxy): huggingface_hub
+    # retried it five times with a 60 s timeout each, six minutes of silence
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)  # connections complete in the kernel; nothing is ever read
+        started = time.monotonic()
+        result = animate("hf://owner/models", out,
+                         {**env, "HF_ENDPOINT": f"http://127.0.0.1:{sock.getsockname()[1]}"})
+    assert_one_line_error(result, "cannot reach the Hub (timed out)", "not in the local cache")
+    assert time.monotonic() - started < 60
 
 
 def test_predictor_from_the_hub(hub_env, tmp_path):
@@ -200,3 +220,12 @@ def test_predictor_from_the_hub(hub_env, tmp_path):
                      "-o", tmp_path / "b.mp4", env=env)
     assert_one_line_error(result, "is named like the registered 'actions' but is not that file")
     assert not (tmp_path / "b.mp4").exists()
+    # the revision before the file, as huggingface_hub's file system writes addresses
+    result = run_cli(*args, "--predictor", "hf://owner/models@main/actions-predictor.safetensors",
+                     "-o", tmp_path / "c.mp4", env=env)
+    assert result.returncode == 0, result.stderr
+    # no Hub: one line (huggingface_hub's retry warnings were printed for the predictor)
+    hub.stop()
+    result = run_cli(*args, "--predictor", "hf://owner/other/actions-predictor.safetensors",
+                     "-o", tmp_path / "d.mp4", env=env)
+    assert_one_line_error(result, "cannot reach the Hub")
