@@ -12,7 +12,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 
-from .checkpoint import PREDICTOR_FORMAT as FORMAT, load_strict
+from .checkpoint import FORMAT as CHECKPOINT_FORMAT, PREDICTOR_FORMAT as FORMAT, load_strict
 from .data import list_videos
 from .errors import CheckpointError, InputError
 from .files import atomic_write
@@ -211,6 +211,9 @@ def _read_predictor(path: Path, with_weights: bool) -> tuple[dict, dict]:
             state = {k: handle.get_tensor(k) for k in handle.keys()} if with_weights else {}
     except Exception as exc:  # any damage to the file
         raise CheckpointError(f"{path} is not a readable predictor ({exc})") from None
+    if metadata.get("format") == CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is a Monkey-Net checkpoint, not an image-to-video "
+                              "predictor: give it as --checkpoint")
     if metadata.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a monkeyanim predictor (no '{FORMAT}' metadata)")
     return metadata, state

@@ -175,6 +175,9 @@ def test_cli_train_predictor_and_predict(shapes_split, tmp_path):
     result = run_cli("predict", source, "-c", ROOT / "checkpoints/shapes-predictor.safetensors",
                      "-o", out)
     assert_one_line_error(result, "is an image-to-video predictor", "--predictor")
+    result = run_cli("predict", source, "-c", "shapes", "--predictor",
+                     ROOT / "checkpoints/shapes.safetensors", "-o", out)  # and the other way
+    assert_one_line_error(result, "is a Monkey-Net checkpoint", "give it as --checkpoint")
     result = run_cli("predict", source, "-c", ROOT / "checkpoints/shapes.safetensors", "-o", out,
                      "--frames", "2")
     assert result.returncode == 0 and probe(out)["frames"] == 2, result.stderr
