@@ -13,6 +13,7 @@ from rich.table import Table
 from .cli import OutputOpt, OverwriteOpt, app, console, print_row
 from .files import check_output
 
+NARROW_COLUMNS = 110  # a terminal narrower than this gets a block per checkpoint
 UNUSABLE = "unusable: "  # how a registered file that cannot be loaded is listed
 
 
@@ -31,7 +32,8 @@ def convert(checkpoint: Annotated[Path, typer.Argument(help="Authors' .pth.tar c
     check_output(output, overwrite, (".safetensors",), inputs=(checkpoint, Path(config)))
     model = convert_authors_checkpoint(checkpoint, resolve_config(config))
     model.provenance.update(name=name or checkpoint.name.split(".")[0],
-                            source="authors' checkpoint", config=str(config))
+                            source="authors' checkpoint",
+                            config=Path(config).name)  # (not where it lay on this machine)
     save_checkpoint(model, output)
     parameters = sum(p.numel() for p in model.parameters())
     console.print(f"wrote {output} ({parameters:,} parameters, frame size "
@@ -50,9 +52,17 @@ def checkpoints() -> None:
         # name as --checkpoint takes it and the default in a column of its own
         for row in (header + ("default",), *rows):
             print_row(row)
+    elif console.width < NARROW_COLUMNS:  # eight columns do not fit: a block each
+        for name, *cells, default in rows:
+            console.print(escape(name + (" (default)" if default == "yes" else "")), style="bold")
+            for label, cell in zip(header[1:], cells):
+                console.print(escape(f"  {label}: {cell}"))
     else:
         table = Table(*header)
-        table.columns[header.index("file")].overflow = "fold"  # a path cut short says nothing
+        for column in table.columns:  # short values whole ("shapes (defau…" said nothing),
+            # the long ones (data, file) wrapped around them
+            column.no_wrap = column.header not in ("data", "file")
+            column.overflow = "fold"
         for name, *cells, default in rows:
             table.add_row(escape(name + (" (default)" if default == "yes" else "")),
                           *map(escape, cells))

@@ -75,6 +75,21 @@ def test_checkpoints_command_lists_them():
     assert rows["name"][-1] == "default" and all(len(row) == 9 for row in rows.values())
 
 
+def test_checkpoints_on_a_narrow_terminal(monkeypatch):
+    """On an 80-column terminal the eight-column table cut every value short ("shapes
+    (defau…"): a block per checkpoint there, the table on wider ones."""
+    from rich.console import Console
+
+    from monkeyanim import cli_checkpoints
+
+    for width, expected in ((80, "  iterations: 500\n"), (160, "│ shapes (default) │")):
+        shown = Console(force_terminal=True, width=width, record=True, color_system=None)
+        monkeypatch.setattr(cli_checkpoints, "console", shown)
+        cli_checkpoints.checkpoints()
+        text = shown.export_text()
+        assert expected in text and "…" not in text, text
+
+
 def mean_reconstruction_l1(name: str, folder: Path, every: int) -> float:
     """The paper's reconstruction (first frame animated to every frame's keypoints), mean L1
     over every ``every``-th test video, all frames."""
