@@ -216,7 +216,7 @@ class ReferenceFID:
         share = max(1, max_frames // len(self.videos))
         for video in self.videos[:max_frames]:
             reader = open_video(video)
-            crop_at, _ = video_crops(reader, crop_mode(None, self.model))
+            crop_at, _, _ = video_crops(reader, crop_mode(None, self.model))
             taken = 0
             for frames, _ in frame_batches(reader, self.model.config.frame_size,
                                            FID_BATCH_FRAMES, crop_at):

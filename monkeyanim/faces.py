@@ -294,6 +294,7 @@ class BoxTrack:
     """Per-frame crop boxes for a video, smoothed so the crop does not jitter."""
 
     boxes: np.ndarray  # (T, 4) float: x, y, side, side
+    found: tuple[int, ...] = ()  # the frames whose detection found the face
 
     def __getitem__(self, index: int) -> Box:
         x, y, w, h = self.boxes[min(index, len(self.boxes) - 1)]
@@ -390,4 +391,6 @@ def track_faces(frames: Iterable[np.ndarray], detector, every: int = TRACK_DETEC
                 found[index] = crop_box(face, *frame.shape[:2])
     if not found:
         raise NoFaceError("no face found in the video")
-    return smooth_boxes(found, count, shape[0], shape[1], window, cuts), count
+    track = smooth_boxes(found, count, shape[0], shape[1], window, cuts)
+    track.found = tuple(found)
+    return track, count

@@ -10,10 +10,14 @@ import numpy as np
 import torch
 
 from .errors import InputError, NoFaceError
-from .faces import Box, crop_box, get_detector, track_faces
+from .faces import TRACK_DETECT_EVERY, Box, crop_box, get_detector, track_faces
 from .models import MonkeyNet
 from .pipeline import to_tensor
 from .video import VideoReader, check_batch_size, fit_frame, prefetch
+
+
+# a face unseen for this long in a video cropped to it gets a warning
+FACELESS_S = 2.0
 
 
 def crop_mode(spec, model: MonkeyNet):
@@ -23,17 +27,34 @@ def crop_mode(spec, model: MonkeyNet):
     return None if spec == "none" else spec
 
 
-def video_crops(reader: VideoReader, mode) -> tuple[Callable[[int], Box | None], str | None]:
-    """The crop box of each frame index, and the face detector used (if any)."""
+def video_crops(reader: VideoReader, mode
+                ) -> tuple[Callable[[int], Box | None], str | None, str | None]:
+    """The crop box of each frame index, the face detector used (if any), and a note where
+    the face was not seen for a while (it left the frame, turned away...)."""
     if mode != "auto":
-        return (lambda index: mode), None
+        return (lambda index: mode), None, None
     detector = get_detector()
     try:
-        track, _ = track_faces(reader.frames(), detector)
+        track, count = track_faces(reader.frames(), detector)
     except NoFaceError:  # (a frame that cannot be read says so itself)
         raise InputError(f"no face found in {reader.path.name} ({detector.name}); use --crop "
                          "none or x,y,w,h") from None
-    return track.__getitem__, detector.name
+    first, last = faceless(track.found, count)
+    fps = float(reader.fps)
+    note = (f"no face seen in {reader.path.name} from {first / fps:.1f} s to "
+            f"{(last + 1) / fps:.1f} s ({detector.name}): the crop holds where the face was, "
+            "and what moves there is not a face" if last - first + 1 >= FACELESS_S * fps
+            else None)
+    return track.__getitem__, detector.name, note
+
+
+def faceless(found: tuple[int, ...], count: int) -> tuple[int, int]:
+    """The longest run of frames (first, last) of ``count`` between the frames where the
+    face was found (detections come every TRACK_DETECT_EVERY frames); (0, -1) for none."""
+    edges = [-TRACK_DETECT_EVERY, *sorted(found), count]
+    first, last = max(((a + TRACK_DETECT_EVERY, b - 1) for a, b in zip(edges, edges[1:])),
+                      key=lambda run: run[1] - run[0])
+    return (first, last) if last >= first else (0, -1)
 
 
 def source_crop(image: np.ndarray, mode, path: Path

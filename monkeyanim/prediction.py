@@ -40,7 +40,7 @@ def extract_keypoints(model: MonkeyNet, folder: Path, min_frames: int,
             progress(done - 1, len(videos))
         try:
             reader = open_video(path)
-            crop_at, _ = video_crops(reader, crop_mode(crop, model))
+            crop_at, _, _ = video_crops(reader, crop_mode(crop, model))
             found = [model.keypoints(batch) for _, batch in frame_batches(
                 reader, model.config.frame_size, batch_size, crop_at, model.device)]
         except InputError as exc:  # unreadable, or damaged part way through

@@ -121,6 +121,25 @@ def test_auto_crop_and_paste_back(small_model, mead_png, face_video, tmp_path):
     assert far < 3 and near > 3 * far
 
 
+def test_a_face_unseen_for_seconds_is_said(small_model, face_frames, tmp_path):
+    """The face leaves the frame (here: 2.4 s of empty wall after 1.6 s of talking): the crop
+    holds where it was and the motion there is not a face's, which the user is told; a face
+    seen throughout gets no such warning."""
+    from conftest import write_video
+
+    wall = np.full_like(face_frames[0], 128)
+    video = write_video(tmp_path / "leaves.mp4", face_frames + [wall] * 60, fps=25)
+    result = run_cli("reconstruct", video, "-o", tmp_path / "r.mp4", "-c", small_model,
+                     "--crop", "auto")
+    assert result.returncode == 0, result.stderr
+    assert "warning: no face seen in leaves.mp4 from 1.6 s to 4.0 s" in result.stderr
+    assert "the crop holds where the face was" in result.stderr
+    still = write_video(tmp_path / "stays.mp4", face_frames, fps=25)
+    result = run_cli("keypoints", still, "-o", tmp_path / "k.mp4", "-c", small_model,
+                     "--crop", "auto")
+    assert result.returncode == 0 and "no face seen" not in result.stderr, result.stderr
+
+
 def test_faces_in_photos_a_small_one_several_and_a_box_for_the_source_alone(
         small_model, mead_png, face_video, tmp_path):
     """A face of 100 px in a 4000x3000 photo shrinks to 16 px at the usual detection size:
