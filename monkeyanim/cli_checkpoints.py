@@ -61,7 +61,7 @@ def checkpoints() -> None:
         table = Table(*header)
         for column in table.columns:  # short values whole ("shapes (defau…" said nothing),
             # the long ones (data, file) wrapped around them
-            column.no_wrap = column.header not in ("data", "file")
+            column.no_wrap = column.header not in ("data", "file", "predictor L1 (still)")
             column.overflow = "fold"
         for name, *cells, default in rows:
             table.add_row(escape(name + (" (default)" if default == "yes" else "")),

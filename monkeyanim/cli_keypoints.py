@@ -35,29 +35,45 @@ def keypoints(video: Annotated[Path, typer.Argument(help="Video or image, or a f
 
     check_existing(overwrite, skip_existing)
     batch = _holds_videos(video)  # a folder of images alone is one video: its frames
-    done = skip_existing and not batch and all_there(output, json_path)
+    # --skip-existing: what is there stays as it is; only what is missing is written
+    draw, write = (_missing(output, json_path) if skip_existing and not batch
+                   else (output, json_path))
     check_batch_size(batch_size)
-    jobs = _keypoints_outputs(video, batch, output, json_path, output_format, overwrite or done)
+    jobs = _keypoints_outputs(video, batch, draw, write, output_format, overwrite)
     box = parse_crop(crop)
-    if done:  # once the input is known to be there: a mistyped one is no success
+    if not batch and draw is None and write is None:  # once the input is known to be there
         return say_skipped(output)
     from .overlay import keypoints_file  # torch: only once the inputs are there
 
     model = _load(checkpoint, config, device)
     if jobs is not None:  # a folder of videos: one that fails is reported, the others go on
-        if skip_existing:  # a drawing there without its JSON (stopped between): the JSON
-            jobs = [(v, None if js and all_there(out) else out, js) for v, out, js in jobs]
-        batch = [((v.name,), out or js, partial(_keypoints_job, keypoints_file, model, v, out,
-                                                js, batch_size, box, overwrite))
-                 for v, out, js in jobs]
         _warn_left_out(video, output, json_path)
-        jsons = {out: js for _, out, js in jobs if out}  # a video is done once both are there
-        skip = (lambda out: all_there(out, jsons.get(out))) if skip_existing else None
-        if _failures(_run_batch(batch, ("video",), overwrite, skip=skip)):
+        batch_jobs, skip = _batch_jobs(jobs, partial(keypoints_file, model),
+                                       (batch_size, box, overwrite), skip_existing)
+        if _failures(_run_batch(batch_jobs, ("video",), overwrite, skip=skip)):
             raise typer.Exit(1)
         return
-    with _progress(output.name) as progress:
-        _report(keypoints_file(model, video, output, json_path, batch_size, box, progress))
+    with _progress((draw or write).name) as progress:
+        _report(keypoints_file(model, video, draw, write, batch_size, box, progress))
+
+
+def _missing(draw: Path | None, write: Path | None) -> tuple[Path | None, Path | None]:
+    """The drawing and the JSON, each None where it is there already (or not asked for)."""
+    return (None if all_there(draw) else draw), (None if all_there(write) else write)
+
+
+def _batch_jobs(jobs: list[tuple], run, settings: tuple, skip_existing: bool):
+    """A batch's (names, output, run) jobs, and what --skip-existing leaves out: a video
+    whose drawing and JSON are there; one with either (a stop came between the two) gets
+    the other alone."""
+    batch, skipped = [], set()
+    for video, out, js in jobs:
+        draw, write = _missing(out, js) if skip_existing else (out, js)
+        if draw is None and write is None:
+            skipped.add(out)
+        batch.append(((video.name,), draw or write or out,
+                      partial(_keypoints_job, run, video, draw, write, *settings)))
+    return batch, skipped.__contains__ if skip_existing else None
 
 
 def _keypoints_outputs(video: Path, batch: bool, output: Path, json_path: Path | None,
@@ -69,11 +85,12 @@ def _keypoints_outputs(video: Path, batch: bool, output: Path, json_path: Path |
     from .video import IMAGE_OUTPUTS
     from .videowriter import VIDEO_OUTPUTS
 
-    if not batch:
+    if not batch:  # (output or json_path None: there already, see _missing)
         require_frames(video)
-        _check_single_format(output_format, output)
-        check_output(output, overwrite, VIDEO_OUTPUTS + IMAGE_OUTPUTS, inputs=(video,))
-        check_json_apart(json_path, output)
+        if output is not None:
+            _check_single_format(output_format, output)
+            check_output(output, overwrite, VIDEO_OUTPUTS + IMAGE_OUTPUTS, inputs=(video,))
+        check_json_apart(json_path, *[output] * (output is not None))
         if json_path is not None:
             check_output(json_path, overwrite, inputs=(video,))
         check_json_name(json_path)
@@ -95,10 +112,10 @@ def _keypoints_outputs(video: Path, batch: bool, output: Path, json_path: Path |
     return jobs
 
 
-def _keypoints_job(run, model, video: Path, output: Path, json_path: Path | None,
+def _keypoints_job(run, video: Path, output: Path | None, json_path: Path | None,
                    batch_size: int, box, overwrite: bool, progress):
     """One video of a keypoints batch: its JSON, like its drawing, is not replaced without
     --overwrite."""
     if json_path is not None:
         check_output(json_path, overwrite)
-    return run(model, video, output, json_path, batch_size, box, progress)
+    return run(video, output, json_path, batch_size, box, progress)

@@ -210,5 +210,5 @@ def _check_pair(net, trained: dict, model) -> None:
     if other:
         err_console.print(escape(
             f"warning: the predictor was trained on the keypoints of "
-            f"{repr(trained_on) if trained_on else 'another checkpoint'}, not of "
-            f"{repr(name) if name else 'this one'}: its motion may not fit"))
+            f"{repr(trained_on) if trained_on and trained_on != name else 'another checkpoint'}"
+            f", not of {repr(name) if name else 'this one'}: its motion may not fit"))

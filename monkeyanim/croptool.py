@@ -160,7 +160,8 @@ def crop_video(video: Path, out_dir: Path, detector, size: int, min_frames: int,
     _write_clips(_counted(reader.frames(), progress, total, count), reader.fps,
                  list(zip(keep, boxes, outputs)), size)
     for track, box, path in zip(keep, boxes, outputs):
-        rows.append({"clip": path.name, "source": str(video), "start_frame": track.start,
+        rows.append({"clip": path.name, "source": str(video.resolve()),  # (from anywhere)
+                     "start_frame": track.start,
                      "end_frame": track.end, "start_s": round(track.start / fps, 3),
                      "end_s": round((track.end + 1) / fps, 3), "x": box[0], "y": box[1],
                      "w": box[2], "h": box[3], "fps": round(fps, 3), "detector": detector.name})

@@ -137,14 +137,23 @@ def parse_hub_spec(spec: str) -> tuple[str, str, str | None]:
     (repo_id, filename, revision)."""
     body = spec.removeprefix(HF_PREFIX)
     body, at, revision = body.partition("@")
-    if "/" in revision:  # owner/repo@revision/path/file
-        revision, _, path = revision.partition("/")
-        body = f"{body}/{path}"
+    if _revision_first(body, revision):  # owner/repo@revision/path/file
+        segments = revision.split("/")
+        take = 3 if segments[0] == "refs" else 1  # refs/pr/N, refs/convert/X
+        revision, body = "/".join(segments[:take]), "/".join([body, *segments[take:]])
     parts = [p for p in body.split("/") if p]
     if len(parts) < 2 or at and not revision:
         raise CheckpointError(f"{spec!r} is not hf://owner/repo[/file][@revision]")
     filename = "/".join(parts[2:]) or DEFAULT_HUB_FILE
     return f"{parts[0]}/{parts[1]}", filename, revision or None
+
+
+def _revision_first(repo: str, after: str) -> bool:
+    """Whether 'owner/repo@AFTER' puts the revision before the file (hf://owner/repo@v1/x.pth):
+    the @ right after the repo and AFTER ending in a checkpoint's name. Otherwise AFTER is
+    all revision, slashes too (refs/pr/1, feature/x), as the file comes before it."""
+    return (len([p for p in repo.split("/") if p]) == 2 and "/" in after
+            and after.lower().endswith((".safetensors", *AUTHOR_SUFFIXES)))
 
 
 def download_from_hub(spec: str, suffixes: tuple[str, ...] = ()) -> Path:

@@ -98,27 +98,44 @@ def check_run_dir(run_dir: Path, resume: bool, run_files: tuple[str, ...] = ()) 
 LOCK_FILE = ".lock"  # in the run folder: what lock_run_dir locks
 
 
+_HELD: set[Path] = set()  # the lock files this process holds (see lock_run_dir)
+
+
 def lock_run_dir(run_dir: Path) -> int | None:
     """Hold the run folder for this process: two runs in one folder (a second started by
-    mistake, a scheduler's job queued twice) would log every iteration twice and save over
-    each other. A POSIX lock on RUN_DIR/.lock: held by this process alone (not by the loader
-    workers it forks, which outlive a kill -9 by seconds), dropped when it ends however it
-    ends, and kept by NFS. Returns the descriptor to keep open (closing it releases the
-    lock), or None where the file system keeps no locks (the run goes on without)."""
-    try:
-        descriptor = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    except OSError as error:
-        raise InputError(f"cannot write in run folder {run_dir}: {error.strerror}") from None
+    mistake, a scheduler's job queued twice, a notebook cell run again) would log every
+    iteration twice and save over each other. A POSIX lock on RUN_DIR/.lock: held by this
+    process alone (not by the loader workers it forks, which outlive a kill -9 by seconds),
+    dropped when it ends however it ends, and kept by NFS; being the process's, it is taken
+    once per process (a second descriptor closed would drop it). Returns the descriptor to
+    keep open (unlock_run_dir lets go), or None where no lock can be had: a file system
+    without locks, a .lock this user cannot write (another's, in a shared folder)."""
+    path = run_dir.resolve() / LOCK_FILE
+    if path in _HELD:
+        raise _busy(run_dir)
+    try:  # (0o666 less the umask: a group-writable run folder's lock is the group's too)
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    except OSError:  # a read-only folder: its own writes will say so
+        return None
     try:
         fcntl.lockf(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as error:
         os.close(descriptor)
         if error.errno in (errno.EACCES, errno.EAGAIN):
-            raise InputError(f"another run is training in {run_dir} now: wait for it to end, "
-                             "or stop it (Ctrl-C saves it), before starting or resuming one "
-                             "there") from None
+            raise _busy(run_dir) from None
         return None  # (ENOLCK, ENOSYS: no locks here)
+    _HELD.add(path)
     return descriptor
+
+
+def unlock_run_dir(run_dir: Path, descriptor: int) -> None:
+    _HELD.discard(run_dir.resolve() / LOCK_FILE)
+    os.close(descriptor)
+
+
+def _busy(run_dir: Path) -> InputError:
+    return InputError(f"another run is training in {run_dir} now: wait for it to end, or "
+                      "stop it (Ctrl-C saves it), before starting or resuming one there")
 
 
 class RunLock:
@@ -126,18 +143,23 @@ class RunLock:
     exists (``active``: rank 0 alone), let go by release() or when the run is dropped."""
 
     def __init__(self, run_dir: Path, active: bool = True):
-        self.run_dir, self.active = run_dir, active
+        self.run_dir, self.active, self.made = run_dir, active, False
         self._unlock: weakref.finalize | None = None
 
     def hold(self) -> None:
         if self.active and self._unlock is None and self.run_dir.is_dir():
+            self.made = not (self.run_dir / LOCK_FILE).exists()
             descriptor = lock_run_dir(self.run_dir)
             if descriptor is not None:
-                self._unlock = weakref.finalize(self, os.close, descriptor)
+                self._unlock = weakref.finalize(self, unlock_run_dir, self.run_dir, descriptor)
 
-    def release(self) -> None:
-        if self._unlock is not None:
+    def release(self, discard: bool = False) -> None:
+        """Let go; ``discard``: a run that never started also removes the .lock it made
+        (in a folder refused as a run folder, say)."""
+        if self._unlock is not None and self._unlock.alive:
             self._unlock()
+            if discard and self.made:
+                (self.run_dir / LOCK_FILE).unlink(missing_ok=True)
 
 
 def divergence_error(iteration: int, losses: dict[str, float], model_path: Path,

@@ -70,7 +70,7 @@ class Trainer:
             self._setup(Path(data_dir), Path(run_dir), model_config, train_config, device,
                         precision, resume, init)
         except BaseException:  # (a notebook keeps the failed object alive: not its lock)
-            self.lock.release()
+            self.lock.release(discard=True)
             raise
 
     def _setup(self, data_dir: Path, run_dir: Path, model_config: ModelConfig,
@@ -87,10 +87,10 @@ class Trainer:
         check_rgb(model_config)
         check_discriminator(model_config)
         check_feature_matching(train_config, model_config)
-        self.lock.hold()  # before the folder's files are judged: another run may write them
-        check_run_dir(self.run_dir, resume, (BEST_FILE,))
         check_outside(self.run_dir, training_folder(data_dir),
                       *(Path(data_dir) / split for split in (VAL_SPLIT, TEST_SPLIT)))
+        self.lock.hold()  # before the folder's files are judged: another run may write them
+        check_run_dir(self.run_dir, resume, (BEST_FILE,))
         torch.manual_seed(train_config.seed)
         self.dataset = PairDataset(training_folder(data_dir), model_config.frame_size,
                                    train_config.augmentation, train_config.num_repeats,

@@ -424,6 +424,8 @@ def test_crop_folder_goes_on_past_a_broken_video_and_keeps_its_records(datasets_
     assert "may.mp4: skipped (clips.csv lists its clips)" in result.stdout
     assert "vox.mp4: 1 clip(s), 34 frames" in result.stdout
     assert clips() == ["may_000.mp4", "vox_000.mp4"]
+    sources = [r["source"] for r in csv.DictReader((out / "clips.csv").open())]
+    assert sources[-1] == str((videos / "vox.mp4").resolve())  # matched from any folder
     assert (out / "may_000.mp4").read_bytes() == before
     result = run_cli("crop", videos, "-o", out, "--skip-existing")  # all done: nothing to do
     assert result.returncode == 0 and result.stdout.count("skipped") == 2, result.stderr

@@ -229,3 +229,19 @@ def test_predictor_from_the_hub(hub_env, tmp_path):
     result = run_cli(*args, "--predictor", "hf://owner/other/actions-predictor.safetensors",
                      "-o", tmp_path / "d.mp4", env=env)
     assert_one_line_error(result, "cannot reach the Hub")
+
+
+def test_hub_addresses_parse_with_the_revision_before_or_after_the_file():
+    """hf://owner/repo@rev/file (huggingface_hub's file system's form) and revisions that
+    hold slashes (refs/pr/1, feature/x; they broke when the first form came in)."""
+    from monkeyanim.hub import parse_hub_spec
+
+    cases = {"hf://owner/m@v1/sub/x.safetensors": ("owner/m", "sub/x.safetensors", "v1"),
+             "hf://owner/m@refs/pr/2/a.safetensors": ("owner/m", "a.safetensors", "refs/pr/2"),
+             "hf://owner/m/model.safetensors@refs/pr/1":
+                 ("owner/m", "model.safetensors", "refs/pr/1"),
+             "hf://owner/m@refs/pr/1": ("owner/m", "model.safetensors", "refs/pr/1"),
+             "hf://owner/m/a.pth.tar@feature/x": ("owner/m", "a.pth.tar", "feature/x"),
+             "hf://owner/m/": ("owner/m", "model.safetensors", None)}
+    for spec, expected in cases.items():
+        assert parse_hub_spec(spec) == expected, spec

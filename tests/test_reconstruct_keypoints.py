@@ -509,6 +509,17 @@ def test_skip_existing_finishes_a_batch_and_leaves_what_is_there(small_model, cl
     assert result.returncode == 0 and "v1.mp4\tok, 10 frames" in result.stdout, result.stderr
     assert result.stdout.splitlines()[-1] == "1 of 3 succeeded (2 skipped: already there)"
     assert (tracks / "v1.json").is_file() and (drawn / "v1.mp4").stat().st_mtime_ns == drawing
+    (drawn / "v0.mp4").unlink()  # and the other way: the drawing alone
+    written = (tracks / "v0.json").stat().st_mtime_ns
+    result = run_cli("keypoints", folder, "-o", drawn, "--json", tracks, "-c", small_model,
+                     "--skip-existing")
+    assert result.returncode == 0 and "v0.mp4\tok, 10 frames" in result.stdout, result.stderr
+    assert (drawn / "v0.mp4").is_file() and (tracks / "v0.json").stat().st_mtime_ns == written
+    # one video alone the same way
+    (tracks / "v2.json").unlink()
+    result = run_cli("keypoints", folder / "v2.mkv", "-o", drawn / "v2.mp4", "--json",
+                     tracks / "v2.json", "-c", small_model, "--skip-existing")
+    assert result.returncode == 0 and (tracks / "v2.json").is_file(), result.stderr
 
     # what is no output of ours is not taken for one: a folder, an empty file
     (out / "v0.mp4").unlink()

@@ -134,7 +134,7 @@ def test_model_and_state_are_saved_as_a_pair(shapes_slice, tiny_config, tmp_path
     assert_one_line_error(result, f"cannot write {run / 'state.pt'}", "File too large")
     assert monkeyanim.load_model(run / "model.safetensors").provenance["iterations"] == 10
     assert torch.load(run / "state.pt", weights_only=True)["iteration"] == 10
-    assert not list(run.glob(".*"))  # no temp file left
+    assert [path.name for path in run.glob(".*")] == [".lock"]  # no temp file left
     result = run_cli("train", shapes_slice, "-o", run, "--resume", env=env)
     assert result.returncode == 0, result.stderr
     assert "iterations 10 -> 20" in result.stdout  # the --iterations of the failed resume
@@ -777,6 +777,22 @@ def test_one_run_at_a_time_in_a_folder(shapes_slice, tiny_config, tmp_path):
     fresh.mkdir()
     with pytest.raises(InputError, match="nothing to resume") as failed:
         Trainer(shapes_slice, fresh, *load_train_config(str(tiny_config)), resume=True)
+    assert not (fresh / ".lock").exists()  # a folder refused as a run's keeps nothing of it
+    # a second Trainer in this process (a notebook cell run again) is refused, and dropping
+    # it leaves the first one's hold (a POSIX lock is the process's: closing a second
+    # descriptor dropped it); the lock file is as writable as the umask lets the group make it
+    previous = os.umask(0o002)
+    try:
+        first = Trainer(shapes_slice, fresh, *load_train_config(str(tiny_config)))
+    finally:
+        os.umask(previous)
+    assert (fresh / ".lock").stat().st_mode & 0o777 == 0o664
+    with pytest.raises(InputError, match="another run is training"):
+        Trainer(shapes_slice, fresh, *load_train_config(str(tiny_config)))
+    result = run_cli("train", shapes_slice, "-o", fresh, "--config", tiny_config,
+                     "--iterations", "1", env={"OMP_NUM_THREADS": "1"})
+    assert_one_line_error(result, "another run is training")
+    first.lock.release()
     result = run_cli("train", shapes_slice, "-o", fresh, "--config", tiny_config,
                      "--iterations", "1", env={"OMP_NUM_THREADS": "1"})
     assert result.returncode == 0 and failed.value, result.stderr
