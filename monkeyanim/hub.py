@@ -292,6 +292,9 @@ def resolve_config(config: str | Path | ModelConfig) -> ModelConfig:
     if isinstance(config, ModelConfig):
         return config
     name = str(config)
+    if name.lower().startswith(HF_PREFIX):
+        raise ConfigError(f"a config is a preset name or a file on this machine, not {name}: "
+                          "download it first")
     if name in AUTHOR_PRESETS:
         return get_preset(name)
     if name.endswith((".json", *YAML_SUFFIXES)) or Path(name).is_file():
@@ -350,13 +353,14 @@ def load_model(path_or_name: str | Path, config: str | Path | ModelConfig | None
     if not name.startswith(HF_PREFIX) and name not in _MODELS:  # (a folder named like a
         _refuse_run_files(Path(name))  # registered checkpoint is no run folder)
     _check_config_given(name, config)  # before a download: the file's name tells
+    architecture = None if config is None else resolve_config(config)  # (and a bad one)
     if name.startswith(HF_PREFIX):
         name = str(download_from_hub(name, (".safetensors", *AUTHOR_SUFFIXES)))
     path = Path(name)
     if name.lower().endswith(".safetensors"):
         model = load_checkpoint(path)
     elif name.lower().endswith(AUTHOR_SUFFIXES):
-        model = convert_authors_checkpoint(path, resolve_config(config))
+        model = convert_authors_checkpoint(path, architecture)
     elif name in _MODELS:
         model = load_checkpoint(bundled_path(name))
     else:

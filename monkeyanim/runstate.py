@@ -96,8 +96,6 @@ def check_run_dir(run_dir: Path, resume: bool, run_files: tuple[str, ...] = ()) 
 
 
 LOCK_FILE = ".lock"  # in the run folder: what lock_run_dir locks
-
-
 _HELD: set[Path] = set()  # the lock files this process holds (see lock_run_dir)
 
 
@@ -129,6 +127,7 @@ def lock_run_dir(run_dir: Path) -> int | None:
 
 
 def unlock_run_dir(run_dir: Path, descriptor: int) -> None:
+    """Let go of what lock_run_dir took."""
     _HELD.discard(run_dir.resolve() / LOCK_FILE)
     os.close(descriptor)
 
@@ -163,7 +162,7 @@ class RunLock:
 
 
 def divergence_error(iteration: int, losses: dict[str, float], model_path: Path,
-             saved: int | None) -> TrainingDiverged:
+                     saved: int | None) -> TrainingDiverged:
     """The error that ends a run whose losses or weights stopped being finite numbers, with
     the way on: from the checkpoint ``saved`` (its iteration), or from the start."""
     bad = ", ".join(f"{k} {v}" for k, v in losses.items() if not math.isfinite(v))

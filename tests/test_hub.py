@@ -135,6 +135,9 @@ def test_hub_errors_are_one_line(hub_env, tmp_path):
                                   env=env), "leave --config out")
     assert_one_line_error(run_cli(*keypoints, "-c", "hf://owner/authors/cpk.pth.tar", env=env),
                           "is an authors' checkpoint: give its config")
+    assert_one_line_error(run_cli(*keypoints, "-c", "hf://owner/authors/cpk.pth.tar", "--config",
+                                  "hf://owner/authors/c.json", env=env),
+                          "not hf://owner/authors/c.json: download it first")
     assert len(hub.requests) == requests  # refused before asking the Hub
     assert_one_line_error(animate("hf://owner/multi", out, env),
                           "model.safetensors not found", "hf://owner/multi/FILE names another")
