@@ -138,7 +138,8 @@ def load_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source) 
     both = set(expected) & set(state)
     wrong = sorted(k for k in both if expected[k].shape != state[k].shape)
     # whole numbers where floats belong (int8 weights would be cast, silently, to garbage)
-    kind = sorted(k for k in both if expected[k].is_floating_point() != state[k].is_floating_point())
+    kind = sorted(k for k in both
+                  if expected[k].is_floating_point() != state[k].is_floating_point())
     problems = []
     if missing:
         problems.append(_describe_keys("missing", missing))

@@ -34,7 +34,8 @@ def animate(source: Annotated[Path, typer.Argument(
             adapt_scale: Annotated[bool, flag(
                 "--adapt-scale", help="Scale motion by the keypoint hulls' size ratio.")] = False,
             find_best_frame: Annotated[bool, flag(
-                "--find-best-frame", help="Align to the driving frame whose pose is closest to the source.")] = False,
+                "--find-best-frame",
+                help="Align to the driving frame whose pose is closest to the source.")] = False,
             side_by_side: Annotated[bool, flag(
                 "--side-by-side", help="Write driving | source | result.")] = False,
             fps: Annotated[float | None, typer.Option(

@@ -11,8 +11,7 @@ from rich.markup import escape
 
 from .cli import (CheckpointOpt, ConfigOpt, CropOpt, DeviceOpt, FidWeightsOpt, OutputOpt,
                   OverwriteOpt, StopRequest, _load, _progress, _quiet_hub_logs, _report,
-                  _require_all,
-                  _warn_unreadable, app, console, counted, err_console, flag)
+                  _require_all, _warn_unreadable, app, console, counted, err_console, flag)
 from .errors import InputError, Interrupted
 from .files import check_output
 
@@ -31,10 +30,12 @@ def train_predictor(data_dir: Annotated[Path, typer.Argument(
                     batch_size: Annotated[int, typer.Option(
                         "--batch-size", help="Keypoint sequences per step.")] = 256,
                     predict_variance: Annotated[bool, flag(
-                        "--predict-variance", help="Also roll out the keypoints' covariances (the authors do for "
+                        "--predict-variance",
+                        help="Also roll out the keypoints' covariances (the authors do for "
                              "shapes); else each keeps the first frame's.")] = False,
                     half: Annotated[bool, flag(
-                        "--half", help="Store the weights as float16: half the file, scored as "
+                        "--half",
+                        help="Store the weights as float16: half the file, scored as "
                              "stored.")] = False,
                     crop: CropOpt = None, overwrite: OverwriteOpt = False) -> None:
     """Train the image-to-video GRU on keypoints of DATA_DIR/train's videos (or DATA_DIR's)."""

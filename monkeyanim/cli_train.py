@@ -127,7 +127,8 @@ def _check_train_options(init: str | None, resume: bool, subject: str | None,
 
     if init is not None and resume:
         raise InputError("--init starts a new run; --resume continues one: use one of them")
-    if init is not None and init.lower().endswith(AUTHOR_SUFFIXES) and Path(init).name != STATE_FILE:
+    if init is not None and init.lower().endswith(AUTHOR_SUFFIXES) \
+            and Path(init).name != STATE_FILE:
         # train's --config is the training's, so an authors' architecture cannot come with it
         raise InputError(f"--init {init} is an authors' checkpoint: convert it first "
                          f"(monkeyanim convert {init} --config NAME -o start.safetensors) "

@@ -28,11 +28,12 @@ def crop_mode(spec, model: MonkeyNet):
 
 
 def video_crops(reader: VideoReader, mode
-                ) -> tuple[Callable[[int], Box | None], str | None, str | None]:
-    """The crop box of each frame index, the face detector used (if any), and a note where
-    the face was not seen for a while (it left the frame, turned away...)."""
+                ) -> tuple[Callable[[int], Box | None], str | None, list[str]]:
+    """The crop box of each frame index, the face detector used (if any), and the warnings
+    for the user: one where the face was not seen for a while (it left the frame, turned
+    away...)."""
     if mode != "auto":
-        return (lambda index: mode), None, None
+        return (lambda index: mode), None, []
     detector = get_detector()
     try:
         track, count = track_faces(reader.frames(), detector)
@@ -41,11 +42,10 @@ def video_crops(reader: VideoReader, mode
                          "none or x,y,w,h") from None
     first, last = faceless(track.found, count)
     fps = float(reader.fps)
-    note = (f"no face seen in {reader.path.name} from {first / fps:.1f} s to "
-            f"{(last + 1) / fps:.1f} s ({detector.name}): the crop holds where the face was, "
-            "and what moves there is not a face" if last - first + 1 >= FACELESS_S * fps
-            else None)
-    return track.__getitem__, detector.name, note
+    notes = [f"no face seen in {reader.path.name} from {first / fps:.1f} s to "
+             f"{(last + 1) / fps:.1f} s ({detector.name}): the crop holds where the face was, "
+             "and what moves there is not a face"] if last - first + 1 >= FACELESS_S * fps else []
+    return track.__getitem__, detector.name, notes
 
 
 def faceless(found: tuple[int, ...], count: int) -> tuple[int, int]:

@@ -160,8 +160,8 @@ def animate_file(model: MonkeyNet, source: str | Path, driving: str | Path, outp
     whole = settings.paste_back or isinstance(settings.crop, tuple)  # a box: in its pixels
     source_image, box, detector, notes = _source(source, whole, mode)
     source_frame = fit_frame(source_image, size, box, f"the source {Path(source).name}")
-    crop_at, _, faceless = video_crops(reader, mode if settings.driving_crop is None else
-                                       crop_mode(settings.driving_crop, model))
+    crop_at, _, crop_notes = video_crops(reader, mode if settings.driving_crop is None else
+                                         crop_mode(settings.driving_crop, model))
     batch_size = refine_batch_size(settings.batch_size, settings.refine_steps)
     batches = lambda: frame_batches(reader, size, batch_size, crop_at, model.device)
     paste = PasteBack(source_image, box) if settings.paste_back else None
@@ -185,7 +185,7 @@ def animate_file(model: MonkeyNet, source: str | Path, driving: str | Path, outp
                 progress(done, reader.expected_frames)
     return JobResult(output, done, time.perf_counter() - start,
                      {"best_frame": best, "audio": keep_audio, "detector": detector},
-                     notes + [faceless] * bool(faceless) + reader_warnings(reader))
+                     notes + crop_notes + reader_warnings(reader))
 
 
 def _source(source: Path, whole: bool, mode: str | Box | None
@@ -291,7 +291,7 @@ def reconstruct_file(model: MonkeyNet, video: str | Path, output: str | Path | N
     if len(first_frames(reader, 2)) < 2:  # it would score 0 for the static source
         raise InputError(f"{reader.path.name} has a single frame: nothing to reconstruct (its "
                          "first frame is the source)")
-    crop_at, detector, faceless = video_crops(reader, crop_mode(crop, model))
+    crop_at, detector, crop_notes = video_crops(reader, crop_mode(crop, model))
     batches = frame_batches(reader, model.config.frame_size,
                             refine_batch_size(batch_size, refine_steps), crop_at, model.device)
     real_batches: list[torch.Tensor] = []
@@ -315,7 +315,7 @@ def reconstruct_file(model: MonkeyNet, video: str | Path, output: str | Path | N
                 progress(scores.frames, reader.expected_frames)
     return JobResult(output, scores.frames, time.perf_counter() - start,
                      {**scores.means(), "detector": detector},
-                     [faceless] * bool(faceless) + reader_warnings(reader))
+                     crop_notes + reader_warnings(reader))
 
 
 def write_image(path: Path, frame: np.ndarray) -> None:

@@ -84,7 +84,7 @@ def keypoints_file(model: MonkeyNet, video: str | Path, output: str | Path | Non
     if json_path is not None:
         check_output(json_path, True)  # its folder, before the drawing is written
     reader = open_video(video)
-    crop_at, detector, faceless = video_crops(reader, crop_mode(crop, model))
+    crop_at, detector, crop_notes = video_crops(reader, crop_mode(crop, model))
     height, width = first_frames(reader, 1)[0].shape[:2]
     tracks: list[dict] = []
     with nullcontext() if as_image or output is None else VideoWriter(output, reader.fps) \
@@ -111,8 +111,8 @@ def keypoints_file(model: MonkeyNet, video: str | Path, output: str | Path | Non
         _write_keypoints_json(json_path, video, reader, model, (width, height), detector, tracks)
     return JobResult(output or json_path, 1 if as_image else len(tracks),
                      time.perf_counter() - start,
-                     {"detector": detector}, [faceless] * bool(faceless)
-                     + reader_warnings(reader, read_all=not as_image))
+                     {"detector": detector},
+                     crop_notes + reader_warnings(reader, read_all=not as_image))
 
 
 def _significant(values: list | float, digits: int = JSON_DIGITS) -> list | float:
