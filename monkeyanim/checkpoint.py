@@ -64,6 +64,16 @@ def read_metadata(path: str | Path) -> tuple[ModelConfig, dict[str, Any]]:
         return _parse_metadata(path, handle.metadata())
 
 
+def file_format(path: str | Path) -> str | None:
+    """The format a safetensors file's metadata names (FORMAT for a checkpoint,
+    PREDICTOR_FORMAT for a predictor), or None: no such entry, or not readable as one."""
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            return (handle.metadata() or {}).get("format")
+    except Exception:  # noqa: BLE001 - safetensors' own error types: it is not one of ours
+        return None
+
+
 def load_checkpoint(path: str | Path) -> MonkeyNet:
     """Rebuild a model from a project checkpoint alone (strict: every key must match)."""
     with _open(path) as handle:

@@ -42,12 +42,15 @@ def convert(checkpoint: Annotated[Path, typer.Argument(help="Authors' .pth.tar c
 
 @app.command()
 def checkpoints() -> None:
-    """List the bundled checkpoints (exit code 1 if one of them cannot be used)."""
-    from .hub import available_models
+    """List the bundled checkpoints and those downloaded from the Hub (exit code 1 if one of
+    them cannot be used)."""
+    from .hub import available_models, cached_hub_checkpoints
 
     header = ("name", "size", "frame", "iterations", "L1 (baseline)", "data", "file",
               "predictor L1 (still)")
-    rows = [_checkpoint_row(name) for name in available_models()]
+    rows = [*map(_bundled_row, available_models()),
+            *(_row(spec, lambda path=path: path, None, "-", "no")
+              for spec, path in cached_hub_checkpoints())]
     if not console.is_terminal:  # one tab-separated line each: readable and parseable, the
         # name as --checkpoint takes it and the default in a column of its own
         for row in (header + ("default",), *rows):
@@ -60,8 +63,9 @@ def checkpoints() -> None:
     else:
         table = Table(*header)
         for column in table.columns:  # short values whole ("shapes (defau…" said nothing),
-            # the long ones (data, file) wrapped around them
-            column.no_wrap = column.header not in ("data", "file", "predictor L1 (still)")
+            # the long ones (names of Hub files, data, file) wrapped around them
+            column.no_wrap = column.header not in ("name", "data", "file",
+                                                   "predictor L1 (still)")
             column.overflow = "fold"
         for name, *cells, default in rows:
             table.add_row(escape(name + (" (default)" if default == "yes" else "")),
@@ -72,28 +76,35 @@ def checkpoints() -> None:
         raise typer.Exit(1)  # listed all the same; a script checking an install sees it
 
 
-def _checkpoint_row(name: str) -> tuple[str, ...]:
-    """One registered checkpoint's row; a missing or damaged file is shown as such, so that
-    the others are still listed."""
-    from .checkpoint import read_metadata
-    from .errors import CheckpointError
+def _bundled_row(name: str) -> tuple[str, ...]:
+    """A registered checkpoint's row: see ``_row``."""
     from .hub import DEFAULT_MODEL, bundled_path, registry_entry
 
-    entry = registry_entry(name)
-    default = "yes" if name == DEFAULT_MODEL else "no"
+    return _row(name, lambda: bundled_path(name), registry_entry(name).description,
+                _predictor_cell(name), "yes" if name == DEFAULT_MODEL else "no")
+
+
+def _row(name: str, locate, description: str | None, predictor: str,
+         default: str) -> tuple[str, ...]:
+    """One checkpoint's row, its file found by ``locate()``; a missing or damaged file is
+    shown as such, so that the others are still listed. ``description``: None to take the
+    file's own (its provenance's data)."""
+    from .checkpoint import read_metadata
+    from .errors import CheckpointError
+
     try:
-        path = bundled_path(name)
+        path = locate()
         config, provenance = read_metadata(path)
     except CheckpointError as exc:
-        return (name, "-", "-", "-", "-", entry.description, f"{UNUSABLE}{exc}",
-                _predictor_cell(name), default)
+        return (name, "-", "-", "-", "-", description or "?", f"{UNUSABLE}{exc}", predictor,
+                default)
     metrics = provenance.get("metrics", {})
     l1 = (f"{metrics['reconstruction_l1']} ({metrics.get('static_baseline_l1', '?')})"
           if "reconstruction_l1" in metrics else "-")
     return (name, f"{path.stat().st_size / 1e6:.1f} MB",
             f"{config.frame_size[0]}x{config.frame_size[1]}",
-            str(provenance.get("iterations", "?")), l1, entry.description, str(path),
-            _predictor_cell(name), default)
+            str(provenance.get("iterations", "?")), l1,
+            description or str(provenance.get("data", "?")), str(path), predictor, default)
 
 
 def _predictor_cell(name: str) -> str:

@@ -193,6 +193,33 @@ def download_from_hub(spec: str, suffixes: tuple[str, ...] = ()) -> Path:
     return path
 
 
+def cached_hub_checkpoints() -> list[tuple[str, Path]]:
+    """The monkeyanim checkpoints in huggingface_hub's cache (HF_HOME, HF_HUB_CACHE), each as
+    the hf:// address that loads it (revision main left out) and its cached path; other
+    files there (other libraries' models) are left out. Reads no network."""
+    from huggingface_hub import scan_cache_dir
+    from huggingface_hub.errors import CacheNotFound
+
+    from .checkpoint import FORMAT, file_format
+
+    try:
+        repos = scan_cache_dir().repos
+    except (CacheNotFound, OSError):  # nothing downloaded yet, or a cache that cannot be read
+        return []
+    found = []
+    for repo in sorted(repos, key=lambda r: r.repo_id):
+        if repo.repo_type != "model":
+            continue
+        for revision in sorted(repo.revisions, key=lambda r: r.commit_hash):
+            refs = sorted(revision.refs)
+            at = "" if "main" in refs else f"@{refs[0] if refs else revision.commit_hash}"
+            for file in sorted(revision.files, key=lambda f: f.file_name):
+                name = file.file_path.relative_to(revision.snapshot_path).as_posix()
+                if name.lower().endswith(".safetensors") and file_format(file.file_path) == FORMAT:
+                    found.append((f"{HF_PREFIX}{repo.repo_id}/{name}{at}", file.file_path))
+    return found
+
+
 def _blob_sha256(path: Path) -> str | None:
     """The sha256 that huggingface_hub names a cached file's blob by (an LFS file's, which a
     snapshot links to; other blobs are named by a git hash): None where it has none. A cache

@@ -29,9 +29,9 @@ def test_registry_loads_and_verifies(monkeypatch):
     with pytest.raises(monkeyanim.CheckpointError, match="does not match the sha256"):
         monkeyanim.load_model("shapes")
     # `monkeyanim checkpoints` still lists the others, and says what is wrong with this one
-    from monkeyanim.cli_checkpoints import _checkpoint_row
+    from monkeyanim.cli_checkpoints import _bundled_row
 
-    row = _checkpoint_row("shapes")
+    row = _bundled_row("shapes")
     assert row[0] == "shapes" and row[1] == "-" and row[-1] == "yes"
     assert row[6].startswith("unusable: ") and "does not match the sha256" in row[6]
     from typer.testing import CliRunner
@@ -41,7 +41,7 @@ def test_registry_loads_and_verifies(monkeypatch):
     listed = CliRunner().invoke(app, ["checkpoints"])  # in this process: the registry patched
     assert listed.exit_code == 1 and "unusable: " in listed.output
     assert "\nactions\t9.2 MB" in listed.output  # the others still listed
-    assert _checkpoint_row("actions")[1] == "9.2 MB"
+    assert _bundled_row("actions")[1] == "9.2 MB"
     with pytest.raises(monkeyanim.CheckpointError, match="registered: actions, mgif, shapes"):
         hub.registry_entry("shape")
     # the predictors that ship beside them are verified the same way

@@ -3,6 +3,7 @@
 import hashlib
 import threading
 import time
+from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -232,6 +233,37 @@ def test_predictor_from_the_hub(hub_env, tmp_path):
     result = run_cli(*args, "--predictor", "hf://owner/other/actions-predictor.safetensors",
                      "-o", tmp_path / "d.mp4", env=env)
     assert_one_line_error(result, "cannot reach the Hub")
+
+
+def test_checkpoints_lists_the_hub_downloads(hub_env, tmp_path):
+    """`monkeyanim checkpoints` lists the monkeyanim files in huggingface_hub's cache under
+    the address that loads them (not other libraries' files there), offline."""
+    import json
+
+    from safetensors.torch import save
+
+    import torch
+
+    hub, env = hub_env
+    hub.files["owner/other/model.safetensors"] = save({"w": torch.zeros(2)})  # not ours
+    hub.files["owner/bad/model.safetensors"] = save(
+        {"w": torch.zeros(2)}, metadata={"format": "monkeyanim/1", "config": json.dumps({"num_kp": -1})})
+    assert animate("hf://owner/models", tmp_path / "a.mp4", env).returncode == 0
+    assert animate("hf://owner/multi/a.safetensors@v1", tmp_path / "b.mp4", env).returncode == 0
+    for spec in ("hf://owner/other", "hf://owner/bad"):  # refused, though downloaded
+        assert animate(spec, tmp_path / "c.mp4", env).returncode == 1
+    hub.stop()
+    listed = run_cli("checkpoints", env={**env, "HF_HUB_OFFLINE": "1"})
+    rows = {line.split("\t")[0]: line.split("\t") for line in listed.stdout.splitlines()}
+    assert "shapes" in rows and "hf://owner/other/model.safetensors" not in rows
+    model = rows["hf://owner/models/model.safetensors"]
+    assert model[2] == "64x64" and model[-1] == "no"
+    assert Path(model[6]).resolve().read_bytes() == hub.files["owner/models/model.safetensors"]
+    assert rows["hf://owner/bad/model.safetensors"][6].startswith("unusable: ")
+    assert listed.returncode == 1  # a listed file that cannot be used, as for bundled ones
+    again = animate("hf://owner/multi/a.safetensors@v1", tmp_path / "d.mp4",
+                    {**env, "HF_HUB_OFFLINE": "1"})
+    assert again.returncode == 0, again.stderr  # the listed name loads
 
 
 def test_hub_addresses_parse_with_the_revision_before_or_after_the_file():
