@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -155,6 +156,7 @@ def train_preset(name: str) -> tuple[ModelConfig, TrainConfig]:
 def _merge(obj: Any, overrides: dict[str, Any], where: str) -> Any:
     """A copy of dataclass ``obj`` with ``overrides`` applied recursively."""
     names = {f.name: f for f in dataclasses.fields(obj)}
+    kinds = typing.get_type_hints(type(obj))
     changes = {}
     for key, value in overrides.items():
         if key not in names:
@@ -164,6 +166,9 @@ def _merge(obj: Any, overrides: dict[str, Any], where: str) -> Any:
             value = _merge(current, value, f"{where}{key}.")
         elif isinstance(current, tuple) and isinstance(value, list):
             value = tuple(value)
+        elif (kinds[key] in (int, int | None) and isinstance(value, float)
+              and value.is_integer()):
+            value = int(value)  # iterations: 1e5 (YAML reads any exponent as a float)
         changes[key] = value
     return dataclasses.replace(obj, **changes)
 

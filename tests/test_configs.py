@@ -265,3 +265,18 @@ def test_feature_matching_needs_one_weight_per_discriminator_map():
     with pytest.raises(ConfigError, match="feature_matching has 2 weights but the "
                                           "discriminator gives 5 feature maps"):
         check_feature_matching(dataclasses.replace(train, feature_matching=[1, 2]), model)
+
+
+def test_whole_numbers_may_be_written_with_an_exponent(tmp_path):
+    """iterations: 1e5 (YAML reads it as 100000.0) is a whole number; 8.5 batches are not."""
+    from monkeyanim.trainconfig import load_train_config
+
+    path = tmp_path / "run.yaml"
+    path.write_text("preset: shapes\nmodel: {num_kp: 1.0e1}\ntrain: {iterations: 1e5, lr: 2e-4}\n")
+    model, train = load_train_config(str(path))
+    assert (model.num_kp, train.iterations, train.lr) == (10, 100_000, 2e-4)
+    assert type(train.iterations) is int and type(model.num_kp) is int
+    path.write_text("preset: shapes\ntrain: {batch_size: 8.5}\n")
+    with pytest.raises(ConfigError, match="batch_size must be a whole number of at least 1, "
+                                          "not 8.5"):
+        load_train_config(str(path))
