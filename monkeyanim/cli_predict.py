@@ -3,6 +3,7 @@ image (registered on cli.app)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -17,6 +18,8 @@ from .files import check_output
 
 MAX_FRAMES = 100_000  # --frames: over an hour at 25 fps (and far from an int64 overflow)
 MAX_HIDDEN = 16_384  # --hidden: 16 times the paper's GRU
+DEFAULT_HIDDEN = 1024  # the paper's GRU
+DEFAULT_FRAMES = 32  # the authors' sequence length
 
 
 @app.command("train-predictor")
@@ -25,62 +28,116 @@ def train_predictor(data_dir: Annotated[Path, typer.Argument(
                     output: OutputOpt, checkpoint: CheckpointOpt = None,
                     config: ConfigOpt = None, device: DeviceOpt = "auto",
                     epochs: Annotated[int, typer.Option(help="Passes over the videos.")] = 1000,
-                    frames: Annotated[int, typer.Option(help="Sequence length.")] = 32,
-                    hidden: Annotated[int, typer.Option(help="GRU units (paper: 1024).")] = 1024,
+                    frames: Annotated[int | None, typer.Option(
+                        help=f"Sequence length [default: {DEFAULT_FRAMES}].")] = None,
+                    hidden: Annotated[int | None, typer.Option(
+                        help=f"GRU units (paper: 1024) [default: {DEFAULT_HIDDEN}].")] = None,
                     batch_size: Annotated[int, typer.Option(
                         "--batch-size", help="Keypoint sequences per step.")] = 256,
                     predict_variance: Annotated[bool, flag(
                         "--predict-variance",
                         help="Also roll out the keypoints' covariances (the authors do for "
                              "shapes); else each keeps the first frame's.")] = False,
+                    init: Annotated[str | None, typer.Option(
+                        "--init", help="A predictor to train further (a file, hf://... or the "
+                                       "name of a checkpoint that ships one), its architecture "
+                                       "kept: --epochs more.")] = None,
                     half: Annotated[bool, flag(
                         "--half",
                         help="Store the weights as float16: half the file, scored as "
                              "stored.")] = False,
                     crop: CropOpt = None, overwrite: OverwriteOpt = False) -> None:
-    """Train the image-to-video GRU on keypoints of DATA_DIR/train's videos (or DATA_DIR's)."""
+    """Train the image-to-video GRU on keypoints of DATA_DIR/train's videos (or DATA_DIR's).
+    OUTPUT is written every 5% of the epochs too: a run killed part-way goes on with --init."""
     from .data import list_videos, training_folder
     from .faces import parse_crop
-    from .models.predictor import PredictorConfig
-    from .prediction import (keypoints_id, save_predictor, to_half_precision,
-                             train_predictor as fit)
+    from .models.predictor import KPPredictor, PredictorConfig
+    from .prediction import keypoints_id, save_predictor, to_half_precision
 
     check_output(output, overwrite, (".safetensors",),
-                 inputs=(Path(checkpoint) if checkpoint else None,
-                         Path(config) if config else None))
+                 inputs=tuple(Path(p) if p else None for p in (checkpoint, config, init)))
+    start, so_far = _starting_predictor(init, hidden, frames, predict_variance)
+    hidden = DEFAULT_HIDDEN if hidden is None else hidden
+    frames = DEFAULT_FRAMES if frames is None else frames
     _check_sizes(epochs, frames, hidden, batch_size)
     box = parse_crop(crop)
     folder = training_folder(data_dir)
     list_videos(folder)  # before the model loads: a folder with nothing to read
     model = _load(checkpoint, config, device)
-    tracks = _train_tracks(model, folder, frames, box)
+    if start is not None:
+        _check_pair(start, so_far, model)
+    net = start or KPPredictor(PredictorConfig(
+        num_kp=model.config.num_kp, kp_variance=str(model.config.kp_variance),
+        num_features=hidden, num_frames=frames, predict_variance=predict_variance))
+    tracks = _train_tracks(model, folder, net.config.num_frames, box)
     test_tracks = _test_tracks(model, data_dir, box)  # before training: a test/ it cannot use
-    settings = PredictorConfig(num_kp=model.config.num_kp,
-                               kp_variance=str(model.config.kp_variance),
-                               num_features=hidden, num_frames=frames,
-                               predict_variance=predict_variance)
-    every, done = max(1, epochs // 20), 0
-
-    def report(epoch: int, loss: float) -> None:
-        nonlocal done
-        done = epoch
-        if epoch % every == 0 or epoch == epochs:
-            console.print(f"epoch {epoch}/{epochs} L1 {loss:.5f}")
-    # Ctrl-C ends the epoch under way and saves what was learnt; a second one stops at once
-    with StopRequest(None, "interrupted again: stopped at once; nothing was saved") as stop:
-        predictor = fit(tracks, settings, epochs, batch_size, on_epoch=report,
-                        should_stop=stop)
-    if half:
-        predictor = to_half_precision(predictor)
-    provenance = {"videos": len(tracks), "epochs": done,
+    provenance = {"videos": len(tracks), "epochs": so_far.get("epochs", 0),
                   "checkpoint": model.provenance.get("name", ""),
                   "checkpoint_keypoints": keypoints_id(model),
-                  **_held_out(predictor, test_tracks)}
-    save_predictor(predictor, output, provenance, half)
+                  **({"init": Path(init).name} if init else {})}
+    done = _fit(net, tracks, epochs, batch_size,
+                lambda epoch: save_predictor(net, output, {**provenance, "epochs":
+                                                           provenance["epochs"] + epoch}, half))
+    if half:
+        net = to_half_precision(net)
+    provenance["epochs"] += done.epochs
+    save_predictor(net, output, {**provenance, **_held_out(net, test_tracks)}, half)
     written = f"wrote {output} (trained on {counted(len(tracks), 'video')}"
-    if stop.reason and done < epochs:  # (one in the last epoch cost nothing)
-        raise Interrupted(f"{stop.reason} after epoch {done} of {epochs}: {written})")
+    if done.reason and done.epochs < epochs:  # (one in the last epoch cost nothing)
+        raise Interrupted(f"{done.reason} after epoch {done.epochs} of {epochs}: {written})")
     console.print(escape(written + ")"))
+
+
+@dataclass
+class _Done:
+    epochs: int = 0
+    reason: str | None = None  # why it stopped early (Ctrl-C, a kill)
+
+
+def _fit(net, tracks: list, epochs: int, batch_size: int, save) -> _Done:
+    """Train ``net`` further for ``epochs``, printing the loss and calling ``save(epochs
+    done)`` every 5% of them (the last excepted). Ctrl-C ends the epoch under way; a second
+    one stops at once."""
+    from .prediction import train_predictor as fit
+
+    every, done = max(1, epochs // 20), _Done()
+
+    def report(epoch: int, loss: float) -> None:
+        done.epochs = epoch
+        if epoch % every == 0 or epoch == epochs:
+            console.print(f"epoch {epoch}/{epochs} L1 {loss:.5f}")
+        if epoch % every == 0 and epoch < epochs:
+            save(epoch)  # what it has learnt so far, should the run be killed
+    with StopRequest(None, "interrupted again: stopped at once; nothing more was saved") as stop:
+        fit(tracks, net.config, epochs, batch_size, on_epoch=report, should_stop=stop,
+            start=net)
+    done.reason = stop.reason
+    return done
+
+
+def _starting_predictor(init: str | None, hidden: int | None, frames: int | None,
+                        predict_variance: bool):
+    """The predictor --init names and what its file says of its training, or (None, {});
+    InputError where --hidden, --frames or --predict-variance ask for another architecture."""
+    from .hub import predictor_path
+    from .prediction import load_predictor, predictor_provenance
+
+    if init is None:
+        return None, {}
+    if init.startswith("hf://"):
+        _quiet_hub_logs()
+    path = predictor_path(init)
+    start, so_far = load_predictor(path), predictor_provenance(path)
+    kept = start.config
+    for option, given, its in (("--hidden", hidden, kept.num_features),
+                               ("--frames", frames, kept.num_frames)):
+        if given is not None and given != its:
+            raise InputError(f"{option} {given} differs from the predictor given to --init "
+                             f"({its}): its architecture is kept; leave {option} out")
+    if predict_variance and not kept.predict_variance:
+        raise InputError("--predict-variance: the predictor given to --init does not roll out "
+                         "covariances, and its architecture is kept; leave it out")
+    return start, so_far
 
 
 def _check_sizes(epochs: int, frames: int, hidden: int, batch_size: int) -> None:

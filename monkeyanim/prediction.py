@@ -61,14 +61,19 @@ def extract_keypoints(model: MonkeyNet, folder: Path, min_frames: int,
 def train_predictor(tracks: list[Keypoints], config: PredictorConfig, epochs: int,
                     batch_size: int = 256, lr: float = 1e-3, seed: int = 0,
                     on_epoch: Callable[[int, float], None] | None = None,
-                    should_stop: Callable[[], bool] | None = None) -> KPPredictor:
+                    should_stop: Callable[[], bool] | None = None,
+                    start: KPPredictor | None = None) -> KPPredictor:
     """The authors' recipe: random windows of ``num_frames`` consecutive frames, frames after
     the first ``init_frames`` zeroed at the input, L1 on the predicted part, Adam with the
     learning rate cut when the loss plateaus. After each epoch ``on_epoch(epochs done, its
-    mean loss)``, then ``should_stop()``: True ends the training there."""
+    mean loss)``, then ``should_stop()``: True ends the training there. ``start``: a
+    predictor of ``config`` to train further (in place; Adam starts afresh) instead of a new
+    one."""
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    predictor = KPPredictor(config)
+    if start is not None and start.config != config:
+        raise ValueError(f"the predictor to start from has {start.config}, not {config}")
+    predictor = (start or KPPredictor(config)).train()
     optimizer = torch.optim.Adam(predictor.parameters(), lr=lr)
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, patience=50)
     frames, given = config.num_frames, config.init_frames
