@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import re
 
 
@@ -31,6 +32,17 @@ class TrainingDiverged(MonkeyAnimError):
 
 class OutputError(MonkeyAnimError):
     """An output that could not be written: disk full, no permission, an I/O error."""
+
+
+def check_count(value, what: str) -> None:
+    """InputError unless ``value`` is a whole number (an int of any kind, numpy's and a 0-d
+    int tensor too; not a bool or a float)."""
+    try:
+        operator.index(value)
+    except TypeError:
+        raise InputError(f"{what} must be a whole number, not {value!r}") from None
+    if isinstance(value, bool):
+        raise InputError(f"{what} must be a whole number, not {value!r}")
 
 
 def first_line(exc: BaseException) -> str:

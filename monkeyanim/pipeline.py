@@ -4,7 +4,6 @@ streamed generation with everything that depends only on the source computed onc
 from __future__ import annotations
 
 import contextlib
-import numbers
 from dataclasses import dataclass
 from collections.abc import Iterable, Iterator
 
@@ -12,7 +11,7 @@ import cv2
 import numpy as np
 import torch
 
-from .errors import InputError
+from .errors import InputError, check_count
 from .models import Keypoints, MonkeyNet
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -39,9 +38,9 @@ REFINE_CHUNK_FRAMES = 8  # frames fitted together: a fixed number, whatever --ba
 
 def check_refine_steps(steps: int) -> None:
     """InputError unless ``steps`` is 0 (off) or a whole number of steps."""
-    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
-        raise InputError(f"refine steps must be 0 (off) or a whole number of steps, not "
-                         f"{steps!r}")
+    check_count(steps, "refine steps (0: off)")
+    if steps < 0:
+        raise InputError(f"refine steps must be 0 (off) or more, not {steps!r}")
 
 
 def refine_batch_size(batch_size: int, refine_steps: int) -> int:

@@ -21,7 +21,7 @@ import av
 import cv2
 import numpy as np
 
-from .errors import InputError, first_line
+from .errors import InputError, check_count, first_line
 from .files import not_found
 from .frametiming import DEFAULT_FPS, restore_runs, restored_timing
 from .images import (BATCH_STRIP_MIN_FRAMES, IMAGE_SUFFIXES, is_strip, read_animation,
@@ -326,17 +326,6 @@ def check_batch_size(batch_size: int) -> None:
     check_count(batch_size, "--batch-size")
     if batch_size < 1:
         raise InputError("--batch-size must be at least 1")
-
-
-def check_count(value, what: str) -> None:
-    """InputError unless ``value`` is a whole number (an int of any kind, not a bool or a
-    float)."""
-    try:
-        operator.index(value)
-    except TypeError:
-        raise InputError(f"{what} must be a whole number, not {value!r}") from None
-    if isinstance(value, bool):
-        raise InputError(f"{what} must be a whole number, not {value!r}")
 
 
 def centred_square(height: int, width: int) -> tuple[int, int, int, int]:

@@ -182,7 +182,8 @@ def test_animate_settings_are_checked_as_the_cli_checks_its_options(tmp_path):
                                (dict(batch_size=0), "--batch-size"),
                                # a fraction never fills a batch: the whole video went in one
                                (dict(batch_size=7.5), "whole number"),
-                               (dict(refine_steps=1.5), "whole number of steps"),
+                               (dict(refine_steps=1.5),
+                                r"refine steps \(0: off\) must be a whole number"),
                                (dict(precision="fp64"), "unknown precision"),
                                (dict(paste_back=True, size=128), "--paste-back")):
         with pytest.raises(InputError, match=fragment):
