@@ -191,37 +191,57 @@ def _fid_meter(model: MonkeyNet, weights: Path | None) -> fid.FIDMeter | str:
 
 class ReferenceFID:
     """FID of generated frames (image-to-video) against the real frames of reference videos,
-    e.g. a test split; frames are fitted to the model's size as for reconstruction."""
+    e.g. a test split; frames are fitted to the model's size as for reconstruction, faces
+    cropped where ``crop`` (predict's --crop: see framing.crop_mode) crops the source's. A
+    box, which is the source image's, gives the reference videos their centred squares."""
 
-    def __init__(self, model: MonkeyNet, weights: Path | None, reference: Path):
+    def __init__(self, model: MonkeyNet, weights: Path | None, reference: Path, crop=None):
         if not reference.exists():
             raise InputError(f"FID reference not found: {reference}")
         self.videos = (list_videos(evaluation_folder(reference)) if reference.is_dir()
                        else [reference])
         self.model, self.meter = model, _fid_meter(model, weights)
-        if not isinstance(self.meter, str):  # the videos result() reads, before any work
+        self.crop = crop_mode(crop if crop in (None, "auto") else "none", model)
+        if not isinstance(self.meter, str):  # the videos read_reference reads, before any work
             for video in self.videos[:REFERENCE_FRAMES]:
                 open_video(video)
+
+    def read_reference(self, max_frames: int = REFERENCE_FRAMES,
+                       progress: Callable[[int, int], None] | None = None) -> None:
+        """Score at most ``max_frames`` reference frames, the same share from the start of
+        each video; InputError naming a video that cannot be used (no face in it where faces
+        are cropped), to be called before anything is generated. ``progress(videos done,
+        videos)``."""
+        if isinstance(self.meter, str):
+            return
+        videos = self.videos[:max_frames]
+        share = max(1, max_frames // len(videos))
+        for done, video in enumerate(videos):
+            try:
+                self._read(video, share)
+            except InputError as exc:
+                raise InputError(f"FID reference {video.name}: {exc}") from None
+            if progress:
+                progress(done + 1, len(videos))
+
+    def _read(self, video: Path, share: int) -> None:
+        reader = open_video(video)
+        crop_at, _, _ = video_crops(reader, self.crop)
+        taken = 0
+        for frames, _ in frame_batches(reader, self.model.config.frame_size, FID_BATCH_FRAMES,
+                                       crop_at):
+            self.meter.add_real(np.stack(frames[:share - taken]))  # (B, H, W, 3)
+            taken += len(frames[:share - taken])
+            if taken >= share:
+                break
 
     def add_generated(self, frames: np.ndarray) -> None:
         """(B, H, W, 3) uint8 generated frames."""
         if isinstance(self.meter, fid.FIDMeter):
             self.meter.add_generated(frames)
 
-    def result(self, max_frames: int = REFERENCE_FRAMES) -> float | str:
-        """FID, or why it is unavailable; reads at most ``max_frames`` reference frames, the
-        same share from the start of each video."""
+    def result(self) -> float | str:
+        """FID (after read_reference and the generated frames), or why it is unavailable."""
         if isinstance(self.meter, str):
             return f"unavailable ({self.meter})"
-        share = max(1, max_frames // len(self.videos))
-        for video in self.videos[:max_frames]:
-            reader = open_video(video)
-            crop_at, _, _ = video_crops(reader, crop_mode(None, self.model))
-            taken = 0
-            for frames, _ in frame_batches(reader, self.model.config.frame_size,
-                                           FID_BATCH_FRAMES, crop_at):
-                self.meter.add_real(np.stack(frames[:share - taken]))  # (B, H, W, 3)
-                taken += len(frames[:share - taken])
-                if taken >= share:
-                    break
         return self.meter.result()

@@ -350,3 +350,25 @@ def test_a_killed_train_predictor_leaves_its_progress_and_goes_on_with_init(shap
                          "-o", tmp_path / "x.safetensors", *option)
         assert_one_line_error(result, message)
     assert predictor_provenance(output)["epochs"] == done  # the file given to --init is kept
+
+
+def test_the_fid_reference_is_cropped_as_the_source_and_read_first(tmp_path):
+    """predict --crop applies to the FID reference as to the source (the reference's faces
+    were cropped whatever --crop said), and a reference video it cannot use (no face in it)
+    ends the command before the video is generated (it was written, then the FID lost)."""
+    from monkeyanim.checkpoint import save_checkpoint
+
+    face = monkeyanim.load_model("shapes")
+    face.provenance["face_model"] = True  # keypoints of shapes, cropped as a face model's
+    save_checkpoint(face, tmp_path / "face.safetensors")
+    out = tmp_path / "out.mp4"
+    args = ("predict", ROOT / "examples/faces/source.png", "-c", tmp_path / "face.safetensors",
+            "--predictor", "shapes", "--frames", "4", "-o", out, "--fid-weights",
+            fid.installed_weights(), "--fid-reference", ROOT / "examples/shapes/driving.mp4")
+    result = run_cli(*args)
+    assert_one_line_error(result, "FID reference driving.mp4: no face found in driving.mp4")
+    assert not out.exists()
+    for crop in ("none", "10,10,100,100"):  # a box is the source's: the reference centred
+        result = run_cli(*args, "--crop", crop, "--overwrite")
+        assert result.returncode == 0, result.stderr
+        assert probe(out)["frames"] == 4 and float(result.stdout.split("fid ")[1].rstrip(")\n")) > 0
