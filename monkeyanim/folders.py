@@ -6,8 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import InputError
-from .images import IMAGE_SUFFIXES, image_is_strip, is_animated
+from .images import BATCH_STRIP_MIN_FRAMES, IMAGE_SUFFIXES, image_is_strip, is_animated
 from .video import VIDEO_SUFFIXES, frame_files
+
+# images whose headers tell whether a folder of images is a batch (spread over it: a frame
+# folder of thousands is not read whole)
+PROBED_IMAGES = 16
 
 
 def holds_videos(folder: Path) -> bool:
@@ -20,20 +24,25 @@ def holds_videos(folder: Path) -> bool:
     if any(p.suffix.lower() in VIDEO_SUFFIXES for p in files):
         return True
     images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
-    return bool(images) and _image_is_video(images[0])
+    # not the first image alone: a 2-frame strip (MGif's test 00019.png) or a still (a
+    # thumbnail) may sort before the strips
+    step = max(1, len(images) // PROBED_IMAGES)
+    return any(_image_is_video(p) for p in [*images[::step], *images[-1:]])
 
 
-def _image_is_video(path: Path) -> bool:
-    """An animated WebP or PNG (the project's own --format webp outputs) or a frame strip."""
-    return is_animated(path) or image_is_strip(path)
+def _image_is_video(path: Path, min_frames: int = BATCH_STRIP_MIN_FRAMES) -> bool:
+    """An animated WebP or PNG (the project's own --format webp outputs) or a frame strip
+    of at least ``min_frames`` frames."""
+    return is_animated(path) or image_is_strip(path, min_frames)
 
 
 def batch_videos(folder: Path) -> tuple[list[Path], list[Path]]:
-    """A batch folder's videos, animated images and frame strips, sorted, and the other
-    images it holds (which are not videos of their own)."""
+    """A batch folder's videos, animated images and frame strips (of 2 frames or more, as
+    evaluate and train read them), sorted, and the other images it holds (which are not
+    videos of their own)."""
     files = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
     images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
-    moving = {p for p in images if _image_is_video(p)}
+    moving = {p for p in images if _image_is_video(p, 2)}
     videos = [p for p in files if p.suffix.lower() in VIDEO_SUFFIXES or p in moving]
     return videos, [p for p in images if p not in moving]
 

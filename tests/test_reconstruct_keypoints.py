@@ -381,6 +381,30 @@ def test_a_folder_of_frame_strips_is_a_batch_of_videos(datasets_dir, tmp_path):
     assert probe(tmp_path / "wide.mp4")["frames"] == 3
 
 
+def test_a_batch_of_strips_is_told_by_more_than_its_first_image(datasets_dir, tmp_path):
+    """A folder whose first image is a 2-frame strip (MGif's test 00019.png) or a still was
+    read as the frames of one video (one meaningless L1); reconstruct and evaluate now read
+    the same videos, and give the same mean."""
+    import json
+
+    folder = tmp_path / "strips"
+    folder.mkdir()
+    names = ["00019.png", "00020.png", "00021.png"]
+    for name in names:
+        (folder / name).symlink_to(datasets_dir / "mgif" / "test" / name)
+    assert open_video(folder / "00019.png").num_frames == 2
+    cv2.imwrite(str(folder / "0.png"), np.zeros((64, 64, 3), np.uint8))  # sorts first
+    result = run_cli("reconstruct", folder, "-o", tmp_path / "out", "-c", "mgif", "--json",
+                     tmp_path / "r.json")
+    assert result.returncode == 0, result.stderr
+    assert "warning: 1 image in" in result.stderr and "0.png" in result.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert sorted(report["videos"]) == names
+    result = run_cli("evaluate", folder, "-c", "mgif", "--json", tmp_path / "e.json")
+    evaluated = json.loads((tmp_path / "e.json").read_text())
+    assert evaluated["l1"] == pytest.approx(report["mean_l1"], abs=1e-6)
+
+
 def test_keypoints_are_drawn_where_the_models_grid_puts_them():
     """-1 and 1 are the centres of the model frame's first and last pixels: on a 64 px frame
     drawn at 256 px, -0.5 lies at the centre of model pixel 15.75, drawn pixel 64.5."""
