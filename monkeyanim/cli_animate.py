@@ -247,19 +247,21 @@ def reconstruct(video: Annotated[Path, typer.Argument(help="Video, or a folder o
                                      refine_keypoints))
             for v, out in zip(videos, outputs)]
     results: list = []
+    run = {"checkpoint": checkpoint or model.provenance.get("name"),
+           "refine_steps": refine_keypoints, "precision": precision}
     if batch:  # a video that fails is reported and the others go on
         _warn_left_out(video, output)
         try:
             _run_batch(jobs, ("video",), overwrite, results,
                        skip=all_there if skip_existing else None)
         except Interrupted:  # the numbers of the videos done are kept
-            _sum_up_reconstructions(videos, results, json_path)
+            _sum_up_reconstructions(videos, results, json_path, run)
             raise
     else:
         with _progress(output.name) as progress:
             results.append(jobs[0][2](progress))
         _report(results[0])
-    _sum_up_reconstructions(videos, results, json_path)
+    _sum_up_reconstructions(videos, results, json_path, run)
     if _failures(results):
         raise typer.Exit(1)
 
@@ -294,8 +296,10 @@ def _reconstruct_outputs(video: Path, output: Path, output_format: str | None,
     return videos, outputs
 
 
-def _sum_up_reconstructions(videos: list[Path], results: list, json_path: Path | None) -> None:
-    """The mean L1 over the videos that worked, and the --json: each video's L1, the means
+def _sum_up_reconstructions(videos: list[Path], results: list, json_path: Path | None,
+                            run: dict) -> None:
+    """The mean L1 over the videos that worked, and the --json: ``run`` (which checkpoint,
+    refinement and precision: they change the numbers), each video's L1, the means
     (over videos, each video's own a mean over its frames), each video's frames, baselines
     and crop detector, the failures (a reason each) and the warnings of those that worked."""
     import json
@@ -316,9 +320,9 @@ def _sum_up_reconstructions(videos: list[Path], results: list, json_path: Path |
                    for name, r in done.items()}
         means = {f"mean_{key}": mean(key) if mean else None
                  for key in ("l1", "static_l1", "identity_l1")}
-        text = json.dumps({"videos": scores, **means, "details": details, "failed": failed,
-                           "warnings": {name: r.warnings for name, r in done.items()
-                                        if r.warnings}}
+        warnings = {name: r.warnings for name, r in done.items() if r.warnings}
+        text = json.dumps(run | {"videos": scores, **means, "details": details,
+                                 "failed": failed, "warnings": warnings}
                           | ({"skipped": skipped} if skipped else {})
                           | ({"not_run": not_run} if not_run else {}), indent=2)
         atomic_write(json_path, lambda tmp: tmp.write_text(text))

@@ -53,6 +53,9 @@ def test_reconstruct_l1_matches_frames(small_model, clips, face_frames, tmp_path
     assert metrics["mean_static_l1"] == details["static_l1"]
     assert metrics["mean_identity_l1"] == details["identity_l1"] > 0
     assert f"static_l1 {static:.4f}" in result.stdout
+    # and what changes the numbers: checkpoint, refinement, precision
+    assert (metrics["checkpoint"], metrics["refine_steps"], metrics["precision"]) == (
+        str(small_model), 0, "fp32")
 
 
 def test_reconstruct_folder(small_model, clips, tmp_path):
