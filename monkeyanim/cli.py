@@ -22,6 +22,7 @@ from .files import check_output, remove_unused_folders, require
 from .native import keep_freed_memory
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  context_settings={"help_option_names": ["-h", "--help"]},
                   help="Animate a still image with the motion of a driving video (Monkey-Net).")
 class _Console(Console):
     """A console that falls silent when its reader goes (`| head`, `| grep -m1`) rather than

@@ -776,7 +776,8 @@ def test_bad_outputs_and_options_are_refused_before_the_model_loads(source_png, 
 
 def test_help_and_missing_inputs_answer_without_importing_torch(source_png, tmp_path):
     """`--help` and a mistyped path are answered in about a second, not after torch's import."""
-    cases = [(("--help",), None), (("animate", "--help"), None), (("--version",), None),
+    cases = [(("--help",), None), (("animate", "--help"), None), (("-h",), None),
+             (("crop", "-h"), None), (("--version",), None),
              (("animate", tmp_path / "nope.png", tmp_path / "d.mp4", "-o", tmp_path / "o.mp4"),
               "source image not found"),
              (("animate", source_png, tmp_path / "nope.mp4", "-o", tmp_path / "o.mp4"),
