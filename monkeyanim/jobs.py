@@ -28,7 +28,7 @@ from .pipeline import (Animator, ReconstructionScores, best_frame, check_mode, c
                        refine_batch_size, to_tensor, to_uint8)
 from .video import (BATCH_FRAMES, VIDEO_SUFFIXES, Progress, VideoReader, check_batch_size,
                     first_frames, fit_frame, open_video, read_source_noted)
-from .videowriter import VideoWriter, check_output_options
+from .videowriter import OUTPUT_FORMATS, VideoWriter, check_output_options
 
 
 # frames generated at a time from one source and its predicted keypoints (no decoding to
@@ -185,7 +185,18 @@ def animate_file(model: MonkeyNet, source: str | Path, driving: str | Path, outp
                 progress(done, reader.expected_frames)
     return JobResult(output, done, time.perf_counter() - start,
                      {"best_frame": best, "audio": keep_audio, "detector": detector},
-                     notes + crop_notes + reader_warnings(reader))
+                     notes + crop_notes + reader_warnings(reader) + _sound_left_out(
+                         reader, fps, output))
+
+
+def _sound_left_out(reader: VideoReader, fps: float | None, output: Path) -> list[str]:
+    """The warning for a driving video's sound left out of an output that could hold it:
+    another frame rate than the video's own (29.97 for 30000/1001 keeps it)."""
+    holds_sound = OUTPUT_FORMATS[output.suffix.lower()].audio_codec is not None
+    if not (reader.has_audio and fps is not None and holds_sound):
+        return []
+    return [f"the driving video's sound is left out: --fps {fps:g} is not its rate "
+            f"({float(reader.fps):.3f} fps), and the sound would not keep in step"]
 
 
 def _source(source: Path, whole: bool, mode: str | Box | None

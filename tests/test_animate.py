@@ -71,16 +71,21 @@ def top_level_boxes(path: Path) -> list[str]:
 
 def test_an_fps_that_is_the_driving_rate_keeps_the_sound(small_model, source_png, tmp_path):
     """--fps 25 on a 25 fps video (or 25.0001, as a rate typed short) changes no timing: the
-    sound stays (it was dropped); another rate drops it."""
+    sound stays (it was dropped); another rate drops it, with a warning (into a format that
+    could hold it)."""
     driving = write_clip_with_audio(tmp_path / "driving.mp4", 0.0, "aac", 0.0, 0.0)
-    for fps, audio in (("25", "aac"), ("25.0001", "aac"), ("24", None)):
-        out = tmp_path / f"out{fps}.mp4"
+    for fps, audio, suffix in (("25", "aac", "mp4"), ("25.0001", "aac", "mp4"),
+                               ("24", None, "mp4"), ("24", None, "gif")):
+        out = tmp_path / f"out{fps}.{suffix}"
         result = run_cli("animate", source_png, driving, "-o", out, "-c", small_model,
                          "--fps", fps)
         assert result.returncode == 0, result.stderr
         info = probe(out)
         assert (info["frames"], info["audio_codec"]) == (25, audio), fps
-        assert info["fps"] == float(fps if audio is None else 25)
+        if suffix == "mp4":  # (a gif's delays are in hundredths of a second: 24 is no rate)
+            assert info["fps"] == float(fps if audio is None else 25)
+        left_out = "warning: the driving video's sound is left out: --fps 24 is not its rate"
+        assert (left_out in result.stderr) == (audio is None and suffix == "mp4"), result.stderr
 
 
 def test_audio_a_container_cannot_hold_is_converted(face_video, tmp_path):
