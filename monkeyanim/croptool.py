@@ -14,7 +14,7 @@ import numpy as np
 
 from .errors import InputError
 from .faces import Box, crop_box, fit_square, iou, largest, nearest
-from .files import atomic_write
+from .files import already_there, atomic_write
 from .shots import ShotChanges
 from .video import Progress, fit_frame, open_video
 from .videowriter import VideoWriter
@@ -156,7 +156,7 @@ def crop_video(video: Path, out_dir: Path, detector, size: int, min_frames: int,
     outputs = [out_dir / f"{video.stem}_{k:03d}.mp4" for k in range(len(keep))]
     for path in outputs:
         if path.exists() and not overwrite:
-            raise InputError(f"{path} already exists (use --overwrite to replace it)")
+            raise InputError(already_there(path))
     _write_clips(_counted(reader.frames(), progress, total, count), reader.fps,
                  list(zip(keep, boxes, outputs)), size)
     for track, box, path in zip(keep, boxes, outputs):

@@ -171,6 +171,15 @@ def check_json_name(json_path: Path | None) -> None:
                          "would be read as one: name it .json")
 
 
+def already_there(path: Path) -> str:
+    """Why an output in the way is not replaced; an empty file (no output of ours: they are
+    renamed into place whole), which --skip-existing does not take for done, is named so."""
+    if path.is_file() and path.stat().st_size == 0:
+        return (f"{path} already exists, empty: delete it (or use --overwrite to replace it "
+                "and the other outputs)")
+    return f"{path} already exists (use --overwrite to replace it)"
+
+
 def check_output(path: Path, overwrite: bool, suffixes: tuple[str, ...] = (),
                  inputs: tuple[Path | None, ...] = ()) -> Path:
     """Refuse to clobber an existing output or any of ``inputs``, and fail early if its folder
@@ -184,7 +193,7 @@ def check_output(path: Path, overwrite: bool, suffixes: tuple[str, ...] = (),
         raise InputError(f"output {path} is a folder: name a file to write")
     check_regular(path)
     if path.exists() and not overwrite:
-        raise InputError(f"{path} already exists (use --overwrite to replace it)")
+        raise InputError(already_there(path))
     if path.is_symlink() and not path.exists() and not overwrite:  # what it names is missing
         raise InputError(f"{path} already exists, as a link to {os.readlink(path)} (use "
                          "--overwrite to write there)")

@@ -555,6 +555,7 @@ def test_skip_existing_finishes_a_batch_and_leaves_what_is_there(small_model, cl
     result = run_cli("reconstruct", folder, "-o", out, "-c", small_model, "--skip-existing")
     assert result.returncode == 1 and "v0.mp4\tfailed: " in result.stdout, result.stderr
     assert "v1.mp4\tfailed: " in result.stdout and "v2.mkv\tskipped" in result.stdout
+    assert "v1.mp4 already exists, empty: delete it" in result.stderr  # (not just --overwrite)
     # alone, the inputs are checked first: a mistyped one is no success
     for args in (("reconstruct", tmp_path / "typo.mp4"),
                  ("keypoints", tmp_path / "typo.mp4"),
