@@ -305,7 +305,7 @@ class Trainer:
             if ends or self.iteration % self.cfg.checkpoint_every == 0:
                 self._sync_buffers()
                 self.save()
-            self._log(losses, lr, seconds, on_step, self._validate(ends))
+            self._log(losses, lr, seconds, on_step, self._validate(ends), ends)
             if ends or self.iteration % self.cfg.sample_every == 0:
                 self.save_sample()
             if stop:
@@ -328,11 +328,12 @@ class Trainer:
         return tuple(bool(v) for v in vote.tolist())
 
     def _log(self, losses: dict[str, float], lr: float, seconds: float, on_step,
-             val_l1: float | None = None) -> None:
+             val_l1: float | None = None, ends: bool = False) -> None:
+        """A log.jsonl record every log_every iterations, at a validation, and at the last
+        iteration (a stop's too: the one saved)."""
         if self.rank != 0:
             return
-        if self.iteration % self.cfg.log_every == 0 or self.iteration == self.total \
-                or val_l1 is not None:
+        if self.iteration % self.cfg.log_every == 0 or ends or val_l1 is not None:
             record = {"iteration": self.iteration, "seconds": round(seconds, 4), "lr": lr,
                       **losses}
             if val_l1 is not None:

@@ -279,6 +279,13 @@ def test_max_minutes_stops_with_a_checkpoint(shapes_slice, tiny_config, tmp_path
     assert result.returncode == 0, result.stderr
     assert "stopped at iteration 1 of 40 (--max-minutes reached)" in result.stdout
     assert torch.load(run / "state.pt", weights_only=True)["iteration"] == 1
+    # the iteration a stop saves is logged, whatever log_every is (the log was empty)
+    sparse = tmp_path / "sparse.yaml"
+    sparse.write_text(tiny_config.read_text().replace("log_every: 1", "log_every: 10"))
+    result = run_cli("train", shapes_slice, "-o", tmp_path / "run10", "--config", sparse,
+                     "--max-minutes", "0", env={"OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr
+    assert [r["iteration"] for r in read_log(tmp_path / "run10")] == [1]
     # --lr on resuming sets the rate from there on (the saved optimizer state holds the old one)
     result = run_cli("train", shapes_slice, "-o", run, "--resume", "--iterations", "2",
                      "--lr", "3e-5", env={"OMP_NUM_THREADS": "1"})
