@@ -108,7 +108,7 @@ def keypoints_file(model: MonkeyNet, video: str | Path, output: str | Path | Non
             if first_only:
                 break
     if json_path is not None:
-        _write_keypoints_json(json_path, video, reader, model, (width, height), detector, tracks)
+        _write_keypoints_json(json_path, video, reader, model, (height, width), detector, tracks)
     return JobResult(output or json_path, 1 if as_image else len(tracks),
                      time.perf_counter() - start,
                      {"detector": detector},
@@ -124,15 +124,17 @@ def _significant(values: list | float, digits: int = JSON_DIGITS) -> list | floa
 
 
 def _write_keypoints_json(path: Path, video, reader: VideoReader, model: MonkeyNet,
-                          source_size: tuple[int, int], detector: str | None,
+                          video_size: tuple[int, int], detector: str | None,
                           tracks: list[dict]) -> None:
+    """``video_size``: the video's (height, width) in pixels, as frame_size is (h, w)."""
     document = {"video": str(video), "fps": float(reader.fps), "num_kp": model.config.num_kp,
-                "frame_size": list(model.config.frame_size), "source_size": list(source_size),
+                "frame_size": list(model.config.frame_size), "video_size": list(video_size),
                 "crop_detector": detector,  # the face detector that placed the crops
                 "coordinates": "mean in [-1, 1] of the frame's crop box (x, y, w, h in the "
-                               "video's pixels) resized to frame_size (h, w), x first, -1 and "
-                               "1 at the centres of its first and last pixels: pixel x = crop "
-                               "x + ((mean x + 1) / 2 * (w - 1) + 0.5) * crop w / w - 0.5, "
-                               "pixel centres at whole numbers; covar in the units of mean",
+                               "pixels of the video, video_size (h, w)) resized to frame_size "
+                               "(h, w), x first, -1 and 1 at the centres of its first and "
+                               "last pixels: pixel x = crop x + ((mean x + 1) / 2 * (w - 1) + "
+                               "0.5) * crop w / w - 0.5, pixel centres at whole numbers; covar "
+                               "in the units of mean",
                 "frames": tracks}
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(document)))

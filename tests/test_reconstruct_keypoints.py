@@ -276,7 +276,7 @@ def test_keypoints_of_a_video_into_an_image_take_its_first_frame(small_model, cl
     assert f"wrote {out} (1 frame made in" in result.stdout  # not the 8 of the batch it came in
     document = json.loads(tracks.read_text())
     height, width = next(open_video(clips / "a.mp4").frames()).shape[:2]
-    assert len(document["frames"]) == 10 and document["source_size"] == [width, height]
+    assert len(document["frames"]) == 10 and document["video_size"] == [height, width]
     assert document["crop_detector"] is None  # centred squares: no face detector placed them
     side = min(width, height)  # the centred square
     assert document["frames"][9]["crop"] == [(width - side) // 2, (height - side) // 2, side,
