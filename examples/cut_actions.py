@@ -9,12 +9,13 @@ moves.
     python examples/cut_actions.py opencv-doc/usr/share/doc/opencv-doc/examples/data/vtest.avi
 """
 
-import sys
+import argparse
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from monkeyanim.errors import MonkeyAnimError
 from monkeyanim.video import open_video
 from monkeyanim.videowriter import VideoWriter
 
@@ -46,4 +47,10 @@ def main(vtest: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("vtest", type=Path, help="OpenCV's vtest.avi (opencv-doc)")
+    arguments = parser.parse_args()
+    try:
+        main(arguments.vtest)
+    except MonkeyAnimError as error:  # a missing or unreadable input: one line
+        raise SystemExit(f"error: {error}") from None

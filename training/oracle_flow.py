@@ -78,9 +78,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", type=int, required=True, help="the checkpoint's frame side")
     args = parser.parse_args(argv)
     folder = args.folder / "test" if (args.folder / "test").is_dir() else args.folder
-    flow, rows = oracle_flow(), []
+    videos, flow, rows = list_videos(folder), oracle_flow(), []
     print(f"{'video':<40} {'frames':>6} {'static':>7} {'oracle':>7} {'ratio':>6}")
-    for path in list_videos(folder):
+    for path in videos:
         count, static, warped = video_errors(path, args.size, flow)
         rows.append((static, warped))
         print(row(path.name, str(count), static, warped))
@@ -89,4 +89,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from monkeyanim.errors import MonkeyAnimError
+
+    try:
+        main()
+    except MonkeyAnimError as error:  # a missing folder, an unreadable video: one line
+        raise SystemExit(f"error: {error}") from None
