@@ -50,7 +50,7 @@ def checkpoints() -> None:
               "predictor L1 (still)")
     rows = [*map(_bundled_row, available_models()),
             *(_row(spec, lambda path=path: path, None, "-", "no")
-              for spec, path in cached_hub_checkpoints())]
+              for spec, path in cached_hub_checkpoints())]  # (a cache it cannot read: none)
     if not console.is_terminal:  # one tab-separated line each: readable and parseable, the
         # name as --checkpoint takes it and the default in a column of its own
         for row in (header + ("default",), *rows):

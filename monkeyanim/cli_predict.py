@@ -48,7 +48,8 @@ def train_predictor(data_dir: Annotated[Path, typer.Argument(
                              "stored.")] = False,
                     crop: CropOpt = None, overwrite: OverwriteOpt = False) -> None:
     """Train the image-to-video GRU on keypoints of DATA_DIR/train's videos (or DATA_DIR's).
-    OUTPUT is written every 5% of the epochs too: a run killed part-way goes on with --init."""
+    Every 5% of the epochs, OUTPUT's name with .partial before its suffix holds what it has
+    learnt (removed at the end): a run killed part-way goes on with --init."""
     from .data import list_videos, training_folder
     from .faces import parse_crop
     from .models.predictor import KPPredictor, PredictorConfig
@@ -56,7 +57,8 @@ def train_predictor(data_dir: Annotated[Path, typer.Argument(
 
     check_output(output, overwrite, (".safetensors",),
                  inputs=tuple(Path(p) if p else None for p in (checkpoint, config, init)))
-    start, so_far = _starting_predictor(init, hidden, frames, predict_variance)
+    start, so_far, init_path = _starting_predictor(init, hidden, frames, predict_variance)
+    _check_partial(partial_path(output), init_path, overwrite)
     hidden = DEFAULT_HIDDEN if hidden is None else hidden
     frames = DEFAULT_FRAMES if frames is None else frames
     _check_sizes(epochs, frames, hidden, batch_size)
@@ -75,13 +77,17 @@ def train_predictor(data_dir: Annotated[Path, typer.Argument(
                   "checkpoint": model.provenance.get("name", ""),
                   "checkpoint_keypoints": keypoints_id(model),
                   **({"init": Path(init).name} if init else {})}
+    partial = partial_path(output)  # not OUT itself: --overwrite replaces it only when done
     done = _fit(net, tracks, epochs, batch_size,
-                lambda epoch: save_predictor(net, output, {**provenance, "epochs":
-                                                           provenance["epochs"] + epoch}, half))
+                lambda epoch: save_predictor(net, partial, {**provenance, "epochs":
+                                                            provenance["epochs"] + epoch}, half))
     if half:
         net = to_half_precision(net)
     provenance["epochs"] += done.epochs
     save_predictor(net, output, {**provenance, **_held_out(net, test_tracks)}, half)
+    if partial.is_file() and not (init_path and init_path.exists()
+                                  and partial.samefile(init_path)):
+        partial.unlink()  # (kept where it was --init's file: an input)
     written = f"wrote {output} (trained on {counted(len(tracks), 'video')}"
     if done.reason and done.epochs < epochs:  # (one in the last epoch cost nothing)
         raise Interrupted(f"{done.reason} after epoch {done.epochs} of {epochs}: {written})")
@@ -117,13 +123,14 @@ def _fit(net, tracks: list, epochs: int, batch_size: int, save) -> _Done:
 
 def _starting_predictor(init: str | None, hidden: int | None, frames: int | None,
                         predict_variance: bool):
-    """The predictor --init names and what its file says of its training, or (None, {});
-    InputError where --hidden, --frames or --predict-variance ask for another architecture."""
+    """The predictor --init names, what its file says of its training and its path, or
+    (None, {}, None); InputError where --hidden, --frames or --predict-variance ask for
+    another architecture."""
     from .hub import predictor_path
     from .prediction import load_predictor, predictor_provenance
 
     if init is None:
-        return None, {}
+        return None, {}, None
     if init.startswith("hf://"):
         _quiet_hub_logs()
     path = predictor_path(init)
@@ -137,7 +144,23 @@ def _starting_predictor(init: str | None, hidden: int | None, frames: int | None
     if predict_variance and not kept.predict_variance:
         raise InputError("--predict-variance: the predictor given to --init does not roll out "
                          "covariances, and its architecture is kept; leave it out")
-    return start, so_far
+    return start, so_far, path
+
+
+def _check_partial(partial: Path, init_path: Path | None, overwrite: bool) -> None:
+    """A stopped run's progress left beside OUT is not trained over unawares (but with
+    --overwrite, or when it is the --init file carried on)."""
+    if overwrite or not partial.exists() or init_path and init_path.exists() \
+            and partial.samefile(init_path):
+        return
+    raise InputError(f"{partial} holds a stopped run's progress: carry it on with --init "
+                     f"{partial}, or delete it (or use --overwrite to replace it)")
+
+
+def partial_path(output: Path) -> Path:
+    """Where train-predictor keeps what it has learnt while it runs: OUT.partial.safetensors
+    beside OUT, removed once OUT is written."""
+    return output.with_name(f"{output.stem}.partial{output.suffix}")
 
 
 def _check_sizes(epochs: int, frames: int, hidden: int, batch_size: int) -> None:

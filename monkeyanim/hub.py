@@ -204,7 +204,8 @@ def cached_hub_checkpoints() -> list[tuple[str, Path]]:
 
     try:
         repos = scan_cache_dir().repos
-    except (CacheNotFound, OSError):  # nothing downloaded yet, or a cache that cannot be read
+    except (CacheNotFound, OSError, ValueError):  # nothing downloaded yet, a cache that
+        # cannot be read, or a file where the cache's folder belongs
         return []
     found = []
     for repo in sorted(repos, key=lambda r: r.repo_id):
@@ -215,6 +216,8 @@ def cached_hub_checkpoints() -> list[tuple[str, Path]]:
             at = "" if "main" in refs else f"@{refs[0] if refs else revision.commit_hash}"
             for file in sorted(revision.files, key=lambda f: f.file_name):
                 name = file.file_path.relative_to(revision.snapshot_path).as_posix()
+                if "@" in name:  # no address names it: hf://owner/repo/m@2.safetensors reads
+                    continue  # as revision 2.safetensors of file m
                 if name.lower().endswith(".safetensors") and file_format(file.file_path) == FORMAT:
                     found.append((f"{HF_PREFIX}{repo.repo_id}/{name}{at}", file.file_path))
     return found

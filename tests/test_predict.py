@@ -309,47 +309,62 @@ def test_train_predictor_saves_what_it_learnt_on_ctrl_c(shapes_split, tmp_path):
 
 def test_a_killed_train_predictor_leaves_its_progress_and_goes_on_with_init(shapes_split,
                                                                             tmp_path):
-    """The output is written every 5% of the epochs: kill -9 loses at most that much, and
-    --init trains the file further, its architecture kept."""
+    """Every 5% of the epochs, OUT.partial.safetensors holds what was learnt (OUT itself, an
+    earlier predictor there with --overwrite, is replaced only when done): kill -9 loses at
+    most that much, and --init trains the file further, its architecture kept."""
     import os
     import subprocess
     import sys
     import time
 
-    output = tmp_path / "killed.safetensors"
+    output = tmp_path / "p.safetensors"
+    output.write_bytes(b"an earlier predictor")
+    partial = tmp_path / "p.partial.safetensors"
     process = subprocess.Popen(
         [sys.executable, "-m", "monkeyanim", "train-predictor", str(shapes_split / "train"),
          "-c", "shapes", "-o", str(output), "--epochs", "4000", "--hidden", "8",
-         "--frames", "8"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"})
+         "--frames", "8", "--overwrite"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     first = process.stdout.readline()  # "epoch 200/4000 ...", then the file is written
     deadline = time.monotonic() + 60
-    while not output.exists() and time.monotonic() < deadline:
+    while not partial.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     process.kill()
     process.communicate(timeout=60)
     assert first.startswith("epoch 200/4000"), first
-    done = predictor_provenance(output)["epochs"]
+    assert output.read_bytes() == b"an earlier predictor"
+    done = predictor_provenance(partial)["epochs"]
     assert done % 200 == 0 and 200 <= done < 4000
-    assert "test_l1" not in predictor_provenance(output)  # scored only at the end
-    further = tmp_path / "further.safetensors"
-    result = run_cli("train-predictor", shapes_split, "-c", "shapes", "-o", further,
-                     "--init", output, "--epochs", "3", "--half")
-    assert result.returncode == 0, result.stderr
-    provenance = predictor_provenance(further)
-    assert provenance["epochs"] == done + 3 and provenance["init"] == output.name
-    assert provenance["test_videos"] == 4 and "warning" not in result.stderr
-    assert load_predictor(further).config == load_predictor(output).config  # 8 units, 8 frames
+    assert "test_l1" not in predictor_provenance(partial)  # scored only at the end
+    # a new run is not trained over it unawares
+    output.unlink()
+    result = run_cli("train-predictor", shapes_split, "-c", "shapes", "-o", output,
+                     "--epochs", "3")
+    assert_one_line_error(result, "p.partial.safetensors holds a stopped run's progress: "
+                                  "carry it on with --init")
     for option, message in ((("--hidden", "16"), "--hidden 16 differs from the predictor given "
                                                  "to --init (8): its architecture is kept"),
                             (("--predict-variance",), "--predict-variance: the predictor given "
                                                       "to --init does not roll out covariances"),
-                            (("--hidden", "8", "-o", output, "--overwrite"),
-                             "is the input " + str(output) + " itself")):
-        result = run_cli("train-predictor", shapes_split, "-c", "shapes", "--init", output,
+                            (("-o", partial, "--overwrite"), "is the input " + str(partial))):
+        result = run_cli("train-predictor", shapes_split, "-c", "shapes", "--init", partial,
                          "-o", tmp_path / "x.safetensors", *option)
         assert_one_line_error(result, message)
-    assert predictor_provenance(output)["epochs"] == done  # the file given to --init is kept
+    result = run_cli("train-predictor", shapes_split, "-c", "shapes", "-o", output,
+                     "--init", partial, "--epochs", "3", "--half", "--overwrite")
+    assert result.returncode == 0, result.stderr
+    provenance = predictor_provenance(output)
+    assert provenance["epochs"] == done + 3 and provenance["init"] == partial.name
+    assert provenance["test_videos"] == 4 and "warning" not in result.stderr
+    assert load_predictor(output).config == load_predictor(partial).config  # 8 units, 8 frames
+    # the progress file carried on is kept (an input), brought up to date as the run went
+    assert predictor_provenance(partial)["epochs"] == done + 2
+    # a run that ends removes its own progress file
+    fresh = tmp_path / "fresh.safetensors"
+    result = run_cli("train-predictor", shapes_split, "-c", "shapes", "-o", fresh,
+                     "--epochs", "40", "--hidden", "8", "--frames", "8")
+    assert result.returncode == 0, result.stderr
+    assert fresh.is_file() and not (tmp_path / "fresh.partial.safetensors").exists()
 
 
 def test_the_fid_reference_is_cropped_as_the_source_and_read_first(tmp_path):
