@@ -257,9 +257,6 @@ def predict(source: Annotated[Path, typer.Argument(
     net = load_predictor(net_path)
     _check_pair(net, predictor_provenance(net_path), model)
     scorer = ReferenceFID(model, fid_weights, fid_reference, box) if fid_reference else None
-    if scorer is not None:  # first: a reference video it cannot use ends it before any work
-        with _progress("FID reference", unit="videos") as progress:
-            scorer.read_reference(progress=progress)
     with _progress(output.name) as progress:
         result = predict_file(model, net, source, output, frames, fps, box,
                               inspect=scorer.add_generated if scorer else None,

@@ -202,27 +202,26 @@ class ReferenceFID:
                        else [reference])
         self.model, self.meter = model, _fid_meter(model, weights)
         self.crop = crop_mode(crop if crop in (None, "auto") else "none", model)
+        self.read = False
         if not isinstance(self.meter, str):  # the videos read_reference reads, before any work
             for video in self.videos[:REFERENCE_FRAMES]:
                 open_video(video)
 
-    def read_reference(self, max_frames: int = REFERENCE_FRAMES,
-                       progress: Callable[[int, int], None] | None = None) -> None:
+    def read_reference(self, max_frames: int = REFERENCE_FRAMES) -> None:
         """Score at most ``max_frames`` reference frames, the same share from the start of
         each video; InputError naming a video that cannot be used (no face in it where faces
-        are cropped), to be called before anything is generated. ``progress(videos done,
-        videos)``."""
+        are cropped). Called by the first add_generated: after the source has been read (its
+        errors first), before the output is complete."""
+        self.read = True
         if isinstance(self.meter, str):
             return
         videos = self.videos[:max_frames]
         share = max(1, max_frames // len(videos))
-        for done, video in enumerate(videos):
+        for video in videos:
             try:
                 self._read(video, share)
             except InputError as exc:
                 raise InputError(f"FID reference {video.name}: {exc}") from None
-            if progress:
-                progress(done + 1, len(videos))
 
     def _read(self, video: Path, share: int) -> None:
         reader = open_video(video)
@@ -237,6 +236,8 @@ class ReferenceFID:
 
     def add_generated(self, frames: np.ndarray) -> None:
         """(B, H, W, 3) uint8 generated frames."""
+        if not self.read:
+            self.read_reference()
         if isinstance(self.meter, fid.FIDMeter):
             self.meter.add_generated(frames)
 

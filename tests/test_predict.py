@@ -370,7 +370,7 @@ def test_a_killed_train_predictor_leaves_its_progress_and_goes_on_with_init(shap
 def test_the_fid_reference_is_cropped_as_the_source_and_read_first(tmp_path):
     """predict --crop applies to the FID reference as to the source (the reference's faces
     were cropped whatever --crop said), and a reference video it cannot use (no face in it)
-    ends the command before the video is generated (it was written, then the FID lost)."""
+    ends the command before the video is written (it was written, then the FID lost)."""
     from monkeyanim.checkpoint import save_checkpoint
 
     face = monkeyanim.load_model("shapes")
@@ -382,7 +382,10 @@ def test_the_fid_reference_is_cropped_as_the_source_and_read_first(tmp_path):
             fid.installed_weights(), "--fid-reference", ROOT / "examples/shapes/driving.mp4")
     result = run_cli(*args)
     assert_one_line_error(result, "FID reference driving.mp4: no face found in driving.mp4")
-    assert not out.exists()
+    assert not out.exists() and list(tmp_path.iterdir()) == [tmp_path / "face.safetensors"]
+    # the source's own trouble is found first (before the whole reference is read)
+    shapes_source = [ROOT / "examples/shapes/source.png", *args[2:]]
+    assert_one_line_error(run_cli("predict", *shapes_source), "no face found in source.png")
     for crop in ("none", "10,10,100,100"):  # a box is the source's: the reference centred
         result = run_cli(*args, "--crop", crop, "--overwrite")
         assert result.returncode == 0, result.stderr
