@@ -37,12 +37,15 @@ def _image_is_video(path: Path, min_frames: int = BATCH_STRIP_MIN_FRAMES) -> boo
 
 
 def batch_videos(folder: Path) -> tuple[list[Path], list[Path]]:
-    """A batch folder's videos, animated images and frame strips (of 2 frames or more, as
-    evaluate and train read them), sorted, and the other images it holds (which are not
-    videos of their own)."""
+    """A batch folder's videos, animated images and frame strips, sorted, and the other
+    images it holds (which are not videos of their own). In a folder of strips (no video
+    files: the authors' splits) a strip of 2 frames is a video, as evaluate and train read
+    it; among video files, a 2:1 or 3:1 image is rather a poster or a thumbnail."""
     files = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
     images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
-    moving = {p for p in images if _image_is_video(p, 2)}
+    shortest = (BATCH_STRIP_MIN_FRAMES if any(p.suffix.lower() in VIDEO_SUFFIXES for p in files)
+                else 2)
+    moving = {p for p in images if _image_is_video(p, shortest)}
     videos = [p for p in files if p.suffix.lower() in VIDEO_SUFFIXES or p in moving]
     return videos, [p for p in images if p not in moving]
 

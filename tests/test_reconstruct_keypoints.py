@@ -18,8 +18,8 @@ from monkeyanim.models import Keypoints
 from monkeyanim.pipeline import to_tensor
 from monkeyanim.video import fit_frame, open_video
 
-from conftest import (assert_one_line_error, probe, run_cli, run_cli_on_terminal, sigint_default,
-                      write_video)
+from conftest import (ROOT, assert_one_line_error, probe, run_cli, run_cli_on_terminal,
+                      sigint_default, write_video)
 
 
 @pytest.fixture(scope="module")
@@ -406,6 +406,15 @@ def test_a_batch_of_strips_is_told_by_more_than_its_first_image(datasets_dir, tm
     result = run_cli("evaluate", folder, "-c", "mgif", "--json", tmp_path / "e.json")
     evaluated = json.loads((tmp_path / "e.json").read_text())
     assert evaluated["l1"] == pytest.approx(report["mean_l1"], abs=1e-6)
+    # among video files, a 2:1 image is a poster, not a 2-frame video in the mean
+    posters = tmp_path / "posters"
+    posters.mkdir()
+    (posters / "clip.mp4").symlink_to(ROOT / "examples/shapes/driving.mp4")
+    cv2.imwrite(str(posters / "poster.png"), np.full((96, 192, 3), 128, np.uint8))
+    result = run_cli("reconstruct", posters, "-o", tmp_path / "out2", "-c", "shapes")
+    assert result.returncode == 0, result.stderr
+    assert "1 image in" in result.stderr and "poster.png" in result.stderr
+    assert "over 1 video" in result.stdout
 
 
 def test_keypoints_are_drawn_where_the_models_grid_puts_them():
