@@ -166,11 +166,22 @@ def _merge(obj: Any, overrides: dict[str, Any], where: str) -> Any:
             value = _merge(current, value, f"{where}{key}.")
         elif isinstance(current, tuple) and isinstance(value, list):
             value = tuple(value)
-        elif (kinds[key] in (int, int | None) and isinstance(value, float)
-              and value.is_integer()):
-            value = int(value)  # iterations: 1e5 (YAML reads any exponent as a float)
-        changes[key] = value
+        changes[key] = _whole_numbers(value, kinds[key])
     return dataclasses.replace(obj, **changes)
+
+
+def _whole_numbers(value: Any, kind: Any) -> Any:
+    """``value`` with the whole floats where ``kind`` wants ints made ints: iterations: 1e5,
+    frame_size: [6.4e1, 6.4e1] (YAML reads a number with an exponent as a float)."""
+    def whole(number: Any) -> Any:
+        return int(number) if isinstance(number, float) and number.is_integer() else number
+
+    if kind in (int, int | None):
+        return whole(value)
+    if (typing.get_origin(kind) in (list, tuple) and isinstance(value, (list, tuple))
+            and set(typing.get_args(kind)) - {Ellipsis} == {int}):
+        return type(value)(map(whole, value))
+    return value
 
 
 def saved_run_config(path: Path) -> tuple[ModelConfig, TrainConfig]:

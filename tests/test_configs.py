@@ -272,10 +272,13 @@ def test_whole_numbers_may_be_written_with_an_exponent(tmp_path):
     from monkeyanim.trainconfig import load_train_config
 
     path = tmp_path / "run.yaml"
-    path.write_text("preset: shapes\nmodel: {num_kp: 1.0e1}\ntrain: {iterations: 1e5, lr: 2e-4}\n")
+    path.write_text("preset: shapes\nmodel: {num_kp: 1.0e1, frame_size: [6.4e1, 6.4e1]}\n"
+                    "train: {iterations: 1e5, lr: 2e-4, epoch_milestones: [6e1, 9e1]}\n")
     model, train = load_train_config(str(path))
     assert (model.num_kp, train.iterations, train.lr) == (10, 100_000, 2e-4)
     assert type(train.iterations) is int and type(model.num_kp) is int
+    assert model.frame_size == (64, 64) and train.epoch_milestones == [60, 90]
+    assert all(type(n) is int for n in (*model.frame_size, *train.epoch_milestones))
     path.write_text("preset: shapes\ntrain: {batch_size: 8.5}\n")
     with pytest.raises(ConfigError, match="batch_size must be a whole number of at least 1, "
                                           "not 8.5"):
