@@ -23,8 +23,8 @@ from .faces import Box, parse_crop
 from .files import atomic_write
 from .framing import crop_mode, frame_batches, source_crop, video_crops
 from .models import MonkeyNet
-from .pipeline import (Animator, ReconstructionScores, best_frame, check_mode, check_precision,
-                       check_refine_steps, default_mode, driving_keypoints, reconstruct,
+from .pipeline import (Animator, ReconstructionScores, best_driving_frame, check_mode,
+                       check_precision, check_refine_steps, default_mode, reconstruct,
                        refine_batch_size, to_tensor, to_uint8)
 from .video import (BATCH_FRAMES, VIDEO_SUFFIXES, Progress, VideoReader, check_batch_size,
                     first_frames, fit_frame, open_video, read_source_noted)
@@ -222,12 +222,12 @@ def _align_to_best(model: MonkeyNet, animator: Animator, batches,
     """Make the driving frame whose pose is closest to the source's the reference of relative
     motion; returns its index. A first pass finds keypoints only: animating every frame
     relative to the best one is the same as animating forward and backward from it."""
-    kp_all = driving_keypoints(model, (b for _, b in batches()), settings.precision)
-    best = best_frame(animator.kp_source, kp_all)
+    best, kp_best = best_driving_frame(model, animator.kp_source,
+                                       (b for _, b in batches()), settings.precision)
     if settings.refine_steps:  # refinement rebuilds the others from that frame's picture
-        animator.set_reference(_frame_at(batches(), best), kp_all[best:best + 1])
+        animator.set_reference(_frame_at(batches(), best), kp_best)
     else:
-        animator.kp_first = kp_all[best:best + 1]
+        animator.kp_first = kp_best
     return best
 
 

@@ -145,9 +145,13 @@ def normalized_pose(mean: torch.Tensor) -> torch.Tensor:
 def best_frame(kp_source: Keypoints, kp_driving: Keypoints) -> int:
     """Index of the driving frame whose pose (position and scale removed) is closest to the
     source's: kp_driving (T, K, 2)."""
+    return int(_pose_distance(kp_source, kp_driving).argmin())
+
+
+def _pose_distance(kp_source: Keypoints, kp_driving: Keypoints) -> torch.Tensor:
+    """(T,) squared distances of each driving frame's normalised pose to the source's."""
     source = normalized_pose(kp_source.mean.reshape(1, -1, 2))  # (1, K, 2)
-    distance = (normalized_pose(kp_driving.mean) - source).square().sum(dim=(1, 2))  # (T,)
-    return int(distance.argmin())
+    return (normalized_pose(kp_driving.mean) - source).square().sum(dim=(1, 2))  # (T,)
 
 
 def to_tensor(frames: list[np.ndarray], device: torch.device | str = "cpu") -> torch.Tensor:
@@ -293,16 +297,25 @@ class Animator:
             return self.model.generator(self.source, self.kp_source, kp, skips=self.skips).frames
 
 
-def driving_keypoints(model: MonkeyNet, batches: Iterable[torch.Tensor],
-                      precision: str = "fp32") -> Keypoints:
-    """Keypoints of every driving frame, batch by batch: (T, K, ...)."""
-    found = []
+def best_driving_frame(model: MonkeyNet, kp_source: Keypoints, batches: Iterable[torch.Tensor],
+                       precision: str = "fp32") -> tuple[int, Keypoints]:
+    """The index of the driving frame whose pose is closest to the source's (see best_frame)
+    and its keypoints (1, K, ...), batch by batch: memory flat in the video's length (the
+    keypoints of every frame, kept as small tensors, grew the heap by 17 MB per 1,000)."""
+    best, seen = None, 0  # (distance, index, keypoints) of the closest frame so far
     with torch.inference_mode(), precision_context(precision, model.device):
         for batch in batches:
-            found.append(Animator._float(model.kp_detector(model.check_frames(batch, "frames"))))
-    if not found:
+            kp = Animator._float(model.kp_detector(model.check_frames(batch, "frames")))
+            distance = _pose_distance(kp_source, kp)  # (B,)
+            index = int(distance.argmin())
+            if best is None or distance[index] < best[0]:
+                kept = Keypoints(kp.mean[index:index + 1].clone(),  # (1, K, 2), not a view
+                                 None if kp.covar is None else kp.covar[index:index + 1].clone())
+                best = (float(distance[index]), seen + index, kept)
+            seen += len(batch)
+    if best is None:
         raise InputError("the driving video has no frames")
-    return Keypoints.cat(found)
+    return best[1], best[2]
 
 
 def reconstruct(model: MonkeyNet, batches: Iterable[torch.Tensor], precision: str = "fp32",

@@ -407,6 +407,14 @@ def test_best_frame_finds_the_source_pose(small_model, face_frames):
     frames = to_tensor([fit_frame(f, (64, 64)) for f in face_frames[:20]])
     kp = model.keypoints(frames)
     assert best_frame(kp[11:12], kp) == 11
+    # batch by batch, keeping only the closest so far: the same frame and keypoints
+    from monkeyanim.pipeline import best_driving_frame
+
+    for source in (kp[11:12], kp[2:3], kp[19:20]):
+        index, found = best_driving_frame(model, source, frames.split(3))
+        assert index == best_frame(source, kp)
+        assert torch.allclose(found.mean, kp.mean[index:index + 1], atol=1e-6)
+        assert torch.allclose(found.covar, kp.covar[index:index + 1], atol=1e-6)
 
 
 def test_find_best_frame_and_adapt_scale_run(small_model, source_png, short_mp4, tmp_path):
