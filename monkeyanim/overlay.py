@@ -4,6 +4,8 @@ frame's keypoints as JSON."""
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -23,6 +25,7 @@ from .videowriter import VIDEO_OUTPUTS, VideoWriter
 DRAW_MIN_SIZE_PX = 256  # keypoint overlays are drawn at least this large to stay readable
 DRAW_SHIFT_BITS = 4  # dots and ellipses placed to 1/16 of a drawn pixel
 JSON_DIGITS = 7  # significant digits of the keypoints in JSON: what a float32 holds
+JSON_SPOOL_BYTES = 8 << 20  # frames' JSON kept in memory up to this, then in a temp file
 
 
 def _colours(count: int) -> list[tuple[int, int, int]]:
@@ -86,30 +89,35 @@ def keypoints_file(model: MonkeyNet, video: str | Path, output: str | Path | Non
     reader = open_video(video)
     crop_at, detector, crop_notes = video_crops(reader, crop_mode(crop, model))
     height, width = first_frames(reader, 1)[0].shape[:2]
-    tracks: list[dict] = []
-    with nullcontext() if as_image or output is None else VideoWriter(output, reader.fps) \
-            as writer:
+    # each frame's JSON as it comes, spilled to disk past a few MB: memory flat in the
+    # video's length (a list of dicts held 4.4 KB a frame, 11 times the JSON)
+    tracks = tempfile.SpooledTemporaryFile(JSON_SPOOL_BYTES, "w+")
+    done = 0
+    with tracks, nullcontext() if as_image or output is None else \
+            VideoWriter(output, reader.fps) as writer:
         for frames, batch in frame_batches(reader, model.config.frame_size, batch_size, crop_at,
                                            model.device):
             kp = model.keypoints(batch)
             for i, frame in enumerate(frames):
-                box = crop_at(len(tracks)) or centred_square(height, width)
-                tracks.append({"mean": _significant(kp.mean[i].tolist()), "crop": list(box),
-                               "covar": None if kp.covar is None
-                               else _significant(kp.covar[i].tolist())})
+                box = crop_at(done) or centred_square(height, width)
+                tracks.write((", " if done else "") + json.dumps(
+                    {"mean": _significant(kp.mean[i].tolist()), "crop": list(box),
+                     "covar": None if kp.covar is None else _significant(kp.covar[i].tolist())}))
+                done += 1
                 if writer is not None:
                     writer.write(draw_keypoints(frame, kp[i]))
-                elif as_image and len(tracks) == 1:
+                elif as_image and done == 1:
                     write_image(output, draw_keypoints(frame, kp[i]))
             first_only = as_image and json_path is None  # the first frame is all it needs
             if progress:
-                progress(min(len(tracks), 1) if first_only else len(tracks),
+                progress(min(done, 1) if first_only else done,
                          1 if first_only else reader.expected_frames)
             if first_only:
                 break
-    if json_path is not None:
-        _write_keypoints_json(json_path, video, reader, model, (height, width), detector, tracks)
-    return JobResult(output or json_path, 1 if as_image else len(tracks),
+        if json_path is not None:
+            _write_keypoints_json(json_path, video, reader, model, (height, width), detector,
+                                  tracks)
+    return JobResult(output or json_path, 1 if as_image else done,
                      time.perf_counter() - start,
                      {"detector": detector},
                      crop_notes + reader_warnings(reader, read_all=not as_image))
@@ -124,9 +132,9 @@ def _significant(values: list | float, digits: int = JSON_DIGITS) -> list | floa
 
 
 def _write_keypoints_json(path: Path, video, reader: VideoReader, model: MonkeyNet,
-                          video_size: tuple[int, int], detector: str | None,
-                          tracks: list[dict]) -> None:
-    """``video_size``: the video's (height, width) in pixels, as frame_size is (h, w)."""
+                          video_size: tuple[int, int], detector: str | None, tracks) -> None:
+    """``video_size``: the video's (height, width) in pixels, as frame_size is (h, w);
+    ``tracks``: a text file holding the frames' entries, comma-separated."""
     document = {"video": str(video), "fps": float(reader.fps), "num_kp": model.config.num_kp,
                 "frame_size": list(model.config.frame_size), "video_size": list(video_size),
                 "crop_detector": detector,  # the face detector that placed the crops
@@ -135,6 +143,13 @@ def _write_keypoints_json(path: Path, video, reader: VideoReader, model: MonkeyN
                                "(h, w), x first, -1 and 1 at the centres of its first and "
                                "last pixels: pixel x = crop x + ((mean x + 1) / 2 * (w - 1) + "
                                "0.5) * crop w / w - 0.5, pixel centres at whole numbers; covar "
-                               "in the units of mean",
-                "frames": tracks}
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(document)))
+                               "in the units of mean"}
+    head = json.dumps(document)[:-1] + ', "frames": ['  # the frames last, as they come
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w") as out:
+            out.write(head)
+            tracks.seek(0)
+            shutil.copyfileobj(tracks, out)
+            out.write("]}")
+    atomic_write(path, write)
