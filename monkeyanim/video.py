@@ -37,6 +37,7 @@ IMAGE_OUTPUTS = (".png", ".jpg", ".jpeg")  # single frames (keypoints of an imag
 # reported as cut short; stated and decoded ends agree to 0.05 s on the 39 real face videos
 END_SLACK_S, END_SLACK_FRACTION = 1.0, 0.05
 LONG_HOLD_S = 10.0  # a frame shown longer is worth a word: a gap that may be damage
+MAX_HOLD_S = 600.0  # one shown longer is damage, not a pause: the video is refused
 QUEUE_FRAMES = 64  # frames buffered between decoding / encoding threads and the model
 # frames per network call: 8 ran fastest on a 2-core CPU (README, Speed and memory)
 BATCH_FRAMES = 8
@@ -207,6 +208,7 @@ def _open_container(path: Path) -> VideoReader:
             restored = restored_timing(container, stream)
             if restored is not None:
                 count, fps, longest_s = restored
+                _check_hold(path, longest_s)
             return VideoReader(path, Fraction(fps), count,
                                has_audio=bool(container.streams.audio),
                                duration_s=_stated_duration(container, stream),
@@ -215,6 +217,16 @@ def _open_container(path: Path) -> VideoReader:
                                longest_frame_s=longest_s)
     except av.FFmpegError as exc:
         raise InputError(f"cannot read video {path}: {first_line(exc)}") from None
+
+
+def _check_hold(path: Path, longest_s: float | None) -> None:
+    """InputError for a frame shown past MAX_HOLD_S: a timestamp that jumps hours (damage)
+    would have the output hold it as long, an hour of work for nothing (players hold it)."""
+    if longest_s is not None and longest_s > MAX_HOLD_S:
+        raise InputError(f"{path}: one frame shows for {longest_s / 60:.0f} min (a gap in its "
+                         f"timestamps; the output would hold it as long): refused past "
+                         f"{MAX_HOLD_S / 60:.0f} min. To give every frame one frame time: "
+                         f"ffmpeg -i IN -vf setpts=N/FRAME_RATE/TB OUT")
 
 
 def first_frames(reader: VideoReader, count: int) -> list[np.ndarray]:

@@ -633,6 +633,12 @@ def test_a_long_gap_in_the_timestamps_is_held_and_said(small_model, tmp_path):
     result = run_cli("reconstruct", path, "-o", tmp_path / "out.mp4", "-c", small_model)
     assert result.returncode == 0, result.stderr
     assert "warning:" in result.stderr and "shows for 60 s" in result.stderr
+    # a jump of hours is damage: refused at once (it made a 20-frame clip 40 minutes' work)
+    broken = write_video(tmp_path / "broken.mkv", frames, fps=1000,
+                         pts=[40 * i for i in range(9)] + [40 * 8 + 5 * 3_600_000])
+    result = run_cli("reconstruct", broken, "-o", tmp_path / "broken.mp4", "-c", small_model)
+    assert_one_line_error(result, "broken.mkv: one frame shows for 300 min", "refused past 10 "
+                                  "min", "setpts=N/FRAME_RATE/TB")
     # with B-frames, an mp4's last frame shown carried the gap as its duration (those are in
     # decoding order): it was held 12 s more, past the 12.6 s the file states
     bframes = {"x264-params": "bframes=2:b-adapt=0:scenecut=0"}
