@@ -193,7 +193,9 @@ def _test_tracks(model, data_dir: Path, crop) -> list | None:
 
     if not (data_dir / "test").is_dir():
         return None
-    tracks, _, unreadable = extract_keypoints(model, data_dir / "test", 2, crop=crop)
+    with _progress("test keypoints", unit="videos") as progress:
+        tracks, _, unreadable = extract_keypoints(model, data_dir / "test", 2, crop=crop,
+                                                  progress=progress)
     _warn_unreadable(unreadable)
     return tracks
 

@@ -287,7 +287,8 @@ def _build(cls: type, data: dict[str, Any]) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - names
     if unknown:
-        raise KeyError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+        raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")  # (a KeyError's
+        # message would be shown in quotes)
     kwargs = {}
     for key, value in data.items():
         if key in nested and value is not None and not dataclasses.is_dataclass(value):

@@ -349,10 +349,13 @@ def predict_file(model: MonkeyNet, predictor, source: Path, output: Path, frames
                                  f"the source {Path(source).name}")], model.device)
     kp_source = model.keypoints(still)
     kp = predictor.to(model.device).rollout(kp_source[0], frames)  # (frames, K, ...)
+    with torch.inference_mode():
+        skips = model.generator.encode(still)  # the source's features: once, not per batch
     with VideoWriter(output, fps) as writer:
         for begin in range(0, frames, PREDICT_BATCH_FRAMES):
             made = to_uint8(model.generate(still[0], kp_source,
-                                           kp[begin:begin + PREDICT_BATCH_FRAMES]).frames)
+                                           kp[begin:begin + PREDICT_BATCH_FRAMES],
+                                           skips).frames)
             if inspect is not None:
                 inspect(made)
             for frame in made:

@@ -14,7 +14,7 @@ from safetensors.torch import save as safetensors_bytes
 
 from .checkpoint import FORMAT as CHECKPOINT_FORMAT, PREDICTOR_FORMAT as FORMAT, load_strict
 from .data import list_videos
-from .errors import CheckpointError, InputError
+from .errors import CheckpointError, ConfigError, InputError
 from .files import atomic_write
 from .framing import crop_mode, frame_batches, video_crops
 from .models import Keypoints, MonkeyNet
@@ -72,7 +72,7 @@ def train_predictor(tracks: list[Keypoints], config: PredictorConfig, epochs: in
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     if start is not None and start.config != config:
-        raise ValueError(f"the predictor to start from has {start.config}, not {config}")
+        raise ConfigError(f"the predictor to start from has {start.config}, not {config}")
     predictor = (start or KPPredictor(config)).train()
     optimizer = torch.optim.Adam(predictor.parameters(), lr=lr)
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, patience=50)

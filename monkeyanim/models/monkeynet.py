@@ -95,14 +95,17 @@ class MonkeyNet(nn.Module):
         return self.kp_detector(self.check_frames(frames, "frames"))
 
     @torch.inference_mode()
-    def generate(self, source: torch.Tensor, kp_source: Keypoints,
-                 kp_driving: Keypoints) -> GeneratorOutput:
+    def generate(self, source: torch.Tensor, kp_source: Keypoints, kp_driving: Keypoints,
+                 skips: list[torch.Tensor] | None = None) -> GeneratorOutput:
         """Animate ``source`` (C, H, W) in [0, 1] from its keypoints (K, ...) or (1, K, ...) to
-        each driving pose (T, K, ...): frames (T, C, H, W) in [0, 1] and deformed (T, C, H, W)."""
+        each driving pose (T, K, ...): frames (T, C, H, W) in [0, 1] and deformed (T, C, H, W).
+        ``skips``: the source's encoder features, ``self.generator.encode(source[None])``,
+        computed once for many calls with the same source (else computed here)."""
         source = self.check_image(source, "source")
         kp_source = self.one_frame_keypoints(kp_source, "kp_source")
         self.check_keypoints(kp_driving, "kp_driving")
-        return self.generator(source, kp_source, kp_driving.to(self.device, torch.float32))
+        return self.generator(source, kp_source, kp_driving.to(self.device, torch.float32),
+                              skips=skips)
 
     def one_frame_keypoints(self, kp: Keypoints, what: str) -> Keypoints:
         """One frame's keypoints, (K, ...) or (1, K, ...), checked (InputError naming
