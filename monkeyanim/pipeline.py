@@ -247,16 +247,11 @@ class Animator:
         with torch.inference_mode(), self.context:
             # a copy: a caller reusing its tensor must not change the cached source
             self.source = model.check_image(source, "source").clone()  # (1, 3, H, W)
-            self.kp_source = self._float(model.kp_detector(self.source))
+            self.kp_source = model.kp_detector(self.source).float()
             self.skips = model.generator.encode(self.source)
         self.kp_first = (None if kp_driving_first is None else
                          model.one_frame_keypoints(kp_driving_first, "kp_driving_first"))
         self.scale: float | None = None
-
-    @staticmethod
-    def _float(kp: Keypoints) -> Keypoints:
-        """Keypoint statistics stay in float32 even under autocast: they feed exp()."""
-        return Keypoints(kp.mean.float(), None if kp.covar is None else kp.covar.float())
 
     def transfer(self, kp_driving: Keypoints) -> Keypoints:
         if self.mode == "absolute":
@@ -273,7 +268,7 @@ class Animator:
         (1, K, ...) when they are already detected."""
         with torch.inference_mode(), self.context:
             reference = self.model.check_image(frame, "driving frame")  # (1, C, H, W)
-            kp = (self._float(self.model.kp_detector(reference)) if kp is None
+            kp = (self.model.kp_detector(reference).float() if kp is None
                   else self.model.one_frame_keypoints(kp, "kp"))
         self.kp_first = kp  # detected keypoints, not refined ones: the refiner's own start
         self.scale = None  # (scale_motion: measured again, against this frame)
@@ -285,7 +280,7 @@ class Animator:
         (bfloat16 or float16 under that precision)."""
         with torch.inference_mode(), self.context:
             driving = self.model.check_frames(driving, "driving frames")
-            kp_driving = self._float(self.model.kp_detector(driving))
+            kp_driving = self.model.kp_detector(driving).float()
             if self.refine_steps:
                 if self.refiner is None:  # the first frame seen is the reference
                     self.refiner = KeypointRefiner(self.model, driving[:1], kp_driving[:1],
@@ -305,7 +300,7 @@ def best_driving_frame(model: MonkeyNet, kp_source: Keypoints, batches: Iterable
     best, seen = None, 0  # (distance, index, keypoints) of the closest frame so far
     with torch.inference_mode(), precision_context(precision, model.device):
         for batch in batches:
-            kp = Animator._float(model.kp_detector(model.check_frames(batch, "frames")))
+            kp = model.kp_detector(model.check_frames(batch, "frames")).float()
             distance = _pose_distance(kp_source, kp)  # (B,)
             index = int(distance.argmin())
             if best is None or distance[index] < best[0]:

@@ -76,6 +76,9 @@ class Trainer:
     def _setup(self, data_dir: Path, run_dir: Path, model_config: ModelConfig,
                train_config: TrainConfig, device: str, precision: str, resume: bool,
                init: MonkeyNet | None) -> None:
+        """The Trainer's body (see __init__), apart so that a start that fails lets go of
+        the run folder's lock: ranks, data, networks, optimizers, and the saved state where
+        the run resumes."""
         self.rank, self.world = _distributed()
         self.lock.active = self.rank == 0
         self.run_dir, self.cfg, self.precision = Path(run_dir), train_config, precision
@@ -190,8 +193,7 @@ class Trainer:
         source, target = frames[0::2], frames[1::2]  # (B, 3, H, W) each
         with precision_context(self.precision, self.device):
             kp = self.nets["kp_detector"](torch.cat([source, target]))  # (2B, K, ...)
-            kp = dataclasses.replace(kp, mean=kp.mean.float(),
-                                     covar=None if kp.covar is None else kp.covar.float())
+            kp = kp.float()
             kp_source, kp_target = kp[:batch], kp[batch:]
             gen_kp = (kp_source.detach(), kp_target.detach()) if self.cfg.detach_kp_generator \
                 else (kp_source, kp_target)

@@ -39,6 +39,11 @@ class Keypoints:
         return Keypoints(self.mean.to(*args, **kwargs),
                          None if self.covar is None else self.covar.to(*args, **kwargs))
 
+    def float(self) -> Keypoints:
+        """Both tensors as float32 (keypoint statistics stay so under autocast: they feed
+        exp(), which bf16 would coarsen)."""
+        return self.to(torch.float32)
+
     def detach(self) -> Keypoints:
         """Both tensors cut from the autograd graph."""
         return Keypoints(self.mean.detach(), None if self.covar is None else self.covar.detach())
