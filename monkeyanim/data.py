@@ -135,12 +135,12 @@ class PairDataset(Dataset):
         if index in self.cache:
             return self.cache[index]
         image = read_image(self.videos[index])  # a frame strip (or a single image)
-        return np.stack([fit_frame(f, self.size) for f in split_strip(image)])
+        return np.stack([fit_frame(f, self.size) for f in split_strip(image)])  # (T, H, W, 3)
 
     def __getitem__(self, item: int) -> torch.Tensor:
         frames = self.frames(item % len(self.videos))
         if len(frames) < 2:
-            frames = np.concatenate([frames, frames])
+            frames = np.concatenate([frames, frames])  # (2, H, W, 3)
         rng = np.random.default_rng(torch.randint(0, 2 ** 31, ()).item())
         pair = frames[np.sort(rng.choice(len(frames), 2, replace=False))]  # (2, H, W, 3)
         pair = augment(pair, self.augmentation, rng)
@@ -161,12 +161,14 @@ def augment(pair: np.ndarray, aug: Augmentation, rng: np.random.Generator) -> np
         shift = rng.uniform(-1, 1, 2) * max(0.0, zoom - 1) * np.array([width, height]) / 2
         matrix[:, 2] += shift
         pair = np.stack([cv2.warpAffine(np.ascontiguousarray(f), matrix, (width, height),
-                                        borderMode=cv2.BORDER_REFLECT) for f in pair])
+                                        borderMode=cv2.BORDER_REFLECT)
+                         for f in pair])  # (2, H, W, 3)
     if aug.hue:
         shift = int(round(rng.uniform(-aug.hue, aug.hue) / 2 * 180))  # OpenCV hue is 0..179
-        hsv = np.stack([cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2HSV) for f in pair])
+        hsv = np.stack([cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2HSV)
+                        for f in pair])  # (2, H, W, 3)
         hsv[..., 0] = ((hsv[..., 0].astype(np.int32) + shift) % 180).astype(np.uint8)
-        pair = np.stack([cv2.cvtColor(f, cv2.COLOR_HSV2RGB) for f in hsv])
+        pair = np.stack([cv2.cvtColor(f, cv2.COLOR_HSV2RGB) for f in hsv])  # (2, H, W, 3)
     return np.ascontiguousarray(pair)
 
 

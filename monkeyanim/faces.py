@@ -325,7 +325,8 @@ def smooth_boxes(found: dict[int, Box], count: int, height: int, width: int,
     side = float(np.median([box[2] for box in found.values()]))
     x = np.clip(centres[:, 0] - side / 2, 0, width - side)
     y = np.clip(centres[:, 1] - side / 2, 0, height - side)
-    return BoxTrack(np.stack([x, y, np.full(count, side), np.full(count, side)], axis=1))
+    return BoxTrack(np.stack([x, y, np.full(count, side), np.full(count, side)],
+                             axis=1))  # (T, 4): x, y, w, h
 
 
 def _glide(found: dict[int, Box], keys: list[int], start: int, end: int,
@@ -335,11 +336,13 @@ def _glide(found: dict[int, Box], keys: list[int], start: int, end: int,
     values = np.array([found[k] for k in keys], dtype=float)  # (N, 4)
     frames = np.arange(start, end)
     centres = np.stack([np.interp(frames, keys, values[:, 0] + values[:, 2] / 2),
-                        np.interp(frames, keys, values[:, 1] + values[:, 3] / 2)], axis=1)
+                        np.interp(frames, keys, values[:, 1] + values[:, 3] / 2)],
+                       axis=1)  # (T, 2): x, y
     if window > 1 and len(frames) > 1:
         kernel = np.ones(window) / window
         padded = np.pad(centres, ((window // 2, window - 1 - window // 2), (0, 0)), mode="edge")
-        centres = np.stack([np.convolve(padded[:, i], kernel, mode="valid") for i in (0, 1)], 1)
+        centres = np.stack([np.convolve(padded[:, i], kernel, mode="valid")
+                            for i in (0, 1)], 1)  # (T, 2)
     return centres
 
 

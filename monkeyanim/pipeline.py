@@ -114,6 +114,7 @@ class KeypointRefiner:
             # summed over frames: each frame's step is its own, whatever the chunk's length
             loss = (rebuilt - frames).abs().mean(dim=(1, 2, 3)).sum()
             chain = offset if self.previous is None else torch.cat([self.previous, offset])
+            # (1 + N, K, 2): the last offset of the chunk before, then this one's
             loss = loss + self.smoothness * (chain[1:] - chain[:-1]).square().sum()
             (offset.grad,) = torch.autograd.grad(loss, [offset])  # no gradient to weights
             optimizer.step()

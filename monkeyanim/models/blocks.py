@@ -30,7 +30,7 @@ def warp(image: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     ``image`` may have batch 1 and be broadcast over the grid's batch.
     """
     if image.shape[0] != grid.shape[0]:
-        image = image.expand(grid.shape[0], *image.shape[1:])
+        image = image.expand(grid.shape[0], *image.shape[1:])  # (B, C, H, W)
     # (B, C, h, w)
     return F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
 

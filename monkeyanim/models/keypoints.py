@@ -56,8 +56,8 @@ class Keypoints:
         if not items or len({c is None for c in covars}) > 1:
             raise ValueError("Keypoints.cat takes one or more Keypoints, all with covariances "
                              "or all without")
-        covar = None if covars[0] is None else torch.cat(covars)
-        return Keypoints(torch.cat([k.mean for k in items]), covar)
+        covar = None if covars[0] is None else torch.cat(covars)  # (T1 + T2 ..., K, 2, 2)
+        return Keypoints(torch.cat([k.mean for k in items]), covar)  # mean (T1 + T2 ..., K, 2)
 
 
 def smallest_singular(matrix: torch.Tensor) -> torch.Tensor:

@@ -52,7 +52,7 @@ class MovementEmbedding(nn.Module):
         parts = []
         if self.config.use_heatmap:
             heatmap = self._heatmap(kp_driving, kp_source, h, w)
-            heatmap = heatmap.expand(batch, *heatmap.shape[1:])
+            heatmap = heatmap.expand(batch, *heatmap.shape[1:])  # (B, K, h, w)
             if self.add_background:
                 heatmap = F.pad(heatmap, (0, 0, 0, 0, 1, 0))  # zero map first: (B, K+1, h, w)
             parts.append(heatmap.unsqueeze(2))  # (B, K', 1, h, w)

@@ -62,9 +62,9 @@ class KPPredictor(nn.Module):
             covar = kp_first.covar.new_zeros(1, frames, *kp_first.covar.shape[-3:])
             covar[0, 0] = kp_first.covar.reshape(covar.shape[-3:])  # (K, 2, 2) into (1, T, K, 2, 2)
         predicted = self(Keypoints(mean, covar))[0]
-        mean = torch.cat([mean[0, :1], predicted.mean[1:]])
+        mean = torch.cat([mean[0, :1], predicted.mean[1:]])  # (T, K, 2): the first as given
         if covar is None:
             return Keypoints(mean)
         if not self.config.predict_variance:
-            return Keypoints(mean, covar[0, :1].expand(frames, -1, -1, -1))
-        return Keypoints(mean, torch.cat([covar[0, :1], predicted.covar[1:]]))
+            return Keypoints(mean, covar[0, :1].expand(frames, -1, -1, -1))  # (T, K, 2, 2)
+        return Keypoints(mean, torch.cat([covar[0, :1], predicted.covar[1:]]))  # (T, K, 2, 2)
