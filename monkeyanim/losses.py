@@ -14,7 +14,10 @@ class FeatureMatching:
     def __init__(self, weights: list[float]):
         self.weights = weights
 
-    def __call__(self, real_maps: list[torch.Tensor], fake_maps: list[torch.Tensor]) -> torch.Tensor:
+    def __call__(self, real_maps: list[torch.Tensor],
+                 fake_maps: list[torch.Tensor]) -> torch.Tensor:
+        """The discriminator's maps for real and generated frames, each list (B, C_i, H_i,
+        W_i) float, its last the scores (left out) -> a scalar."""
         total = fake_maps[0].new_zeros(())
         for weight, real, fake in zip(self.weights, real_maps[:-1], fake_maps[:-1]):
             if weight:
@@ -29,6 +32,7 @@ class GeneratorGAN:
         self.weight = weight
 
     def __call__(self, fake_scores: torch.Tensor) -> torch.Tensor:
+        """Scores of generated frames (B, 1, h, w) float, 1 meaning real -> a scalar."""
         return self.weight * (1 - fake_scores).square().mean()
 
 
@@ -39,6 +43,7 @@ class DiscriminatorGAN:
         self.weight = weight
 
     def __call__(self, real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
+        """Scores of real and generated frames, each (B, 1, h, w) float -> a scalar."""
         return self.weight * ((1 - real_scores).square().mean() + fake_scores.square().mean())
 
 
@@ -49,4 +54,6 @@ class DeformedReconstruction:
         self.weight = weight
 
     def __call__(self, target: torch.Tensor, deformed: torch.Tensor) -> torch.Tensor:
+        """Target frames and the warped sources, each (B, 3, H, W) float in [0, 1] -> a
+        scalar."""
         return self.weight * (target - deformed).abs().mean()
