@@ -14,6 +14,9 @@ from .cli import (OverwriteOpt, _os_error, _progress, app, check_existing, conso
 from .errors import InputError, Interrupted, MonkeyAnimError
 from .files import input_files, output_folder
 
+MIN_CLIP_PX = 16  # --size: smaller clips hold no face worth training on
+CLIPS_CSV = "clips.csv"  # what came from where, in the clips' folder
+
 
 @app.command()
 def crop(video: Annotated[Path, typer.Argument(help="Video, or a folder of videos.")],
@@ -33,15 +36,15 @@ def crop(video: Annotated[Path, typer.Argument(help="Video, or a folder of video
 
     check_existing(overwrite, skip_existing)
     videos = input_files(video, VIDEO_SUFFIXES, "videos")
-    if size < 16 or min_frames < 2:
-        raise InputError("--size must be at least 16 and --min-frames at least 2")
+    if size < MIN_CLIP_PX or min_frames < 2:
+        raise InputError(f"--size must be at least {MIN_CLIP_PX} and --min-frames at least 2")
     _check_clip_names(videos, output)
     folder = output_folder(output, "-o names the folder for the clips")
     asked = len(videos)
     videos = _left_to_crop(videos, folder) if skip_existing else videos
     if not videos:
         return
-    read_csv(folder / "clips.csv")  # one that cannot be read: said before any work
+    read_csv(folder / CLIPS_CSV)  # one that cannot be read: said before any work
     detector = get_detector()
     rows: list[dict] = []  # clips.csv is written after each video that gave clips
     failed = _crop_each(videos, folder, detector, (size, min_frames, overwrite), rows,
@@ -51,7 +54,7 @@ def crop(video: Annotated[Path, typer.Argument(help="Video, or a folder of video
         raise InputError(f"no clip cut from any video in {video}: each one's line above "
                          "says why")
     if rows:
-        console.print(escape(f"wrote {len(rows)} clip(s) and {folder / 'clips.csv'} "
+        console.print(escape(f"wrote {len(rows)} clip(s) and {folder / CLIPS_CSV} "
                              f"(faces found with {detector.name})"))
     if failed:
         console.print(f"{len(videos) - failed} of {len(videos)} videos cropped")
@@ -115,5 +118,5 @@ def _crop_each(videos: list[Path], folder: Path, detector, settings: tuple, rows
                              else f"{path.name}: no clip ({why})"))
         rows.extend(found)
         if found:  # on record at once: a kill later loses no row of the clips cut
-            write_csv(folder / "clips.csv", rows)
+            write_csv(folder / CLIPS_CSV, rows)
     return failed

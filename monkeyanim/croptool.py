@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-from .faces import Box, crop_box, fit_square, iou, largest, nearest
+from .faces import TRACK_DETECT_EVERY, Box, crop_box, fit_square, iou, largest, nearest
 from .files import already_there, atomic_write
 from .shots import ShotChanges
 from .video import Progress, fit_frame, open_video
@@ -26,7 +26,6 @@ TRACK_MIN_IOU_FIRST = 0.25
 # how far (in box sides) the square over a track may outgrow the frame, which then cuts it
 # down: the face fills 1 / (1 + FACE_MARGIN) of its box, so the cut square still holds it
 TRACK_MAX_OVERFLOW = 0.25
-DETECT_EVERY = 5  # frames between face detections
 CSV_FIELDS = ["clip", "source", "start_frame", "end_frame", "start_s", "end_s", "x", "y", "w",
               "h", "fps", "detector"]
 
@@ -63,7 +62,8 @@ def _union(boxes: list[Box]) -> tuple[int, int, int, int]:
     return int(x0), int(y0), int(x1), int(y1)
 
 
-def find_tracks(frames, detector, every: int = DETECT_EVERY) -> tuple[list[Track], tuple, int]:
+def find_tracks(frames, detector, every: int = TRACK_DETECT_EVERY
+                ) -> tuple[list[Track], tuple, int]:
     """Face tracks of a video: a track ends at a shot change, when the face is lost for more
     than one detection, when it jumps, or when it has moved too far for one square to frame
     it well. Returns (tracks, frame shape, frame count)."""
