@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import signal
 import sys
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +18,7 @@ from rich.table import Table
 from .errors import InputError, Interrupted, MonkeyAnimError, OutOfMemory, out_of_memory
 from .files import check_output, remove_unused_folders, require
 from .native import keep_freed_memory
+from . import stops
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   context_settings={"help_option_names": ["-h", "--help"]},
@@ -239,8 +238,11 @@ def _run_batch(jobs, columns: tuple[str, ...], overwrite: bool,
     results = [] if results is None else results
     try:
         for names, out, run in jobs:
-            results.append(Skipped() if skip is not None and skip(out)
-                           else _run_job(names, out, run, overwrite))
+            if skip is not None and skip(out):
+                results.append(Skipped())
+                continue
+            with stops.JOB_STOP:  # a stop once its output is whole: after its result is kept
+                results.append(_run_job(names, out, run, overwrite))
     except Interrupted:
         _sum_up_batch(jobs, columns, results)
         raise
@@ -315,41 +317,6 @@ def _failures(results: list) -> int:
     return sum(isinstance(result, str) for result in results)
 
 
-INTERRUPTED = "interrupted"
-
-
-class StopRequest:
-    """Asked after every training iteration (or epoch) whether to stop: after ``minutes`` of
-    training, or once Ctrl-C (or SIGTERM, as torchrun and job schedulers send) has come, so
-    that the step under way finishes and is saved. A second Ctrl-C stops at once, with
-    ``again`` as its message."""
-
-    def __init__(self, minutes: float | None, again: str):
-        self.deadline = None if minutes is None else time.monotonic() + 60 * minutes
-        self.reason: str | None = None
-        self.previous: dict[int, object] = {}
-        self.again = again
-
-    def __enter__(self) -> StopRequest:
-        self.previous = {sig: signal.signal(sig, self._signalled)
-                         for sig in (signal.SIGINT, signal.SIGTERM)}
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-
-    def _signalled(self, signum, frame) -> None:
-        if self.reason == INTERRUPTED:
-            raise Interrupted(self.again)
-        self.reason = INTERRUPTED
-
-    def __call__(self) -> bool:
-        if self.reason is None and self.deadline is not None and time.monotonic() >= self.deadline:
-            self.reason = "--max-minutes reached"
-        return self.reason is not None
-
-
 def _os_error(exc: Exception) -> InputError | None:
     """A file system error no check foresaw (a folder that cannot be made, a full disk) as
     one line, else None."""
@@ -364,24 +331,13 @@ from . import cli_animate, cli_keypoints, cli_crop, cli_train, cli_predict  # no
 from . import cli_checkpoints  # noqa: E402,F401
 
 
-STOP_SIGNALS = {signal.SIGINT: ("interrupted", signal.default_int_handler),
-                signal.SIGTERM: ("terminated", signal.SIG_DFL)}  # name, Python's own handling
-
-
-def _interrupt(signum, frame) -> None:
-    raise Interrupted(f"{STOP_SIGNALS[signum][0]}: unfinished outputs were removed",
-                      exit_code=128 + signum)
-
-
 def main() -> None:
     """Entry point: library errors become one readable line and exit code 1 (128 + the
     signal's number on Ctrl-C or kill: 130, 143)."""
     # Typer turns KeyboardInterrupt into a silent exit and SIGTERM would end Python at once,
     # leaving the hidden temporary output behind; our own exception keeps the message and
     # lets every writer remove what it started. A signal ignored by the parent stays ignored.
-    for signum, (_, python_default) in STOP_SIGNALS.items():
-        if signal.getsignal(signum) is python_default:
-            signal.signal(signum, _interrupt)
+    stops.install()
     keep_freed_memory()
     try:
         # not standalone: a usage error comes back to be printed as one line, like ours

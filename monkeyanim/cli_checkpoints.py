@@ -42,8 +42,9 @@ def convert(checkpoint: Annotated[Path, typer.Argument(help="Authors' .pth.tar c
 
 @app.command()
 def checkpoints() -> None:
-    """List the bundled checkpoints and those downloaded from the Hub (exit code 1 if one of
-    them cannot be used)."""
+    """List the bundled checkpoints and those downloaded from the Hub.
+
+    The exit code is 1 if one of them cannot be used."""
     from .hub import available_models, cached_hub_checkpoints
 
     header = ("name", "size", "frame", "iterations", "L1 (baseline)", "data", "file",

@@ -11,10 +11,11 @@ import typer
 from rich.markup import escape
 
 from .cli import (CheckpointOpt, ConfigOpt, CropOpt, DeviceOpt, FidWeightsOpt, OutputOpt,
-                  OverwriteOpt, StopRequest, _load, _progress, _quiet_hub_logs, _report,
-                  _require_all, _warn_unreadable, app, console, counted, err_console, flag)
+                  OverwriteOpt, _load, _progress, _quiet_hub_logs, _report, _require_all,
+                  _warn_unreadable, app, console, counted, err_console, flag)
 from .errors import InputError, Interrupted
 from .files import check_output
+from .stops import StopRequest
 
 MAX_FRAMES = 100_000  # --frames: over an hour at 25 fps (and far from an int64 overflow)
 MAX_HIDDEN = 16_384  # --hidden: 16 times the paper's GRU
@@ -48,8 +49,8 @@ def train_predictor(data_dir: Annotated[Path, typer.Argument(
                              "stored.")] = False,
                     crop: CropOpt = None, overwrite: OverwriteOpt = False) -> None:
     """Train the image-to-video GRU on keypoints of DATA_DIR/train's videos (or DATA_DIR's).
-    Every 5% of the epochs, OUTPUT's name with .partial before its suffix holds what it has
-    learnt (removed at the end): a run killed part-way goes on with --init."""
+
+    OUT.partial.safetensors holds what it has learnt, every 5% of the epochs: go on with --init."""
     from .data import list_videos, training_folder
     from .faces import parse_crop
     from .models.predictor import KPPredictor, PredictorConfig

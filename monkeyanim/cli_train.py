@@ -11,12 +11,13 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .cli import (INTERRUPTED, BatchOpt, CheckpointOpt, ConfigOpt, CropOpt, DeviceOpt,
-                  FidWeightsOpt, JsonOpt, OverwriteOpt, PrecisionOpt, RefineOpt, StopRequest,
-                  _check_refine, _device, _load, _progress, _require_all, _warn_unreadable, app,
-                  console, counted, err_console, flag)
+from .cli import (BatchOpt, CheckpointOpt, ConfigOpt, CropOpt, DeviceOpt, FidWeightsOpt,
+                  JsonOpt, OverwriteOpt, PrecisionOpt, RefineOpt, _check_refine, _device, _load,
+                  _progress, _require_all, _warn_unreadable, app, console, counted, err_console,
+                  flag)
 from .errors import InputError, Interrupted
 from .files import check_json_name, check_output
+from .stops import INTERRUPTED, StopRequest
 
 SUBJECTS = {None: None, "face": "face_model", "body": "body_model"}  # --subject: metadata key
 

@@ -42,14 +42,21 @@ def temp_beside(path: Path, suffix: str = ".tmp") -> Path:
     return Path(tmp)
 
 
+# outputs renamed into place so far in this process: the CLI lets a batch job whose output
+# is whole hand back its result before a stop ends the batch (cli._JobStop)
+published_count = 0
+
+
 def publish(tmp: Path, path: Path) -> None:
     """Give ``tmp`` the permissions a new file would get (mkstemp makes it 0600), rename it;
     never over a device, pipe or socket (as root, /dev/full would become a plain file)."""
+    global published_count
     check_regular(path)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)
     os.replace(tmp, write_target(path))
+    published_count += 1
 
 
 def check_regular(path: Path) -> None:

@@ -640,3 +640,31 @@ def test_folders_inside_a_batch_folder_are_said_to_be_left_out(small_model, clip
     result = run_cli("animate", sources, folder / "frames", "-o", tmp_path / "made", "-c",
                      small_model)
     assert result.returncode == 0 and "warning" not in result.stderr, result.stderr
+
+
+def test_a_stop_once_a_jobs_output_is_whole_waits_for_its_result():
+    """A Ctrl-C that lands between a batch job's output being renamed into place and the job
+    handing back its result ended the batch with that output counted as not run (its numbers
+    lost): it now waits for the result; before the output is whole, it stops at once."""
+    from monkeyanim import files, stops
+    from monkeyanim.errors import Interrupted
+
+    saved = {sig: signal.getsignal(sig) for sig in stops.STOP_SIGNALS}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        stops.install()
+        kept = []
+        with pytest.raises(Interrupted) as stopped:
+            with stops.JOB_STOP:
+                files.published_count += 1  # the job's output renamed into place
+                os.kill(os.getpid(), signal.SIGINT)
+                kept.append("result")  # the job goes on to hand it back
+        assert kept == ["result"] and stopped.value.exit_code == 130
+        with pytest.raises(Interrupted):  # nothing published yet: at once
+            with stops.JOB_STOP:
+                os.kill(os.getpid(), signal.SIGINT)
+                kept.append("not reached")
+        assert kept == ["result"]
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
