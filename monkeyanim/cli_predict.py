@@ -235,7 +235,7 @@ def predict(source: Annotated[Path, typer.Argument(
     from .evaluation import ReferenceFID
     from .faces import parse_crop
     from .hub import bundled_predictor, predictor_path
-    from .jobs import predict_file
+    from .jobs import predict_file, prepare_prediction
     from .prediction import load_predictor, predictor_provenance
     from .videowriter import VIDEO_OUTPUTS, check_fps
 
@@ -260,10 +260,14 @@ def predict(source: Annotated[Path, typer.Argument(
     net = load_predictor(net_path)
     _check_pair(net, predictor_provenance(net_path), model)
     scorer = ReferenceFID(model, fid_weights, fid_reference, box) if fid_reference else None
+    prepared = prepare_prediction(model, net, source, frames, box)  # its errors first
+    if scorer is not None:  # then the reference, which may be minutes of face tracking
+        with _progress("FID reference", unit="videos") as progress:
+            scorer.read_reference(progress=progress)
     with _progress(output.name) as progress:
         result = predict_file(model, net, source, output, frames, fps, box,
                               inspect=scorer.add_generated if scorer else None,
-                              progress=progress)
+                              progress=progress, prepared=prepared)
     if scorer is not None:
         result.extra["fid"] = scorer.result()
     _report(result)

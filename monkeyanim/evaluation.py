@@ -207,21 +207,25 @@ class ReferenceFID:
             for video in self.videos[:REFERENCE_FRAMES]:
                 open_video(video)
 
-    def read_reference(self, max_frames: int = REFERENCE_FRAMES) -> None:
+    def read_reference(self, max_frames: int = REFERENCE_FRAMES,
+                       progress: Callable[[int, int], None] | None = None) -> None:
         """Score at most ``max_frames`` reference frames, the same share from the start of
         each video; InputError naming a video that cannot be used (no face in it where faces
-        are cropped). Called by the first add_generated: after the source has been read (its
-        errors first), before the output is complete."""
+        are cropped). To call once the source is known to be usable (its errors first) and
+        before generating; else the first add_generated calls it. ``progress(videos done,
+        videos)``."""
         self.read = True
         if isinstance(self.meter, str):
             return
         videos = self.videos[:max_frames]
         share = max(1, max_frames // len(videos))
-        for video in videos:
+        for done, video in enumerate(videos, 1):
             try:
                 self._read(video, share)
             except InputError as exc:
                 raise InputError(f"FID reference {video.name}: {exc}") from None
+            if progress:
+                progress(done, len(videos))
 
     def _read(self, video: Path, share: int) -> None:
         reader = open_video(video)

@@ -55,8 +55,8 @@ def publish(tmp: Path, path: Path) -> None:
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)
+    published_count += 1  # first: a stop landing just after the rename finds it counted
     os.replace(tmp, write_target(path))
-    published_count += 1
 
 
 def check_regular(path: Path) -> None:

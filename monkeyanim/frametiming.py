@@ -59,10 +59,11 @@ def _rate_from(total_ticks: int, frames: int, ticks_per_s: int | Fraction) -> Fr
     return mean
 
 
-def restored_timing(container, stream) -> tuple[int, Fraction, float] | None:
+def restored_timing(container, stream) -> tuple[int, Fraction, float, float] | None:
     """The frame count (an estimate), the rate at which a video's frames are to be placed by
-    their timestamps (see restore_runs) and the longest any one shows (seconds), from its
-    packets' timestamps, read without decoding;
+    their timestamps (see restore_runs), the longest any one shows and the longest any but
+    the last shows (a gap to the next frame; seconds), from its packets' timestamps, read
+    without decoding;
     None for a video of constant rate (most), read frame by frame as stored. Two kinds are
     placed: frames that last whole numbers of one frame time (gifs with still runs merged; mp4s
     that leave out repeated frames, as 2 of the 39 real face videos do), at that frame time
@@ -79,16 +80,16 @@ def restored_timing(container, stream) -> tuple[int, Fraction, float] | None:
     durations = [b - a for (a, _), (b, _) in zip(packets, packets[1:])]
     durations.append(_last_duration(packets[-1], min(durations), stream))
     repeats, fps = frame_timing(durations, 1 / base)
-    longest_s = float(max(durations) * base)
+    longest_s, gap_s = float(max(durations) * base), float(max(durations[:-1]) * base)
     if max(repeats) > 1:
-        return sum(repeats), fps, longest_s
+        return sum(repeats), fps, longest_s, gap_s
     typical = statistics.median(durations)
     if typical <= 0 or all(abs(d - typical) <= 1 for d in durations):
         return None  # a constant rate, to a tick
     fps = Fraction(1 / (typical * base)).limit_denominator(MAX_RATE_DENOMINATOR)
     if fps > MAX_RESTORED_FPS:
         return None
-    return max(1, round(sum(durations) * base * fps)), fps, longest_s
+    return max(1, round(sum(durations) * base * fps)), fps, longest_s, gap_s
 
 
 def _last_duration(last: tuple[int, int], fallback: int, stream) -> int:

@@ -22,7 +22,7 @@ from .errors import InputError
 from .faces import Box, parse_crop
 from .files import atomic_write
 from .framing import crop_mode, frame_batches, source_crop, video_crops
-from .models import MonkeyNet
+from .models import Keypoints, MonkeyNet
 from .pipeline import (Animator, ReconstructionScores, best_driving_frame, check_mode,
                        check_precision, check_refine_steps, default_mode, reconstruct,
                        refine_batch_size, to_tensor, to_uint8)
@@ -338,23 +338,45 @@ def write_image(path: Path, frame: np.ndarray) -> None:
     atomic_write(path, write)
 
 
-def predict_file(model: MonkeyNet, predictor, source: Path, output: Path, frames: int,
-                 fps: float, crop=None, inspect: Callable[[np.ndarray], None] | None = None,
-                 progress: Progress | None = None) -> JobResult:
-    """Image-to-video: the source's keypoints rolled out by ``predictor``, then generated.
-    ``inspect`` sees every batch of generated frames, (B, H, W, 3) uint8."""
-    start = time.perf_counter()
+@dataclass
+class Prediction:
+    """A source read and its keypoints rolled out: what predict_file generates from."""
+
+    still: torch.Tensor  # (1, 3, H, W) float in [0, 1], the model's size
+    kp_source: Keypoints  # (1, K, ...)
+    kp: Keypoints  # (frames, K, ...): the rolled-out sequence, the source's first
+    detector: str | None  # the face detector that placed the crop, if any
+    notes: list[str]  # what the user should know of how the source was read
+
+
+def prepare_prediction(model: MonkeyNet, predictor, source: Path, frames: int,
+                       crop=None) -> Prediction:
+    """The source of ``predict_file`` read, cropped as ``crop`` says, and its keypoints rolled
+    out by ``predictor`` for ``frames`` frames: InputError for a source it cannot use, before
+    anything else is read or written."""
     image, box, detector, notes = _source(source, isinstance(crop, tuple), crop_mode(crop, model))
     still = to_tensor([fit_frame(image, model.config.frame_size, box,
                                  f"the source {Path(source).name}")], model.device)
     kp_source = model.keypoints(still)
     kp = predictor.to(model.device).rollout(kp_source[0], frames)  # (frames, K, ...)
+    return Prediction(still, kp_source, kp, detector, notes)
+
+
+def predict_file(model: MonkeyNet, predictor, source: Path, output: Path, frames: int,
+                 fps: float, crop=None, inspect: Callable[[np.ndarray], None] | None = None,
+                 progress: Progress | None = None,
+                 prepared: Prediction | None = None) -> JobResult:
+    """Image-to-video: the source's keypoints rolled out by ``predictor``, then generated.
+    ``inspect`` sees every batch of generated frames, (B, H, W, 3) uint8. ``prepared``: what
+    prepare_prediction gave for these arguments (so that other work can go between)."""
+    start = time.perf_counter()
+    ready = prepared or prepare_prediction(model, predictor, source, frames, crop)
     with torch.inference_mode():
-        skips = model.generator.encode(still)  # the source's features: once, not per batch
+        skips = model.generator.encode(ready.still)  # the source's features, once
     with VideoWriter(output, fps) as writer:
         for begin in range(0, frames, PREDICT_BATCH_FRAMES):
-            made = to_uint8(model.generate(still[0], kp_source,
-                                           kp[begin:begin + PREDICT_BATCH_FRAMES],
+            made = to_uint8(model.generate(ready.still[0], ready.kp_source,
+                                           ready.kp[begin:begin + PREDICT_BATCH_FRAMES],
                                            skips).frames)
             if inspect is not None:
                 inspect(made)
@@ -362,5 +384,5 @@ def predict_file(model: MonkeyNet, predictor, source: Path, output: Path, frames
                 writer.write(frame)
             if progress:
                 progress(begin + len(made), frames)
-    return JobResult(output, frames, time.perf_counter() - start, {"detector": detector},
-                     notes)
+    return JobResult(output, frames, time.perf_counter() - start, {"detector": ready.detector},
+                     ready.notes)

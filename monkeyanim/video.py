@@ -207,8 +207,8 @@ def _open_container(path: Path) -> VideoReader:
             count, longest_s = stream.frames or None, None
             restored = restored_timing(container, stream)
             if restored is not None:
-                count, fps, longest_s = restored
-                _check_hold(path, longest_s)
+                count, fps, longest_s, gap_s = restored
+                _check_hold(path, gap_s)
             return VideoReader(path, Fraction(fps), count,
                                has_audio=bool(container.streams.audio),
                                duration_s=_stated_duration(container, stream),
@@ -219,11 +219,12 @@ def _open_container(path: Path) -> VideoReader:
         raise InputError(f"cannot read video {path}: {first_line(exc)}") from None
 
 
-def _check_hold(path: Path, longest_s: float | None) -> None:
-    """InputError for a frame shown past MAX_HOLD_S: a timestamp that jumps hours (damage)
-    would have the output hold it as long, an hour of work for nothing (players hold it)."""
-    if longest_s is not None and longest_s > MAX_HOLD_S:
-        raise InputError(f"{path}: one frame shows for {longest_s / 60:.0f} min (a gap in its "
+def _check_hold(path: Path, gap_s: float) -> None:
+    """InputError for a gap past MAX_HOLD_S between two frames: a timestamp that jumps hours
+    (damage) would have the output hold the frame before it as long, an hour of work for
+    nothing (players hold it). A last frame shown long (a gif's pause at its end) is no gap."""
+    if gap_s > MAX_HOLD_S:
+        raise InputError(f"{path}: one frame shows for {gap_s / 60:.0f} min (a gap in its "
                          f"timestamps; the output would hold it as long): refused past "
                          f"{MAX_HOLD_S / 60:.0f} min. To give every frame one frame time: "
                          f"ffmpeg -i IN -vf setpts=N/FRAME_RATE/TB OUT")

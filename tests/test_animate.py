@@ -639,6 +639,13 @@ def test_a_long_gap_in_the_timestamps_is_held_and_said(small_model, tmp_path):
     result = run_cli("reconstruct", broken, "-o", tmp_path / "broken.mp4", "-c", small_model)
     assert_one_line_error(result, "broken.mkv: one frame shows for 300 min", "refused past 10 "
                                   "min", "setpts=N/FRAME_RATE/TB")
+    # but a last frame shown long is no gap: a gif's pause at its end (65535 cs, its longest)
+    from PIL import Image
+
+    still = [Image.fromarray(np.full((16, 16, 3), c, np.uint8)) for c in (0, 80, 160, 240)]
+    still[0].save(tmp_path / "pause.gif", save_all=True, append_images=still[1:],
+                  duration=[100, 100, 100, 655_350], loop=0)
+    assert "shows for 655 s" in open_video(tmp_path / "pause.gif").hold_note()
     # with B-frames, an mp4's last frame shown carried the gap as its duration (those are in
     # decoding order): it was held 12 s more, past the 12.6 s the file states
     bframes = {"x264-params": "bframes=2:b-adapt=0:scenecut=0"}
