@@ -281,22 +281,9 @@ def _check_outside(output: Path, folder: Path) -> None:
 
 
 def _check_pair(net, trained: dict, model) -> None:
-    """The predictor must roll out the keypoints the checkpoint detects: refused when their
-    number or kind differ, a warning when it was trained on another checkpoint's (told by
-    their keypoint detectors' fingerprint where the predictor records it, else by name)."""
-    from .prediction import keypoints_id
+    """prediction.check_pair, its warning printed."""
+    from .prediction import check_pair
 
-    rolled = (net.config.num_kp, net.config.kp_variance)
-    if rolled != (model.config.num_kp, str(model.config.kp_variance)):
-        raise InputError(f"the predictor rolls out {rolled[0]} keypoints ({rolled[1]} "
-                         f"variance) but the checkpoint detects {model.config.num_kp} "
-                         f"({model.config.kp_variance}): use the checkpoint it was trained with")
-    trained_on, name = trained.get("checkpoint") or None, model.provenance.get("name")
-    fingerprint = trained.get("checkpoint_keypoints")
-    other = (fingerprint != keypoints_id(model) if fingerprint
-             else bool(trained_on and name and trained_on != name))
-    if other:
-        err_console.print(escape(
-            f"warning: the predictor was trained on the keypoints of "
-            f"{repr(trained_on) if trained_on and trained_on != name else 'another checkpoint'}"
-            f", not of {repr(name) if name else 'this one'}: its motion may not fit"))
+    warning = check_pair(net, trained, model)
+    if warning:
+        err_console.print(escape(f"warning: {warning}"))

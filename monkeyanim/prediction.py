@@ -200,6 +200,27 @@ def keypoints_id(model: MonkeyNet) -> str:
     return digest.hexdigest()[:16]
 
 
+def check_pair(predictor: KPPredictor, trained: dict, model: MonkeyNet) -> str | None:
+    """The predictor must roll out the keypoints the checkpoint detects: InputError when their
+    number or kind differ; a warning (returned) when it was trained on another checkpoint's,
+    told by their keypoint detectors' fingerprint where ``trained`` (its provenance) records
+    it, else by name; None when they fit."""
+    rolled = (predictor.config.num_kp, predictor.config.kp_variance)
+    if rolled != (model.config.num_kp, str(model.config.kp_variance)):
+        raise InputError(f"the predictor rolls out {rolled[0]} keypoints ({rolled[1]} "
+                         f"variance) but the checkpoint detects {model.config.num_kp} "
+                         f"({model.config.kp_variance}): use the checkpoint it was trained with")
+    trained_on, name = trained.get("checkpoint") or None, model.provenance.get("name")
+    fingerprint = trained.get("checkpoint_keypoints")
+    other = (fingerprint != keypoints_id(model) if fingerprint
+             else bool(trained_on and name and trained_on != name))
+    if not other:
+        return None
+    return (f"the predictor was trained on the keypoints of "
+            f"{repr(trained_on) if trained_on and trained_on != name else 'another checkpoint'}"
+            f", not of {repr(name) if name else 'this one'}: its motion may not fit")
+
+
 def predictor_provenance(path: Path) -> dict:
     """What a predictor file says of its training: videos, epochs, checkpoint (its name, and
     keypoints_id's fingerprint in files written since it was added) and, when its data had a

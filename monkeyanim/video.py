@@ -97,8 +97,8 @@ class VideoReader:
         may be a damaged one): the output holds it as long, as players do; else None."""
         if not self.longest_frame_s or self.longest_frame_s <= LONG_HOLD_S:
             return None
-        return (f"{self.path}: one frame shows for {self.longest_frame_s:.0f} s (a gap in "
-                f"its timestamps), so the output holds it that long, as players do")
+        return (f"{self.path}: one frame shows for {self.longest_frame_s:.0f} s (a pause, or "
+                f"a gap in its timestamps), so the output holds it that long, as players do")
 
     def strip_note(self) -> str | None:
         """A note when this image was read as a strip of so few frames (2 or 3) that it may
