@@ -334,10 +334,7 @@ from . import cli_checkpoints  # noqa: E402,F401
 def main() -> None:
     """Entry point: library errors become one readable line and exit code 1 (128 + the
     signal's number on Ctrl-C or kill: 130, 143)."""
-    # Typer turns KeyboardInterrupt into a silent exit and SIGTERM would end Python at once,
-    # leaving the hidden temporary output behind; our own exception keeps the message and
-    # lets every writer remove what it started. A signal ignored by the parent stays ignored.
-    stops.install()
+    stops.install()  # Ctrl-C and SIGTERM as Interrupted: each writer removes what it started
     keep_freed_memory()
     try:
         # not standalone: a usage error comes back to be printed as one line, like ours

@@ -43,7 +43,7 @@ def temp_beside(path: Path, suffix: str = ".tmp") -> Path:
 
 
 # outputs renamed into place so far in this process: the CLI lets a batch job whose output
-# is whole hand back its result before a stop ends the batch (cli._JobStop)
+# is whole hand back its result before a stop ends the batch (stops.JobStop)
 published_count = 0
 
 
