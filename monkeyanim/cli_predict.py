@@ -86,8 +86,7 @@ def train_predictor(data_dir: Annotated[Path, typer.Argument(
         net = to_half_precision(net)
     provenance["epochs"] += done.epochs
     save_predictor(net, output, {**provenance, **_held_out(net, test_tracks)}, half)
-    if partial.is_file() and not (init_path and init_path.exists()
-                                  and partial.samefile(init_path)):
+    if partial.is_file() and not _carried_on(partial, init_path):
         partial.unlink()  # (kept where it was --init's file: an input)
     written = f"wrote {output} (trained on {counted(len(tracks), 'video')}"
     if done.reason and done.epochs < epochs:  # (one in the last epoch cost nothing)
@@ -151,11 +150,15 @@ def _starting_predictor(init: str | None, hidden: int | None, frames: int | None
 def _check_partial(partial: Path, init_path: Path | None, overwrite: bool) -> None:
     """A stopped run's progress left beside OUT is not trained over unawares (but with
     --overwrite, or when it is the --init file carried on)."""
-    if overwrite or not partial.exists() or init_path and init_path.exists() \
-            and partial.samefile(init_path):
+    if overwrite or not partial.exists() or _carried_on(partial, init_path):
         return
     raise InputError(f"{partial} holds a stopped run's progress: carry it on with --init "
                      f"{partial}, or delete it (or use --overwrite to replace it)")
+
+
+def _carried_on(partial: Path, init_path: Path | None) -> bool:
+    """Whether the progress file ``partial`` (which exists) is the --init file, carried on."""
+    return init_path is not None and init_path.exists() and partial.samefile(init_path)
 
 
 def partial_path(output: Path) -> Path:
