@@ -105,18 +105,24 @@ FidWeightsOpt = Annotated[Path | None, typer.Option(
          "without it FID is not measured.")]
 
 
-def _require_all(*paths: tuple[Path | None, str]) -> None:
+def require_all(*paths: tuple[Path | None, str]) -> None:
     """Each (path, what) given (not None) must exist: checked before the model loads."""
     for path, what in paths:
         if path is not None:
             require(path, what)
 
 
-def _warn_unreadable(unreadable: list[str]) -> None:
+def warn_unreadable(unreadable: list[str]) -> None:
     """One warning line for the files a data folder held that could not be read."""
     if unreadable:
         err_console.print(escape(f"warning: skipped {len(unreadable)} unreadable file(s), "
                                  f"first: {unreadable[0]}"))
+
+
+def warn(warnings: list[str]) -> None:
+    """A 'warning:' line on stderr for each of ``warnings``."""
+    for warning in warnings:
+        err_console.print(escape(f"warning: {warning}"))
 
 
 def counted(number: int, noun: str) -> str:
@@ -124,14 +130,14 @@ def counted(number: int, noun: str) -> str:
     return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
-def _device(device: str) -> str:
+def torch_device(device: str) -> str:
     """--device as torch names it (hub.resolve_device)."""
     from .hub import resolve_device
 
     return resolve_device(device)
 
 
-def _load(checkpoint: str | None, config: str | None, device: str, precision: str = "fp32"):
+def load_checkpoint(checkpoint: str | None, config: str | None, device: str, precision: str = "fp32"):
     """The model, once --device and --precision are known to work together (checked once here,
     not again by each video of a batch)."""
     import torch
@@ -139,7 +145,7 @@ def _load(checkpoint: str | None, config: str | None, device: str, precision: st
     from .hub import load_model
     from .pipeline import check_precision
 
-    device = _device(device)
+    device = torch_device(device)
     check_precision(precision, torch.device(device))
     if checkpoint is None:
         from .hub import DEFAULT_MODEL, available_models
@@ -148,14 +154,14 @@ def _load(checkpoint: str | None, config: str | None, device: str, precision: st
         err_console.print(f"using the default checkpoint '{checkpoint}' (--checkpoint to choose "
                           f"another: {others}, a file or hf://)")
     if checkpoint.startswith("hf://"):
-        _quiet_hub_logs()
+        quiet_hub_logs()
         if err_console.is_terminal:  # huggingface_hub retries a dead network for about 25 s
             err_console.print(f"fetching {escape(checkpoint)} from the Hub or its cache",
                               style="dim")
     return load_model(checkpoint, config=config, device=device)
 
 
-def _quiet_hub_logs() -> None:
+def quiet_hub_logs() -> None:
     """huggingface_hub logs a warning per retry when the network is down (five, each with the
     request); the error that ends them is ours, one line. HF_HUB_VERBOSITY or MONKEYANIM_DEBUG=1
     keep its logs."""
@@ -167,7 +173,7 @@ def _quiet_hub_logs() -> None:
 
 
 @contextmanager
-def _progress(label: str, unit: str = "frames"):
+def progress_bar(label: str, unit: str = "frames"):
     """A Rich progress bar with units/s on a TTY, updated by ``update(done, total)`` (total:
     None while unknown); None (stay quiet) otherwise."""
     if not err_console.is_terminal:
@@ -185,18 +191,17 @@ def _progress(label: str, unit: str = "frames"):
         yield update
 
 
-def _report(result) -> None:
+def report_result(result) -> None:
     extra = "".join(f", {k} {v:.4f}" if isinstance(v, float) else
                     f", {k} {v}" if isinstance(v, (str, int)) and not isinstance(v, bool) else ""
                     for k, v in result.extra.items())
     # the speed of the work, said so: "frames/s" alone reads as the video's frame rate
     console.print(escape(f"wrote {result.output} ({counted(result.frames, 'frame')} made in "
                          f"{result.seconds:.1f} s, {result.fps:.1f} frames/s{extra})"))
-    for warning in result.warnings:
-        err_console.print(escape(f"warning: {warning}"))
+    warn(result.warnings)
 
 
-def _check_refine(steps: int) -> None:
+def check_refine(steps: int) -> None:
     if steps < 0:
         raise InputError("--refine-keypoints must be 0 (off) or a number of steps")
 
@@ -226,7 +231,7 @@ class Skipped:
     """A batch job left out by --skip-existing: its outputs were there already."""
 
 
-def _run_batch(jobs, columns: tuple[str, ...], overwrite: bool,
+def run_batch(jobs, columns: tuple[str, ...], overwrite: bool,
                results: list | None = None, skip=None) -> list:
     """Run every job, a (names, output, run) triple where ``run(progress)`` writes output and
     returns its JobResult; a failing job is reported and the others go on; ``skip(output)``
@@ -234,7 +239,9 @@ def _run_batch(jobs, columns: tuple[str, ...], overwrite: bool,
     lines without a terminal) and how many succeeded, also when Ctrl-C or a kill stops it;
     returns each job's JobResult, its error message (str) or Skipped, in order, in
     ``results`` where given (so that a caller sees those done before a stop)."""
-    _check_no_clash([(names, out) for names, out, _ in jobs])
+    from .batches import check_no_clash
+
+    check_no_clash([(names, out) for names, out, _ in jobs])
     results = [] if results is None else results
     try:
         for names, out, run in jobs:
@@ -254,20 +261,20 @@ def _run_job(names: tuple[str, ...], out: Path, run, overwrite: bool):
     """One job of a batch: its JobResult, or why it failed (reported)."""
     try:
         check_output(out, overwrite)
-        with _progress(out.name) as progress:
+        with progress_bar(out.name) as progress:
             result = run(progress)
     except Interrupted:
         raise
     except Exception as caught:  # a failed allocation fails this job; others may fit, as
         # may other names where this one is too long for the file system
         exc = caught if isinstance(caught, MonkeyAnimError) else (
-            out_of_memory(caught) or _os_error(caught))
+            out_of_memory(caught) or os_error(caught))
         if exc is None:
             raise
         err_console.print(f"[bold red]failed:[/] {escape(' + '.join(names))}: "
                           f"{escape(str(exc))}")
         return str(exc)
-    _report(result)
+    report_result(result)
     return result
 
 
@@ -295,29 +302,18 @@ def _sum_up_batch(jobs, columns: tuple[str, ...], results: list) -> None:
         for row in ((*columns, "result"), *rows):
             print_row(row)
     skipped = sum(isinstance(result, Skipped) for result in results)
-    done = len(results) - _failures(results) - skipped
+    done = len(results) - count_failures(results) - skipped
     notes = [f"{skipped} skipped: already there"] * bool(skipped) + \
         [f"{len(jobs) - len(results)} not run: stopped"] * (len(results) < len(jobs))
     console.print(f"{done} of {len(jobs)} succeeded" + (f" ({'; '.join(notes)})" if notes else ""))
 
 
-def _check_no_clash(named: list[tuple[tuple[str, ...], Path]]) -> None:
-    """InputError when two jobs, (input names, output), would write the same file: checked
-    before any work (and so before the model loads)."""
-    outputs = [out for _, out in named]
-    clash = next((out for out in outputs if outputs.count(out) > 1), None)
-    if clash is not None:
-        inputs = [" + ".join(names) for names, out in named if out == clash]
-        raise InputError(f"{' and '.join(inputs)} would be written to the same file {clash}: "
-                         "rename one")
-
-
-def _failures(results: list) -> int:
+def count_failures(results: list) -> int:
     """How many of a batch's results are error messages rather than JobResults."""
     return sum(isinstance(result, str) for result in results)
 
 
-def _os_error(exc: Exception) -> InputError | None:
+def os_error(exc: Exception) -> InputError | None:
     """A file system error no check foresaw (a folder that cannot be made, a full disk) as
     one line, else None."""
     if not isinstance(exc, OSError) or not exc.strerror:
@@ -344,7 +340,7 @@ def main() -> None:
         sys.exit(_usage_error(caught))
     except Exception as caught:
         exc = caught if isinstance(caught, MonkeyAnimError) else (
-            out_of_memory(caught) or _os_error(caught))
+            out_of_memory(caught) or os_error(caught))
         if exc is None or os.environ.get("MONKEYANIM_DEBUG") == "1":
             raise
         if isinstance(exc, OutOfMemory):

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from .cli import (OverwriteOpt, _os_error, _progress, app, check_existing, console,
+from .cli import (OverwriteOpt, os_error, progress_bar, app, check_existing, console,
                   err_console, flag)
 from .errors import InputError, Interrupted, MonkeyAnimError
 from .files import input_files, output_folder
@@ -96,13 +96,13 @@ def _crop_each(videos: list[Path], folder: Path, detector, settings: tuple, rows
     failed = 0
     for path in videos:
         try:
-            with _progress(path.name) as progress:
+            with progress_bar(path.name) as progress:
                 found, length = crop_video(path, folder, detector, *settings,
                                            progress=progress)
         except Interrupted:
             raise
         except (MonkeyAnimError, OSError) as caught:  # (a clip's name too long, say)
-            exc = caught if isinstance(caught, MonkeyAnimError) else _os_error(caught)
+            exc = caught if isinstance(caught, MonkeyAnimError) else os_error(caught)
             if not go_on or exc is None:
                 raise
             failed += 1

@@ -11,8 +11,8 @@ import typer
 from rich.markup import escape
 
 from .cli import (CheckpointOpt, ConfigOpt, CropOpt, DeviceOpt, FidWeightsOpt, OutputOpt,
-                  OverwriteOpt, _load, _progress, _quiet_hub_logs, _report, _require_all,
-                  _warn_unreadable, app, console, counted, err_console, flag)
+                  OverwriteOpt, load_checkpoint, progress_bar, quiet_hub_logs, report_result, require_all,
+                  warn_unreadable, app, console, counted, err_console, flag)
 from .errors import InputError, Interrupted
 from .files import check_output
 from .stops import StopRequest
@@ -66,7 +66,7 @@ def train_predictor(data_dir: Annotated[Path, typer.Argument(
     box = parse_crop(crop)
     folder = training_folder(data_dir)
     list_videos(folder)  # before the model loads: a folder with nothing to read
-    model = _load(checkpoint, config, device)
+    model = load_checkpoint(checkpoint, config, device)
     if start is not None:
         _check_pair(start, so_far, model)
     net = start or KPPredictor(PredictorConfig(
@@ -132,7 +132,7 @@ def _starting_predictor(init: str | None, hidden: int | None, frames: int | None
     if init is None:
         return None, {}, None
     if init.startswith("hf://"):
-        _quiet_hub_logs()
+        quiet_hub_logs()
     path = predictor_path(init)
     start, so_far = load_predictor(path), predictor_provenance(path)
     kept = start.config
@@ -181,12 +181,12 @@ def _train_tracks(model, folder: Path, frames: int, crop) -> list:
     bar; the others are counted in a warning."""
     from .prediction import extract_keypoints
 
-    with _progress("keypoints", unit="videos") as progress:
+    with progress_bar("keypoints", unit="videos") as progress:
         tracks, short, unreadable = extract_keypoints(model, folder, frames, crop=crop,
                                                       progress=progress)
     if short:
         err_console.print(f"warning: skipped {short} video(s) shorter than {frames} frames")
-    _warn_unreadable(unreadable)
+    warn_unreadable(unreadable)
     return tracks
 
 
@@ -197,10 +197,10 @@ def _test_tracks(model, data_dir: Path, crop) -> list | None:
 
     if not (data_dir / "test").is_dir():
         return None
-    with _progress("test keypoints", unit="videos") as progress:
+    with progress_bar("test keypoints", unit="videos") as progress:
         tracks, _, unreadable = extract_keypoints(model, data_dir / "test", 2, crop=crop,
                                                   progress=progress)
-    _warn_unreadable(unreadable)
+    warn_unreadable(unreadable)
     return tracks
 
 
@@ -252,12 +252,12 @@ def predict(source: Annotated[Path, typer.Argument(
     if fid_weights is not None and fid_reference is None:
         raise InputError("--fid-weights needs --fid-reference: the real videos to compare with")
     box = parse_crop(crop)
-    _require_all((source, "source image"), (fid_weights, "FID weights"),
+    require_all((source, "source image"), (fid_weights, "FID weights"),
                  (fid_reference, "FID reference"))
     if predictor and predictor.startswith("hf://"):
-        _quiet_hub_logs()  # (as _load does for the checkpoint)
+        quiet_hub_logs()  # (as load_checkpoint does for the checkpoint)
     net_path = predictor_path(predictor) if predictor else None  # before the model loads
-    model = _load(checkpoint, config, device)  # first: a mistyped name is named as such
+    model = load_checkpoint(checkpoint, config, device)  # first: a mistyped name is named as such
     if net_path is None:  # the one that ships with the model, however it was named
         net_path = bundled_predictor(model.provenance.get("name") or str(checkpoint))
     net = load_predictor(net_path)
@@ -265,15 +265,15 @@ def predict(source: Annotated[Path, typer.Argument(
     scorer = ReferenceFID(model, fid_weights, fid_reference, box) if fid_reference else None
     prepared = prepare_prediction(model, net, source, frames, box)  # its errors first
     if scorer is not None:  # then the reference, which may be minutes of face tracking
-        with _progress("FID reference", unit="videos") as progress:
+        with progress_bar("FID reference", unit="videos") as progress:
             scorer.read_reference(progress=progress)
-    with _progress(output.name) as progress:
+    with progress_bar(output.name) as progress:
         result = predict_file(model, net, source, output, frames, fps, box,
                               inspect=scorer.add_generated if scorer else None,
                               progress=progress, prepared=prepared)
     if scorer is not None:
         result.extra["fid"] = scorer.result()
-    _report(result)
+    report_result(result)
 
 
 def _check_outside(output: Path, folder: Path) -> None:

@@ -12,8 +12,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from .cli import (BatchOpt, CheckpointOpt, ConfigOpt, CropOpt, DeviceOpt, FidWeightsOpt,
-                  JsonOpt, OverwriteOpt, PrecisionOpt, RefineOpt, _check_refine, _device, _load,
-                  _progress, _require_all, _warn_unreadable, app, console, counted, err_console,
+                  JsonOpt, OverwriteOpt, PrecisionOpt, RefineOpt, check_refine, torch_device, load_checkpoint,
+                  progress_bar, require_all, warn_unreadable, app, console, counted, err_console,
                   flag)
 from .errors import InputError, Interrupted
 from .files import check_json_name, check_output
@@ -63,8 +63,8 @@ def train(data_dir: Annotated[Path, typer.Argument(
     from .train import Trainer, finish
 
     _check_train_options(init, resume, subject, lr, max_minutes)
-    device = _device(device)
-    start = _load(init, None, "cpu") if init is not None else None
+    device = torch_device(device)
+    start = load_checkpoint(init, None, "cpu") if init is not None else None
     model_cfg, train_cfg = _run_configs(output, config, resume, start)
     overrides = {k: v for k, v in dict(iterations=iterations, batch_size=batch_size, lr=lr,
                                        checkpoint_every=checkpoint_every, sample_every=sample_every,
@@ -221,9 +221,9 @@ def evaluate(data_dir: Annotated[Path, typer.Argument(help="Folder with test/ (o
     if limit is not None and limit < 1:
         raise InputError("--limit must be at least 1")
     check_batch_size(batch_size)
-    _check_refine(refine_keypoints)
+    check_refine(refine_keypoints)
     box = parse_crop(crop)
-    _require_all((data_dir, "data folder"), (fid_weights, "FID weights"))
+    require_all((data_dir, "data folder"), (fid_weights, "FID weights"))
     from .data import evaluation_folder, list_videos
 
     # an empty or mislaid folder is refused before the model loads
@@ -231,9 +231,9 @@ def evaluate(data_dir: Annotated[Path, typer.Argument(help="Folder with test/ (o
     if json_path is not None:
         check_output(json_path, overwrite, inputs=(*videos, fid_weights))
         check_json_name(json_path)
-    model = _load(checkpoint, config, device, precision)
+    model = load_checkpoint(checkpoint, config, device, precision)
     # Ctrl-C ends the video under way and reports those measured; a second one stops at once
-    with _progress(f"evaluating {data_dir.name}", "videos") as progress, \
+    with progress_bar(f"evaluating {data_dir.name}", "videos") as progress, \
             StopRequest(None, "interrupted again: stopped at once; no report") as stop:
         # on a terminal a bar; otherwise one parseable line per video
         report = run(model, data_dir, limit, batch_size, box,
@@ -264,7 +264,7 @@ def _announce(trainer) -> None:
     if data.skipped:
         err_console.print(escape(f"warning: skipped {len(data.skipped)} video(s) shorter than "
                                  f"2 frames, first: {data.skipped[0].name}"))
-    _warn_unreadable(data.unreadable)
+    warn_unreadable(data.unreadable)
     if data.cut_short:
         err_console.print(escape(f"warning: {len(data.cut_short)} video(s) cut short, trained on "
                                  f"as far as they decode; first: {data.cut_short[0]}"))
@@ -276,7 +276,7 @@ def _announce(trainer) -> None:
                   + (", ".join(drops) or "lr drops never"))
     if trainer.keep_best is not None:
         held_out = trainer.keep_best.held_out
-        _warn_unreadable(held_out.unreadable)
+        warn_unreadable(held_out.unreadable)
         console.print(f"validating on {len(held_out.names)} held-out videos every "
                       f"{trainer.cfg.validate_every} iterations")
 

@@ -20,6 +20,7 @@ from .jobs import reconstruct_file
 from .models import MonkeyNet
 from .video import BATCH_FRAMES, open_video
 
+L1_SCORES = ("l1", "static_l1", "identity_l1")  # the model's, a static source's, frame 1's
 REFERENCE_FRAMES = 2048  # real frames read for a prediction's FID, spread over the videos
 FID_BATCH_FRAMES = 32  # real frames read, and scored by Inception, at a time
 
@@ -142,12 +143,36 @@ def evaluate(model: MonkeyNet, data_dir: Path, limit: int | None = None,
     if not per_video:
         raise InputError(f"no video in {folder} could be evaluated; {next(iter(failed))}: "
                          f"{next(iter(failed.values()))}")
-    means = {key: sum(v[key] for v in per_video.values()) / len(per_video)
-             for key in ("l1", "static_l1", "identity_l1")}
-    report = {"data": str(folder), "videos": per_video, **means, "refine_steps": refine_steps,
+    report = {"data": str(folder), "videos": per_video, **mean_scores(per_video.values()), "refine_steps": refine_steps,
               "precision": precision,
               "unavailable": unavailable, "failed": failed, "warnings": warned}
     return _add_external(report | ({"not_run": not_run} if not_run else {}), watcher, detector)
+
+
+def mean_scores(scores, keys: tuple[str, ...] = L1_SCORES) -> dict[str, float]:
+    """Each key's mean over ``scores`` (one dict per video: each video's own number a mean
+    over its frames, so that a long video counts as much as a short one)."""
+    scores = list(scores)
+    return {key: sum(one[key] for one in scores) / len(scores) for key in keys}
+
+
+def reconstruction_report(run: dict, done: dict, failed: dict[str, str],
+                          skipped: list[str], not_run: list[str]) -> dict:
+    """``reconstruct``'s numbers for its --json: ``run`` (which checkpoint, refinement and
+    precision: they change the numbers), each video's L1 (``done``: name -> its
+    jobs.JobResult), their means as ``mean_l1``... (None where no video was done), each
+    video's frames, scores and crop detector, the failures (a reason each), the warnings
+    of those done, and the videos left out (--skip-existing) or not run (a stop)."""
+    scores = {name: {key: r.extra[key] for key in L1_SCORES} for name, r in done.items()}
+    means = mean_scores(scores.values()) if scores else dict.fromkeys(L1_SCORES)
+    details = {name: {"frames": r.frames, "crop_detector": r.extra.get("detector")}
+               | scores[name] for name, r in done.items()}
+    return (run | {"videos": {name: one["l1"] for name, one in scores.items()}}
+            | {f"mean_{key}": value for key, value in means.items()}
+            | {"details": details, "failed": failed,
+               "warnings": {name: r.warnings for name, r in done.items() if r.warnings}}
+            | ({"skipped": skipped} if skipped else {})
+            | ({"not_run": not_run} if not_run else {}))
 
 
 def _add_external(report: dict, watcher: _Watcher, detector) -> dict:
@@ -179,7 +204,7 @@ def _evaluate_one(model: MonkeyNet, video: Path, watcher: _Watcher, run: tuple[i
         return str(exc)
     return {"frames": result.frames, "warnings": result.warnings,
             "crop_detector": result.extra.get("detector")} | {
-        key: result.extra[key] for key in ("l1", "static_l1", "identity_l1")}
+        key: result.extra[key] for key in L1_SCORES}
 
 
 def _fid_meter(model: MonkeyNet, weights: Path | None) -> fid.FIDMeter | str:
