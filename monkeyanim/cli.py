@@ -131,8 +131,8 @@ def counted(number: int, noun: str) -> str:
 
 
 def torch_device(device: str) -> str:
-    """--device as torch names it (hub.resolve_device)."""
-    from .hub import resolve_device
+    """--device as torch names it (pipeline.resolve_device)."""
+    from .pipeline import resolve_device
 
     return resolve_device(device)
 

@@ -14,11 +14,12 @@ import numpy as np
 
 from . import bodymetrics, facemetrics, fid
 from .data import evaluation_folder, list_videos
-from .errors import InputError, Interrupted
+from .errors import InputError, Interrupted, check_count
 from .framing import crop_mode, frame_batches, video_crops
 from .jobs import reconstruct_file
 from .models import MonkeyNet
-from .video import BATCH_FRAMES, open_video
+from .pipeline import check_precision, check_refine_steps
+from .video import BATCH_FRAMES, check_batch_size, open_video
 
 L1_SCORES = ("l1", "static_l1", "identity_l1")  # the model's, a static source's, frame 1's
 REFERENCE_FRAMES = 2048  # real frames read for a prediction's FID, spread over the videos
@@ -114,6 +115,7 @@ def evaluate(model: MonkeyNet, data_dir: Path, limit: int | None = None,
     ``should_stop`` is asked after each video (Ctrl-C): when it says yes, the report holds
     the videos measured, and the others under 'not_run'. ``precision``: the networks' (see
     pipeline.PRECISIONS), recorded in the report."""
+    _check_settings(model, limit, batch_size, crop, refine_steps, precision)
     folder = evaluation_folder(data_dir)
     videos = list_videos(folder)[:limit] if limit else list_videos(folder)
     detector, scores, unavailable = external_metrics(model)
@@ -147,6 +149,20 @@ def evaluate(model: MonkeyNet, data_dir: Path, limit: int | None = None,
               "precision": precision,
               "unavailable": unavailable, "failed": failed, "warnings": warned}
     return _add_external(report | ({"not_run": not_run} if not_run else {}), watcher, detector)
+
+
+def _check_settings(model: MonkeyNet, limit: int | None, batch_size: int, crop,
+                    refine_steps: int, precision: str) -> None:
+    """InputError for a setting no video could be evaluated with, before the first (it
+    would be tried on each, and said as the first video's failure)."""
+    if limit is not None:
+        check_count(limit, "limit")
+        if limit < 1:
+            raise InputError(f"limit must be at least 1 video (None: all), not {limit}")
+    check_batch_size(batch_size)
+    crop_mode(crop, model)
+    check_refine_steps(refine_steps)
+    check_precision(precision, model.device)
 
 
 def mean_scores(scores, keys: tuple[str, ...] = L1_SCORES) -> dict[str, float]:

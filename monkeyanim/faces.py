@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .errors import InputError, NoFaceError
+from .errors import InputError, NoFaceError, check_count
 from .native import muted_stderr
 from .shots import ShotChanges
 
@@ -58,8 +58,8 @@ def parse_crop(text: str | Box | None, option: str = "--crop") -> str | Box | No
         return text.lower() if text else None
     try:
         values = text.split(",") if isinstance(text, str) else text
-        x, y, w, h = (int(v) for v in values)
-    except (TypeError, ValueError):
+        x, y, w, h = (_whole(v) for v in values)
+    except (TypeError, ValueError, OverflowError):
         raise InputError(f"{option} expects auto, none or x,y,w,h in pixels, "
                          f"got {text!r}") from None
     if w <= 0 or h <= 0 or x < 0 or y < 0:
@@ -68,6 +68,14 @@ def parse_crop(text: str | Box | None, option: str = "--crop") -> str | Box | No
         raise InputError(f"{option} box {text!r} must be square (w = h): the frames are, and "
                          f"a {w}x{h} box would come out stretched")
     return x, y, w, h
+
+
+def _whole(value) -> int:
+    """A box's coordinate as an int; ValueError for a fraction of a pixel (int() would cut
+    it off without a word)."""
+    if isinstance(value, bool) or float(value) != int(float(value)):
+        raise ValueError(value)
+    return int(value)
 
 
 @dataclass(frozen=True)
@@ -322,7 +330,8 @@ def smooth_boxes(found: dict[int, Box], count: int, height: int, width: int,
             before = np.flatnonzero(filled[:start])
             source = before[-1] if before.size else np.flatnonzero(filled)[0]
             centres[start:end] = centres[source]
-    side = float(np.median([box[2] for box in found.values()]))
+    # whole pixels, so that x and y, clamped to the frame's edge, round inside it too
+    side = float(min(round(np.median([box[2] for box in found.values()])), width, height))
     x = np.clip(centres[:, 0] - side / 2, 0, width - side)
     y = np.clip(centres[:, 1] - side / 2, 0, height - side)
     return BoxTrack(np.stack([x, y, np.full(count, side), np.full(count, side)],
@@ -378,6 +387,10 @@ def track_faces(frames: Iterable[np.ndarray], detector, every: int = TRACK_DETEC
                 window: int = TRACK_SMOOTH_FRAMES) -> tuple[BoxTrack, int]:
     """Crop boxes for every frame of a video, detecting on every ``every``-th frame.
     Returns the track and the number of frames."""
+    for value, what in ((every, "every"), (window, "window")):
+        check_count(value, what)
+        if value < 1:
+            raise InputError(f"{what} must be at least 1 frame, not {value}")
     found: dict[int, Box] = {}
     count, shape, cuts, shot_changes, follow = 0, None, [], ShotChanges(), FaceFollower()
     for index, frame in enumerate(frames):

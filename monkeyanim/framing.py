@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 from .errors import InputError, NoFaceError
-from .faces import TRACK_DETECT_EVERY, Box, crop_box, get_detector, track_faces
+from .faces import (TRACK_DETECT_EVERY, Box, crop_box, get_detector, parse_crop,
+                    track_faces)
 from .models import MonkeyNet
 from .pipeline import to_tensor
 from .video import VideoReader, check_batch_size, fit_frame, prefetch
@@ -21,7 +22,9 @@ FACELESS_S = 2.0
 
 
 def crop_mode(spec, model: MonkeyNet):
-    """'auto', None (centred square) or a box; not given: 'auto' for face checkpoints."""
+    """'auto', None (centred square) or a box, from what ``parse_crop`` takes (InputError
+    for anything else); not given (None): 'auto' for face checkpoints."""
+    spec = parse_crop(spec)
     if spec is None:
         return "auto" if model.provenance.get("face_model") else None
     return None if spec == "none" else spec

@@ -11,8 +11,9 @@ import torch
 
 from .checkpoint import MODEL_FILE, STATE_FILE, convert_authors_checkpoint, load_checkpoint
 from .config import YAML_SUFFIXES, ModelConfig, load_config_file
-from .errors import CheckpointError, ConfigError, InputError, Interrupted, first_line
+from .errors import CheckpointError, ConfigError, Interrupted, first_line
 from .models import MonkeyNet
+from .pipeline import resolve_device
 from .presets import AUTHOR_PRESETS, get_preset
 
 AUTHOR_SUFFIXES = (".pth", ".tar", ".pt", ".ckpt")
@@ -330,21 +331,6 @@ def resolve_config(config: str | Path | ModelConfig) -> ModelConfig:
     if name.endswith((".json", *YAML_SUFFIXES)) or Path(name).is_file():
         return load_config_file(name)
     return get_preset(name)  # raises, listing the valid names
-
-
-def resolve_device(device: str | torch.device) -> str:
-    """A device as torch names it: 'auto' is cuda when there is one; cuda without one, and
-    names torch does not run this model on, are refused (InputError)."""
-    device = str(device)
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu:0":  # torch's name for the CPU too
-        device = "cpu"
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise InputError(f"unknown device {device!r}; choose auto, cpu or cuda")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"device {device!r} was asked for but no CUDA device is available")
-    return device
 
 
 def _refuse_run_files(path: Path) -> None:

@@ -23,8 +23,19 @@ def relative_keypoints(kp_source: Keypoints, kp_driving: Keypoints,
 
     kp_source (1, K, 2) or (K, 2); kp_driving (T, K, 2); kp_driving_first (1, K, 2) or (K, 2).
     The covariances stay the driving ones, as in the authors' code. ``scale`` multiplies the
-    displacement (the authors' ``movement_mult``).
+    displacement (the authors' ``movement_mult``). InputError for other shapes (the whole
+    driving video given as its first frame would hold every frame at the source's pose).
     """
+    for kp, what in ((kp_source, "kp_source"), (kp_driving_first, "kp_driving_first")):
+        shape = tuple(kp.mean.shape)
+        if len(shape) not in (2, 3) or len(shape) == 3 and shape[0] != 1:
+            raise InputError(f"{what} must be one frame's keypoints, (K, 2) or (1, K, 2), got "
+                             f"{shape} (kp[:1] is the first frame's)")
+    counts = {kp.mean.shape[-2:] for kp in (kp_source, kp_driving, kp_driving_first)}
+    if kp_driving.mean.ndim != 3 or len(counts) > 1:
+        raise InputError(f"relative_keypoints takes kp_driving (T, K, 2) and one frame's (K, 2) "
+                         f"of the same K, got {tuple(kp_driving.mean.shape)}, "
+                         f"{tuple(kp_source.mean.shape)} and {tuple(kp_driving_first.mean.shape)}")
     mean = (kp_driving.mean - kp_driving_first.mean) * scale + kp_source.mean  # (T, K, 2)
     return Keypoints(mean, kp_driving.covar)
 
@@ -159,6 +170,10 @@ def to_tensor(frames: list[np.ndarray], device: torch.device | str = "cpu") -> t
     """T x (H, W, 3) uint8 (numpy arrays or tensors) -> (T, 3, H, W) float32 in [0, 1],
     channels_last. InputError for other frames (floats would be divided by 255 again, into
     black)."""
+    if isinstance(frames, (np.ndarray, torch.Tensor)) and frames.ndim == 3:
+        raise InputError(f"to_tensor takes a list of frames (or a (T, H, W, 3) array), got one "
+                         f"frame {tuple(frames.shape)}: give [frame]")
+    device = resolve_device(device)  # (cuda without one: InputError, not torch's assert)
     frames = [frame.numpy(force=True) if isinstance(frame, torch.Tensor) else frame
               for frame in frames]  # (torchvision's and decord's readers give tensors)
     if not len(frames):
@@ -179,8 +194,26 @@ def to_tensor(frames: list[np.ndarray], device: torch.device | str = "cpu") -> t
 
 def to_uint8(frames: torch.Tensor) -> np.ndarray:
     """(T, 3, H, W) in [0, 1] -> (T, H, W, 3) uint8."""
+    if not isinstance(frames, torch.Tensor) or frames.ndim != 4 or frames.shape[1] != 3:
+        got = tuple(frames.shape) if isinstance(frames, torch.Tensor) else type(frames).__name__
+        raise InputError(f"to_uint8 takes frames (T, 3, H, W), got {got} (frames[None] for one)")
     array = frames.float().clamp(0, 1).mul(255).round().byte()
     return array.permute(0, 2, 3, 1).contiguous().cpu().numpy()  # (T, H, W, 3)
+
+
+def resolve_device(device: str | torch.device) -> str:
+    """A device as torch names it: 'auto' is cuda when there is one; cuda without one, and
+    names torch does not run this model on, are refused (InputError)."""
+    device = str(device)
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu:0":  # torch's name for the CPU too
+        device = "cpu"
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise InputError(f"unknown device {device!r}; choose auto, cpu or cuda")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"device {device!r} was asked for but no CUDA device is available")
+    return device
 
 
 def check_precision(precision: str, device: torch.device | None = None) -> None:
@@ -217,7 +250,9 @@ def default_mode(model: MonkeyNet) -> str:
 
 
 class Animator:
-    """Animates one source image; call it with batches of driving frames, in order.
+    """Animates one source image; call it with batches of one driving video's frames, in
+    order, and ``new_video()`` before another driving video's (its first frame seen is
+    where relative motion is measured from, and refinement's reference).
 
     source (3, H, W) or (1, 3, H, W) float in [0, 1]. The source's keypoints and encoder
     features are computed once. ``mode`` 'relative' moves the source keypoints by the
@@ -243,16 +278,23 @@ class Animator:
         self.model, self.mode, self.scale_motion = model, mode, scale_motion
         self.refine_steps = refine_steps
         # made from the first driving frame seen, unless set_reference picks another
-        self.refiner: KeypointRefiner | None = None
+        self.refiner: KeypointRefiner | None
         self.context = precision_context(precision, model.device)
         with torch.inference_mode(), self.context:
             # a copy: a caller reusing its tensor must not change the cached source
             self.source = model.check_image(source, "source").clone()  # (1, 3, H, W)
             self.kp_source = model.kp_detector(self.source).float()
             self.skips = model.generator.encode(self.source)
-        self.kp_first = (None if kp_driving_first is None else
-                         model.one_frame_keypoints(kp_driving_first, "kp_driving_first"))
+        self.given_first = (None if kp_driving_first is None else
+                            model.one_frame_keypoints(kp_driving_first, "kp_driving_first"))
+        self.new_video()
+
+    def new_video(self) -> None:
+        """Forget the driving video seen so far (its reference frame, the motion's scale,
+        refinement's corrections); the source's keypoints and features stay cached."""
+        self.kp_first = self.given_first
         self.scale: float | None = None
+        self.refiner = None
 
     def transfer(self, kp_driving: Keypoints) -> Keypoints:
         if self.mode == "absolute":

@@ -142,6 +142,8 @@ class PredictionScores:
 def score_predictor(predictor: KPPredictor, tracks: list[Keypoints]) -> PredictionScores:
     """Roll ``predictor`` out from the first frame of each track (T, K, ...) for the
     sequence length it was trained on and compare with what the video did."""
+    if not tracks:
+        raise InputError("score_predictor got no tracks to score")
     frames = predictor.config.num_frames
     errors, static, moved = [], [], []
     for kp in tracks:
@@ -230,7 +232,9 @@ def predictor_provenance(path: Path) -> dict:
 
 def _read_predictor(path: Path, with_weights: bool) -> tuple[dict, dict]:
     if not Path(path).is_file():
-        raise CheckpointError(f"predictor not found: {path}")
+        hint = ("" if Path(path).suffix else " (a checkpoint's bundled predictor: "
+                "hub.predictor_path(name) gives its file)")
+        raise CheckpointError(f"predictor not found: {path}{hint}")
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}

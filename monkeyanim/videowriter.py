@@ -78,12 +78,21 @@ GIF_MIN_DELAY_TICKS = 2
 QUEUE_BYTES = 256 << 20
 
 
+def _check_rate(fps: float, name: str) -> None:
+    """InputError unless ``fps`` (given as ``name``) is a positive, finite number."""
+    if isinstance(fps, bool) or not isinstance(fps, (int, float, Fraction)) or not (
+            0 < fps < float("inf")):  # (NaN fails it too)
+        raise InputError(f"{name} must be a positive number of frames a second, not {fps!r}")
+
+
 def check_fps(fps: float) -> None:
     """An output frame rate asked for (--fps): NaN, infinities and rates no player shows
     (beyond a frame every 100 s or 1,000 a second) would fail deep in FFmpeg or Fraction."""
+    if isinstance(fps, bool) or not isinstance(fps, (int, float, Fraction)):
+        raise InputError(f"--fps must be a number of frames a second, not {fps!r}")
     if not MIN_FPS <= fps <= MAX_FPS:  # also False for NaN
         raise InputError(f"--fps must be between {MIN_FPS:g} and {MAX_FPS:g} frames a second, "
-                         f"not {fps:g}")
+                         f"not {float(fps):g}")
 
 
 def check_output_options(fps: float | None, size: int | None, paste_back: bool,
@@ -91,6 +100,8 @@ def check_output_options(fps: float | None, size: int | None, paste_back: bool,
     """animate's output settings (None: not given), each possible and all together."""
     if fps is not None:
         check_fps(fps)
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int)):
+        raise InputError(f"--size must be a whole number of pixels, not {size!r}")
     if size is not None and size < 2:
         raise InputError("--size must be at least 2")
     if paste_back and (side_by_side or size):
@@ -106,11 +117,13 @@ class VideoWriter:
     ``close()`` succeeds; on error or interruption the temp file is removed and an existing
     file at ``path`` is left untouched. ``audio_from``: copy that video's audio (not into
     gif or WebP) from ``audio_start_s`` (its first frame's time) on, trimmed to the video's
-    duration.
+    duration. Use it as a context manager (or end with ``close()`` or ``abort()``): a writer
+    left open keeps its encoder thread and its temp file.
     """
 
     def __init__(self, path: str | Path, fps: Fraction | float,
                  audio_from: str | Path | None = None, audio_start_s: float = 0.0):
+        _check_rate(fps, "fps")  # (a video read may have any rate: not check_fps's range)
         self.path = Path(path)
         self.suffix = self.path.suffix.lower()
         if self.suffix not in VIDEO_OUTPUTS:
@@ -131,6 +144,7 @@ class VideoWriter:
         self._queue: queue.Queue = queue.Queue(maxsize=QUEUE_FRAMES)
         self._shape: tuple[int, ...] | None = None  # (H, W, 3) of the first frame
         self._error: BaseException | None = None
+        self._ended = False  # closed or aborted: its thread is gone
         self._thread = threading.Thread(target=self._encode_all, daemon=True)
         self._thread.start()
 
@@ -151,6 +165,9 @@ class VideoWriter:
     def write(self, frame: np.ndarray) -> None:
         """Queue one (H, W, 3) uint8 RGB frame, every one of the first one's size. A copy is
         queued: the caller may fill the same array again for the next frame."""
+        if self._ended:  # the encoder has gone: the frame would be lost, the queue fill up
+            raise InputError(f"the writer of {self.path} is closed: open another to write "
+                             "more")
         if self._error is not None:
             raise self._error
         frame = np.asarray(frame)
@@ -239,7 +256,11 @@ class VideoWriter:
         return tick
 
     def close(self) -> None:
-        """Finish encoding, copy audio, and move the file into place."""
+        """Finish encoding, copy audio, and move the file into place (once: a second call
+        does nothing)."""
+        if self._ended:
+            return
+        self._ended = True
         self._queue.put(None)
         self._thread.join()
         try:
@@ -261,6 +282,9 @@ class VideoWriter:
 
     def abort(self) -> None:
         """Stop and remove the temp file; ``path`` is left as it was."""
+        if self._ended:
+            return
+        self._ended = True
         self._error = self._error or InputError("aborted")
         self._queue.put(None)
         self._thread.join()

@@ -121,7 +121,7 @@ def test_the_readmes_python_examples_run_as_written(tmp_path):
         done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
                               text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-2000:]
-    for written in ("out.mp4", "keypoints.mp4", "tracks.json"):
+    for written in ("mine.mp4", "out.mp4", "keypoints.mp4", "tracks.json"):
         assert (tmp_path / written).stat().st_size > 0
     assert next(open_video(tmp_path / "out.mp4").frames()).shape == (64, 192, 3)  # side by side
 

@@ -54,7 +54,11 @@ class MonkeyNet(nn.Module):
     def check_frames(self, frames: torch.Tensor, what: str) -> torch.Tensor:
         """frames (T, C, H, W) on this model's device as float32, or InputError naming
         ``what`` when they are not floats or their channels or size cannot go through the
-        networks."""
+        networks, or when the model is in training mode (``model.eval()`` first)."""
+        if self.training:  # BatchNorm would normalise by this batch and learn from it
+            raise InputError("the model is in training mode: its BatchNorm layers would take "
+                             "these frames' statistics and change its weights; call "
+                             "model.eval() first (load_model gives it in eval mode)")
         if not isinstance(frames, torch.Tensor) or not frames.is_floating_point():
             got = frames.dtype if isinstance(frames, torch.Tensor) else type(frames).__name__
             raise InputError(f"{what} must be a float tensor in [0, 1], got {got} (frames "
@@ -184,7 +188,8 @@ def _check_keypoint_values(mean: torch.Tensor, covar: torch.Tensor | None, what:
 
 def build_model(config: ModelConfig, with_discriminator: bool = True,
                 provenance: dict | None = None) -> MonkeyNet:
-    """Build every network of ``config`` with fresh weights."""
+    """Build every network of ``config`` with fresh weights, in training mode (as any fresh
+    nn.Module): ``.eval()`` before inference."""
     common = dict(num_kp=config.num_kp, num_channels=config.num_channels,
                   kp_variance=config.kp_variance)
     discriminator = Discriminator(config.discriminator, **common) if with_discriminator else None

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..errors import InputError, check_count
 from .keypoints import Keypoints
 
 
@@ -22,6 +23,14 @@ class PredictorConfig:
     predict_variance: bool = False  # else every frame keeps the first frame's covariance
     num_frames: int = 32  # sequence length it was trained on
     init_frames: int = 1  # frames given; the rest are predicted
+
+
+def _shape_of(kp) -> str:
+    """Keypoints' shapes for an error, or the type of what is not Keypoints."""
+    if not isinstance(kp, Keypoints):
+        return type(kp).__name__
+    covar = "" if kp.covar is None else f", covar {tuple(kp.covar.shape)}"
+    return f"mean {tuple(kp.mean.shape)}{covar}"
 
 
 class KPPredictor(nn.Module):
@@ -54,7 +63,9 @@ class KPPredictor(nn.Module):
 
     @torch.inference_mode()
     def rollout(self, kp_first: Keypoints, frames: int) -> Keypoints:
-        """From the first frame's keypoints (K, ...) to a sequence (frames, K, ...)."""
+        """From the first frame's keypoints (K, ...) or (1, K, ...) to a sequence
+        (frames, K, ...), float32 (InputError for keypoints of another kind or count)."""
+        kp_first = self._first_frame(kp_first, frames)
         mean = kp_first.mean.new_zeros(1, frames, *kp_first.mean.shape[-2:])
         mean[0, 0] = kp_first.mean.reshape(mean.shape[-2:])  # (K, 2) into (1, T, K, 2)
         covar = None
@@ -68,3 +79,19 @@ class KPPredictor(nn.Module):
         if not self.config.predict_variance:
             return Keypoints(mean, covar[0, :1].expand(frames, -1, -1, -1))  # (T, K, 2, 2)
         return Keypoints(mean, torch.cat([covar[0, :1], predicted.covar[1:]]))  # (T, K, 2, 2)
+
+    def _first_frame(self, kp: Keypoints, frames: int) -> Keypoints:
+        """rollout's inputs checked: one frame of this predictor's keypoints, as float32."""
+        check_count(frames, "frames")
+        if frames < 1:
+            raise InputError(f"frames must be at least 1, not {frames}")
+        count, matrix = self.config.num_kp, self.per_kp == 6
+        if not isinstance(kp, Keypoints) or tuple(kp.mean.shape[-2:]) != (count, 2) or (
+                kp.mean.ndim not in (2, 3) or kp.mean.ndim == 3 and len(kp.mean) != 1):
+            raise InputError(f"kp_first must be one frame's Keypoints, mean ({count}, 2) or "
+                             f"(1, {count}, 2) (kp[0] of model.keypoints), got "
+                             f"{_shape_of(kp)}")
+        if matrix and (kp.covar is None or tuple(kp.covar.shape[-3:]) != (count, 2, 2)):
+            raise InputError(f"kp_first needs its covariances, ({count}, 2, 2), for this "
+                             f"predictor, got {None if kp.covar is None else _shape_of(kp)}")
+        return kp.float()
