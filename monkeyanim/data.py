@@ -65,6 +65,7 @@ def _split_folder(data_dir: Path, split: str, what: str) -> Path:
 def list_videos(folder: Path) -> list[Path]:
     """Videos, frame strips and frame folders directly inside ``folder`` (not hidden ones,
     such as .ipynb_checkpoints/ or ._name files a Mac leaves)."""
+    folder = Path(folder)  # (a str from a library caller)
     if not folder.is_dir():
         raise InputError(f"data folder not found: {folder}")
     items = sorted(p for p in folder.iterdir() if not p.name.startswith(".") and (

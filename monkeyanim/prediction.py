@@ -22,6 +22,7 @@ from .models.predictor import KPPredictor, PredictorConfig
 from .video import open_video
 
 KEYPOINT_BATCH_FRAMES = 32  # the detector alone: 4x the frames of a generating batch
+PLATEAU_EPOCHS = 50  # epochs without a lower loss before the predictor's rate drops 10x
 
 
 def extract_keypoints(model: MonkeyNet, folder: Path, min_frames: int,
@@ -75,7 +76,7 @@ def train_predictor(tracks: list[Keypoints], config: PredictorConfig, epochs: in
         raise ConfigError(f"the predictor to start from has {start.config}, not {config}")
     predictor = (start or KPPredictor(config)).train()
     optimizer = torch.optim.Adam(predictor.parameters(), lr=lr)
-    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, patience=50)
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, patience=PLATEAU_EPOCHS)
     frames, given = config.num_frames, config.init_frames
     for epoch in range(epochs):
         order = torch.randperm(len(tracks), generator=generator).tolist()

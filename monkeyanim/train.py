@@ -37,6 +37,7 @@ from .validation import BEST_FILE, TEST_SPLIT, VAL_SPLIT, HeldOut, KeepBest
 
 LOG_FILE, CONFIG_FILE = "log.jsonl", "config.json"
 LR_DROP = 0.1  # the learning rate is multiplied by this at each milestone (the authors')
+PYTHON_RNG_VERSION = 3  # random.getstate()'s first item; a run's state keeps its second
 NETWORKS = ("kp_detector", "generator", "discriminator")
 
 
@@ -398,7 +399,7 @@ class Trainer:
         # the schedulers keep the run's own drops, even when --iterations moves its end
         self.milestones = sorted(next(iter(self.schedulers.values())).milestones)
         torch.set_rng_state(state["torch_rng"])
-        random.setstate((3, tuple(state["python_rng"]), None))
+        random.setstate((PYTHON_RNG_VERSION, tuple(state["python_rng"]), None))
         if self.iteration != saved.provenance.get("iterations"):
             raise InputError(f"{model_path} and {state_path} disagree on the iteration; "
                              "the run folder is inconsistent")
