@@ -4,6 +4,8 @@ authors' frame strips (square frames side by side in one image)."""
 
 from __future__ import annotations
 
+import numbers
+import operator
 from fractions import Fraction
 from pathlib import Path
 
@@ -166,3 +168,30 @@ def image_is_strip(path: Path, min_frames: int = BATCH_STRIP_MIN_FRAMES) -> bool
     except (av.FFmpegError, IndexError):
         return False
     return is_strip_size(height, width, min_frames)
+
+
+def rgb_frame(frame, taker: str) -> np.ndarray:
+    """An (H, W, 3) uint8 RGB frame as a numpy array (a tensor's copied: torchvision's and
+    decord's readers give them), or InputError naming ``taker``, what takes it."""
+    if hasattr(frame, "numpy") and not isinstance(frame, np.ndarray):
+        frame = frame.numpy(force=True)  # (a torch tensor)
+    if (not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim != 3
+            or frame.shape[2] != 3 or not frame.size):
+        got = (f"{frame.dtype} {frame.shape}" if isinstance(frame, np.ndarray)
+               else type(frame).__name__)
+        raise InputError(f"{taker} takes an (H, W, 3) uint8 RGB frame, got {got}")
+    return frame
+
+
+def pixel_size(size, what: str) -> tuple[int, int]:
+    """A side or (H, W), whole numbers of pixels, as (H, W); InputError naming ``what``
+    unless whole and positive."""
+    sides = (size, size) if isinstance(size, numbers.Number) else size
+    try:
+        height, width = sides
+        if min(operator.index(height), operator.index(width)) < 1:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise InputError(f"{what} is a side or (H, W), whole numbers of pixels, not "
+                         f"{size!r}") from None
+    return operator.index(height), operator.index(width)

@@ -7,7 +7,6 @@ Frames are numpy arrays (H, W, 3) uint8 RGB. Every reader raises InputError on b
 from __future__ import annotations
 
 import itertools
-import numbers
 import operator
 import queue
 import re
@@ -24,8 +23,8 @@ import numpy as np
 from .errors import InputError, check_count, first_line
 from .files import not_found
 from .frametiming import DEFAULT_FPS, restore_runs, restored_timing
-from .images import (BATCH_STRIP_MIN_FRAMES, IMAGE_SUFFIXES, is_strip, read_animation,
-                     read_image, split_strip, upright)
+from .images import (BATCH_STRIP_MIN_FRAMES, IMAGE_SUFFIXES, is_strip, pixel_size,
+                     read_animation, read_image, rgb_frame, split_strip, upright)
 
 # what a folder's videos end in (any file FFmpeg reads works when named directly); .ts, .mts
 # and .m2ts: MPEG transport streams, from broadcast recordings and camcorders (AVCHD)
@@ -354,9 +353,9 @@ def fit_frame(frame: np.ndarray, size: tuple[int, int] | int,
     ``what`` names the frame in the error of a box that does not fit it. ``frame``: an
     (H, W, 3) uint8 RGB numpy array (or tensor: torchvision's and decord's readers give
     them)."""
-    frame = _frame_array(frame)
+    frame = rgb_frame(frame, "fit_frame")
     height, width = frame.shape[:2]
-    size = _fit_size(size)
+    size = pixel_size(size, "fit_frame's size")
     if crop is None:
         x, y, w, h = centred_square(height, width)
     else:
@@ -375,31 +374,6 @@ def fit_frame(frame: np.ndarray, size: tuple[int, int] | int,
     shrinking = h > size[0] or w > size[1]
     return cv2.resize(frame, (size[1], size[0]),
                       interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
-
-
-def _frame_array(frame) -> np.ndarray:
-    """fit_frame's frame as a numpy array, or InputError for what is not an RGB frame."""
-    if hasattr(frame, "numpy") and not isinstance(frame, np.ndarray):
-        frame = frame.numpy(force=True)  # (a torch tensor)
-    if (not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim != 3
-            or frame.shape[2] != 3 or not frame.size):
-        got = (f"{frame.dtype} {frame.shape}" if isinstance(frame, np.ndarray)
-               else type(frame).__name__)
-        raise InputError(f"fit_frame takes an (H, W, 3) uint8 RGB frame, got {got}")
-    return frame
-
-
-def _fit_size(size) -> tuple[int, int]:
-    """fit_frame's size, a side or (H, W), as (H, W); InputError unless whole and positive."""
-    sides = (size, size) if isinstance(size, numbers.Number) else size
-    try:
-        height, width = sides
-        if min(operator.index(height), operator.index(width)) < 1:
-            raise ValueError
-    except (TypeError, ValueError):
-        raise InputError(f"fit_frame's size is a side or (H, W), whole numbers of pixels, "
-                         f"not {size!r}") from None
-    return operator.index(height), operator.index(width)
 
 
 def prefetch(items: Iterable, depth: int = QUEUE_FRAMES) -> Iterator:
