@@ -82,7 +82,7 @@ def train(data_dir: Annotated[Path, typer.Argument(
         for key in filter(None, SUBJECTS.values()):
             trainer.model.provenance[key] = key == SUBJECTS[subject]
     if trainer.rank == 0:
-        _announce(trainer)
+        _announce(trainer, data_dir)
     again = ("interrupted again: stopped at once; the run folder holds the last checkpoint "
              "(--resume carries on from it)")
     with _training_view(trainer) as on_step, StopRequest(max_minutes, again) as stop:
@@ -95,9 +95,11 @@ def _run_configs(output: Path, config: str | None, resume: bool, start):
     """(model, train) configs: a resumed run's own (with --config: that file's training
     settings, its architecture being the run's), else the preset or YAML file's, with the
     architecture of --init's checkpoint unless a YAML file names one (a preset gives its
-    training settings alone)."""
-    from .checkpoint import MODEL_FILE, STATE_FILE
-    from .train import CONFIG_FILE
+    training settings alone, to a resumed run that started from --init's weights too: one
+    started with --init mgif --config moving-gif resumes with the same options)."""
+    from .checkpoint import MODEL_FILE, STATE_FILE, read_metadata
+    from .finetune import differences
+    from .runstate import CONFIG_FILE
     from .trainconfig import TRAIN_PRESETS, load_train_config, saved_run_config
 
     if resume and (output / STATE_FILE).is_file() and not (output / CONFIG_FILE).is_file():
@@ -109,10 +111,13 @@ def _run_configs(output: Path, config: str | None, resume: bool, start):
         if config is None:
             return model_cfg, train_cfg
         given_model, given_train = load_train_config(config)
-        if given_model != model_cfg:
+        initialised = config in TRAIN_PRESETS and (output / MODEL_FILE).is_file() and \
+            "initialised_from" in read_metadata(output / MODEL_FILE)[1]
+        if given_model != model_cfg and not initialised:
             raise InputError(f"--config {config} describes another network than the run in "
-                             f"{output} was trained as: resume without --config (its "
-                             "config.json is kept), or start a new run with --init")
+                             f"{output} was trained as ({differences(given_model, model_cfg)})"
+                             ": resume without --config (its config.json is kept), or start "
+                             "a new run with --init")
         return model_cfg, given_train
     model_cfg, train_cfg = load_train_config(config)
     if start is not None and (config is None or config in TRAIN_PRESETS):
@@ -259,11 +264,19 @@ def evaluate(data_dir: Annotated[Path, typer.Argument(help="Folder with test/ (o
         raise typer.Exit(1)
 
 
-def _announce(trainer) -> None:
+def _announce(trainer, data_dir: Path) -> None:
+    from .data import videos_beside_splits
+
     data = trainer.dataset
     if data.skipped:
         err_console.print(escape(f"warning: skipped {len(data.skipped)} video(s) shorter than "
-                                 f"2 frames, first: {data.skipped[0].name}"))
+                                 f"2 frames (an image is one frame, unless it is a strip as "
+                                 f"wide as a whole number of its height), first: "
+                                 f"{data.skipped[0].name}"))
+    if loose := videos_beside_splits(data_dir):
+        err_console.print(escape(f"warning: {counted(len(loose), 'video')} in {data_dir} beside "
+                                 f"its train/ folder left out (move them into train/): "
+                                 f"{loose[0].name}" + (", ..." if len(loose) > 1 else "")))
     warn_unreadable(data.unreadable)
     if data.cut_short:
         err_console.print(escape(f"warning: {len(data.cut_short)} video(s) cut short, trained on "
@@ -283,7 +296,8 @@ def _announce(trainer) -> None:
 
 @contextmanager
 def _training_view(trainer):
-    """A live table of losses and it/s on a TTY; a plain line every log_every iterations."""
+    """A live table of losses and it/s on a TTY; a plain line every log_every iterations,
+    and one for the iteration a stop ends on (the iteration it saves)."""
     every = trainer.cfg.log_every
 
     def line(step, apart: str = " | ") -> str:
@@ -296,8 +310,17 @@ def _training_view(trainer):
         yield None
         return
     if not console.is_terminal:
-        yield lambda step: (step.iteration % every == 0 or step.iteration == step.total
-                            or step.val_l1 is not None) and console.print(line(step))
+        last: list = [None]  # the last step not printed
+
+        def show(step) -> None:
+            shown = step.iteration % every == 0 or step.iteration == step.total \
+                or step.val_l1 is not None
+            last[0] = None if shown else step
+            if shown:
+                console.print(line(step))
+        yield show
+        if last[0] is not None:  # a stop (Ctrl-C, --max-minutes) before log_every came
+            console.print(line(last[0]))
         return
     from rich.live import Live
 

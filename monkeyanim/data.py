@@ -44,6 +44,16 @@ def evaluation_folder(data_dir: Path) -> Path:
     return _split_folder(Path(data_dir), "test", "videos to evaluate")
 
 
+def videos_beside_splits(data_dir: Path) -> list[Path]:
+    """The video files directly in a DATA_DIR that has train/, val/ or test/ folders: no
+    split reads them."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir() or not any((data_dir / name).is_dir() for name in SPLITS):
+        return []
+    return sorted(p for p in data_dir.iterdir() if p.is_file() and not p.name.startswith(".")
+                  and p.suffix.lower() in VIDEO_SUFFIXES)
+
+
 def _split_folder(data_dir: Path, split: str, what: str) -> Path:
     """DATA_DIR/SPLIT/, or DATA_DIR itself when it holds none of train/, val/ or test/: those
     would otherwise be read as folders of frames, so a folder with others but not SPLIT is

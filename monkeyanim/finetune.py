@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 from .config import ModelConfig
 from .errors import CheckpointError, ConfigError
 from .models import MonkeyNet
@@ -29,15 +27,19 @@ INHERITED = ("default_mode", "face_model", "body_model")
 
 
 def load_initial_weights(model: MonkeyNet, start: MonkeyNet) -> None:
-    """Fine-tune from ``start`` (same architecture): every weight it has is copied; a checkpoint
-    shipped without its discriminator, or trained without the blend head, leaves those freshly
-    initialised. A start with the head, for a run without it, leaves its head out (taichi64
-    trains without it and gets it back, untrained, when exported)."""
-    if _weight_layout(start.config) != _weight_layout(model.config):
-        raise CheckpointError("the --init checkpoint's architecture differs from the run's")
+    """Fine-tune from ``start`` (weights of the same shapes: settings that hold no weights,
+    such as the frame size or the keypoints' temperature, may differ): every weight it has
+    is copied; a checkpoint shipped without its discriminator, or trained without the blend
+    head, leaves those freshly initialised. A start with the head, for a run without it,
+    leaves its head out (taichi64 trains without it and gets it back, untrained, when
+    exported)."""
     state = start.state_dict()
     if not model.config.generator.blend_source:
         state = {k: v for k, v in state.items() if not k.startswith(BLEND_HEAD)}
+    mine = model.state_dict()
+    if any(key in mine and mine[key].shape != value.shape for key, value in state.items()):
+        raise CheckpointError("the --init checkpoint's weights have other shapes than the "
+                              f"run's: {differences(start.config, model.config)}")
     result = model.load_state_dict(state, strict=False)
     fresh = ("discriminator.",) + ((BLEND_HEAD,) if not start.config.generator.blend_source
                                    else ())
@@ -51,8 +53,14 @@ def load_initial_weights(model: MonkeyNet, start: MonkeyNet) -> None:
             model.provenance.setdefault(key, start.provenance[key])
 
 
-def _weight_layout(config: ModelConfig) -> ModelConfig:
-    """The settings that shape the weights the two share: align_flow changes none and
-    blend_source only adds its own, so a run may turn either on over weights without them."""
-    return dataclasses.replace(config, generator=dataclasses.replace(
-        config.generator, align_flow=False, blend_source=False))
+def differences(first: ModelConfig, second: ModelConfig, shown: int = 4) -> str:
+    """The settings where two architectures differ, 'name: a, not b' (the first ``shown``)."""
+    def flat(tree: dict, prefix: str = "") -> dict:
+        return {f"{prefix}{k}": v for key, value in tree.items()
+                for k, v in (flat(value, f"{key}.").items() if isinstance(value, dict)
+                             else [(key, value)])}
+
+    a, b = flat(first.to_dict()), flat(second.to_dict())
+    names = [name for name in a if a[name] != b.get(name)]
+    return "; ".join(f"{name}: {a[name]}, not {b.get(name)}" for name in names[:shown]) + (
+        f" (and {len(names) - shown} more)" if len(names) > shown else "") or "none listed"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import glob
 import io
 import json
 import math
@@ -20,10 +21,12 @@ import torch
 
 from .checkpoint import MODEL_FILE, STATE_FILE
 from .errors import InputError, TrainingDiverged
-from .files import atomic_write, check_writable
+from .files import TEMP_RANDOM_CHARS, atomic_write, check_writable
 from .pipeline import to_uint8
 
 SAMPLE_PAIRS = 4  # rows of a sample image: the first pairs of the last batch
+LOG_FILE, CONFIG_FILE = "log.jsonl", "config.json"  # beside the weights, in the run folder
+LOG_LINES_CHECKED = 100  # of a log.jsonl there, to tell a run's from another file
 
 STATE_KEYS = {"iteration", "optimizers", "schedulers", "torch_rng", "python_rng"}
 
@@ -93,6 +96,43 @@ def check_run_dir(run_dir: Path, resume: bool, run_files: tuple[str, ...] = ()) 
     if not resume and found:
         raise InputError(f"{run_dir} already holds a run's {found[0]}: choose another folder "
                          f"(or --init {run_dir / found[0]} to start from its weights)")
+    if not resume:
+        _check_own_files(run_dir)
+
+
+def _check_own_files(run_dir: Path) -> None:
+    """A new run replaces config.json and empties log.jsonl: only where they are a run's
+    (one that failed before its first checkpoint), not a project's files of those names."""
+    config, log = run_dir / CONFIG_FILE, run_dir / LOG_FILE
+    try:
+        ours = not config.exists() or set(json.loads(config.read_text())) == {"model", "train"}
+        lines = log.read_text().splitlines() if log.exists() else []
+    except (OSError, ValueError, TypeError):  # (json's errors, bad UTF-8: ValueErrors)
+        ours, lines = False, []
+    foreign = [line for line in lines[:LOG_LINES_CHECKED] if not _log_record(line)]
+    if not ours or foreign and foreign != lines[-1:]:  # (the last: a line cut by a kill)
+        raise InputError(f"{run_dir} holds a {CONFIG_FILE} or {LOG_FILE} that is not a "
+                         "monkeyanim run's, which a run there would replace: choose another "
+                         "folder")
+
+
+def remove_stale_temps(run_dir: Path, names: tuple[str, ...]) -> None:
+    """The temp files of ``names`` that a killed run left (a kill -9 while a checkpoint was
+    written: tens of MB each, piling up under preemption), with the run's lock held: no
+    other process writes there."""
+    for name in names:
+        for path in run_dir.glob(f".{glob.escape(name)}.*"):
+            if len(path.name) > len(name) + 2 + TEMP_RANDOM_CHARS and path.is_file():
+                path.unlink(missing_ok=True)
+
+
+def _log_record(line: str) -> bool:
+    """Whether ``line`` is a record of a run's log.jsonl (or blank)."""
+    try:
+        return not line.strip() or isinstance(record := json.loads(line), dict) and \
+            "iteration" in record
+    except (ValueError, TypeError):
+        return False
 
 
 LOCK_FILE = ".lock"  # in the run folder: what lock_run_dir locks

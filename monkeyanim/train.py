@@ -29,13 +29,12 @@ from .finetune import freeze_all_but, load_initial_weights
 from .losses import DeformedReconstruction, DiscriminatorGAN, FeatureMatching, GeneratorGAN
 from .models import Keypoints, MonkeyNet, build_model
 from .pipeline import check_precision, precision_context
-from .runstate import (RunLock, check_outside, check_run_dir, divergence_error,
-                       load_optimizer, make_run_dir, read_state, state_bytes, trim_log,
-                       write_sample)
+from .runstate import (CONFIG_FILE, LOG_FILE, RunLock, check_outside, check_run_dir,
+                       divergence_error, load_optimizer, make_run_dir, read_state,
+                       remove_stale_temps, state_bytes, trim_log, write_sample)
 from .trainconfig import TrainConfig, check_feature_matching
 from .validation import BEST_FILE, TEST_SPLIT, VAL_SPLIT, HeldOut, KeepBest
 
-LOG_FILE, CONFIG_FILE = "log.jsonl", "config.json"
 LR_DROP = 0.1  # the learning rate is multiplied by this at each milestone (the authors')
 PYTHON_RNG_VERSION = 3  # random.getstate()'s first item; a run's state keeps its second
 NETWORKS = ("kp_detector", "generator", "discriminator")
@@ -115,6 +114,8 @@ class Trainer:
         if self.rank == 0 and not resume:
             make_run_dir(self.run_dir)
         self.lock.hold()  # a folder that was still to be made, now made
+        if self.rank == 0:
+            remove_stale_temps(self.run_dir, (MODEL_FILE, STATE_FILE, BEST_FILE))
         if resume:
             self._resume()
         if self.rank == 0:  # a resumed run's too: what the command line changed carries on
@@ -227,8 +228,22 @@ class Trainer:
             scores = maps[-1].float()  # (2B, 1, h, w): fake then real
             loss = self.discriminator_gan(scores[fake.shape[0]:], scores[:fake.shape[0]])
         loss.backward()
+        if not self.cfg.detach_kp_discriminator:
+            self._average_kp_gradients()
         self._apply("discriminator", None if self.cfg.detach_kp_discriminator else "kp_detector")
         return loss
+
+    def _average_kp_gradients(self) -> None:
+        """Under DDP, the keypoint detector's gradients averaged over the processes: DDP
+        averaged those of the generator's losses, but the discriminator's, a second backward
+        through the same forward, stay each process's own (their detectors drifted apart).
+        The first part being the same everywhere, the mean of the sums is the right sum."""
+        if self.world == 1:
+            return
+        for param in self.nets["kp_detector"].parameters():
+            if param.grad is not None:
+                dist.all_reduce(param.grad, op=dist.ReduceOp.SUM)
+                param.grad.div_(self.world)
 
     def set_lr(self, lr: float) -> None:
         """Set every optimizer's learning rate from now on (later drops divide this one;
@@ -401,8 +416,10 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         random.setstate((PYTHON_RNG_VERSION, tuple(state["python_rng"]), None))
         if self.iteration != saved.provenance.get("iterations"):
-            raise InputError(f"{model_path} and {state_path} disagree on the iteration; "
-                             "the run folder is inconsistent")
+            raise InputError(f"{model_path} (iteration {saved.provenance.get('iterations')}) "
+                             f"and {state_path} (iteration {self.iteration}) disagree, as a "
+                             "kill between their two renames leaves them: start a new run "
+                             f"from the weights with --init {model_path}")
         if self.total < self.iteration:
             raise InputError(f"the run in {self.run_dir} is at iteration {self.iteration}, past "
                              f"the {self.total} asked for: give --iterations above it to go on")

@@ -15,6 +15,9 @@ from .data import Augmentation
 from .errors import ConfigError, first_line
 from .presets import AUTHOR_PRESETS, get_preset
 
+# the largest seed: 32 bits, as numpy's; torch's 64 must also hold seed + iterations
+MAX_SEED = 2 ** 32 - 1
+
 
 @dataclass
 class TrainConfig:
@@ -52,6 +55,8 @@ class TrainConfig:
                     "seed": 0}
         for name, smallest in at_least.items():
             check_whole(getattr(self, name), name, smallest)
+        if self.seed > MAX_SEED:
+            raise ConfigError(f"seed must be at most {MAX_SEED}, not {self.seed}")
         if self.iterations is not None:
             check_whole(self.iterations, "iterations")
         if not is_positive_number(self.lr):
@@ -241,7 +246,11 @@ def load_train_config(spec: str | None) -> tuple[ModelConfig, TrainConfig]:
     if not isinstance(data, dict) or set(data) - {"preset", "model", "train"}:
         raise ConfigError(f"{path} must be a mapping with keys preset, model, train")
     base = data.get("preset", "shapes")
-    if base not in _TRAIN:
+    for key in ("model", "train"):
+        if not isinstance(data.get(key) or {}, dict):
+            raise ConfigError(f"{path}: {key} must be a mapping of settings, not "
+                              f"{type(data[key]).__name__} {data[key]!r}")
+    if not isinstance(base, str) or base not in _TRAIN:
         raise ConfigError(f"{path}: unknown preset {base!r}; choose one of {', '.join(TRAIN_PRESETS)}")
     model, train = train_preset(base)
     try:

@@ -242,6 +242,9 @@ BAD_TRAINING = [  # a YAML line under `preset: shapes`, and what the error names
     ('model: {generator: {kp_embedding: {use_heatmap: "no"}}}',
      "generator.kp_embedding.use_heatmap must be true or false"),
     ("train: {generator_gan: .inf}", "generator_gan must be a weight >= 0"),
+    ("train: [1, 2]", "train must be a mapping of settings, not list"),
+    ("model: [1, 2]", "model must be a mapping of settings, not list"),
+    ("train: {seed: 1e20}", "seed must be at most 4294967295"),
 ]
 
 
@@ -255,6 +258,16 @@ def test_training_settings_of_the_wrong_kind_are_refused_by_name(line, message, 
     with pytest.raises(ConfigError) as error:
         load_train_config(str(path))
     assert message in str(error.value)
+
+
+def test_a_preset_named_by_other_than_a_word_is_refused(tmp_path):
+    """`preset: [1]` was a TypeError (unhashable list)."""
+    from monkeyanim.trainconfig import load_train_config
+
+    path = tmp_path / "bad.yaml"
+    path.write_text("preset: [1]\n")
+    with pytest.raises(ConfigError, match=r"unknown preset \[1\]"):
+        load_train_config(str(path))
 
 
 def test_feature_matching_needs_one_weight_per_discriminator_map():

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,8 +16,8 @@ import torch
 import monkeyanim
 from monkeyanim.data import PairDataset
 
-from conftest import (TINY, assert_one_line_error, run_cli, run_ddp_worker, sigint_default,
-                      torchrun, write_video)
+from conftest import (ROOT, TINY, assert_one_line_error, run_cli, run_ddp_worker,
+                      sigint_default, torchrun, write_video)
 
 
 def reconstruction_l1(model_path, data) -> float:
@@ -163,6 +164,14 @@ def test_resume_keeps_what_the_command_line_changed(shapes_slice, tiny_config, t
     assert (run / "config.json").read_text() == config
     result = run_cli("train", shapes_slice, "-o", run, "--resume", "--config", "shapes")
     assert_one_line_error(result, "--config shapes describes another network", "--init")
+    # a run started from --init's weights with a preset resumes with that preset, as the
+    # preset gave it its training settings alone (the README's --init mgif --config moving-gif)
+    tuned, short = tmp_path / "tuned", ("--iterations", "1", "--batch-size", "2")
+    assert run_cli("train", shapes_slice, "-o", tuned, "--init", run / "model.safetensors",
+                   "--config", "shapes", *short, env=env).returncode == 0
+    result = run_cli("train", shapes_slice, "-o", tuned, "--resume", "--config", "shapes",
+                     "--iterations", "2", "--batch-size", "2", env=env)
+    assert result.returncode == 0 and "iterations 1 -> 2" in result.stdout, result.stderr
 
 
 def test_a_damaged_or_mismatched_run_folder_is_refused_on_resume(shapes_slice, tiny_config,
@@ -279,13 +288,15 @@ def test_max_minutes_stops_with_a_checkpoint(shapes_slice, tiny_config, tmp_path
     assert result.returncode == 0, result.stderr
     assert "stopped at iteration 1 of 40 (--max-minutes reached)" in result.stdout
     assert torch.load(run / "state.pt", weights_only=True)["iteration"] == 1
-    # the iteration a stop saves is logged, whatever log_every is (the log was empty)
+    # the iteration a stop saves is logged, whatever log_every is (the log was empty), and
+    # printed (the last line said the iteration before)
     sparse = tmp_path / "sparse.yaml"
     sparse.write_text(tiny_config.read_text().replace("log_every: 1", "log_every: 10"))
     result = run_cli("train", shapes_slice, "-o", tmp_path / "run10", "--config", sparse,
                      "--max-minutes", "0", env={"OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr
     assert [r["iteration"] for r in read_log(tmp_path / "run10")] == [1]
+    assert re.search(r"^it 1/40 ", result.stdout, re.MULTILINE), result.stdout
     # --lr on resuming sets the rate from there on (the saved optimizer state holds the old one)
     result = run_cli("train", shapes_slice, "-o", run, "--resume", "--iterations", "2",
                      "--lr", "3e-5", env={"OMP_NUM_THREADS": "1"})
@@ -370,6 +381,19 @@ def test_ddp_two_processes_end_identical(shapes_slice, tiny_config, tmp_path):
     assert [r["iteration"] for r in log] == [0, 1, 2]  # rank 0 alone logs
     assert all("val_l1" in r for r in log) and (run / "best.safetensors").is_file()
     assert torch.load(run / "state.pt", weights_only=True)["iteration"] == 2
+
+
+def test_ddp_ranks_agree_when_the_discriminator_trains_the_keypoints(shapes_slice, tmp_path):
+    """With detach_kp_discriminator false, the discriminator's loss reaches the keypoint
+    detector in a second backward, whose gradients DDP does not average: each process's
+    detector drifted apart (42 tensors differed after 4 iterations)."""
+    run = tmp_path / "ddp"
+    config = tmp_path / "ddp.yaml"
+    config.write_text(TINY.replace("iterations: 40", "iterations: 2, "
+                                   "detach_kp_discriminator: false"))
+    rank0, rank1 = run_ddp_worker(shapes_slice, run, config)
+    for key, value in rank0.items():
+        assert torch.equal(value, rank1[key]), key
 
 
 def processes_running(text: str) -> list[int]:
@@ -589,7 +613,8 @@ def test_init_fine_tunes_a_bundled_checkpoint(shapes_slice, tmp_path):
 
 def test_init_with_a_config_takes_the_configs_architecture(shapes_slice, tiny_config, tmp_path):
     """--init with --config: the config's architecture, the checkpoint's weights. align_flow
-    shapes no weight, so a run may turn it on; a different width is refused in one line."""
+    and the keypoints' temperature shape no weight, so a run may change them (the
+    temperature was refused); a different width is refused in one line naming it."""
     first = tmp_path / "first"
     result = run_cli("train", shapes_slice, "-o", first, "--config", tiny_config,
                      "--iterations", "1", env={"OMP_NUM_THREADS": "1"})
@@ -597,20 +622,22 @@ def test_init_with_a_config_takes_the_configs_architecture(shapes_slice, tiny_co
     generator = "  generator:\n    block_expansion: 8\n"
     assert generator in TINY
     aligned = tmp_path / "aligned.yaml"
-    aligned.write_text(TINY.replace(generator, generator + "    align_flow: true\n"))
+    aligned.write_text(TINY.replace(generator, generator + "    align_flow: true\n").replace(
+        "kp_detector: {block_expansion: 8,", "kp_detector: {temperature: 0.05, block_expansion: 8,"))
     result = run_cli("train", shapes_slice, "-o", tmp_path / "aligned", "--config", aligned,
                      "--init", first / "model.safetensors", "--iterations", "1",
                      env={"OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr
     tuned = monkeyanim.load_model(tmp_path / "aligned" / "model.safetensors")
-    assert tuned.config.generator.align_flow
+    assert tuned.config.generator.align_flow and tuned.config.kp_detector.temperature == 0.05
     assert tuned.provenance["initialised_from"] == str(first / "model.safetensors")  # the file
     wider = tmp_path / "wider.yaml"
     wider.write_text(TINY.replace("kp_detector: {block_expansion: 8,",
                                   "kp_detector: {block_expansion: 16,"))
     result = run_cli("train", shapes_slice, "-o", tmp_path / "wider", "--config", wider,
                      "--init", first / "model.safetensors")
-    assert_one_line_error(result, "architecture differs")
+    assert_one_line_error(result, "weights have other shapes than the run's: "
+                                  "kp_detector.block_expansion: 8, not 16")
 
 
 @pytest.mark.parametrize("case", ["with-resume", "unknown", "subject", "authors", "seed"])
@@ -709,15 +736,65 @@ def test_a_finished_run_is_never_overwritten_and_a_new_rate_carries_on(shapes_sl
                      "1", env=env)
     assert_one_line_error(result, "already holds a run's model.safetensors", "--init")
     assert (run / "model.safetensors").read_bytes() == before
-    # a run that failed before its first checkpoint left its config.json alone: start again
+    # a project's own config.json or log.jsonl is not a run's: refused, kept (it was replaced)
+    project = tmp_path / "project"
+    project.mkdir()
+    for name, text in (("config.json", '{"my": "precious"}'), ("log.jsonl", "not json\nx\n")):
+        (project / name).write_text(text)
+        result = run_cli("train", shapes_slice, "-o", project, "--config", tiny_config,
+                         "--iterations", "1", env=env)
+        assert_one_line_error(result, f"{project} holds a config.json or log.jsonl that is "
+                                      "not a monkeyanim run's")
+        assert (project / name).read_text() == text
+        (project / name).unlink()
+    # a run that failed before its first checkpoint left its config.json alone, and a log
+    # whose last line a kill cut short: start again
     failed = tmp_path / "failed"
     failed.mkdir()
-    (failed / "config.json").write_text("{}")
-    (failed / "log.jsonl").write_text('{"iteration": 1, "lr": 1}\n')  # not this run's
+    (failed / "config.json").write_text('{"model": {}, "train": {}}')
+    (failed / "log.jsonl").write_text('{"iteration": 1, "lr": 1}\n{"itera')  # not this run's
     result = run_cli("train", shapes_slice, "-o", failed, "--config", tiny_config,
                      "--iterations", "1", env=env)
     assert result.returncode == 0, result.stderr
     assert [r["lr"] for r in read_log(failed)] == pytest.approx([2e-4])
+
+
+def test_videos_beside_the_train_folder_are_said_left_out(shapes_slice, tiny_config, tmp_path):
+    """With 2 videos in train/ and 12 beside it, a run said 'training on 2 videos' alone."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train").symlink_to(shapes_slice / "train")
+    (data / "extra.mp4").symlink_to(ROOT / "examples" / "shapes" / "driving.mp4")
+    result = run_cli("train", data, "-o", tmp_path / "run", "--config", tiny_config,
+                     "--max-minutes", "0", env={"OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr
+    assert f"warning: 1 video in {data} beside its train/ folder left out" in result.stderr
+    assert "extra.mp4" in result.stderr
+
+
+def test_a_kill_between_a_checkpoints_renames_is_said_and_its_temps_go(shapes_slice, tiny_config,
+                                                                      tmp_path):
+    """A kill -9 between the model's rename and the state's left a pair that disagrees
+    (refused with no way out), and every kill while writing left tens of MB of temps."""
+    run, env = tmp_path / "run", {"OMP_NUM_THREADS": "1"}
+    assert run_cli("train", shapes_slice, "-o", run, "--config", tiny_config, "--iterations",
+                   "1", env=env).returncode == 0
+    old_state = (run / "state.pt").read_bytes()
+    assert run_cli("train", shapes_slice, "-o", run, "--resume", "--iterations", "2",
+                   env=env).returncode == 0
+    (run / "state.pt").write_bytes(old_state)  # the model renamed, the kill before the state
+    stale = [run / ".model.safetensors.k1ll3d9x.tmp", run / ".state.pt.k1ll3d9x.tmp"]
+    for path in stale:
+        path.write_bytes(b"half a checkpoint")
+    (run / ".model.safetensors.notes").write_text("not ours")  # not a temp's name
+    result = run_cli("train", shapes_slice, "-o", run, "--resume", env=env)
+    assert_one_line_error(result, "(iteration 2) and", "(iteration 1) disagree",
+                          f"--init {run / 'model.safetensors'}")
+    assert not any(path.exists() for path in stale)
+    assert (run / ".model.safetensors.notes").exists()
+    result = run_cli("train", shapes_slice, "-o", tmp_path / "again", "--config", tiny_config,
+                     "--init", run / "model.safetensors", "--iterations", "1", env=env)
+    assert result.returncode == 0, result.stderr
 
 
 def test_init_with_a_preset_takes_its_training_settings(shapes_slice, tmp_path):
