@@ -29,6 +29,7 @@ LOG_FILE, CONFIG_FILE = "log.jsonl", "config.json"  # beside the weights, in the
 LOG_LINES_CHECKED = 100  # of a log.jsonl there, to tell a run's from another file
 
 STATE_KEYS = {"iteration", "optimizers", "schedulers", "torch_rng", "python_rng"}
+PYTHON_RNG_VERSION = 3  # random.getstate()'s first item; state.pt keeps its second
 
 
 def state_bytes(iteration: int, total: int, optimizers: dict, schedulers: dict) -> bytes:
@@ -58,6 +59,22 @@ def read_state(path: Path) -> dict:
                          f"{', '.join(sorted(STATE_KEYS))}): start a new run from its weights "
                          f"with --init {path.parent / MODEL_FILE}")
     return state
+
+
+def restore_state(path: Path, optimizers: dict, schedulers: dict) -> int:
+    """A run's state.pt read back into its ``optimizers`` and ``schedulers`` (each network's
+    by name) and the random generators; returns its iteration."""
+    state = read_state(path)
+    if set(state["optimizers"]) != set(optimizers):
+        raise InputError(f"{path} trains {', '.join(state['optimizers'])} but the config "
+                         f"{', '.join(optimizers)} (train.trainable): resume with the run's "
+                         "own config")
+    for name in optimizers:
+        load_optimizer(optimizers[name], state["optimizers"][name], path)
+        schedulers[name].load_state_dict(state["schedulers"][name])
+    torch.set_rng_state(state["torch_rng"])
+    random.setstate((PYTHON_RNG_VERSION, tuple(state["python_rng"]), None))
+    return int(state["iteration"])
 
 
 def load_optimizer(optimizer: torch.optim.Optimizer, saved: dict, path: Path) -> None:

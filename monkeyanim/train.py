@@ -7,7 +7,6 @@ import dataclasses
 import json
 import math
 import os
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,13 +29,12 @@ from .losses import DeformedReconstruction, DiscriminatorGAN, FeatureMatching, G
 from .models import Keypoints, MonkeyNet, build_model
 from .pipeline import check_precision, precision_context
 from .runstate import (CONFIG_FILE, LOG_FILE, RunLock, check_outside, check_run_dir,
-                       divergence_error, load_optimizer, make_run_dir, read_state,
-                       remove_stale_temps, state_bytes, trim_log, write_sample)
+                       divergence_error, make_run_dir, remove_stale_temps, restore_state,
+                       state_bytes, trim_log, write_sample)
 from .trainconfig import TrainConfig, check_feature_matching
 from .validation import BEST_FILE, TEST_SPLIT, VAL_SPLIT, HeldOut, KeepBest
 
 LR_DROP = 0.1  # the learning rate is multiplied by this at each milestone (the authors')
-PYTHON_RNG_VERSION = 3  # random.getstate()'s first item; a run's state keeps its second
 NETWORKS = ("kp_detector", "generator", "discriminator")
 
 
@@ -402,19 +400,10 @@ class Trainer:
                              "describes: the run folder is inconsistent")
         self.model.load_state_dict(saved.state_dict(), strict=True)
         self.model.provenance = saved.provenance
-        state = read_state(state_path)
-        if set(state["optimizers"]) != set(self.optimizers):
-            raise InputError(f"{state_path} trains {', '.join(state['optimizers'])} but the "
-                             f"config {', '.join(self.optimizers)} (train.trainable): resume "
-                             "with the run's own config")
-        for name in self.optimizers:
-            load_optimizer(self.optimizers[name], state["optimizers"][name], state_path)
-            self.schedulers[name].load_state_dict(state["schedulers"][name])
-        self.iteration = self.saved_iteration = int(state["iteration"])
+        self.iteration = self.saved_iteration = restore_state(state_path, self.optimizers,
+                                                              self.schedulers)
         # the schedulers keep the run's own drops, even when --iterations moves its end
         self.milestones = sorted(next(iter(self.schedulers.values())).milestones)
-        torch.set_rng_state(state["torch_rng"])
-        random.setstate((PYTHON_RNG_VERSION, tuple(state["python_rng"]), None))
         if self.iteration != saved.provenance.get("iterations"):
             raise InputError(f"{model_path} (iteration {saved.provenance.get('iterations')}) "
                              f"and {state_path} (iteration {self.iteration}) disagree, as a "
