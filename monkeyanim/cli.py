@@ -137,7 +137,8 @@ def torch_device(device: str) -> str:
     return resolve_device(device)
 
 
-def load_checkpoint(checkpoint: str | None, config: str | None, device: str, precision: str = "fp32"):
+def load_checkpoint(checkpoint: str | None, config: str | None, device: str,
+                    precision: str = "fp32"):
     """The model, once --device and --precision are known to work together (checked once here,
     not again by each video of a batch)."""
     import torch

@@ -9,8 +9,8 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from .cli import (OverwriteOpt, os_error, progress_bar, app, check_existing, console,
-                  err_console, flag)
+from .cli import (OverwriteOpt, app, check_existing, console, err_console, flag, os_error,
+                  progress_bar)
 from .errors import InputError, Interrupted, MonkeyAnimError
 from .files import input_files, output_folder
 

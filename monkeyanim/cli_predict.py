@@ -11,8 +11,8 @@ import typer
 from rich.markup import escape
 
 from .cli import (CheckpointOpt, ConfigOpt, CropOpt, DeviceOpt, FidWeightsOpt, OutputOpt,
-                  OverwriteOpt, load_checkpoint, progress_bar, quiet_hub_logs, report_result, require_all,
-                  warn_unreadable, app, console, counted, err_console, flag)
+                  OverwriteOpt, app, console, counted, err_console, flag, load_checkpoint,
+                  progress_bar, quiet_hub_logs, report_result, require_all, warn_unreadable)
 from .errors import InputError, Interrupted
 from .files import check_output
 from .stops import StopRequest

@@ -11,10 +11,10 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .cli import (BatchOpt, CheckpointOpt, ConfigOpt, CropOpt, DeviceOpt, FidWeightsOpt,
-                  JsonOpt, OverwriteOpt, PrecisionOpt, RefineOpt, check_refine, torch_device, load_checkpoint,
-                  progress_bar, require_all, warn_unreadable, app, console, counted, err_console,
-                  flag)
+from .cli import (BatchOpt, CheckpointOpt, ConfigOpt, CropOpt, DeviceOpt, FidWeightsOpt, JsonOpt,
+                  OverwriteOpt, PrecisionOpt, RefineOpt, app, check_refine, console, counted,
+                  err_console, flag, load_checkpoint, progress_bar, require_all, torch_device, warn,
+                  warn_unreadable)
 from .errors import InputError, Interrupted
 from .files import check_json_name, check_output
 from .stops import INTERRUPTED, StopRequest
@@ -245,14 +245,7 @@ def evaluate(data_dir: Annotated[Path, typer.Argument(help="Folder with test/ (o
                      None if progress else
                      lambda name, v: console.print(escape(f"{name}: L1 {v['l1']:.4f}")),
                      fid_weights, progress, refine_keypoints, stop, precision)
-    console.print(_metrics_table(report, bool(model.provenance.get("face_model"))))
-    for line in _unavailable_lines(report):
-        console.print(escape(line))
-    for name, reason in report["failed"].items():
-        err_console.print(f"[bold red]failed:[/] {escape(name)}: {escape(reason)}")
-    for warnings in report["warnings"].values():
-        for warning in warnings:
-            err_console.print(escape(f"warning: {warning}"))
+    _print_report(report, bool(model.provenance.get("face_model")))
     if json_path is not None:  # which run this was, so that two reports can be told apart
         run_of = {"checkpoint": checkpoint or model.provenance.get("name"), "limit": limit}
         text = json.dumps(run_of | report, indent=2)
@@ -262,6 +255,17 @@ def evaluate(data_dir: Annotated[Path, typer.Argument(help="Folder with test/ (o
                           "(the report holds those measured)")
     if report["failed"]:  # measured without them: the exit code says so
         raise typer.Exit(1)
+
+
+def _print_report(report: dict, face_model: bool) -> None:
+    """evaluate's table, the metrics it could not measure and why, and each video's failure
+    and warnings."""
+    console.print(_metrics_table(report, face_model))
+    for line in _unavailable_lines(report):
+        console.print(escape(line))
+    for name, reason in report["failed"].items():
+        err_console.print(f"[bold red]failed:[/] {escape(name)}: {escape(reason)}")
+    warn([warning for warnings in report["warnings"].values() for warning in warnings])
 
 
 def _announce(trainer, data_dir: Path) -> None:

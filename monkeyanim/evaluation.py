@@ -145,8 +145,8 @@ def evaluate(model: MonkeyNet, data_dir: Path, limit: int | None = None,
     if not per_video:
         raise InputError(f"no video in {folder} could be evaluated; {next(iter(failed))}: "
                          f"{next(iter(failed.values()))}")
-    report = {"data": str(folder), "videos": per_video, **mean_scores(per_video.values()), "refine_steps": refine_steps,
-              "precision": precision,
+    report = {"data": str(folder), "videos": per_video, **mean_scores(per_video.values()),
+              "refine_steps": refine_steps, "precision": precision,
               "unavailable": unavailable, "failed": failed, "warnings": warned}
     return _add_external(report | ({"not_run": not_run} if not_run else {}), watcher, detector)
 

@@ -78,14 +78,8 @@ def keypoints_file(model: MonkeyNet, video: str | Path, output: str | Path | Non
     VIDEO_OUTPUTS, or an image: png, jpg, which shows the first frame; None: no drawing) and
     optionally write every frame's means, covariances and crop box as JSON."""
     start = time.perf_counter()
-    if output is None and json_path is None:
-        raise InputError("keypoints_file writes a drawing, a JSON or both: neither was named")
-    output, json_path = (None if path is None else Path(path) for path in (output, json_path))
+    output, json_path = _check_outputs(output, json_path)
     as_image = output is not None and output.suffix.lower() in IMAGE_OUTPUTS
-    if output is not None:  # (--overwrite: the CLI's call)
-        check_output(output, True, VIDEO_OUTPUTS + IMAGE_OUTPUTS)
-    if json_path is not None:
-        check_output(json_path, True)  # its folder, before the drawing is written
     reader = open_video(video)
     crop_at, detector, crop_notes = video_crops(reader, crop_mode(crop, model))
     height, width = first_frames(reader, 1)[0].shape[:2]
@@ -100,9 +94,7 @@ def keypoints_file(model: MonkeyNet, video: str | Path, output: str | Path | Non
             kp = model.keypoints(batch)
             for i, frame in enumerate(frames):
                 box = crop_at(done) or centred_square(height, width)
-                tracks.write((", " if done else "") + json.dumps(
-                    {"mean": _significant(kp.mean[i].tolist()), "crop": list(box),
-                     "covar": None if kp.covar is None else _significant(kp.covar[i].tolist())}))
+                tracks.write((", " if done else "") + _frame_record(kp[i], box))
                 done += 1
                 if writer is not None:
                     writer.write(draw_keypoints(frame, kp[i]))
@@ -121,6 +113,26 @@ def keypoints_file(model: MonkeyNet, video: str | Path, output: str | Path | Non
                      time.perf_counter() - start,
                      {"detector": detector},
                      crop_notes + reader_warnings(reader, read_all=not as_image))
+
+
+def _check_outputs(output: str | Path | None, json_path: str | Path | None
+                   ) -> tuple[Path | None, Path | None]:
+    """keypoints_file's drawing and JSON as paths, their folders checked before any work
+    (one at least; an existing file is replaced: --overwrite is the CLI's call)."""
+    if output is None and json_path is None:
+        raise InputError("keypoints_file writes a drawing, a JSON or both: neither was named")
+    output, json_path = (None if path is None else Path(path) for path in (output, json_path))
+    if output is not None:
+        check_output(output, True, VIDEO_OUTPUTS + IMAGE_OUTPUTS)
+    if json_path is not None:
+        check_output(json_path, True)  # its folder, before the drawing is written
+    return output, json_path
+
+
+def _frame_record(kp: Keypoints, box: tuple[int, int, int, int]) -> str:
+    """One frame's entry of the JSON: its keypoints (K, ...) and crop box in the video."""
+    return json.dumps({"mean": _significant(kp.mean.tolist()), "crop": list(box),
+                       "covar": None if kp.covar is None else _significant(kp.covar.tolist())})
 
 
 def _significant(values: list | float, digits: int = JSON_DIGITS) -> list | float:
