@@ -84,14 +84,7 @@ class Trainer:
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
             torch.cuda.set_device(device)
         self.device = torch.device(device)
-        check_precision(precision, self.device)  # before the data is read
-        check_rgb(model_config)
-        check_discriminator(model_config)
-        check_feature_matching(train_config, model_config)
-        check_outside(self.run_dir, training_folder(data_dir),
-                      *(Path(data_dir) / split for split in (VAL_SPLIT, TEST_SPLIT)))
-        self.lock.hold()  # before the folder's files are judged: another run may write them
-        check_run_dir(self.run_dir, resume, (BEST_FILE,))
+        self._check_start(data_dir, model_config, resume)
         torch.manual_seed(train_config.seed)
         self.dataset = PairDataset(training_folder(data_dir), model_config.frame_size,
                                    train_config.augmentation, train_config.num_repeats,
@@ -124,6 +117,18 @@ class Trainer:
         self.generator_gan = GeneratorGAN(train_config.generator_gan)
         self.discriminator_gan = DiscriminatorGAN(train_config.discriminator_gan)
         self.deformed = DeformedReconstruction(train_config.reconstruction_deformed)
+
+    def _check_start(self, data_dir: Path, model_config: ModelConfig, resume: bool) -> None:
+        """What can be refused before the data is read: the settings, and where the run
+        goes (its folder locked first: another run may write its files)."""
+        check_precision(self.precision, self.device)
+        check_rgb(model_config)
+        check_discriminator(model_config)
+        check_feature_matching(self.cfg, model_config)
+        check_outside(self.run_dir, training_folder(data_dir),
+                      *(Path(data_dir) / split for split in (VAL_SPLIT, TEST_SPLIT)))
+        self.lock.hold()
+        check_run_dir(self.run_dir, resume, (BEST_FILE,))
 
     def _build(self, model_config: ModelConfig, data_dir: Path,
                init: MonkeyNet | None) -> MonkeyNet:
