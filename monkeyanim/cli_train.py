@@ -99,13 +99,12 @@ def _run_configs(output: Path, config: str | None, resume: bool, start):
     started with --init mgif --config moving-gif resumes with the same options)."""
     from .checkpoint import MODEL_FILE, STATE_FILE, read_metadata
     from .finetune import differences
-    from .runstate import CONFIG_FILE
+    from .runstate import CONFIG_FILE, fresh_start
     from .trainconfig import TRAIN_PRESETS, load_train_config, saved_run_config
 
     if resume and (output / STATE_FILE).is_file() and not (output / CONFIG_FILE).is_file():
         raise InputError(f"cannot resume {output}: its {CONFIG_FILE} (the run's settings) is "
-                         f"missing; start a new run from its weights with --init "
-                         f"{output / MODEL_FILE}")
+                         f"missing; {fresh_start(output, settings=False)}")
     if resume and (output / CONFIG_FILE).is_file():
         model_cfg, train_cfg = saved_run_config(output / CONFIG_FILE)
         if config is None:
@@ -114,10 +113,10 @@ def _run_configs(output: Path, config: str | None, resume: bool, start):
         initialised = config in TRAIN_PRESETS and (output / MODEL_FILE).is_file() and \
             "initialised_from" in read_metadata(output / MODEL_FILE)[1]
         if given_model != model_cfg and not initialised:
+            differ = differences(given_model, model_cfg, ("--config", "the run"))
             raise InputError(f"--config {config} describes another network than the run in "
-                             f"{output} was trained as ({differences(given_model, model_cfg)})"
-                             ": resume without --config (its config.json is kept), or start "
-                             "a new run with --init")
+                             f"{output} was trained as ({differ}): resume without --config "
+                             "(its config.json is kept), or start a new run with --init")
         return model_cfg, given_train
     model_cfg, train_cfg = load_train_config(config)
     if start is not None and (config is None or config in TRAIN_PRESETS):

@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import torch
+
 from .config import ModelConfig
 from .errors import CheckpointError, ConfigError
-from .models import MonkeyNet
+from .models import MonkeyNet, build_model
 
 # the blend head's weights: a run may start with or without them whatever its config says
 BLEND_HEAD = "generator.blend_mask."
+WHOSE = ("the checkpoint", "the run")  # whose settings an --init error compares
 
 
 def freeze_all_but(model: MonkeyNet, trainable: list[str]) -> None:
@@ -38,8 +41,9 @@ def load_initial_weights(model: MonkeyNet, start: MonkeyNet) -> None:
         state = {k: v for k, v in state.items() if not k.startswith(BLEND_HEAD)}
     mine = model.state_dict()
     if any(key in mine and mine[key].shape != value.shape for key, value in state.items()):
+        names = shaping_settings(start.config, model.config)
         raise CheckpointError("the --init checkpoint's weights have other shapes than the "
-                              f"run's: {differences(start.config, model.config)}")
+                              f"run's: {differences(start.config, model.config, WHOSE, names)}")
     result = model.load_state_dict(state, strict=False)
     fresh = ("discriminator.",) + ((BLEND_HEAD,) if not start.config.generator.blend_source
                                    else ())
@@ -53,14 +57,50 @@ def load_initial_weights(model: MonkeyNet, start: MonkeyNet) -> None:
             model.provenance.setdefault(key, start.provenance[key])
 
 
-def differences(first: ModelConfig, second: ModelConfig, shown: int = 4) -> str:
-    """The settings where two architectures differ, 'name: a, not b' (the first ``shown``)."""
-    def flat(tree: dict, prefix: str = "") -> dict:
-        return {f"{prefix}{k}": v for key, value in tree.items()
-                for k, v in (flat(value, f"{key}.").items() if isinstance(value, dict)
-                             else [(key, value)])}
+def _flat(tree: dict, prefix: str = "") -> dict:
+    """A config's nested dict as {'generator.block_expansion': 8, ...}."""
+    return {f"{prefix}{k}": v for key, value in tree.items()
+            for k, v in (_flat(value, f"{key}.").items() if isinstance(value, dict)
+                         else [(key, value)])}
 
-    a, b = flat(first.to_dict()), flat(second.to_dict())
-    names = [name for name in a if a[name] != b.get(name)]
-    return "; ".join(f"{name}: {a[name]}, not {b.get(name)}" for name in names[:shown]) + (
+
+def differences(first: ModelConfig, second: ModelConfig, labels: tuple[str, str],
+                names: list[str] | None = None, shown: int = 4) -> str:
+    """'name: a in FIRST, b in SECOND' (``labels``) for the settings where two architectures
+    differ (or those of ``names`` alone), the first ``shown``."""
+    a, b = _flat(first.to_dict()), _flat(second.to_dict())
+    names = [name for name in a if a[name] != b.get(name)] if names is None else names
+    return "; ".join(f"{name}: {a[name]} in {labels[0]}, {b.get(name)} in {labels[1]}"
+                     for name in names[:shown]) + (
         f" (and {len(names) - shown} more)" if len(names) > shown else "") or "none listed"
+
+
+def shaping_settings(start: ModelConfig, run: ModelConfig) -> list[str]:
+    """Of the settings where ``run`` differs from ``start``, those that give a weight
+    another shape, each tried alone over ``start``'s (networks built on the meta device:
+    no memory); all of them where none does alone."""
+    a, b = _flat(start.to_dict()), _flat(run.to_dict())
+    names = [name for name in a if a[name] != b.get(name)]
+    shapes = _shapes(start.to_dict())
+    shaping = []
+    for name in names:
+        trial = start.to_dict()
+        *parents, leaf = name.split(".")
+        node = trial
+        for parent in parents:
+            node = node[parent]
+        node[leaf] = b[name]
+        if _shapes(trial) != shapes:
+            shaping.append(name)
+    return shaping or names
+
+
+def _shapes(config: dict) -> dict[str, tuple[int, ...]] | None:
+    """The shape of each weight of the networks ``config`` describes (None: it cannot be
+    built)."""
+    try:
+        with torch.device("meta"):
+            model = build_model(ModelConfig.from_dict(config))
+    except Exception:  # (a setting that needs another alongside: said with the others)
+        return None
+    return {key: tuple(value.shape) for key, value in model.state_dict().items()}

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import random
+import re
 import weakref
 from pathlib import Path
 
@@ -30,6 +31,14 @@ LOG_LINES_CHECKED = 100  # of a log.jsonl there, to tell a run's from another fi
 
 STATE_KEYS = {"iteration", "optimizers", "schedulers", "torch_rng", "python_rng"}
 PYTHON_RNG_VERSION = 3  # random.getstate()'s first item; state.pt keeps its second
+
+
+def fresh_start(run_dir: Path, settings: bool = True) -> str:
+    """The way out of a run folder that cannot be resumed: a new run in another folder from
+    its weights (and its settings: without them, the preset's would be the new run's)."""
+    config = f" --config {run_dir / CONFIG_FILE}" if settings else ""
+    return (f"start a new run in another folder from its weights{' and settings' * settings}: "
+            f"-o NEW_DIR --init {run_dir / MODEL_FILE}{config}")
 
 
 def state_bytes(iteration: int, total: int, optimizers: dict, schedulers: dict) -> bytes:
@@ -52,12 +61,10 @@ def read_state(path: Path) -> dict:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle, zip and torch errors alike mean "unreadable"
         raise InputError(f"{path} is damaged or not a monkeyanim training state "
-                         f"({type(exc).__name__}): start a new run from its weights with "
-                         f"--init {path.parent / MODEL_FILE}") from None
+                         f"({type(exc).__name__}): {fresh_start(path.parent)}") from None
     if not isinstance(state, dict) or not STATE_KEYS <= set(state):
         raise InputError(f"{path} is not a monkeyanim training state (no "
-                         f"{', '.join(sorted(STATE_KEYS))}): start a new run from its weights "
-                         f"with --init {path.parent / MODEL_FILE}")
+                         f"{', '.join(sorted(STATE_KEYS))}): {fresh_start(path.parent)}")
     return state
 
 
@@ -138,8 +145,9 @@ def remove_stale_temps(run_dir: Path, names: tuple[str, ...]) -> None:
     written: tens of MB each, piling up under preemption), with the run's lock held: no
     other process writes there."""
     for name in names:
+        temp = re.compile(rf"\.{re.escape(name)}\.[a-z0-9_]{{{TEMP_RANDOM_CHARS}}}\.tmp")
         for path in run_dir.glob(f".{glob.escape(name)}.*"):
-            if len(path.name) > len(name) + 2 + TEMP_RANDOM_CHARS and path.is_file():
+            if temp.fullmatch(path.name) and path.is_file():  # (mkstemp's names alone)
                 path.unlink(missing_ok=True)
 
 

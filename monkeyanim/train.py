@@ -29,8 +29,8 @@ from .losses import DeformedReconstruction, DiscriminatorGAN, FeatureMatching, G
 from .models import Keypoints, MonkeyNet, build_model
 from .pipeline import check_precision, precision_context
 from .runstate import (CONFIG_FILE, LOG_FILE, RunLock, check_outside, check_run_dir,
-                       divergence_error, make_run_dir, remove_stale_temps, restore_state,
-                       state_bytes, trim_log, write_sample)
+                       divergence_error, fresh_start, make_run_dir, remove_stale_temps,
+                       restore_state, state_bytes, trim_log, write_sample)
 from .trainconfig import TrainConfig, check_feature_matching
 from .validation import BEST_FILE, TEST_SPLIT, VAL_SPLIT, HeldOut, KeepBest
 
@@ -412,8 +412,8 @@ class Trainer:
         if self.iteration != saved.provenance.get("iterations"):
             raise InputError(f"{model_path} (iteration {saved.provenance.get('iterations')}) "
                              f"and {state_path} (iteration {self.iteration}) disagree, as a "
-                             "kill between their two renames leaves them: start a new run "
-                             f"from the weights with --init {model_path}")
+                             "kill between their two renames leaves them: "
+                             + fresh_start(self.run_dir))
         if self.total < self.iteration:
             raise InputError(f"the run in {self.run_dir} is at iteration {self.iteration}, past "
                              f"the {self.total} asked for: give --iterations above it to go on")

@@ -5,6 +5,7 @@ thread into a temp file beside the output that is renamed only when complete.
 
 from __future__ import annotations
 
+import numbers
 import queue
 import threading
 from dataclasses import dataclass, field
@@ -80,15 +81,15 @@ QUEUE_BYTES = 256 << 20
 
 def _check_rate(fps: float, name: str) -> None:
     """InputError unless ``fps`` (given as ``name``) is a positive, finite number."""
-    if isinstance(fps, bool) or not isinstance(fps, (int, float, Fraction)) or not (
-            0 < fps < float("inf")):  # (NaN fails it too)
+    if isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not (
+            0 < fps < float("inf")):  # (NaN fails it too; numpy's numbers are Real)
         raise InputError(f"{name} must be a positive number of frames a second, not {fps!r}")
 
 
 def check_fps(fps: float) -> None:
     """An output frame rate asked for (--fps): NaN, infinities and rates no player shows
     (beyond a frame every 100 s or 1,000 a second) would fail deep in FFmpeg or Fraction."""
-    if isinstance(fps, bool) or not isinstance(fps, (int, float, Fraction)):
+    if isinstance(fps, bool) or not isinstance(fps, numbers.Real):
         raise InputError(f"--fps must be a number of frames a second, not {fps!r}")
     if not MIN_FPS <= fps <= MAX_FPS:  # also False for NaN
         raise InputError(f"--fps must be between {MIN_FPS:g} and {MAX_FPS:g} frames a second, "
@@ -100,7 +101,7 @@ def check_output_options(fps: float | None, size: int | None, paste_back: bool,
     """animate's output settings (None: not given), each possible and all together."""
     if fps is not None:
         check_fps(fps)
-    if size is not None and (isinstance(size, bool) or not isinstance(size, int)):
+    if size is not None and (isinstance(size, bool) or not isinstance(size, numbers.Integral)):
         raise InputError(f"--size must be a whole number of pixels, not {size!r}")
     if size is not None and size < 2:
         raise InputError("--size must be at least 2")
@@ -130,7 +131,9 @@ class VideoWriter:
             raise InputError(f"output {self.path} must end in {', '.join(VIDEO_OUTPUTS[:-1])} "
                              f"or {VIDEO_OUTPUTS[-1]}")
         self.format = OUTPUT_FORMATS[self.suffix]
-        self.fps = Fraction(fps).limit_denominator(MAX_RATE_DENOMINATOR)
+        # (Fraction takes Python's and numpy's ints and floats, but not numpy's float32)
+        self.fps = Fraction(fps if isinstance(fps, numbers.Rational) else float(fps)
+                            ).limit_denominator(MAX_RATE_DENOMINATOR)
         self.audio_from = Path(audio_from) if audio_from and self.format.audio_codec else None
         self.audio_start_s = audio_start_s
         self._tmp = temp_beside(self.path, self.suffix)

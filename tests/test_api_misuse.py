@@ -80,6 +80,10 @@ def test_a_closed_video_writer_refuses_more_frames_rather_than_hang(tmp_path):
     thread.join(20)
     assert not thread.is_alive() and "is closed" in outcome[0]
     assert len(list(open_video(tmp_path / "a.mp4").frames())) == 1
+    for fps in (np.int64(25), np.float32(12.5)):  # as numpy gives them
+        with VideoWriter(tmp_path / "numpy.mp4", fps) as numpy_rate:
+            numpy_rate.write(frame)
+    (tmp_path / "numpy.mp4").unlink()
     for fps in (0, float("nan"), None, -5, "25"):
         with pytest.raises(InputError, match="fps must be a positive number"):
             VideoWriter(tmp_path / "b.mp4", fps)
@@ -101,6 +105,8 @@ def test_settings_and_arguments_of_the_wrong_kind_are_said_by_name(shapes, datas
     from monkeyanim import AnimateSettings
     from monkeyanim.evaluation import evaluate
 
+    settings = AnimateSettings(size=np.int64(96), fps=np.int64(10))  # numpy's numbers are taken
+    assert settings.size == 96 and settings.fps == 10
     for settings, fragment in ((dict(size=64.5), "--size must be a whole number"),
                                (dict(size="64"), "--size must be a whole number"),
                                (dict(fps="25"), "--fps must be a number")):

@@ -260,6 +260,21 @@ def test_training_settings_of_the_wrong_kind_are_refused_by_name(line, message, 
     assert message in str(error.value)
 
 
+def test_an_init_mismatch_names_the_settings_that_shape_weights():
+    """The message listed the first four differences (frame size, temperature, ...: settings
+    a run may change) and hid the one that refused the weights."""
+    from monkeyanim.config import ModelConfig
+    from monkeyanim.finetune import shaping_settings
+
+    start = get_preset("shapes")
+    changed = start.to_dict()
+    changed.update(kp_variance="single", frame_size=[128, 128])
+    changed["kp_detector"].update(temperature=0.05, clip_variance=0.001)
+    changed["generator"]["block_expansion"] = 8
+    assert shaping_settings(start, ModelConfig.from_dict(changed)) == [
+        "generator.block_expansion"]
+
+
 def test_a_preset_named_by_other_than_a_word_is_refused(tmp_path):
     """`preset: [1]` was a TypeError (unhashable list)."""
     from monkeyanim.trainconfig import load_train_config

@@ -213,7 +213,8 @@ def test_a_damaged_or_mismatched_run_folder_is_refused_on_resume(shapes_slice, t
     (run / "config.json").unlink()
     result = run_cli("train", shapes_slice, "-o", run, "--resume", env=env)
     assert_one_line_error(result, "config.json (the run's settings) is missing",
-                          f"--init {run / 'model.safetensors'}")
+                          f"in another folder from its weights: -o NEW_DIR --init "
+                          f"{run / 'model.safetensors'}")
     assert not (run / "config.json").exists()
 
 
@@ -637,7 +638,8 @@ def test_init_with_a_config_takes_the_configs_architecture(shapes_slice, tiny_co
     result = run_cli("train", shapes_slice, "-o", tmp_path / "wider", "--config", wider,
                      "--init", first / "model.safetensors")
     assert_one_line_error(result, "weights have other shapes than the run's: "
-                                  "kp_detector.block_expansion: 8, not 16")
+                                  "kp_detector.block_expansion: 8 in the checkpoint, 16 in the "
+                                  "run")
 
 
 @pytest.mark.parametrize("case", ["with-resume", "unknown", "subject", "authors", "seed"])
@@ -783,18 +785,22 @@ def test_a_kill_between_a_checkpoints_renames_is_said_and_its_temps_go(shapes_sl
     assert run_cli("train", shapes_slice, "-o", run, "--resume", "--iterations", "2",
                    env=env).returncode == 0
     (run / "state.pt").write_bytes(old_state)  # the model renamed, the kill before the state
-    stale = [run / ".model.safetensors.k1ll3d9x.tmp", run / ".state.pt.k1ll3d9x.tmp"]
+    stale = [run / ".model.safetensors.k1ll3d9x.tmp", run / ".state.pt.k1ll_d9x.tmp"]
     for path in stale:
         path.write_bytes(b"half a checkpoint")
-    (run / ".model.safetensors.notes").write_text("not ours")  # not a temp's name
+    kept = [run / ".model.safetensors.notes", run / ".state.pt.before-lr-drop",
+            run / ".best.safetensors.iteration0-keep"]  # a user's, not temps' names
+    for path in kept:
+        path.write_text("mine")
     result = run_cli("train", shapes_slice, "-o", run, "--resume", env=env)
-    assert_one_line_error(result, "(iteration 2) and", "(iteration 1) disagree",
-                          f"--init {run / 'model.safetensors'}")
-    assert not any(path.exists() for path in stale)
-    assert (run / ".model.safetensors.notes").exists()
-    result = run_cli("train", shapes_slice, "-o", tmp_path / "again", "--config", tiny_config,
-                     "--init", run / "model.safetensors", "--iterations", "1", env=env)
+    way_out = f"-o NEW_DIR --init {run / 'model.safetensors'} --config {run / 'config.json'}"
+    assert_one_line_error(result, "(iteration 2) and", "(iteration 1) disagree", way_out)
+    assert not any(path.exists() for path in stale) and all(path.exists() for path in kept)
+    # the way out (the run's own settings, not the preset's: a batch of 8 pairs, not 16)
+    result = run_cli("train", shapes_slice, *way_out.replace("NEW_DIR", str(tmp_path / "new"))
+                     .split(), "--iterations", "3", env=env)
     assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "new" / "config.json").read_text())["train"]["batch_size"] == 8
 
 
 def test_init_with_a_preset_takes_its_training_settings(shapes_slice, tmp_path):
