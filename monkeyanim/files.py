@@ -20,6 +20,12 @@ NAME_MAX_BYTES = 255  # the longest file name most file systems take (ext4, APFS
 TEMP_RANDOM_CHARS = 8  # what mkstemp adds between prefix and suffix
 
 
+def av_path(path: str | Path) -> str:
+    """``path`` as FFmpeg is to open it: absolute, so that a relative name with a colon
+    ('12:30.mp4', 'shot:1.png') is not read as a protocol and its address."""
+    return os.path.abspath(path)
+
+
 def write_target(path: Path) -> Path:
     """Where writing ``path`` lands: behind a symbolic link, the file it points to (the link
     stays a link, as when any program writes through one), else ``path``."""

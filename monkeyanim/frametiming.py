@@ -64,11 +64,14 @@ def restored_timing(container, stream) -> tuple[int, Fraction, float, float] | N
     their timestamps (see restore_runs), the longest any one shows and the longest any but
     the last shows (a gap to the next frame; seconds), from its packets' timestamps, read
     without decoding;
-    None for a video of constant rate (most), read frame by frame as stored. Two kinds are
-    placed: frames that last whole numbers of one frame time (gifs with still runs merged; mp4s
-    that leave out repeated frames, as 2 of the 39 real face videos do), at that frame time
-    (see frame_timing); and a variable rate (phones in low light, screen recordings), at the
-    rate of its median frame, so that the motion keeps in step with the audio."""
+    None for a video of constant rate in fine ticks (most: mp4's), read frame by frame as
+    stored at the rate its header states. Three kinds are placed: frames that last whole
+    numbers of one frame time (gifs with still runs merged; mp4s that leave out repeated
+    frames, as 2 of the 39 real face videos do), at that frame time (see frame_timing); a
+    variable rate (phones in low light, screen recordings), at the rate of its typical
+    frames (those within a tick of the median), so that the motion keeps in step with the
+    audio; and a constant rate in coarse ticks (a gif's hundredths store 30 fps as 30, 30,
+    40 ms; FFmpeg's header rate is then the commonest delay's, 33.3 fps), at its mean rate."""
     base = stream.time_base
     try:
         packets = sorted((packet.pts, packet.duration or 0) for packet in container.demux(stream)
@@ -84,9 +87,12 @@ def restored_timing(container, stream) -> tuple[int, Fraction, float, float] | N
     if max(repeats) > 1:
         return sum(repeats), fps, longest_s, gap_s
     typical = statistics.median(durations)
-    if typical <= 0 or all(abs(d - typical) <= 1 for d in durations):
-        return None  # a constant rate, to a tick
-    fps = Fraction(1 / (typical * base)).limit_denominator(MAX_RATE_DENOMINATOR)
+    if typical <= 0:
+        return None
+    if all(abs(d - typical) <= 1 for d in durations):  # a constant rate, to a tick
+        return None if 1 / base > MS_PER_S else (len(durations), fps, longest_s, gap_s)
+    steady = [d for d in durations if abs(d - typical) <= 1]
+    fps = _rate_from(sum(steady), len(steady), 1 / base)
     if fps > MAX_RESTORED_FPS:
         return None
     return max(1, round(sum(durations) * base * fps)), fps, longest_s, gap_s

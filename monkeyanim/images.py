@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from .errors import InputError, first_line
-from .files import not_found
+from .files import av_path, not_found
 from .frametiming import MS_PER_S, frame_timing
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
@@ -66,7 +66,7 @@ def read_image(path: str | Path) -> np.ndarray:
         raise not_found(path, "image")
     jpeg = False
     try:
-        with av.open(str(path)) as container:
+        with av.open(av_path(path)) as container:
             if not container.streams.video:
                 raise InputError(f"{path} is not an image")
             stream = container.streams.video[0]
@@ -162,7 +162,7 @@ def image_is_strip(path: Path, min_frames: int = BATCH_STRIP_MIN_FRAMES) -> bool
     """Whether an image file is a strip of at least ``min_frames`` frames, by its size (read
     from its header)."""
     try:
-        with av.open(str(path)) as container:
+        with av.open(av_path(path)) as container:
             context = container.streams.video[0].codec_context
             width, height = context.width, context.height
     except (av.FFmpegError, IndexError):

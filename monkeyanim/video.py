@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from .errors import InputError, check_count, first_line
-from .files import not_found
+from .files import av_path, not_found
 from .frametiming import DEFAULT_FPS, restore_runs, restored_timing
 from .images import (BATCH_STRIP_MIN_FRAMES, IMAGE_SUFFIXES, is_strip, pixel_size,
                      read_animation, read_image, rgb_frame, split_strip, upright)
@@ -195,7 +195,7 @@ def _open_image(path: Path) -> VideoReader:
 def _open_container(path: Path) -> VideoReader:
     """A video file PyAV opens; its timing restored where the container's header is wrong."""
     try:
-        with av.open(str(path)) as container:
+        with av.open(av_path(path)) as container:
             stream = video_stream(container)
             if stream is None:
                 raise InputError(f"video {path} has no frames (no video stream)")
@@ -291,7 +291,7 @@ def _decode_video(path: Path) -> Iterator[tuple[np.ndarray, float | None, float 
     """(H, W, 3) uint8 frames, each with the times its display starts and ends, in seconds
     (None where the file does not say)."""
     try:
-        with av.open(str(path)) as container:
+        with av.open(av_path(path)) as container:
             stream = video_stream(container)
             stream.thread_type = "AUTO"
             # the container's, else the codec's, as FFmpeg guesses it; None or 0 when unknown

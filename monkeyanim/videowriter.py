@@ -17,7 +17,7 @@ import av.filter
 import numpy as np
 
 from .errors import InputError, OutputError, cannot_write
-from .files import publish, temp_beside
+from .files import av_path, publish, temp_beside
 from .frametiming import MAX_RATE_DENOMINATOR
 from .video import QUEUE_FRAMES
 
@@ -137,7 +137,7 @@ class VideoWriter:
         self.audio_from = Path(audio_from) if audio_from and self.format.audio_codec else None
         self.audio_start_s = audio_start_s
         self._tmp = temp_beside(self.path, self.suffix)
-        self._container = av.open(str(self._tmp), mode="w", format=self.format.muxer,
+        self._container = av.open(av_path(self._tmp), mode="w", format=self.format.muxer,
                                   options=self.format.muxer_options)
         self._stream = None
         self._audio: _AudioCopy | None = None
@@ -341,7 +341,7 @@ class _AudioCopy:
     MPEG-TS streams seldom start at 0) on, moved to start with the output's first frame."""
 
     def __init__(self, source: Path, output, output_format: OutputFormat, start_s: float):
-        self.input = av.open(str(source))
+        self.input = av.open(av_path(source))
         self.output = output
         self.audio = self.input.streams.audio[0] if self.input.streams.audio else None
         self.stream = None

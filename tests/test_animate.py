@@ -2,6 +2,7 @@
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -329,6 +330,33 @@ def test_gif_keeps_the_video_duration_with_frames_at_least_20_ms_apart(tmp_path,
     written = gif_delays(tmp_path / "out.gif")
     assert set(written) == delays
     assert abs(sum(written) - 100 * frames / fps) <= 1  # the last frame lasts two ticks too
+
+
+@pytest.mark.parametrize("suffix, fps", [(".gif", 30), (".gif", 15), (".gif", Fraction(30000, 1001)),
+                                         (".gif", 7.5), (".mkv", 30)])
+def test_a_steady_rate_in_coarse_ticks_reads_back_as_written(tmp_path, suffix, fps):
+    """A gif stores 30 fps as delays of 30, 30 and 40 ms (mkv 33, 33, 34): FFmpeg's rate is
+    the commonest delay's (33.3 fps), which made the output 10% shorter than the input."""
+    from monkeyanim.videowriter import VideoWriter
+
+    with VideoWriter(tmp_path / f"steady{suffix}", fps) as writer:
+        for i in range(60):
+            writer.write(np.full((16, 16, 3), i * 4, np.uint8))
+    reader = open_video(tmp_path / f"steady{suffix}")
+    frames = list(reader.frames())
+    assert reader.fps == pytest.approx(float(fps), rel=2e-3) and len(frames) == 60
+    assert np.allclose([f.mean() for f in frames], [i * 4 for i in range(60)], atol=2)  # in order
+
+
+def test_a_relative_name_with_a_colon_is_a_file_not_a_protocol(small_model, source_png,
+                                                                short_mp4, tmp_path):
+    """FFmpeg read '12:30.mp4' as the protocol '12': 'Protocol not found'."""
+    shutil.copy(short_mp4, tmp_path / "12:30.mp4")
+    shutil.copy(source_png, tmp_path / "shot:1.png")
+    result = run_cli("animate", "shot:1.png", "12:30.mp4", "-o", "out:1.mp4", "-c", small_model,
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert open_video(tmp_path / "out:1.mp4").num_frames == open_video(short_mp4).num_frames
 
 
 def test_webp_output_loops_at_the_video_rate(small_model, face_frames, tmp_path):
