@@ -23,7 +23,9 @@ TEMP_RANDOM_CHARS = 8  # what mkstemp adds between prefix and suffix
 def av_path(path: str | Path) -> str:
     """``path`` as FFmpeg is to open it: absolute, so that a relative name with a colon
     ('12:30.mp4', 'shot:1.png') is not read as a protocol and its address."""
-    return os.path.abspath(path)
+    # not os.path.abspath, which takes 'link/../x' for the x beside the link, where the
+    # file system finds the x beside the link's target
+    return str(Path(path).absolute())
 
 
 def write_target(path: Path) -> Path:

@@ -58,38 +58,66 @@ def load_initial_weights(model: MonkeyNet, start: MonkeyNet) -> None:
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:
-    """A config's nested dict as {'generator.block_expansion': 8, ...}."""
+    """A config's nested dict as {'generator.block_expansion': 8, ...}; a part that is off
+    (None: no kp_embedding) is one entry."""
     return {f"{prefix}{k}": v for key, value in tree.items()
             for k, v in (_flat(value, f"{key}.").items() if isinstance(value, dict)
                          else [(key, value)])}
+
+
+_ABSENT = object()  # a setting of a part that one config has off
+
+
+def _differing(first: dict, second: dict) -> list[str]:
+    """The settings where two configs' dicts differ; where a part is on in one and off in
+    the other, the part's name alone."""
+    a, b = _flat(first), _flat(second)
+    names = []
+    for name in dict.fromkeys([*a, *b]):
+        if a.get(name, _ABSENT) == b.get(name, _ABSENT):
+            continue
+        parts = name.split(".")
+        off = next((p for p in (".".join(parts[:i]) for i in range(1, len(parts)))
+                    if a.get(p, _ABSENT) is None or b.get(p, _ABSENT) is None), name)
+        names.append(off)
+    return list(dict.fromkeys(names))
+
+
+def _get(tree: dict, name: str):
+    """A setting (or a part, as a dict) of a config's dict by its dotted name."""
+    for key in name.split("."):
+        tree = tree[key]
+    return tree
+
+
+def _shown(value) -> str:
+    return "on" if isinstance(value, dict) else "off" if value is None else str(value)
 
 
 def differences(first: ModelConfig, second: ModelConfig, labels: tuple[str, str],
                 names: list[str] | None = None, shown: int = 4) -> str:
     """'name: a in FIRST, b in SECOND' (``labels``) for the settings where two architectures
     differ (or those of ``names`` alone), the first ``shown``."""
-    a, b = _flat(first.to_dict()), _flat(second.to_dict())
-    names = [name for name in a if a[name] != b.get(name)] if names is None else names
-    return "; ".join(f"{name}: {a[name]} in {labels[0]}, {b.get(name)} in {labels[1]}"
-                     for name in names[:shown]) + (
+    a, b = first.to_dict(), second.to_dict()
+    names = _differing(a, b) if names is None else names
+    return "; ".join(f"{name}: {_shown(_get(a, name))} in {labels[0]}, "
+                     f"{_shown(_get(b, name))} in {labels[1]}" for name in names[:shown]) + (
         f" (and {len(names) - shown} more)" if len(names) > shown else "") or "none listed"
 
 
 def shaping_settings(start: ModelConfig, run: ModelConfig) -> list[str]:
-    """Of the settings where ``run`` differs from ``start``, those that give a weight
-    another shape, each tried alone over ``start``'s (networks built on the meta device:
-    no memory); all of them where none does alone."""
-    a, b = _flat(start.to_dict()), _flat(run.to_dict())
-    names = [name for name in a if a[name] != b.get(name)]
-    shapes = _shapes(start.to_dict())
+    """Of the settings where ``run`` differs from ``start`` (a part on in one and off in the
+    other counting as one), those that give a weight another shape, each tried alone over
+    ``start``'s (networks built on the meta device: no memory); all of them where none
+    does alone."""
+    a, b = start.to_dict(), run.to_dict()
+    names = _differing(a, b)
+    shapes = _shapes(a)
     shaping = []
     for name in names:
         trial = start.to_dict()
         *parents, leaf = name.split(".")
-        node = trial
-        for parent in parents:
-            node = node[parent]
-        node[leaf] = b[name]
+        (_get(trial, ".".join(parents)) if parents else trial)[leaf] = _get(b, name)
         if _shapes(trial) != shapes:
             shaping.append(name)
     return shaping or names

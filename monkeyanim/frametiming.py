@@ -42,16 +42,18 @@ def frame_timing(durations: list[int], ticks_per_s: int | Fraction
 
 
 def _rate_from(total_ticks: int, frames: int, ticks_per_s: int | Fraction) -> Fraction:
-    """The frame rate of smallest denominator (nearest the mean among those) that durations
-    in whole ticks of this mean allow: 12 fps is stored as 83, 83, 84 ms..., which read back
-    as 12, not 12.012. Ticks finer than a millisecond (mp4's) state rates such as 30000/1001
-    exactly: their mean is the rate."""
+    """The frame rate of smallest denominator (nearest the mean among those) whose frames,
+    their times rounded to whole ticks, last these ``frames`` what they last in all to a
+    tick: 12 fps is stored as 83, 83, 84 ms..., which read back as 12, not 12.012 (and 12 cs
+    a frame as 25/3, not 8: within half a tick of each frame, but 49 ticks off over 99).
+    Ticks finer than a millisecond (mp4's) state rates such as 30000/1001 exactly: their
+    mean is the rate."""
     mean = Fraction(ticks_per_s * frames, total_ticks)
     if ticks_per_s > MS_PER_S:
         return mean.limit_denominator(MAX_RATE_DENOMINATOR)
-    mean_ticks = total_ticks / frames
-    slowest = ticks_per_s / (mean_ticks + 0.5)
-    fastest = ticks_per_s / max(mean_ticks - 0.5, 0.5)
+    slack = min(1.0, frames / 2)  # ticks over the whole: one frame, half a tick
+    slowest = ticks_per_s * frames / (total_ticks + slack)
+    fastest = ticks_per_s * frames / max(total_ticks - slack, 0.5)
     for denominator in range(1, 1001):
         low, high = math.ceil(slowest * denominator), math.floor(fastest * denominator)
         if low <= high:
@@ -90,12 +92,25 @@ def restored_timing(container, stream) -> tuple[int, Fraction, float, float] | N
     if typical <= 0:
         return None
     if all(abs(d - typical) <= 1 for d in durations):  # a constant rate, to a tick
-        return None if 1 / base > MS_PER_S else (len(durations), fps, longest_s, gap_s)
-    steady = [d for d in durations if abs(d - typical) <= 1]
+        if len(set(durations)) == 1 or 1 / base > MS_PER_S or _header_fits(stream, durations):
+            return None
+        return len(durations), fps, longest_s, gap_s  # 30, 30, 40 ms: 30 fps, not 33.3
+    steady = [d for d in durations if abs(d - typical) <= 1] or durations
     fps = _rate_from(sum(steady), len(steady), 1 / base)
     if fps > MAX_RESTORED_FPS:
         return None
     return max(1, round(sum(durations) * base * fps)), fps, longest_s, gap_s
+
+
+def _header_fits(stream, durations: list[int]) -> bool:
+    """Whether the rate the stream's header states gives its frames their whole duration,
+    to within half a frame (29.97 fps in mkv's milliseconds, 33, 33, 34...: exact, where
+    the mean of whole milliseconds would round it to 30)."""
+    header = stream.average_rate or stream.guessed_rate
+    if not header:
+        return False
+    total_s = sum(durations) * stream.time_base
+    return abs(len(durations) / header - total_s) <= Fraction(1, 2) / header
 
 
 def _last_duration(last: tuple[int, int], fallback: int, stream) -> int:

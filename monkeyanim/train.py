@@ -402,7 +402,8 @@ class Trainer:
         saved = load_checkpoint(model_path)
         if saved.config != self.model.config:
             raise InputError(f"{model_path} holds another network than its {CONFIG_FILE} "
-                             "describes: the run folder is inconsistent")
+                             "describes: the run folder is inconsistent; "
+                             + fresh_start(self.run_dir, settings=False))
         self.model.load_state_dict(saved.state_dict(), strict=True)
         self.model.provenance = saved.provenance
         self.iteration = self.saved_iteration = restore_state(state_path, self.optimizers,

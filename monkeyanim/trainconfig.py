@@ -196,11 +196,11 @@ def saved_run_config(path: Path) -> tuple[ModelConfig, TrainConfig]:
         return (ModelConfig.from_dict(saved["model"]),
                 _merge(TrainConfig(), saved["train"], "train."))
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
-        from .checkpoint import MODEL_FILE  # (torch: only when it is needed)
+        from .runstate import fresh_start  # (torch: only when it is needed)
 
         raise ConfigError(f"{path} is damaged ({type(exc).__name__}: {exc}): the run's "
-                          "settings are lost; start a new run from its weights with --init "
-                          f"{Path(path).parent / MODEL_FILE}") from None
+                          f"settings are lost; {fresh_start(Path(path).parent, settings=False)}"
+                          ) from None
 
 
 def _loader():

@@ -333,7 +333,9 @@ def test_gif_keeps_the_video_duration_with_frames_at_least_20_ms_apart(tmp_path,
 
 
 @pytest.mark.parametrize("suffix, fps", [(".gif", 30), (".gif", 15), (".gif", Fraction(30000, 1001)),
-                                         (".gif", 7.5), (".mkv", 30)])
+                                         (".gif", 7.5), (".mkv", 30),
+                                         (".mkv", Fraction(30000, 1001)),
+                                         (".webm", Fraction(24000, 1001))])
 def test_a_steady_rate_in_coarse_ticks_reads_back_as_written(tmp_path, suffix, fps):
     """A gif stores 30 fps as delays of 30, 30 and 40 ms (mkv 33, 33, 34): FFmpeg's rate is
     the commonest delay's (33.3 fps), which made the output 10% shorter than the input."""
@@ -348,9 +350,33 @@ def test_a_steady_rate_in_coarse_ticks_reads_back_as_written(tmp_path, suffix, f
     assert np.allclose([f.mean() for f in frames], [i * 4 for i in range(60)], atol=2)  # in order
 
 
+@pytest.mark.parametrize("delays, fps", [([12] * 40, Fraction(25, 3)), ([8] * 40, Fraction(25, 2)),
+                                         ([50, 120], None), ([20, 20, 50, 50], None)])
+def test_gif_delays_give_their_own_rate(tmp_path, delays, fps):
+    """Equal delays of 12 cs are 25/3 fps (read as 8: each frame within half a tick of
+    12.5 cs, but 20 ticks off over 40); a 2- or 4-frame gif of two delays had no delay within
+    a tick of their median, and failed with ZeroDivisionError."""
+    from PIL import Image
+
+    frames = [Image.fromarray(np.full((16, 16, 3), i * 6, np.uint8)) for i in range(len(delays))]
+    frames[0].save(tmp_path / "timed.gif", save_all=True, append_images=frames[1:],
+                   duration=[10 * d for d in delays], loop=0)
+    reader = open_video(tmp_path / "timed.gif")
+    assert len(list(reader.frames())) >= len(delays)
+    if fps is not None:
+        assert reader.fps == fps
+
+
 def test_a_relative_name_with_a_colon_is_a_file_not_a_protocol(small_model, source_png,
                                                                 short_mp4, tmp_path):
-    """FFmpeg read '12:30.mp4' as the protocol '12': 'Protocol not found'."""
+    """FFmpeg read '12:30.mp4' as the protocol '12': 'Protocol not found'. (Made absolute
+    without resolving '..': 'link/../x' is x beside the link's target, as the OS finds it.)"""
+    (tmp_path / "real" / "sub").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "real" / "sub")
+    shutil.copy(short_mp4, tmp_path / "real" / "12:30.mp4")
+    result = run_cli("reconstruct", "link/../12:30.mp4", "-o", "r.mp4", "-c", small_model,
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
     shutil.copy(short_mp4, tmp_path / "12:30.mp4")
     shutil.copy(source_png, tmp_path / "shot:1.png")
     result = run_cli("animate", "shot:1.png", "12:30.mp4", "-o", "out:1.mp4", "-c", small_model,

@@ -264,7 +264,7 @@ def test_an_init_mismatch_names_the_settings_that_shape_weights():
     """The message listed the first four differences (frame size, temperature, ...: settings
     a run may change) and hid the one that refused the weights."""
     from monkeyanim.config import ModelConfig
-    from monkeyanim.finetune import shaping_settings
+    from monkeyanim.finetune import differences, shaping_settings
 
     start = get_preset("shapes")
     changed = start.to_dict()
@@ -273,6 +273,14 @@ def test_an_init_mismatch_names_the_settings_that_shape_weights():
     changed["generator"]["block_expansion"] = 8
     assert shaping_settings(start, ModelConfig.from_dict(changed)) == [
         "generator.block_expansion"]
+    # a part turned off (its settings gone: a KeyError) or on is named as one setting
+    off = start.to_dict()
+    off["generator"]["kp_embedding"] = None
+    off = ModelConfig.from_dict(off)
+    assert shaping_settings(start, off) == shaping_settings(off, start) == [
+        "generator.kp_embedding"]
+    assert differences(start, off, ("the checkpoint", "the run")) == \
+        "generator.kp_embedding: on in the checkpoint, off in the run"
 
 
 def test_a_preset_named_by_other_than_a_word_is_refused(tmp_path):
