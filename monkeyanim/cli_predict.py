@@ -85,12 +85,17 @@ def train_predictor(data_dir: Annotated[Path, typer.Argument(
     if half:
         net = to_half_precision(net)
     provenance["epochs"] += done.epochs
-    save_predictor(net, output, {**provenance, **_held_out(net, test_tracks)}, half)
-    if partial.is_file() and not _carried_on(partial, init_path):
+    stopped = done.reason and done.epochs < epochs  # (one in the last epoch cost nothing)
+    # a stop keeps an earlier OUT (--overwrite replaces it only when the run is done)
+    target = partial if stopped and output.exists() else output
+    save_predictor(net, target, {**provenance, **_held_out(net, test_tracks)}, half)
+    if target == output and partial.is_file() and not _carried_on(partial, init_path):
         partial.unlink()  # (kept where it was --init's file: an input)
-    written = f"wrote {output} (trained on {counted(len(tracks), 'video')}"
-    if done.reason and done.epochs < epochs:  # (one in the last epoch cost nothing)
-        raise Interrupted(f"{done.reason} after epoch {done.epochs} of {epochs}: {written})")
+    written = f"wrote {target} (trained on {counted(len(tracks), 'video')}"
+    if stopped:
+        kept = f"; {output} kept as it was" if target == partial else ""
+        raise Interrupted(f"{done.reason} after epoch {done.epochs} of {epochs}: {written}"
+                          f"{kept})")
     console.print(escape(written + ")"))
 
 

@@ -129,6 +129,7 @@ def _check_train_options(init: str | None, resume: bool, subject: str | None,
                          lr: float | None, max_minutes: float | None) -> None:
     from .checkpoint import STATE_FILE
     from .hub import AUTHOR_SUFFIXES
+    from .trainconfig import MAX_LR
 
     if init is not None and resume:
         raise InputError("--init starts a new run; --resume continues one: use one of them")
@@ -140,8 +141,8 @@ def _check_train_options(init: str | None, resume: bool, subject: str | None,
                          "and give --init start.safetensors")
     if subject not in SUBJECTS:
         raise InputError(f"--subject must be face or body, not {subject}")
-    if lr is not None and not 0 < lr < math.inf:  # NaN fails every comparison
-        raise InputError(f"--lr must be positive, not {lr}")
+    if lr is not None and not 0 < lr <= MAX_LR:  # NaN fails every comparison
+        raise InputError(f"--lr must be positive and at most {MAX_LR:g}, not {lr}")
     if max_minutes is not None and not 0 <= max_minutes < math.inf:
         raise InputError(f"--max-minutes must be 0 or more, not {max_minutes}")
 

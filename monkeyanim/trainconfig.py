@@ -17,6 +17,9 @@ from .presets import AUTHOR_PRESETS, get_preset
 
 # the largest seed: 32 bits, as numpy's; torch's 64 must also hold seed + iterations
 MAX_SEED = 2 ** 32 - 1
+MAX_WORKERS = 32  # data loader processes, each a copy of the dataset's process
+MAX_BATCH_PAIRS = 1024  # pairs of frames per iteration and process (the authors': 20 to 40)
+MAX_LR = 1e9  # far past any that trains (the presets': 2e-4); past float32's 3.4e38, Adam fails
 
 
 @dataclass
@@ -55,12 +58,15 @@ class TrainConfig:
                     "seed": 0}
         for name, smallest in at_least.items():
             check_whole(getattr(self, name), name, smallest)
-        if self.seed > MAX_SEED:
-            raise ConfigError(f"seed must be at most {MAX_SEED}, not {self.seed}")
+        for name, largest in (("seed", MAX_SEED), ("num_workers", MAX_WORKERS),
+                              ("batch_size", MAX_BATCH_PAIRS)):
+            if getattr(self, name) > largest:  # (more filled the memory, then hung)
+                raise ConfigError(f"{name} must be at most {largest}, not "
+                                  f"{getattr(self, name)}")
         if self.iterations is not None:
             check_whole(self.iterations, "iterations")
-        if not is_positive_number(self.lr):
-            raise ConfigError(f"lr must be positive, not {self.lr!r}")
+        if not is_positive_number(self.lr) or self.lr > MAX_LR:
+            raise ConfigError(f"lr must be positive and at most {MAX_LR:g}, not {self.lr!r}")
         _check_values(self)
 
     def schedule(self, iterations_per_epoch: int) -> tuple[int, list[int]]:

@@ -105,6 +105,9 @@ def check_output_options(fps: float | None, size: int | None, paste_back: bool,
         raise InputError(f"--size must be a whole number of pixels, not {size!r}")
     if size is not None and size < 2:
         raise InputError("--size must be at least 2")
+    if size is not None and size > ENCODER_MAX_SIDE_PX:
+        raise InputError(f"--size must be at most {ENCODER_MAX_SIDE_PX:,} (the largest side "
+                         f"the encoders take), not {size:,}")
     if paste_back and (side_by_side or size):
         raise InputError("--paste-back writes at the source's resolution: drop --side-by-side "
                          "and --size")

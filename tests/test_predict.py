@@ -282,7 +282,8 @@ def test_bundled_predictors_animate_a_still_out_of_the_box(tmp_path):
 
 def test_train_predictor_saves_what_it_learnt_on_ctrl_c(shapes_split, tmp_path):
     """Ctrl-C ends the epoch under way and saves the predictor with the epochs it had; the
-    exit code still says it was interrupted."""
+    exit code still says it was interrupted. With --overwrite, an earlier OUT is kept and
+    the progress goes to OUT.partial.safetensors (the earlier one was replaced)."""
     import os
     import signal
     import subprocess
@@ -291,20 +292,30 @@ def test_train_predictor_saves_what_it_learnt_on_ctrl_c(shapes_split, tmp_path):
     from conftest import sigint_default
 
     output = tmp_path / "stopped.safetensors"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "monkeyanim", "train-predictor", str(shapes_split / "train"),
-         "-c", "shapes", "-o", str(output), "--epochs", "4000", "--hidden", "8",
-         "--frames", "8"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        preexec_fn=sigint_default, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    first = process.stdout.readline()  # "epoch 200/4000 ...": training is under way
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=120)
-    assert first.startswith("epoch 200/4000"), (first, stderr)
-    assert process.returncode == 130 and "Traceback" not in stderr, stderr
+
+    def interrupted(*extra: str) -> str:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "monkeyanim", "train-predictor", str(shapes_split / "train"),
+             "-c", "shapes", "-o", str(output), "--epochs", "4000", "--hidden", "8",
+             "--frames", "8", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, preexec_fn=sigint_default, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        first = process.stdout.readline()  # "epoch 200/4000 ...": training is under way
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+        assert first.startswith("epoch 200/4000"), (first, stderr)
+        assert process.returncode == 130 and "Traceback" not in stderr, stderr
+        return stderr
+
+    stderr = interrupted()
     done = predictor_provenance(output)["epochs"]
     assert 200 <= done < 4000
     assert f"interrupted after epoch {done} of 4000: wrote {output}" in stderr
     assert load_predictor(output).config.num_features == 8
+    before = output.read_bytes()
+    stderr = interrupted("--overwrite")
+    partial = tmp_path / "stopped.partial.safetensors"
+    assert output.read_bytes() == before and partial.is_file()
+    assert f"wrote {partial}" in stderr and f"{output} kept as it was" in stderr
 
 
 def test_a_killed_train_predictor_leaves_its_progress_and_goes_on_with_init(shapes_split,

@@ -304,10 +304,15 @@ def test_max_minutes_stops_with_a_checkpoint(shapes_slice, tiny_config, tmp_path
     assert result.returncode == 0, result.stderr
     assert "iterations 1 -> 2" in result.stdout and "done: 2 iterations" in result.stdout
     assert [r["lr"] for r in read_log(run)] == [2e-4, 3e-5]
-    for option, value in (("--lr", "0"), ("--lr", "nan"), ("--lr", "inf"),
+    for option, value in (("--lr", "0"), ("--lr", "nan"), ("--lr", "inf"), ("--lr", "1e39"),
                           ("--max-minutes", "-1"), ("--max-minutes", "nan")):
         assert_one_line_error(run_cli("train", shapes_slice, "-o", run, "--resume", option,
                                       value), f"{option} must be")
+    # (99999 loader processes filled the memory, and a batch of 1e8 pairs; 1e39 overflowed)
+    for option, value, setting in (("--workers", "99999", "num_workers"),
+                                   ("--batch-size", "99999999", "batch_size")):
+        assert_one_line_error(run_cli("train", shapes_slice, "-o", run, "--resume", option,
+                                      value), f"{setting} must be at most")
 
 
 def test_validation_keeps_the_best_weights_on_held_out_videos(shapes_slice, tiny_config,
