@@ -95,7 +95,7 @@ def train_predictor(data_dir: Annotated[Path, typer.Argument(
     if stopped:
         kept = f"; {output} kept as it was" if target == partial else ""
         raise Interrupted(f"{done.reason} after epoch {done.epochs} of {epochs}: {written}"
-                          f"{kept})")
+                          f"{kept})", done.exit_code)
     console.print(escape(written + ")"))
 
 
@@ -103,6 +103,7 @@ def train_predictor(data_dir: Annotated[Path, typer.Argument(
 class _Done:
     epochs: int = 0
     reason: str | None = None  # why it stopped early (Ctrl-C, a kill)
+    exit_code: int = 130  # the signal's: 130 for Ctrl-C, 143 for SIGTERM
 
 
 def _fit(net, tracks: list, epochs: int, batch_size: int, save) -> _Done:
@@ -122,7 +123,7 @@ def _fit(net, tracks: list, epochs: int, batch_size: int, save) -> _Done:
     with StopRequest(None, "interrupted again: stopped at once; nothing more was saved") as stop:
         fit(tracks, net.config, epochs, batch_size, on_epoch=report, should_stop=stop,
             start=net)
-    done.reason = stop.reason
+    done.reason, done.exit_code = stop.reason, stop.exit_code or 130
     return done
 
 

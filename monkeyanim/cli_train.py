@@ -17,7 +17,7 @@ from .cli import (BatchOpt, CheckpointOpt, ConfigOpt, CropOpt, DeviceOpt, FidWei
                   warn_unreadable)
 from .errors import InputError, Interrupted
 from .files import check_json_name, check_output
-from .stops import INTERRUPTED, StopRequest
+from .stops import StopRequest
 
 SUBJECTS = {None: None, "face": "face_model", "body": "body_model"}  # --subject: metadata key
 
@@ -149,21 +149,21 @@ def _check_train_options(init: str | None, resume: bool, subject: str | None,
 
 def _report_end(trainer, stop: StopRequest, output: Path) -> None:
     """The run's closing lines (its best held-out L1, then where it stopped; rank 0);
-    exit code 130 when Ctrl-C stopped it."""
-    interrupted = stop.reason == INTERRUPTED
+    exit code 130 when Ctrl-C stopped it (143: SIGTERM)."""
+    interrupted = stop.exit_code is not None
     best = trainer.keep_best
     if best is not None and best.best_iteration is not None:
         console.print(escape(f"best held-out L1 {best.best:.4f} at iteration "
                              f"{best.best_iteration}: {best.path}"))
     if trainer.rank != 0:
         if interrupted:
-            raise typer.Exit(130)
+            raise typer.Exit(stop.exit_code)
     elif trainer.stopped_early:
         reason = stop.reason or "another process was stopped"
         message = (f"stopped at iteration {trainer.iteration} of {trainer.total} ({reason}), "
                    f"saved in {output}: carry on with --resume")
         if interrupted:
-            raise Interrupted(message)
+            raise Interrupted(message, stop.exit_code)
         console.print(escape(message))
     else:
         from .checkpoint import MODEL_FILE
@@ -252,7 +252,7 @@ def evaluate(data_dir: Annotated[Path, typer.Argument(help="Folder with test/ (o
         atomic_write(json_path, lambda tmp: tmp.write_text(text))
     if report.get("not_run"):
         raise Interrupted(f"{stop.reason}: {len(report['not_run'])} of the videos not run "
-                          "(the report holds those measured)")
+                          "(the report holds those measured)", stop.exit_code or 130)
     if report["failed"]:  # measured without them: the exit code says so
         raise typer.Exit(1)
 

@@ -13,7 +13,6 @@ from .errors import Interrupted
 
 STOP_SIGNALS = {signal.SIGINT: ("interrupted", signal.default_int_handler),
                 signal.SIGTERM: ("terminated", signal.SIG_DFL)}  # name, Python's own handling
-INTERRUPTED = "interrupted"
 SECONDS_PER_MINUTE = 60
 
 
@@ -77,6 +76,7 @@ class StopRequest:
         self.deadline = (None if minutes is None
                          else time.monotonic() + SECONDS_PER_MINUTE * minutes)
         self.reason: str | None = None
+        self.signum: int | None = None  # the signal that asked for the stop
         self.previous: dict[int, object] = {}
         self.again = again
 
@@ -89,10 +89,15 @@ class StopRequest:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
 
+    @property
+    def exit_code(self) -> int | None:
+        """128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM), or None: no signal."""
+        return None if self.signum is None else 128 + self.signum
+
     def _signalled(self, signum, frame) -> None:
-        if self.reason == INTERRUPTED:
-            raise Interrupted(self.again)
-        self.reason = INTERRUPTED
+        if self.signum is not None:
+            raise Interrupted(self.again, exit_code=128 + signum)
+        self.signum, self.reason = signum, STOP_SIGNALS[signum][0]
 
     def __call__(self) -> bool:
         if self.reason is None and self.deadline is not None and time.monotonic() >= self.deadline:
