@@ -84,7 +84,7 @@ def animate(source: Annotated[Path, typer.Argument(
                 for (s, d), (out,) in plan.jobs]
         warn(plan.warnings)
         if count_failures(run_batch(jobs, ("source", "driving"), overwrite,
-                                skip=all_there if skip_existing else None)):
+                                    skip=all_there if skip_existing else None)):
             raise typer.Exit(1)
         return
     with progress_bar(output.name) as progress:

@@ -462,7 +462,8 @@ def test_short_videos_are_skipped_with_a_warning(shapes_slice, face_frames, tiny
     result = run_cli("train", data, "-o", tmp_path / "run", "--config", tiny_config,
                      "--iterations", "1")
     assert result.returncode == 0, result.stderr
-    assert "skipped 2 video(s) shorter than 2 frames, first: still.mp4" in result.stderr
+    assert "skipped 2 video(s) shorter than 2 frames (an image is one frame, unless it is a " \
+        "strip as wide as a whole number of its height), first: still.mp4" in result.stderr
     assert "skipped 1 unreadable file(s)" in result.stderr
 
 
