@@ -201,6 +201,15 @@ train: {batch_size: 8, checkpoint_every: 10, sample_every: 10, log_every: 1, num
 
 
 @pytest.fixture(scope="module")
+def shapes():
+    """The bundled shapes checkpoint, loaded once per test module (a test that changes it
+    works on a copy)."""
+    import monkeyanim
+
+    return monkeyanim.load_model("shapes")
+
+
+@pytest.fixture(scope="module")
 def shapes_slice(datasets_dir, tmp_path_factory):
     """32 training and 8 test videos of the authors' shapes (frame strips), linked."""
     root = tmp_path_factory.mktemp("shapes")

@@ -23,11 +23,6 @@ from conftest import ROOT, assert_one_line_error, probe, run_cli
 
 
 @pytest.fixture(scope="module")
-def shapes():
-    return monkeyanim.load_model("shapes")
-
-
-@pytest.fixture(scope="module")
 def frames():
     """The first 4 frames of the shapes example, (4, 3, 64, 64) float in [0, 1]."""
     video = open_video(ROOT / "examples" / "shapes" / "driving.mp4")

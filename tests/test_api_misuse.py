@@ -18,11 +18,6 @@ from conftest import ROOT
 
 
 @pytest.fixture(scope="module")
-def shapes():
-    return monkeyanim.load_model("shapes")
-
-
-@pytest.fixture(scope="module")
 def frames():
     """The first 8 frames of the shapes example, (8, 3, 64, 64) float in [0, 1]."""
     video = open_video(ROOT / "examples" / "shapes" / "driving.mp4")
