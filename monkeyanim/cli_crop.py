@@ -33,15 +33,13 @@ def crop(video: Annotated[Path, typer.Argument(help="Video, or a folder of video
     from .croptool import read_csv
     from .faces import get_detector
     from .video import VIDEO_SUFFIXES
-    from .videowriter import ENCODER_MAX_SIDE_PX
+    from .videowriter import check_side
 
     check_existing(overwrite, skip_existing)
     videos = input_files(video, VIDEO_SUFFIXES, "videos")
     if size < MIN_CLIP_PX or min_frames < 2:
         raise InputError(f"--size must be at least {MIN_CLIP_PX} and --min-frames at least 2")
-    if size > ENCODER_MAX_SIDE_PX:
-        raise InputError(f"--size must be at most {ENCODER_MAX_SIDE_PX:,} (the largest side "
-                         "the encoders take)")
+    check_side(size)
     _check_clip_names(videos, output)
     folder = output_folder(output, "-o names the folder for the clips")
     asked = len(videos)

@@ -34,15 +34,17 @@ class OutputError(MonkeyAnimError):
     """An output that could not be written: disk full, no permission, an I/O error."""
 
 
-def check_count(value, what: str) -> None:
+def check_count(value, what: str, smallest: int | None = None) -> None:
     """InputError unless ``value`` is a whole number (an int of any kind, numpy's and a 0-d
-    int tensor too; not a bool or a float)."""
+    int tensor too; not a bool or a float), and at least ``smallest`` where given."""
     try:
         operator.index(value)
     except TypeError:
         raise InputError(f"{what} must be a whole number, not {value!r}") from None
     if isinstance(value, bool):
         raise InputError(f"{what} must be a whole number, not {value!r}")
+    if smallest is not None and value < smallest:
+        raise InputError(f"{what} must be at least {smallest}, not {value}")
 
 
 def first_line(exc: BaseException) -> str:

@@ -156,9 +156,7 @@ def _check_settings(model: MonkeyNet, limit: int | None, batch_size: int, crop,
     """InputError for a setting no video could be evaluated with, before the first (it
     would be tried on each, and said as the first video's failure)."""
     if limit is not None:
-        check_count(limit, "limit")
-        if limit < 1:
-            raise InputError(f"limit must be at least 1 video (None: all), not {limit}")
+        check_count(limit, "limit", 1)
     check_batch_size(batch_size)
     crop_mode(crop, model)
     check_refine_steps(refine_steps)

@@ -388,9 +388,7 @@ def track_faces(frames: Iterable[np.ndarray], detector, every: int = TRACK_DETEC
     """Crop boxes for every frame of a video, detecting on every ``every``-th frame.
     Returns the track and the number of frames."""
     for value, what in ((every, "every"), (window, "window")):
-        check_count(value, what)
-        if value < 1:
-            raise InputError(f"{what} must be at least 1 frame, not {value}")
+        check_count(value, what, 1)
     found: dict[int, Box] = {}
     count, shape, cuts, shot_changes, follow = 0, None, [], ShotChanges(), FaceFollower()
     for index, frame in enumerate(frames):

@@ -16,7 +16,7 @@ import av
 import av.filter
 import numpy as np
 
-from .errors import InputError, OutputError, cannot_write
+from .errors import InputError, OutputError, cannot_write, check_count
 from .files import av_path, publish, temp_beside
 from .frametiming import MAX_RATE_DENOMINATOR
 from .video import QUEUE_FRAMES
@@ -79,21 +79,32 @@ GIF_MIN_DELAY_TICKS = 2
 QUEUE_BYTES = 256 << 20
 
 
+def _a_rate(fps) -> bool:
+    """Whether ``fps`` is a number (Python's or numpy's: Real), not a bool."""
+    return isinstance(fps, numbers.Real) and not isinstance(fps, bool)
+
+
 def _check_rate(fps: float, name: str) -> None:
     """InputError unless ``fps`` (given as ``name``) is a positive, finite number."""
-    if isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not (
-            0 < fps < float("inf")):  # (NaN fails it too; numpy's numbers are Real)
+    if not _a_rate(fps) or not 0 < fps < float("inf"):  # (NaN fails it too)
         raise InputError(f"{name} must be a positive number of frames a second, not {fps!r}")
 
 
 def check_fps(fps: float) -> None:
     """An output frame rate asked for (--fps): NaN, infinities and rates no player shows
     (beyond a frame every 100 s or 1,000 a second) would fail deep in FFmpeg or Fraction."""
-    if isinstance(fps, bool) or not isinstance(fps, numbers.Real):
+    if not _a_rate(fps):
         raise InputError(f"--fps must be a number of frames a second, not {fps!r}")
     if not MIN_FPS <= fps <= MAX_FPS:  # also False for NaN
         raise InputError(f"--fps must be between {MIN_FPS:g} and {MAX_FPS:g} frames a second, "
                          f"not {float(fps):g}")
+
+
+def check_side(size: int) -> None:
+    """--size past the largest side the encoders take (a cv2 error once frames came)."""
+    if size > ENCODER_MAX_SIDE_PX:
+        raise InputError(f"--size must be at most {ENCODER_MAX_SIDE_PX:,} (the largest side "
+                         f"the encoders take), not {size:,}")
 
 
 def check_output_options(fps: float | None, size: int | None, paste_back: bool,
@@ -101,13 +112,9 @@ def check_output_options(fps: float | None, size: int | None, paste_back: bool,
     """animate's output settings (None: not given), each possible and all together."""
     if fps is not None:
         check_fps(fps)
-    if size is not None and (isinstance(size, bool) or not isinstance(size, numbers.Integral)):
-        raise InputError(f"--size must be a whole number of pixels, not {size!r}")
-    if size is not None and size < 2:
-        raise InputError("--size must be at least 2")
-    if size is not None and size > ENCODER_MAX_SIDE_PX:
-        raise InputError(f"--size must be at most {ENCODER_MAX_SIDE_PX:,} (the largest side "
-                         f"the encoders take), not {size:,}")
+    if size is not None:
+        check_count(size, "--size", 2)
+        check_side(size)
     if paste_back and (side_by_side or size):
         raise InputError("--paste-back writes at the source's resolution: drop --side-by-side "
                          "and --size")

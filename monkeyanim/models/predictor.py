@@ -82,9 +82,7 @@ class KPPredictor(nn.Module):
 
     def _first_frame(self, kp: Keypoints, frames: int) -> Keypoints:
         """rollout's inputs checked: one frame of this predictor's keypoints, as float32."""
-        check_count(frames, "frames")
-        if frames < 1:
-            raise InputError(f"frames must be at least 1, not {frames}")
+        check_count(frames, "frames", 1)
         count, matrix = self.config.num_kp, self.per_kp == 6
         if not isinstance(kp, Keypoints) or tuple(kp.mean.shape[-2:]) != (count, 2) or (
                 kp.mean.ndim not in (2, 3) or kp.mean.ndim == 3 and len(kp.mean) != 1):
